@@ -1,0 +1,44 @@
+# Two entry points for a fresh machine (README "Quick start"):
+#   make demo   installs everything into .venv and runs `edgekd demo`
+#   make test   installs everything (plus test tools and the Debian packages the tests use),
+#               then runs ruff, the android_demo Java core's JUnit tests and pytest
+# Everything installs from PyPI; nothing is downloaded at run time.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.edgekd-installed
+DEMO_ARGS ?=
+
+.PHONY: install system-deps demo test lint java-test clean
+
+install: $(STAMP)
+
+# Order matters: torch first (pinned, CPU build), then edgekd and its stack, then onnx2tf with
+# --no-deps (its metadata pins old numpy/TF/onnx that conflict with executorch; what it imports
+# is already in edgekd's dependencies).
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install --no-deps onnx2tf==1.29.24 simple-onnx-processing-tools==1.1.32
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/edgekd demo $(DEMO_ARGS)
+
+system-deps:
+	bash scripts/system-deps.sh
+
+lint: install
+	$(BIN)/ruff check edgekd runtimes benchmarks tests
+
+java-test: system-deps
+	$(MAKE) -C android_demo test
+
+test: lint java-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache edgekd_runs demo_out

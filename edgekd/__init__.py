@@ -1,0 +1,51 @@
+"""edgekd: distil a small student, quantize it, convert it to ExecuTorch/TFLite and profile it.
+
+The public API is one function per stage (heavy backends are imported when first called)::
+
+    import edgekd
+    result = edgekd.distill(teacher, student, data, method="ce+kd")
+    q = edgekd.quantize(result.model, example_inputs, calibration)
+    bundle = edgekd.export(result.model, example_inputs, out_dir="bundle", calibration=calib)
+    rows = edgekd.benchmark(bundle, target="local")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bundle",
+    "EdgekdError",
+    "__version__",
+    "benchmark",
+    "distill",
+    "export",
+    "quantize",
+]
+
+from edgekd.errors import EdgekdError
+from edgekd.export.bundle import Bundle
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekd.bench.harness import benchmark
+    from edgekd.distill import distill
+    from edgekd.export import export
+    from edgekd.quantize import quantize
+
+_LAZY = {
+    "distill": ("edgekd.distill", "distill"),
+    "quantize": ("edgekd.quantize", "quantize"),
+    "export": ("edgekd.export", "export"),
+    "benchmark": ("edgekd.bench.harness", "benchmark"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(mod), attr)
+    raise AttributeError(f"module 'edgekd' has no attribute {name!r}")

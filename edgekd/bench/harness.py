@@ -1,0 +1,282 @@
+"""The host side of benchmarking: run the device runner on every model file, keep every result.
+
+``benchmark(bundle_or_file, target=...)`` runs ``runtimes/python/edgekd_runner.py`` once per
+model file through a target (one process per file, so a crash in one runtime cannot take the
+others down), turns its JSON line into a :class:`BenchResult` and appends that to
+``out_dir/results.jsonl`` at once (flushed and fsynced). A failing file becomes a result with
+``error`` set and the run goes on; ``resume=True`` skips files already measured successfully.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.bench.report import write_summary
+from edgekd.bench.stats import Stats
+from edgekd.bench.targets import RunnerArgs, RunnerOutcome, Target, get_target
+from edgekd.errors import BenchError, ConfigError, DataError, EdgekdError
+from edgekd.export.bundle import MANIFEST, Bundle, ModelFile, sha256_of
+
+RESULTS = "results.jsonl"
+SUMMARY = "summary.json"
+
+
+@dataclass
+class BenchResult:
+    """One model file measured on one target. Times in ms, memory in MB, accuracy in [0, 1]."""
+
+    target: str
+    model: str  # path of the model file on the host
+    model_name: str  # the bundle's model name (or the file's stem): column "model" in tables
+    key: str  # format/precision/converter
+    format: str
+    precision: str
+    converter: str
+    bytes: int
+    runtime: str | None = None
+    runtime_version: str | None = None
+    interpreter: str | None = None
+    threads: int = 0
+    warmup: int = 0
+    runs: int = 0
+    load_ms: float | None = None
+    first_inference_ms: float | None = None
+    latency_ms: Stats | None = None  # derived from latency_samples_ms
+    latency_samples_ms: list[float] = field(default_factory=list)
+    peak_mem_mb: float | None = None
+    baseline_mem_mb: float | None = None
+    accuracy: float | None = None
+    eval_samples: int = 0
+    machine: dict[str, Any] = field(default_factory=dict)
+    input: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    error_type: str | None = None
+    exit_code: int | None = None
+    created: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["latency_ms"] = self.latency_ms.to_dict() if self.latency_ms else None
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> BenchResult:
+        known = {f.name for f in fields(BenchResult)}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["latency_ms"] = Stats.from_dict(d["latency_ms"]) if d.get("latency_ms") else None
+        return BenchResult(**kw)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One model file to measure, with what the manifest (or the file name) says about it."""
+
+    path: Path
+    model_name: str
+    format: str
+    precision: str
+    converter: str
+    sha256: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.format}/{self.precision}/{self.converter}"
+
+
+def _job_from_file(path: Path) -> _Job:
+    """Describe a loose model file from its suffix and name tokens (``*_int8.tflite``)."""
+    fmt = path.suffix.lstrip(".").lower()
+    name = path.stem.lower()
+    precision = next((p for p in ("int8", "fp16", "fp32") if p in name), "fp32" if fmt == "pt2" else "unknown")
+    converter = {"pte": "executorch", "pt2": "torch"}.get(fmt) or next(
+        (c for c in ("onnx2tf", "litert-torch") if c.replace("-torch", "") in name), "unknown")
+    return _Job(path, path.stem, fmt, precision, converter)
+
+
+def _jobs(source: str | Path | Bundle, files: Sequence[str] | None) -> tuple[list[_Job], Bundle | None]:
+    if isinstance(source, Bundle):
+        bundle = source
+    elif Path(source).is_dir() or Path(source).name == MANIFEST:
+        bundle = Bundle.load(source)
+    elif Path(source).is_file():
+        return [_job_from_file(Path(source))], None
+    else:
+        raise ConfigError(f"no model file or bundle at {source}", stage="bench",
+                          hint="pass a bundle folder (with edgekd.json) or a .pte/.tflite/.pt2 file")
+    chosen: list[ModelFile] = [bundle.file(k) for k in files] if files else list(bundle.files)
+    return [_Job(bundle.path_of(f), bundle.model_name, f.format, f.precision, f.converter, f.sha256)
+            for f in chosen], bundle
+
+
+def _as_array(a: Any) -> np.ndarray:
+    if hasattr(a, "detach"):  # a torch tensor, without importing torch here
+        a = a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def _prepare_npz(out_dir: Path, eval_data: Any, inputs: Any, bundle: Bundle | None) -> tuple[Path | None, Path | None]:
+    """Write (or locate) the inputs and eval .npz files the runner reads."""
+    eval_npz = None
+    if isinstance(eval_data, (str, Path)):
+        eval_npz = Path(eval_data)
+        if not eval_npz.is_file():
+            raise DataError(f"eval data {eval_npz} not found", stage="bench", hint="pass an .npz with x and y, or (x, y)")
+    elif eval_data is not None:
+        x, y = eval_data
+        eval_npz = out_dir / "eval.npz"
+        np.savez(eval_npz, x=_as_array(x).astype(np.float32), y=_as_array(y).astype(np.int64))
+    if isinstance(inputs, (str, Path)):
+        if not Path(inputs).is_file():
+            raise DataError(f"inputs {inputs} not found", stage="bench", hint="pass an .npz with key x, or an array")
+        return Path(inputs), eval_npz
+    if inputs is not None:
+        x = _as_array(inputs).astype(np.float32)
+    elif bundle is not None and bundle.inputs:
+        x = np.zeros(bundle.inputs[0].shape, np.float32)
+    elif eval_npz is not None:
+        with np.load(eval_npz) as ev:
+            x = ev["x"][:1].astype(np.float32)
+    else:
+        return None, eval_npz  # the runner feeds zeros of the file's own input shape
+    inputs_npz = out_dir / "inputs.npz"
+    np.savez(inputs_npz, x=x)
+    return inputs_npz, eval_npz
+
+
+def _parse(outcome: RunnerOutcome, timeout_s: float) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """The runner's result dict, or (None, error text, error type)."""
+    objs = []
+    for line in outcome.stdout.splitlines():
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            objs.append(obj)
+    result = next((o for o in reversed(objs) if o.get("event") == "result"), None)
+    err = next((o for o in reversed(objs) if o.get("event") == "error"), None)
+    tail = outcome.stderr.strip()[-300:]
+    if outcome.timed_out:
+        return None, f"runner timed out after {timeout_s:g}s", "timeout"
+    if err is not None:
+        return None, f"{err.get('message')} (exit {outcome.returncode}; fix: {err.get('hint')})", err.get("error_type")
+    if outcome.returncode < 0:
+        sig = signal.Signals(-outcome.returncode).name if -outcome.returncode in signal.valid_signals() else "?"
+        return None, f"runner killed by {sig} before it printed a result; stderr: {tail}", "crash"
+    if outcome.returncode != 0:
+        return None, f"runner exited {outcome.returncode} without an error line; stderr: {tail}", "crash"
+    if result is None:
+        return None, f"no result line in runner output {outcome.stdout[:200]!r}; stderr: {tail}", "bad_output"
+    return result, None, None
+
+
+def _blank(job: _Job, target: Target, args: RunnerArgs) -> BenchResult:
+    return BenchResult(target=target.url, model=str(job.path), model_name=job.model_name, key=job.key,
+                       format=job.format, precision=job.precision, converter=job.converter,
+                       bytes=job.path.stat().st_size if job.path.is_file() else 0, threads=args.threads,
+                       warmup=args.warmup, runs=args.runs, created=datetime.now().isoformat(timespec="seconds"))
+
+
+def _failed(r: BenchResult, text: str, error_type: str | None, exit_code: int | None = None) -> BenchResult:
+    r.error = f"bench/{r.target}: {Path(r.model).name} [{r.key}]: {text}"
+    r.error_type, r.exit_code = error_type, exit_code
+    return r
+
+
+def _filled(r: BenchResult, data: dict[str, Any]) -> BenchResult:
+    for name in ("runtime", "runtime_version", "interpreter", "load_ms", "first_inference_ms", "peak_mem_mb",
+                 "baseline_mem_mb", "accuracy", "machine", "input"):
+        setattr(r, name, data.get(name))
+    r.eval_samples = int(data.get("eval_samples") or 0)
+    r.latency_samples_ms = [float(s) for s in data.get("latency_samples_ms", [])]
+    r.latency_ms = Stats.from_samples(r.latency_samples_ms) if r.latency_samples_ms else None
+    r.exit_code = 0
+    return r
+
+
+def _append(path: Path, result: BenchResult) -> None:
+    with open(path, "a+b") as f:
+        if f.tell() and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n":
+            f.write(b"\n")  # a line cut off by an earlier interruption stays on its own line
+        f.write((json.dumps(result.to_dict()) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_results(path: str | Path) -> list[BenchResult]:
+    """Read a ``results.jsonl``; a line cut off by an interruption is skipped."""
+    out = []
+    p = Path(path)
+    for line in p.read_text().splitlines() if p.exists() else []:
+        try:
+            out.append(BenchResult.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, TypeError, KeyError):
+            continue
+    return out
+
+
+def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local", *, warmup: int = 10,
+              runs: int = 50, threads: int = 2, eval_data: Any = None, inputs: Any = None,
+              out_dir: str | Path | None = None, files: Sequence[str] | None = None, resume: bool = False,
+              timeout_s: float = 300, progress: bool = True) -> list[BenchResult]:
+    """Measure every model file of a bundle (or one file) on ``target``; see the module docstring.
+
+    ``eval_data``/``inputs``: an ``.npz`` path or arrays/tensors (``(x, y)`` for eval data);
+    ``files``: keys (``pte/int8/executorch``) or paths within the bundle. Returns one
+    :class:`BenchResult` per file, failures included (``result.error``).
+    """
+    if runs < 1 or warmup < 0 or threads < 1:
+        raise ConfigError(f"need runs >= 1, warmup >= 0, threads >= 1 (got {runs}, {warmup}, {threads})",
+                          stage="bench", hint="e.g. warmup=10, runs=50, threads=2")
+    tgt = get_target(target)
+    jobs, bundle = _jobs(bundle_or_file, files)
+    out = Path(out_dir) if out_dir else Path("edgekd_runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    inputs_npz, eval_npz = _prepare_npz(out, eval_data, inputs, bundle)
+    args = RunnerArgs(warmup=warmup, runs=runs, threads=threads)
+    jsonl = out / RESULTS
+    done = {(r.target, r.model): r for r in load_results(jsonl) if r.ok} if resume else {}
+
+    from tqdm import tqdm
+
+    results: list[BenchResult] = []
+    for job in tqdm(jobs, desc=f"bench {tgt.url}", unit="file", disable=not progress):
+        previous = done.get((tgt.url, str(job.path)))
+        if previous is not None:
+            results.append(previous)
+            continue
+        results.append(_measure(job, tgt, args, inputs_npz, eval_npz, timeout_s))
+        _append(jsonl, results[-1])
+    latest = {(r.target, r.model): r for r in load_results(jsonl)}  # every file this folder has seen
+    write_summary(list(latest.values()), out / SUMMARY, extra={"target": tgt.describe(), "results_jsonl": str(jsonl)})
+    return results
+
+
+def _measure(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, eval_npz: Path | None,
+             timeout_s: float) -> BenchResult:
+    """Check the file against its manifest entry, run it, and never raise for a per-file failure."""
+    r = _blank(job, tgt, args)
+    if not job.path.is_file():
+        return _failed(r, f"{job.path} is missing (copy the whole bundle folder)", "missing_file")
+    if job.sha256 and sha256_of(job.path) != job.sha256:
+        return _failed(r, "file does not match its sha256 in edgekd.json (truncated or modified; "
+                          "re-export the bundle or copy it again)", "checksum")
+    try:
+        outcome = tgt.run_runner(job.path, inputs_npz, args, timeout_s, eval_npz=eval_npz)
+    except (EdgekdError, OSError) as e:  # the target itself failed (lost device, copy error)
+        return _failed(r, str(e), "target" if isinstance(e, BenchError) else type(e).__name__)
+    data, text, error_type = _parse(outcome, timeout_s)
+    return _filled(r, data) if data is not None else _failed(r, str(text), error_type, outcome.returncode)

@@ -1,0 +1,58 @@
+"""The ``local`` target: run the device runner in a subprocess on this machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import edgekd
+from edgekd.bench.targets import TARGETS, RunnerArgs, RunnerOutcome, Target
+from edgekd.errors import TargetError
+
+
+def runner_path() -> Path:
+    """``runtimes/python/edgekd_runner.py`` next to the package (source checkout or editable install)."""
+    path = Path(edgekd.__file__).resolve().parents[1] / "runtimes" / "python" / "edgekd_runner.py"
+    if not path.is_file():
+        raise TargetError(f"device runner not found at {path}", stage="bench/local",
+                          hint="install edgekd from a source checkout (pip install -e .) so runtimes/ is present")
+    return path
+
+
+@TARGETS.register("local")
+class LocalTarget(Target):
+    """This machine, with the interpreter that runs edgekd (``sys.executable``)."""
+
+    def __init__(self, url: str = "local", python: str | None = None) -> None:
+        super().__init__(url)
+        if url != "local":
+            raise ValueError("the local target takes no address")
+        self.python = python or sys.executable
+        self.runner = runner_path()
+
+    def run_runner(self, model_path: Path, inputs_npz: Path | None, args: RunnerArgs, timeout_s: float,
+                   eval_npz: Path | None = None) -> RunnerOutcome:
+        argv = args.argv(str(model_path), inputs_npz and str(inputs_npz), eval_npz and str(eval_npz))
+        t0 = time.perf_counter()
+        try:
+            p = subprocess.run([self.python, str(self.runner), *argv], capture_output=True, text=True,
+                               timeout=timeout_s, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        except subprocess.TimeoutExpired as e:
+            return RunnerOutcome(-9, _text(e.stdout), _text(e.stderr), timed_out=True,
+                                 wall_s=time.perf_counter() - t0)
+        return RunnerOutcome(p.returncode, p.stdout, p.stderr, wall_s=time.perf_counter() - t0)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "local", "url": self.url, "hostname": platform.node(), "python": self.python,
+                "runner": str(self.runner), "cpu_count": os.cpu_count()}
+
+
+def _text(b: bytes | str | None) -> str:
+    if isinstance(b, bytes):
+        return b.decode(errors="replace")
+    return b or ""

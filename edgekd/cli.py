@@ -1,0 +1,302 @@
+"""``edgekd`` command line: a thin shell over the Python API (each subcommand parses, calls, prints).
+
+    edgekd demo [--quick] [--out DIR]
+    edgekd list models|methods|datasets|targets
+    edgekd train   --model resnet20 --data mnist5k --epochs 5 --out runs/teacher
+    edgekd distill --teacher runs/teacher/model.pt --student resnet8 --method ce+kd --out runs/kd
+    edgekd distill --config examples/distill_crd.yaml --epochs 2
+    edgekd export  runs/kd/model.pt --data mnist5k --formats pte,tflite --precision fp32,int8 --out bundle
+    edgekd bench   bundle --target local --threads 2 --runs 100 --eval-data mnist5k
+    edgekd bench   bundle --target ssh://pi@raspberrypi --target adb://SERIAL --out runs/b1
+    edgekd devices [--target ssh://pi@raspberrypi]
+    edgekd report  runs/b1
+
+Errors on bad input are one clear message (stage, thing, fix) and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgekd.errors import ConfigError, EdgekdError
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _add_data_args(p: argparse.ArgumentParser, default: str | None = "mnist5k") -> None:
+    p.add_argument("--data", default=default, help="data set name (`edgekd list datasets`)")
+    p.add_argument("--data-root", default=None, help="folder holding the data set files, where it needs one")
+    p.add_argument("--limit", type=int, default=None, help="use at most this many samples")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _load_data(args: argparse.Namespace):  # -> DataSplits
+    from edgekd import data as D
+
+    return D.load(args.data, root=args.data_root, seed=args.seed, limit=args.limit)
+
+
+# -- subcommands -----------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edgekd.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig.quick() if args.quick else DemoConfig()
+    if args.tflite_converter:
+        cfg = DemoConfig(**{**cfg.__dict__, "tflite_converter": args.tflite_converter})
+    results = run_demo(args.out, cfg, progress=not args.no_progress)
+    return 1 if any(r.error for r in results) else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "models":
+        from edgekd.models import list_models as names
+    elif args.what == "methods":
+        from edgekd.distill import methods as names
+    elif args.what == "datasets":
+        from edgekd.data import list_datasets as names
+    else:
+        from edgekd.bench.targets import list_targets as names
+    print("\n".join(names()))
+    return 0
+
+
+def _train_or_distill(args: argparse.Namespace, teacher_path: str | None,
+                      distill_kw: dict | None = None) -> int:
+    """Train (no teacher) or distil; ``distill_kw`` (from a config) replaces the loop flags."""
+    from edgekd import models as M
+    from edgekd.distill import distill
+    from edgekd.models.saved import load_model, save_model
+
+    splits = _load_data(args)
+    kw = {"num_classes": splits.num_classes, "in_channels": splits.in_channels}
+    teacher = load_model(teacher_path)[0] if teacher_path else None
+    name = args.student if teacher_path else args.model
+    out = Path(args.out)
+    if distill_kw is None:
+        distill_kw = {"method": args.method, "epochs": args.epochs, "batch_size": args.batch_size,
+                      "lr": args.lr, "seed": args.seed}
+    res = distill(teacher, M.create(name, **kw), splits, out_dir=out, resume=args.resume,
+                  progress=not args.no_progress, **distill_kw)
+    path = save_model(res.model, out / "model.pt", name, meta={"data": args.data, "metrics": res.metrics}, **kw)
+    print(" ".join(f"{k}={v:.4f}" for k, v in res.metrics.items() if isinstance(v, float)))
+    print(f"saved {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    return _train_or_distill(args, None)
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    """``--config run.yaml`` gives every setting; flags given on the command line override it."""
+    from edgekd.distill.config import DistillConfig, load_config
+
+    cfg = load_config(args.config) if args.config else DistillConfig()
+    cfg = cfg.override(**{k: getattr(args, k) for k in _DISTILL_FLAGS})
+    missing = [f"--{k}" for k in ("teacher", "student", "out") if getattr(cfg, k) is None]
+    if missing:
+        raise ConfigError(f"distill needs {', '.join(missing)}", stage="cli/distill",
+                          hint="pass them as flags, or set them in the --config YAML")
+    for k in _DISTILL_FLAGS:
+        setattr(args, k, getattr(cfg, k))
+    return _train_or_distill(args, cfg.teacher, cfg.distill_kwargs())
+
+
+_DISTILL_FLAGS = ("teacher", "student", "method", "data", "data_root", "limit", "seed", "epochs", "batch_size",
+                  "lr", "out")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from edgekd import data as D
+    from edgekd.export import export
+    from edgekd.models.saved import load_model
+
+    model, meta = load_model(args.checkpoint)
+    args.data = args.data or meta.get("data") or "mnist5k"
+    splits = _load_data(args)
+    x_test, y_test = D.as_tensors(splits.test)
+    calib = D.calibration_sample(splits.train, n=args.calibration, seed=args.seed)
+    converters = _csv(args.tflite_converter)
+    bundle = export(model, (x_test[:1],), formats=_csv(args.formats), precision=_csv(args.precision),
+                    calibration=calib, out_dir=args.out, labels=list(splits.labels), preprocessing=splits.preprocessing(),
+                    model_name=args.name or meta["name"],
+                    tflite_converter=converters[0] if len(converters) == 1 else converters,
+                    parity_data=(x_test[: args.parity_samples], y_test[: args.parity_samples]),
+                    progress=not args.no_progress)
+    for f in bundle.files:
+        p = f.parity
+        acc = f"acc {100 * p.accuracy:.2f}%" if p and p.accuracy is not None else ""
+        err = f"max|err| {p.max_abs_error:.2e}  top-1 agree {100 * p.top1_agreement:.1f}%" if p else ""
+        print(f"{f.path:34s} {f.bytes / 1024:9.1f} KB  {err}  {acc}")
+    print(f"wrote {bundle.root / 'edgekd.json'}")
+    if args.android_assets:
+        from edgekd.android import copy_to_android_assets, samples_from_tensors
+
+        samples = samples_from_tensors(x_test, y_test, bundle.preprocessing, list(splits.labels))
+        copy_to_android_assets(bundle, args.android_assets, samples=samples)
+        print(f"copied the bundle into {args.android_assets}")
+    return 0
+
+
+def _eval_data(spec: str | None, args: argparse.Namespace):
+    """``--eval-data`` is an .npz (x, y) or a data set name whose test split is used."""
+    if spec is None or spec.endswith(".npz"):
+        return spec
+    from edgekd import data as D
+
+    splits = D.load(spec, root=args.data_root, seed=args.seed)
+    x, y = D.as_tensors(splits.test)
+    n = args.eval_samples
+    return x[:n].numpy(), y[:n].numpy()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgekd.bench.harness import benchmark
+    from edgekd.bench.pool import bench_pool
+    from edgekd.bench.report import format_table
+
+    kw = dict(warmup=args.warmup, runs=args.runs, threads=args.threads, eval_data=_eval_data(args.eval_data, args),
+              out_dir=args.out or args.resume, files=_csv(args.files) if args.files else None,
+              resume=bool(args.resume), timeout_s=args.timeout, progress=not args.no_progress)
+    if len(args.target) == 1:
+        results = benchmark(args.model, target=args.target[0], **kw)
+    else:  # several targets in parallel, one shared results.jsonl
+        results = bench_pool(args.model, args.target, **kw)
+    for url in dict.fromkeys(r.target for r in results):
+        if len(args.target) > 1:
+            print(f"\n== {url.split('?')[0]}")
+        print(format_table([r for r in results if r.target == url]))
+    failed = [r for r in results if r.error]
+    for r in failed:
+        print(f"error: {r.model}: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    import json
+
+    from edgekd.bench.devices import format_devices, list_devices
+
+    rows = list_devices(args.target or (), discover=not args.no_discover)
+    print(json.dumps(rows, indent=1, default=str) if args.json else format_devices(rows))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from edgekd.bench.html_report import write_html_report
+
+    print(f"wrote {write_html_report(args.run_dir, args.out)}")
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from edgekd import __version__
+
+    p = argparse.ArgumentParser(prog="edgekd", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"edgekd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="train, distil, export and benchmark on the embedded MNIST-5k")
+    d.add_argument("--quick", action="store_true", help="tiny settings (about a minute; for tests)")
+    d.add_argument("--out", default="edgekd-demo", help="output folder (default: edgekd-demo)")
+    d.add_argument("--tflite-converter", choices=("litert-torch", "onnx2tf"), default=None)
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    ls = sub.add_parser("list", help="list registered names")
+    ls.add_argument("what", choices=("models", "methods", "datasets", "targets"))
+    ls.set_defaults(func=cmd_list)
+
+    for name, func, hlp in (("train", cmd_train, "train a model from scratch (cross-entropy)"),
+                            ("distill", cmd_distill, "distil a student from a trained teacher")):
+        t = sub.add_parser(name, help=hlp)
+        if name == "train":
+            t.add_argument("--model", required=True, help="model name (`edgekd list models`)")
+            t.set_defaults(method="ce")
+        else:
+            t.add_argument("--config", default=None, help="YAML run config (examples/*.yaml); flags override it")
+            t.add_argument("--teacher", default=None, help="teacher checkpoint (model.pt from `edgekd train`)")
+            t.add_argument("--student", default=None, help="student model name")
+            t.add_argument("--method", default=None,
+                           help="e.g. 'kd', 'ce+kd', 'ce:1 + kd:0.9 + crd:0.8' (default ce+kd; `edgekd list methods`)")
+        _add_data_args(t)
+        t.add_argument("--epochs", type=int, default=10)
+        t.add_argument("--batch-size", type=int, default=128)
+        t.add_argument("--lr", type=float, default=None)
+        t.add_argument("--out", required=name == "train", help="output folder (checkpoint, model.pt)")
+        if name == "distill":  # None = not given: the config (or its defaults) decides
+            t.set_defaults(data=None, seed=None, epochs=None, batch_size=None)
+        t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+        t.add_argument("--no-progress", action="store_true")
+        t.set_defaults(func=func)
+
+    e = sub.add_parser("export", help="export a checkpoint to a parity-checked .pte/.tflite bundle")
+    e.add_argument("checkpoint", help="model.pt from `edgekd train` / `edgekd distill`")
+    _add_data_args(e, default=None)
+    e.add_argument("--formats", default="pte,tflite", help="comma list of pte, tflite, pt2")
+    e.add_argument("--precision", default="fp32,int8", help="comma list of fp32, int8")
+    e.add_argument("--tflite-converter", default="litert-torch", help="litert-torch, onnx2tf, or both (comma)")
+    e.add_argument("--calibration", type=int, default=128, help="calibration samples for int8")
+    e.add_argument("--parity-samples", type=int, default=200)
+    e.add_argument("--name", default=None, help="model name in the bundle (default: the architecture)")
+    e.add_argument("--out", required=True, help="bundle folder")
+    e.add_argument("--android-assets", default=None, metavar="DIR",
+                   help="also copy the bundle's .pte/.tflite files, edgekd.json and sample images into an "
+                        "Android app's assets folder, e.g. android_demo/app/src/main/assets")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=cmd_export)
+
+    b = sub.add_parser("bench", help="benchmark a bundle or a model file on a target")
+    b.add_argument("model", help="bundle folder, or a .pte/.tflite/.pt2 file")
+    b.add_argument("--target", action="append", default=None,
+                   help="local (default), ssh://user@host[:port], adb://SERIAL; repeat to run targets in parallel")
+    b.add_argument("--warmup", type=int, default=10)
+    b.add_argument("--runs", type=int, default=100)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--eval-data", default=None, help="an .npz with x and y, or a data set name (test split)")
+    b.add_argument("--eval-samples", type=int, default=1000)
+    b.add_argument("--data-root", default=None)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--files", default=None, help="comma list of bundle file keys or paths to run")
+    b.add_argument("--out", default=None, help="run folder (results.jsonl, summary.json)")
+    b.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    b.add_argument("--timeout", type=float, default=300.0, help="seconds per model file")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    dv = sub.add_parser("devices", help="list reachable targets (local, adb devices, --target URLs) and their facts")
+    dv.add_argument("--target", action="append", default=[], help="also describe this URL (e.g. ssh://pi@board)")
+    dv.add_argument("--no-discover", action="store_true", help="only the --target URLs (no local, no adb devices)")
+    dv.add_argument("--json", action="store_true", help="print the facts as JSON")
+    dv.set_defaults(func=cmd_devices)
+
+    rp = sub.add_parser("report", help="write an HTML page and PNGs for a run folder (opens without a server)")
+    rp.add_argument("run_dir", help="a run folder holding results.jsonl")
+    rp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/report)")
+    rp.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "bench" and args.target is None:
+        args.target = ["local"]
+    try:
+        return int(args.func(args))
+    except EdgekdError as e:
+        print(f"edgekd: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgekd: interrupted (results measured so far are in the run's results.jsonl)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

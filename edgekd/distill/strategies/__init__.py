@@ -1,0 +1,51 @@
+"""Training strategies: how networks train together. One short module per strategy.
+
+- :mod:`.offline` — frozen teacher (or :class:`~.ensemble.EnsembleTeacher`) → one student.
+- :mod:`.ensemble` — several teachers, weighted-average soft targets and features (``ensemble``).
+- :mod:`.online` — DML: K peers, each CE + mean KL to the others (``dml``).
+- :mod:`.afd` — AFD: peers with mutual KL and per-network feature-map discriminators (``afd``).
+- :mod:`.self_distill` — Be Your Own Teacher: early exits learn from the deepest (``self``).
+
+The method names register in the same registry as the losses, so :func:`edgekd.distill.methods`
+lists them; :func:`make_strategy` picks the strategy a method's terms ask for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from edgekd.distill.cache import TeacherCache
+from edgekd.distill.methods import Objective
+from edgekd.distill.strategies.afd import AFDLoss
+from edgekd.distill.strategies.base import STAGE, Strategy, kinds, only_kind
+from edgekd.distill.strategies.ensemble import EnsembleKDLoss, EnsembleTeacher
+from edgekd.distill.strategies.offline import OfflineStrategy
+from edgekd.distill.strategies.online import DMLLoss, OnlineStrategy
+from edgekd.distill.strategies.self_distill import SelfDistillLoss, SelfStrategy
+from edgekd.errors import ConfigError
+
+__all__ = ["AFDLoss", "DMLLoss", "EnsembleKDLoss", "EnsembleTeacher", "OfflineStrategy", "OnlineStrategy",
+           "SelfDistillLoss", "SelfStrategy", "Strategy", "make_strategy"]
+
+
+def make_strategy(objective: Objective, student: nn.Module | Sequence[nn.Module],
+                  teacher: nn.Module | None = None, cache: bool | TeacherCache | None = None) -> Strategy:
+    """The strategy ``objective`` asks for: online for ``dml``/``afd``, self for ``self``, else offline."""
+    kind = kinds(objective)
+    if len(kind) > 1:
+        only_kind(objective, sorted(kind - {"offline"})[0])
+    many = isinstance(student, Sequence) and not isinstance(student, nn.Module)
+    if kind == {"online"}:
+        if not many or len(student) < 2:  # type: ignore[arg-type]
+            raise ConfigError(f"online method {objective.spec!r} trains two or more networks together; "
+                              "got one", stage=STAGE,
+                              hint="pass a list of peers: distill(None, [net1, net2], data, method='dml')")
+        return OnlineStrategy(list(student), objective)  # type: ignore[arg-type]
+    if many:
+        raise ConfigError(f"method {objective.spec!r} trains one student; got {len(student)} networks",  # type: ignore[arg-type]
+                          stage=STAGE, hint="pass one student, or an online method ('dml', 'afd') for peers")
+    if kind == {"self"}:
+        return SelfStrategy(student, objective)  # type: ignore[arg-type]
+    return OfflineStrategy(student, objective, teacher, cache=cache)  # type: ignore[arg-type]

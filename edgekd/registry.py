@@ -1,0 +1,54 @@
+"""One registry mechanism for every extension point (models, distillation methods, bench targets).
+
+A registry maps a lower-case name to a factory. Decorators fill it; a failed lookup lists the
+names it knows, so ``get("kdd")`` fails with ``unknown method 'kdd'; known: ce, kd``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from edgekd.errors import RegistryError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A named table of factories: ``reg.register("name")(obj)``, ``reg.get("name")``, ``list(reg)``."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            key = (name or getattr(obj, "__name__", "")).lower()
+            if not key:
+                raise ValueError(f"cannot register an unnamed {self.kind}")
+            if key in self._items and self._items[key] is not obj:
+                raise ValueError(f"{self.kind} {key!r} is registered twice")
+            self._items[key] = obj
+            return obj
+
+        return deco
+
+    def get(self, name: str) -> T:
+        key = name.strip().lower()
+        try:
+            return self._items[key]
+        except KeyError:
+            raise RegistryError(
+                f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}",
+                stage=self.kind,
+                hint=f"pick one of the known names (edgekd lists them with `edgekd list {self.kind}s`)",
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._items))
+
+    def names(self) -> list[str]:
+        return sorted(self._items)

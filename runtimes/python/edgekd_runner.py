@@ -1,0 +1,440 @@
+#!/usr/bin/env python3
+"""edgekd device runner: time one model file on the machine it runs on and print JSON lines.
+
+Runs ON the device with the standard library, numpy and ONE runtime: ExecuTorch for ``.pte``,
+LiteRT / tflite-runtime / TensorFlow Lite for ``.tflite``, torch for ``.pt2`` (the eager
+baseline). It never imports edgekd, so it can be copied alone to a Pi or a phone::
+
+    python3 edgekd_runner.py --model m.tflite --inputs x.npz --warmup 10 --runs 50 --threads 2 \\
+        [--eval eval.npz] [--layout auto|NCHW|NHWC] [--keep-samples]
+
+``x.npz`` holds ``x``: the LOGICAL input (float32, NCHW, batch 1). The runner adapts it to the
+file's own input: NHWC files (onnx2tf) get a transpose, int8/uint8 inputs (litert-torch int8)
+are quantized with the file's scale and zero point, quantized outputs are dequantized. Without
+``--inputs`` it feeds zeros of the file's own input shape. ``eval.npz`` holds ``x`` (N,C,H,W)
+float32 and ``y`` (N,) labels; the runner reports top-1 accuracy over all N.
+
+stdout carries exactly one JSON object per line (native libraries' own stdout is sent to
+stderr): ``{"event": "result", ...}`` or ``{"event": "error", "error_type", "message", "hint"}``
+with a non-zero exit code: 2 bad arguments / missing file, 3 corrupt or unreadable model,
+4 wrong input shape or dtype, 5 no runtime installed for the format, 1 anything else.
+
+Latency summaries use numpy's linear-interpolation percentiles and the population std, the
+same as ``edgekd.bench.stats.Stats``. Peak memory is VmHWM (``/proc/self/status``) at the end
+minus VmHWM after importing the runtime (the high-water mark is reset there where Linux allows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EXIT_OTHER, EXIT_ARGS, EXIT_MODEL, EXIT_INPUT, EXIT_RUNTIME = 1, 2, 3, 4, 5
+FORMATS = (".pte", ".tflite", ".pt2")
+
+
+class RunnerError(Exception):
+    """A failure with its exit code, a short type, a message naming the thing at fault and a fix."""
+
+    def __init__(self, code: int, error_type: str, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.code, self.error_type, self.message, self.hint = code, error_type, message, hint
+
+
+# -- tensors ------------------------------------------------------------------------------------
+class TensorInfo:
+    """The file's own view of a tensor: shape (None = any size), numpy dtype, (scale, zero point)."""
+
+    def __init__(self, shape: tuple[int | None, ...], dtype: Any, quant: tuple[float, int] | None = None):
+        self.shape, self.dtype, self.quant = tuple(shape), np.dtype(dtype), quant
+
+
+def _shape_fits(shape: tuple[int, ...], want: tuple[int | None, ...]) -> bool:
+    return len(shape) == len(want) and all(w is None or w < 0 or s == w for s, w in zip(shape, want, strict=True))
+
+
+def choose_layout(x_shape: tuple[int, ...], info: TensorInfo, layout: str) -> str:
+    """Pick NCHW or NHWC for a logical NCHW array; ``layout`` other than ``auto`` forces it."""
+    if layout != "auto":
+        return layout
+    if _shape_fits(x_shape, info.shape):
+        return "NCHW"
+    if len(x_shape) == 4 and _shape_fits(tuple(x_shape[i] for i in (0, 2, 3, 1)), info.shape):
+        return "NHWC"
+    raise RunnerError(EXIT_INPUT, "input_mismatch",
+                      f"input of shape {list(x_shape)} fits the model's input {list(info.shape)} neither as NCHW nor as NHWC",
+                      "write the logical input (float32, NCHW, the model's batch size) under key 'x'")
+
+
+def to_model_input(x: np.ndarray, info: TensorInfo, layout: str) -> np.ndarray:
+    """Turn a logical NCHW float array into what the file takes: layout, dtype, quantization."""
+    if layout == "NHWC" and x.ndim == 4:
+        x = x.transpose(0, 2, 3, 1)
+    if not _shape_fits(x.shape, info.shape):
+        raise RunnerError(EXIT_INPUT, "input_mismatch",
+                          f"input of shape {list(x.shape)} ({layout}) does not fit the model's input {list(info.shape)}",
+                          "check the input shape, or pass --layout NCHW|NHWC")
+    if x.dtype == info.dtype:
+        return np.ascontiguousarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise RunnerError(EXIT_INPUT, "input_mismatch",
+                          f"input dtype {x.dtype} cannot feed the model's {info.dtype} input",
+                          "write the logical input as float32")
+    if info.quant is not None:
+        scale, zero_point = info.quant
+        lim = np.iinfo(info.dtype)
+        q = np.clip(np.round(x / scale) + zero_point, lim.min, lim.max)
+        return np.ascontiguousarray(q.astype(info.dtype))
+    if np.issubdtype(info.dtype, np.floating):
+        return np.ascontiguousarray(x.astype(info.dtype))
+    raise RunnerError(EXIT_INPUT, "input_mismatch",
+                      f"the model takes {info.dtype} input without a quantization scale; float input cannot feed it",
+                      "pass the input already in the model's dtype")
+
+
+def from_model_output(y: np.ndarray, info: TensorInfo) -> np.ndarray:
+    if info.quant is not None:
+        scale, zero_point = info.quant
+        return (y.astype(np.float32) - zero_point) * scale
+    return y.astype(np.float32, copy=False)
+
+
+def _quant(params: tuple[float, int]) -> tuple[float, int] | None:
+    scale, zero_point = params
+    return (float(scale), int(zero_point)) if scale else None
+
+
+def _dist_version(*names: str) -> str:
+    from importlib import metadata
+
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+# -- backends: one class per format -------------------------------------------------------------
+class TFLiteBackend:
+    runtime = "tflite"
+
+    def __init__(self) -> None:
+        for module, dists in (("ai_edge_litert.interpreter", ("ai-edge-litert",)),
+                              ("tflite_runtime.interpreter", ("tflite-runtime",)),
+                              ("tensorflow.lite", ("tensorflow", "tensorflow-cpu"))):
+            try:
+                mod = importlib.import_module(module.split(".")[0])
+                self.cls = (mod.lite if module == "tensorflow.lite" else importlib.import_module(module)).Interpreter
+            except (ImportError, AttributeError):
+                continue
+            self.interpreter, self.version = module, _dist_version(*dists)
+            return
+        raise RunnerError(EXIT_RUNTIME, "runtime_missing", "no TFLite runtime is installed for .tflite files",
+                          "pip install ai-edge-litert (or tflite-runtime on older boards)")
+
+    def load(self, path: Path, threads: int) -> None:
+        self.interp = self.cls(model_path=str(path), num_threads=threads)
+        self.interp.allocate_tensors()
+        ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
+        if len(ins) != 1:
+            raise RunnerError(EXIT_INPUT, "input_mismatch", f"{path.name} has {len(ins)} inputs; the runner feeds one",
+                              "export the model with a single image input")
+        self.in_index, self.out_index = ins[0]["index"], outs[0]["index"]
+        self.input = TensorInfo(tuple(int(s) for s in ins[0]["shape"]), ins[0]["dtype"], _quant(ins[0]["quantization"]))
+        self.output = TensorInfo(tuple(int(s) for s in outs[0]["shape"]), outs[0]["dtype"],
+                                 _quant(outs[0]["quantization"]))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.interp.set_tensor(self.in_index, x)
+        self.interp.invoke()
+        return self.interp.get_tensor(self.out_index)
+
+
+# ExecuTorch ScalarType codes -> numpy dtypes
+_ET_DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32",
+              7: "float64", 11: "bool"}
+
+
+class ExecuTorchBackend:
+    """ExecuTorch's C++ runtime through its pybindings module ``_C``.
+
+    ``executorch.runtime.Runtime`` wraps the same calls but imports ``executorch.exir`` (the
+    compiler) first, ~4 s more here and far more on a board; ``_C`` needs only libtorch.
+    """
+
+    runtime = "executorch"
+
+    def __init__(self) -> None:
+        try:
+            import torch  # the pybindings link against libtorch and take torch tensors
+        except ImportError:
+            raise RunnerError(EXIT_RUNTIME, "runtime_missing", "the ExecuTorch Python runtime needs torch",
+                              "pip install executorch (it brings torch)") from None
+        for module in ("executorch.extension.pybindings._C", "executorch.extension.pybindings.portable_lib"):
+            try:
+                self.lib = importlib.import_module(module)
+            except ImportError:
+                continue
+            self.torch, self.interpreter, self.version = torch, module, _dist_version("executorch")
+            return
+        raise RunnerError(EXIT_RUNTIME, "runtime_missing", "cannot import the ExecuTorch runtime for .pte files",
+                          "pip install executorch")
+
+    def load(self, path: Path, threads: int) -> None:
+        self.lib._unsafe_reset_threadpool(threads)  # XNNPACK's thread pool; the only knob from Python
+        program = self.lib._load_program(str(path), enable_etdump=False, debug_buffer_size=0,
+                                         program_verification=self.lib.Verification.InternalConsistency)
+        self.method = program.load_method("forward")
+        self._program = program  # the method borrows from the program: keep it alive
+        meta = self.method.method_meta()
+        if meta.num_inputs() != 1:
+            raise RunnerError(EXIT_INPUT, "input_mismatch", f"{path.name} has {meta.num_inputs()} inputs; the runner feeds one",
+                              "export the model with a single image input")
+        self.input, self.output = (TensorInfo(tuple(t.sizes()), _ET_DTYPES.get(t.dtype(), "float32"))
+                                   for t in (meta.input_tensor_meta(0), meta.output_tensor_meta(0)))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.method.call([self.torch.from_numpy(x)])[0].numpy()
+
+
+class TorchBackend:
+    runtime = "torch"
+    interpreter = "torch.export"
+
+    def __init__(self) -> None:
+        try:
+            import torch
+        except ImportError:
+            raise RunnerError(EXIT_RUNTIME, "runtime_missing", "torch is not installed; .pt2 files need it",
+                              "pip install torch") from None
+        self.torch, self.version = torch, torch.__version__
+
+    def load(self, path: Path, threads: int) -> None:
+        torch = self.torch
+        torch.set_num_threads(threads)
+        ep = torch.export.load(str(path))
+        users = set(ep.graph_signature.user_inputs)
+        vals = [n.meta.get("val") for n in ep.graph.nodes if n.op == "placeholder" and n.name in users]
+        if len(vals) != 1 or not isinstance(vals[0], torch.Tensor):
+            raise RunnerError(EXIT_INPUT, "input_mismatch", f"{path.name} takes {len(vals)} inputs; the runner feeds one tensor",
+                              "export the model with a single image input")
+        shape = tuple(s if isinstance(s, int) else None for s in vals[0].shape)
+        self.input = TensorInfo(shape, str(vals[0].dtype).removeprefix("torch."))
+        self.module = ep.module()
+        self.output = TensorInfo((), "float32")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            y = self.module(self.torch.from_numpy(x))
+        return (y[0] if isinstance(y, (tuple, list)) else y).numpy()
+
+
+BACKENDS = {".pte": ExecuTorchBackend, ".tflite": TFLiteBackend, ".pt2": TorchBackend}
+
+
+def check_header(path: Path) -> None:
+    """Reject files that are clearly not of their format before a native loader sees them."""
+    head = path.open("rb").read(8)
+    ok = {".tflite": head[4:8] == b"TFL3",
+          ".pte": head[4:6] == b"ET" and head[6:8].isdigit(),
+          ".pt2": head[:4] == b"PK\x03\x04"}[path.suffix]
+    if not ok:
+        raise RunnerError(EXIT_MODEL, "corrupt_model",
+                          f"{path} does not start like a {path.suffix} file (header {head!r})",
+                          "re-export the model or copy it again; compare its sha256 with edgekd.json")
+
+
+# -- measuring ----------------------------------------------------------------------------------
+def summarize(samples_ms: list[float]) -> dict[str, float]:
+    """p50/p90/p99 (numpy linear interpolation), mean, population std, min, max."""
+    a = np.asarray(samples_ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(a.mean()),
+            "std": float(a.std()), "min": float(a.min()), "max": float(a.max())}
+
+
+def peak_rss_mb() -> float:
+    """VmHWM of this process in MB; ru_maxrss where /proc is absent."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+
+
+def reset_peak_rss() -> None:
+    with contextlib.suppress(OSError):  # Linux >= 4.0: "5" resets VmHWM to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _ms(t0: int) -> float:
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
+def evaluate(backend: Any, x: np.ndarray, y: np.ndarray, layout: str) -> tuple[float, list[int]]:
+    """Top-1 accuracy over all N samples, fed in chunks of the model's batch size."""
+    if x.ndim < 2 or len(x) != len(y):
+        raise RunnerError(EXIT_INPUT, "input_mismatch", f"eval x {list(x.shape)} and y {list(y.shape)} do not pair up",
+                          "write x (N,C,H,W) float32 and y (N,) int labels")
+    batch = backend.input.shape[0] or 1
+    preds: list[int] = []
+    for i in range(0, len(x), batch):
+        chunk = x[i:i + batch]
+        pad = batch - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+        out = from_model_output(backend.run(to_model_input(chunk, backend.input, layout)), backend.output)
+        preds.extend(int(p) for p in out.reshape(batch, -1).argmax(axis=1)[:batch - pad])
+    return float(np.mean(np.asarray(preds) == y.astype(np.int64))), preds
+
+
+def _load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as data:
+            missing = [k for k in keys if k not in data.files]
+            if missing:
+                raise RunnerError(EXIT_ARGS, "bad_arguments", f"{path} has no key(s) {missing}; it has {data.files}",
+                                  "write the arrays with np.savez(path, x=..., y=...)")
+            return {k: data[k] for k in keys}
+    except (OSError, ValueError) as e:
+        raise RunnerError(EXIT_ARGS, "bad_arguments", f"cannot read {path} as .npz ({e})", "write it with np.savez") from None
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    model = Path(args.model)
+    t0 = time.perf_counter_ns()
+    backend = BACKENDS[model.suffix]()
+    import_ms = _ms(t0)
+    reset_peak_rss()
+    baseline = peak_rss_mb()
+
+    t0 = time.perf_counter_ns()
+    try:
+        backend.load(model, args.threads)
+    except RunnerError:
+        raise
+    except Exception as e:  # every loader has its own exception types for a bad file
+        raise RunnerError(EXIT_MODEL, "corrupt_model", f"{backend.runtime} cannot load {model}: {e}".strip(),
+                          "re-export the model or copy it again; compare its sha256 with edgekd.json") from None
+    load_ms = _ms(t0)
+
+    if args.inputs:
+        x = _load_npz(Path(args.inputs), ("x",))["x"]
+    else:
+        x = np.zeros([s or 1 for s in backend.input.shape], backend.input.dtype)
+    layout = choose_layout(x.shape, backend.input, args.layout) if args.inputs else "native"
+    feed = to_model_input(x, backend.input, layout)
+
+    t0 = time.perf_counter_ns()
+    out = backend.run(feed)
+    first_ms = _ms(t0)
+    warm: list[float] = []
+    for _ in range(args.warmup):
+        t0 = time.perf_counter_ns()
+        backend.run(feed)
+        warm.append(_ms(t0))
+    samples: list[float] = []
+    for _ in range(args.runs):
+        t0 = time.perf_counter_ns()
+        backend.run(feed)
+        samples.append(_ms(t0))
+
+    accuracy, n_eval, preds = None, 0, None
+    if args.eval:
+        ev = _load_npz(Path(args.eval), ("x", "y"))
+        batch = backend.input.shape[0] or 1
+        ev_layout = choose_layout((batch, *ev["x"].shape[1:]), backend.input, args.layout)
+        accuracy, preds = evaluate(backend, ev["x"], ev["y"], ev_layout)
+        n_eval = len(ev["y"])
+    peak = peak_rss_mb()
+
+    result = {
+        "event": "result", "runtime": backend.runtime, "runtime_version": backend.version,
+        "interpreter": backend.interpreter,
+        "machine": {"hostname": socket.gethostname(), "platform": platform.platform(),
+                    "machine": platform.machine(), "python": platform.python_version(), "cpu_count": os.cpu_count()},
+        "model": str(model), "model_bytes": model.stat().st_size, "threads": args.threads,
+        "warmup": args.warmup, "runs": args.runs, "import_ms": import_ms, "load_ms": load_ms,
+        "first_inference_ms": first_ms, "latency_ms": summarize(samples) if samples else None,
+        "latency_samples_ms": samples, "peak_mem_mb": max(0.0, peak - baseline), "baseline_mem_mb": baseline,
+        "accuracy": accuracy, "eval_samples": n_eval,
+        "input": {"shape": list(feed.shape), "dtype": str(feed.dtype), "layout": layout},
+        "output_shape": list(np.shape(out)),
+    }
+    if args.keep_samples:
+        result["warmup_samples_ms"] = warm
+        result["eval_predictions"] = preds
+    return result
+
+
+# -- command line -------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would print usage and exit 2 without JSON
+        raise RunnerError(EXIT_ARGS, "bad_arguments", message, "run edgekd_runner.py --help")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = _Parser(description="Time one .pte/.tflite/.pt2 model and print JSON lines on stdout.")
+    p.add_argument("--model", required=True, help="model file: .pte, .tflite or .pt2")
+    p.add_argument("--inputs", help=".npz with x: logical float32 NCHW input (default: zeros)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs before timing")
+    p.add_argument("--runs", type=int, default=50, help="timed runs")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for the runtime")
+    p.add_argument("--eval", help=".npz with x (N,C,H,W) float32 and y (N,) labels: top-1 accuracy")
+    p.add_argument("--layout", choices=("auto", "NCHW", "NHWC"), default="auto", help="input layout of the file")
+    p.add_argument("--keep-samples", action="store_true", help="also emit warm-up samples and eval predictions")
+    args = p.parse_args(argv)
+    if args.warmup < 0 or args.runs < 1 or args.threads < 1:
+        p.error(f"need --warmup >= 0, --runs >= 1, --threads >= 1 (got {args.warmup}, {args.runs}, {args.threads})")
+    for flag in ("model", "inputs", "eval"):
+        path = getattr(args, flag)
+        if path and not Path(path).is_file():
+            p.error(f"--{flag} {path}: no such file")
+    if Path(args.model).suffix not in FORMATS:
+        p.error(f"--model {args.model}: unknown format; expected one of {', '.join(FORMATS)}")
+    check_header(Path(args.model))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # native libraries print on fd 1: keep stdout for our JSON lines only
+
+    def emit(obj: dict[str, Any]) -> None:
+        os.write(out_fd, (json.dumps(obj) + "\n").encode())
+
+    try:
+        emit(measure(parse_args(argv)))
+        return 0
+    except RunnerError as e:
+        emit({"event": "error", "error_type": e.error_type, "message": e.message, "hint": e.hint, "exit_code": e.code})
+        return e.code
+    except Exception as e:
+        emit({"event": "error", "error_type": "runner_failure", "message": f"{type(e).__name__}: {e}",
+              "hint": "see the runner's stderr; report it with the model file", "exit_code": EXIT_OTHER})
+        return EXIT_OTHER
+    finally:
+        sys.stdout.flush()
+        os.dup2(out_fd, 1)
+        os.close(out_fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Teacher-logit cache: exact values, keyed by index, invalidated by teacher or data changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from edgekd import data, models
+from edgekd.distill import TeacherCache, distill
+from edgekd.distill.cache import fingerprint
+
+
+@pytest.fixture(scope="module")
+def digits() -> data.DataSplits:
+    return data.load("digits", limit=300)
+
+
+def _teacher(seed: int = 1) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return models.create("resnet8", in_channels=1).eval()
+
+
+def test_cache_values_and_invalidation(digits: data.DataSplits, tmp_path: Path) -> None:
+    teacher = _teacher()
+    cache = TeacherCache(teacher, digits.train, path=tmp_path / "t.pt")
+    x = digits.train.tensors[0]
+    idx = torch.tensor([5, 0, 17])
+    with torch.no_grad():
+        torch.testing.assert_close(cache[idx], teacher(x[idx]), rtol=1e-5, atol=1e-5)
+    assert len(cache) == len(digits.train) and cache.computed == 1
+    cache.ensure(teacher, digits.train)
+    assert cache.computed == 1  # same teacher and data: reused
+    assert TeacherCache(teacher, digits.train, path=tmp_path / "t.pt").computed == 0  # loaded from file
+    with torch.no_grad():
+        teacher.fc.bias.add_(1.0)
+    cache.ensure(teacher, digits.train)
+    assert cache.computed == 2  # weights changed: recomputed
+    shifted = TensorDataset(digits.train.tensors[0] + 0.5, digits.train.tensors[1])
+    assert fingerprint(teacher, shifted) != fingerprint(teacher, digits.train)
+    assert cache.ensure(teacher, shifted).computed == 3
+    with torch.no_grad():
+        torch.testing.assert_close(cache[idx], teacher(shifted.tensors[0][idx]), rtol=1e-5, atol=1e-5)
+
+
+def test_kd_with_cache_matches_kd_without(digits: data.DataSplits) -> None:
+    teacher, kw = _teacher(), {"epochs": 1, "batch_size": 64, "progress": False}
+    torch.manual_seed(0)
+    student = models.create("resnet8", in_channels=1)
+    cached = distill(teacher, student, digits, "ce:0.1+kd:0.9", cache_teacher=True, **kw)
+    live = distill(teacher, student, digits, "ce:0.1+kd:0.9", cache_teacher=False, **kw)
+    for (k, a), b in zip(cached.model.state_dict().items(), live.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=k)
+    assert cached.history[0]["train_kd"] == pytest.approx(live.history[0]["train_kd"], rel=1e-4)

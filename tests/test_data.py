@@ -1,0 +1,166 @@
+"""Data sets: deterministic disjoint splits, normalisation, offline readers and their errors."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd import data
+from edgekd.data.core import _stratified_split
+from edgekd.data.sources import FASHION_MNIST_DIR
+from edgekd.errors import ConfigError, DataError, RegistryError
+
+
+@pytest.fixture(scope="module")
+def digits() -> data.DataSplits:
+    return data.load("digits")
+
+
+def _rows(ds: torch.utils.data.TensorDataset) -> set[bytes]:
+    return {row.numpy().tobytes() for row in ds.tensors[0]}
+
+
+def test_digits_shapes_dtypes_and_normalisation(digits: data.DataSplits) -> None:
+    assert (digits.num_classes, digits.in_channels, digits.image_size) == (10, 1, (8, 8))
+    assert len(digits.train) + len(digits.val) + len(digits.test) == 1797
+    x, y = digits.train.tensors
+    assert x.dtype == torch.float32 and y.dtype == torch.int64 and x.shape[1:] == (1, 8, 8)
+    assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-3  # train is standardised
+    assert 0.2 < digits.mean[0] < 0.4 and digits.pixel_scale == 1 / 16
+    pre = digits.preprocessing()
+    assert pre.mean == digits.mean and pre.size == (8, 8) and pre.channel_order == "GRAY"
+
+
+def test_splits_deterministic_by_seed_and_stratified(digits: data.DataSplits) -> None:
+    again = data.load("digits", seed=0)
+    other = data.load("digits", seed=1)
+    assert torch.equal(again.val.tensors[0], digits.val.tensors[0])
+    assert not torch.equal(other.val.tensors[0], digits.val.tensors[0])
+    counts = torch.bincount(digits.test.tensors[1], minlength=10)
+    assert counts.min() >= 34 and counts.max() <= 38  # 20% of ~180 per class
+
+
+def test_stratified_split_is_disjoint_and_complete() -> None:
+    y = np.repeat(np.arange(3), [10, 20, 30])
+    parts = _stratified_split(y, [0.2, 0.1], np.random.default_rng(0))
+    joined = np.concatenate(parts)
+    assert sorted(joined.tolist()) == list(range(60))  # disjoint and covering
+    assert np.bincount(y[parts[0]]).tolist() == [2, 4, 6]
+
+
+def test_limit_and_bad_fractions() -> None:
+    small = data.load("digits", limit=200)
+    assert len(small.train) + len(small.val) + len(small.test) == 200
+    with pytest.raises(ConfigError, match="val_fraction"):
+        data.load("digits", val_fraction=1.5)
+    with pytest.raises(ConfigError, match="leaves no training data"):
+        data.load("digits", val_fraction=0.5, test_fraction=0.5)
+
+
+def test_unknown_dataset_lists_known_names() -> None:
+    with pytest.raises(RegistryError, match="known: cifar10, cifar100, digits, fashion_mnist, mnist5k"):
+        data.load("cifar11")
+
+
+def test_mnist5k_embedded() -> None:
+    s = data.load("mnist5k")
+    assert (len(s.train), len(s.val), len(s.test)) == (3500, 500, 1000)
+    assert s.image_size == (28, 28) and s.labels[3] == "3"
+
+
+def test_calibration_sample_is_stratified(digits: data.DataSplits) -> None:
+    calib = data.calibration_sample(digits.val, n=20, seed=0)
+    assert calib.shape == (20, 1, 8, 8)
+    rows = {r.numpy().tobytes(): int(y) for r, y in zip(*digits.val.tensors, strict=True)}
+    labels = [rows[r.numpy().tobytes()] for r in calib]
+    assert sorted(labels) == sorted(list(range(10)) * 2)
+    assert torch.equal(calib, data.calibration_sample(digits.val, n=20, seed=0))
+
+
+def test_loaders_with_indices(digits: data.DataSplits) -> None:
+    train, val, test = data.loaders(digits, batch_size=32, seed=0, with_indices=True)
+    x, y, idx = next(iter(train))
+    assert x.shape == (32, 1, 8, 8) and idx.dtype == torch.int64
+    assert torch.equal(digits.train.tensors[0][idx], x) and torch.equal(digits.train.tensors[1][idx], y)
+    first = next(iter(data.loaders(digits, batch_size=32, seed=0)[0]))[0]
+    assert torch.equal(first, x)  # same seed, same order
+
+
+# -- folder readers, with tiny fake files written by the tests --------------------------------
+def _write_idx(path: Path, arr: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}i", *arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_from_folder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 100), ("t10k", 20)):
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    s = data.load("fashion_mnist", root=tmp_path)
+    assert (len(s.train), len(s.val), len(s.test)) == (90, 10, 20)  # official test kept
+    assert s.labels[0] == "T-shirt/top" and s.train.tensors[0].shape[1:] == (1, 28, 28)
+
+
+def test_fashion_mnist_missing_folder_says_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as e:
+        data.load("fashion_mnist", root=tmp_path)
+    msg = str(e.value)
+    assert str(tmp_path) in msg and "apt-get install dataset-fashion-mnist" in msg
+    assert "train-images-idx3-ubyte.gz" in msg
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason="Debian dataset-fashion-mnist not installed")
+def test_fashion_mnist_debian_package() -> None:
+    s = data.load("fashion_mnist", limit=1000)
+    assert len(s.test) == 1000 and len(s.train) + len(s.val) == 1000
+
+
+def _write_pickle(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(obj))
+
+
+def _images(n: int, start: int) -> np.ndarray:
+    # every image unique: its index is written into the first pixels
+    img = np.zeros((n, 3072), dtype=np.uint8)
+    img[:, 0] = (np.arange(start, start + n) % 256)
+    img[:, 1] = (np.arange(start, start + n) // 256)
+    return img
+
+
+def test_fake_cifar10_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    for i in range(1, 6):
+        _write_pickle(folder / f"data_batch_{i}",
+                      {"data": _images(20, 20 * i), "labels": list(np.arange(20) % 10)})
+    _write_pickle(folder / "test_batch", {"data": _images(10, 0), "labels": list(range(10))})
+    _write_pickle(folder / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
+    s = data.load("cifar10", root=tmp_path)
+    assert (s.in_channels, s.image_size, s.channel_order) == (3, (32, 32), "RGB")
+    assert (len(s.train), len(s.val), len(s.test)) == (90, 10, 10) and s.labels[9] == "c9"
+    splits = [_rows(s.train), _rows(s.val), _rows(s.test)]
+    assert sum(map(len, splits)) == len(set.union(*splits)) == 110  # disjoint
+
+
+def test_fake_cifar100_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-100-python"
+    _write_pickle(folder / "train", {"data": _images(200, 0), "fine_labels": list(np.arange(200) % 100)})
+    _write_pickle(folder / "test", {"data": _images(100, 200), "fine_labels": list(range(100))})
+    _write_pickle(folder / "meta", {"fine_label_names": [f"f{i}" for i in range(100)]})
+    s = data.load("cifar100", root=tmp_path, val_fraction=0.5)
+    assert s.num_classes == 100 and len(s.train) == len(s.val) == 100 and len(s.test) == 100
+
+
+def test_cifar_missing_folder_names_tarball(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as e:
+        data.load("cifar100", root=tmp_path)
+    msg = str(e.value)
+    assert "cifar-100-python.tar.gz" in msg and str(tmp_path) in msg and "tar xzf" in msg

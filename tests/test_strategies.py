@@ -1,0 +1,109 @@
+"""Strategies: ensemble teacher math, DML/AFD online training, self-distillation, method checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgekd import data, models
+from edgekd.distill import EnsembleTeacher, Taps, TrainConfig, Trainer, build_objective, distill, methods
+from edgekd.distill.strategies import OnlineStrategy
+from edgekd.distill.strategies.online import mutual_kl
+from edgekd.errors import ConfigError
+from edgekd.models.exits import ExitModel, exit_accuracy
+
+
+@pytest.fixture(scope="module")
+def digits() -> data.DataSplits:
+    return data.load("digits", limit=300)
+
+
+def _net(seed: int, name: str = "resnet8") -> nn.Module:
+    torch.manual_seed(seed)
+    return models.create(name, in_channels=1)
+
+
+def test_strategy_methods_are_registered() -> None:
+    assert {"dml", "afd", "ensemble", "self"} <= set(methods())
+
+
+def test_ensemble_teacher_averages_soft_targets_and_features() -> None:
+    a, b = _net(1).eval(), _net(2).eval()
+    ens = EnsembleTeacher([a, b], weights=[3, 1], T=4.0, features=["layer3"]).eval()
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad(), Taps(ens, ["layer3"]) as taps:
+        out = ens(x)
+        want = 0.75 * F.softmax(a(x) / 4, 1) + 0.25 * F.softmax(b(x) / 4, 1)
+        with Taps(a, ["layer3"]) as ta, Taps(b, ["layer3"]) as tb:
+            a(x), b(x)
+            want_feat = 0.75 * ta["layer3"] + 0.25 * tb["layer3"]
+    torch.testing.assert_close(F.softmax(out / 4, 1), want)
+    torch.testing.assert_close(taps["layer3"], want_feat)
+    with pytest.raises(ConfigError, match="do not fit 2 teachers"):
+        EnsembleTeacher([a, b], weights=[1.0])
+
+
+def test_ensemble_distill_runs_with_two_teachers(digits: data.DataSplits) -> None:
+    t1, t2 = _net(1), _net(2)
+    r = distill([t1, t2], _net(0), digits, "ce+ensemble", epochs=1, batch_size=64, progress=False,
+                teacher_weights=[1, 2], ensemble_T=2.0)
+    assert r.history[0]["train_ensemble"] > 0 and r.method == "ce:1 + ensemble:1"
+    assert all(p.requires_grad for p in t1.parameters())  # teachers restored
+
+
+def test_mutual_kl_by_hand() -> None:
+    z = torch.tensor([[[0.0, 0.0]], [[math.log(3.0), 0.0]]])  # peer 0: [1/2, 1/2]; peer 1: [3/4, 1/4]
+    kl_10 = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)  # KL(p1 || p0)
+    kl_01 = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)  # KL(p0 || p1)
+    assert mutual_kl(z, T=1.0).item() == pytest.approx(kl_10 + kl_01, rel=1e-6)
+    z3 = torch.cat([z, z[:1]])  # K=3, peers (p0, p1, p0): each averages its KL from the 2 others
+    assert mutual_kl(z3, T=1.0).item() == pytest.approx((kl_10 + 2 * kl_01 + kl_10) / 2, rel=1e-6)
+
+
+def test_dml_trains_every_peer(digits: data.DataSplits) -> None:
+    peers = [_net(1), _net(2)]
+    before = [p.fc.weight.clone() for p in peers]
+    r = distill(None, peers, digits, "dml", epochs=2, batch_size=64, progress=False)
+    assert len(r.models) == 2 and r.model in r.models
+    assert {"val_acc_net0", "val_acc_net1", "test_acc_net0", "test_acc_net1"} <= set(r.metrics)
+    assert all(not torch.equal(m.fc.weight, w) for m, w in zip(r.models, before, strict=True))
+    assert all(torch.equal(p.fc.weight, w) for p, w in zip(peers, before, strict=True))  # inputs untouched
+    assert r.metrics["val_acc"] > 0.3 and r.history[-1]["train_dml"] > 0
+
+
+def test_afd_has_own_discriminator_optimizer(digits: data.DataSplits) -> None:
+    objective = build_objective("afd", afd_layer="layer3", afd_disc_lr=0.1)
+    trainer = Trainer(None, digits, objective, TrainConfig(epochs=1, batch_size=64, lr=1e-3, progress=False),
+                      strategy=OnlineStrategy([_net(1), _net(2)], objective))
+    history = trainer.fit()
+    assert set(trainer.optimizers) == {"net0", "net1", "afd_disc"}
+    assert trainer.optimizers["afd_disc"].param_groups[0]["initial_lr"] == pytest.approx(1e-4)
+    assert trainer.optimizers["net0"].param_groups[0]["initial_lr"] == pytest.approx(1e-3)
+    assert len(objective.losses["afd"].discriminators) == 2
+    assert history[0]["train_afd_disc"] > 0 and "val_acc_net1" in history[0]
+
+
+def test_self_distillation_trains_exits(digits: data.DataSplits) -> None:
+    student = _net(0, "resnet20")
+    r = distill(None, student, digits, "self", epochs=3, batch_size=32, progress=False)
+    assert isinstance(r.model, ExitModel) and r.model.exits == ["layer1.2", "layer2.0"]
+    assert r.model.backbone is not student and r.history[-1]["train_self"] > 0
+    acc = exit_accuracy(r.model, digits.val)
+    assert set(acc) == {"layer1.2", "layer2.0", "final"} and acc["final"] == pytest.approx(r.metrics["val_acc"])
+    assert acc["final"] > 0.3 and max(acc["layer1.2"], acc["layer2.0"]) > 0.15
+
+
+@pytest.mark.parametrize(("teacher", "students", "method", "message"), [
+    (None, 1, "dml", "trains two or more networks"),
+    (None, 2, "ce", "trains one student; got 2"),
+    (None, 2, "dml+kd", "mixes online training with kd"),
+])
+def test_strategy_errors(digits: data.DataSplits, teacher: nn.Module | None, students: int, method: str,
+                         message: str) -> None:
+    student = _net(0) if students == 1 else [_net(0), _net(1)]
+    with pytest.raises(ConfigError, match=message):
+        distill(teacher, student, digits, method, epochs=1, progress=False)
