@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-samples", type=int, default=1000)
     ap.add_argument("--work", default=str(HERE / "results" / "runtimes_work"), help="scratch folder")
     ap.add_argument("--out", default=str(HERE / "results" / "runtimes.json"))
+    ap.add_argument("--cpus", default=None,
+                    help="pin every runner to these CPUs (e.g. 0,1); '' for no pinning (default)")
+    ap.add_argument("--reuse-bundle", action="store_true", help="reuse the bundle a previous run exported")
     ap.add_argument("--quick", action="store_true", help="1 epoch on 1,200 images, 20 runs")
     args = ap.parse_args(argv)
     if args.quick:
@@ -85,11 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     x1 = x_test[:1]
     mflops = flops(model, tuple(x1.shape)) / 1e6
     calib = D.calibration_sample(splits.train, n=128, seed=0)
-    print("exporting: pt2 (eager baseline), pte fp32/int8, tflite fp32/int8 x {litert-torch, onnx2tf}")
-    bundle = export(model, (x1,), formats=("pt2", "pte", "tflite"), precision=("fp32", "int8"),
-                    calibration=calib, out_dir=work / "bundle", model_name=args.model,
-                    tflite_converter=("litert-torch", "onnx2tf"), parity_data=(x_test[:200], y_test[:200]),
-                    labels=list(splits.labels))
+    if args.reuse_bundle and (work / "bundle" / "edgekd.json").exists():
+        from edgekd.export.bundle import Bundle
+
+        bundle = Bundle.load(work / "bundle")
+        print(f"reusing the exported bundle in {bundle.root}")
+    else:
+        print("exporting: pt2 (eager baseline), pte fp32/int8, tflite fp32/int8 x {litert-torch, onnx2tf}")
+        bundle = export(model, (x1,), formats=("pt2", "pte", "tflite"), precision=("fp32", "int8"),
+                        calibration=calib, out_dir=work / "bundle", model_name=args.model,
+                        tflite_converter=("litert-torch", "onnx2tf"), parity_data=(x_test[:200], y_test[:200]),
+                        labels=list(splits.labels))
 
     eval_data = (x_test[: args.eval_samples].numpy(), y_test[: args.eval_samples].numpy())
     rows = []
@@ -97,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         rate = matmul_gflops(t)
         roof_ms = mflops / 1e3 / rate * 1e3
         results = benchmark(bundle, target="local", warmup=args.warmup, runs=args.runs, threads=t,
-                            eval_data=eval_data, out_dir=work / f"bench_t{t}")
+                            eval_data=eval_data, out_dir=work / f"bench_t{t}", cpus=args.cpus or None)
         eager = next((r for r in results if r.format == "pt2" and not r.error), None)
         for r in results:
             p50 = r.latency_ms.p50 if r.latency_ms else None
@@ -130,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "runtimes", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
         "processor": platform.processor(), "cpu_count": __import__("os").cpu_count(), "model": args.model,
         "params": count_params(model), "mflops": mflops, "quick": args.quick, "runs": args.runs,
-        "warmup": args.warmup, "eval_samples": args.eval_samples, "rows": rows,
+        "warmup": args.warmup, "eval_samples": args.eval_samples, "cpus": args.cpus, "rows": rows,
         "files": {f.key: f.extra for f in bundle.files},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@
     edgekd list models|methods|datasets|targets
     edgekd train   --model resnet20 --data mnist5k --epochs 5 --out runs/teacher
     edgekd distill --teacher runs/teacher/model.pt --student resnet8 --method ce+kd --out runs/kd
+    edgekd distill --student resnet8 --peers 2 --method dml --out runs/dml
     edgekd distill --config examples/distill_crd.yaml --epochs 2
     edgekd export  runs/kd/model.pt --data mnist5k --formats pte,tflite --precision fp32,int8 --out bundle
     edgekd bench   bundle --target local --threads 2 --runs 100 --eval-data mnist5k
@@ -74,15 +75,28 @@ def _train_or_distill(args: argparse.Namespace, teacher_path: str | None,
 
     splits = _load_data(args)
     kw = {"num_classes": splits.num_classes, "in_channels": splits.in_channels}
-    teacher = load_model(teacher_path)[0] if teacher_path else None
-    name = args.student if teacher_path else args.model
+    teachers = [load_model(p)[0] for p in _csv(teacher_path)] if teacher_path else []
+    teacher = teachers[0] if len(teachers) == 1 else (teachers or None)  # several -> an ensemble
+    name = getattr(args, "student", None) if teacher_path or getattr(args, "peers", 1) > 1 else args.model
+    name = name or args.model
     out = Path(args.out)
     if distill_kw is None:
         distill_kw = {"method": args.method, "epochs": args.epochs, "batch_size": args.batch_size,
                       "lr": args.lr, "seed": args.seed}
-    res = distill(teacher, M.create(name, **kw), splits, out_dir=out, resume=args.resume,
-                  progress=not args.no_progress, **distill_kw)
-    path = save_model(res.model, out / "model.pt", name, meta={"data": args.data, "metrics": res.metrics}, **kw)
+    extra: dict = {}
+    if getattr(args, "teacher_weights", None):
+        extra["teacher_weights"] = [float(w) for w in _csv(args.teacher_weights)]
+    if getattr(args, "cache_teacher", "auto") != "auto":
+        extra["cache_teacher"] = args.cache_teacher == "on"
+    peers = getattr(args, "peers", 1)
+    student = [M.create(name, **kw) for _ in range(peers)] if peers > 1 else M.create(name, **kw)
+    res = distill(teacher, student, splits, out_dir=out, resume=args.resume,
+                  progress=not args.no_progress, **distill_kw, **extra)
+    meta = {"data": args.data, "metrics": res.metrics}
+    if peers > 1:
+        for i, m in enumerate(res.models):
+            save_model(m, out / f"model_peer{i}.pt", name, meta=meta, **kw)
+    path = save_model(res.model, out / "model.pt", name, meta=meta, **kw)
     print(" ".join(f"{k}={v:.4f}" for k, v in res.metrics.items() if isinstance(v, float)))
     print(f"saved {path}")
     return 0
@@ -98,7 +112,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config) if args.config else DistillConfig()
     cfg = cfg.override(**{k: getattr(args, k) for k in _DISTILL_FLAGS})
-    missing = [f"--{k}" for k in ("teacher", "student", "out") if getattr(cfg, k) is None]
+    required = ("student", "out") if args.peers > 1 else ("teacher", "student", "out")
+    missing = [f"--{k}" for k in required if getattr(cfg, k) is None]
     if missing:
         raise ConfigError(f"distill needs {', '.join(missing)}", stage="cli/distill",
                           hint="pass them as flags, or set them in the --config YAML")
@@ -222,7 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
             t.set_defaults(method="ce")
         else:
             t.add_argument("--config", default=None, help="YAML run config (examples/*.yaml); flags override it")
-            t.add_argument("--teacher", default=None, help="teacher checkpoint (model.pt from `edgekd train`)")
+            t.add_argument("--teacher", default=None,
+                           help="teacher checkpoint (model.pt from `edgekd train`); a comma list is an ensemble")
+            t.add_argument("--teacher-weights", default=None, help="ensemble weights, e.g. 2,1")
+            t.add_argument("--peers", type=int, default=1,
+                           help="train K copies of --student together (online methods: --method dml or afd)")
+            t.add_argument("--cache-teacher", choices=("auto", "on", "off"), default="auto",
+                           help="reuse the teacher's logits across epochs (auto: when exact)")
             t.add_argument("--student", default=None, help="student model name")
             t.add_argument("--method", default=None,
                            help="e.g. 'kd', 'ce+kd', 'ce:1 + kd:0.9 + crd:0.8' (default ce+kd; `edgekd list methods`)")

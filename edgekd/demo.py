@@ -23,7 +23,8 @@ class DemoConfig:
     teacher: str = "resnet20"
     student: str = "resnet8"
     teacher_epochs: int = 6
-    student_epochs: int = 6
+    student_epochs: int = 8
+    batch_size: int = 64
     limit: int | None = None  # cap on data-set size (quick mode)
     eval_samples: int = 1000  # test samples each exported file is scored on by the runner
     parity_samples: int = 200
@@ -35,7 +36,7 @@ class DemoConfig:
 
     @staticmethod
     def quick() -> DemoConfig:
-        return DemoConfig(teacher_epochs=1, student_epochs=1, limit=1200, eval_samples=200,
+        return DemoConfig(teacher_epochs=2, student_epochs=2, batch_size=32, limit=1200, eval_samples=200,
                           parity_samples=64, warmup=2, runs=10)
 
 
@@ -65,7 +66,7 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
     _log(f"1/4 training teacher {cfg.teacher} for {cfg.teacher_epochs} epochs")
     torch.manual_seed(cfg.seed)
     teacher = train(M.create(cfg.teacher, **kw), splits, epochs=cfg.teacher_epochs, seed=cfg.seed,
-                    out_dir=out / "teacher", progress=progress)
+                    batch_size=cfg.batch_size, out_dir=out / "teacher", progress=progress)
     save_model(teacher.model, out / "teacher" / "model.pt", cfg.teacher, **kw)
 
     _log(f"2/4 student {cfg.student}: with KD from the teacher, and alone (same init, same epochs)")
@@ -77,6 +78,7 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
         s.load_state_dict(init.state_dict())
         t = teacher.model if method != "ce" else None
         res = distill(t, s, splits, method=method, epochs=cfg.student_epochs, seed=cfg.seed,
+                      batch_size=cfg.batch_size,
                       out_dir=out / name, progress=progress)
         save_model(res.model, out / name / "model.pt", cfg.student, **kw)
         students[name] = res

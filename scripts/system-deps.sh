@@ -6,7 +6,7 @@
 # Needs root (or sudo) and apt; elsewhere it prints what to install and exits 0, and the tests that
 # need a missing tool say so when they run.
 set -euo pipefail
-pkgs=(junit4 default-jdk-headless openssh-server adb dataset-fashion-mnist)
+pkgs=(junit4 default-jdk-headless openssh-server openssh-client adb dataset-fashion-mnist fortunes)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -107,3 +108,15 @@ def runner_module() -> ModuleType:
     sys.modules["edgekd_runner"] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """Under CI (``CI=true``) a skipped test is a failure: CI installs every tool the tests need
+    (scripts/system-deps.sh), so a skip there means a missing install step, not a green test."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes") and report.skipped \
+            and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI (a missing install step?): {report.longrepr}"

@@ -24,7 +24,7 @@ def _slow_python(folder: Path, mark: Path) -> Path:
     """A 'python3' for the device that hangs on any model named slow*, after writing its pid to ``mark``."""
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "python3"
-    script.write_text(f'#!/bin/sh\ncase "$*" in *slow*) echo $$ > "{mark}"; sleep 60;; esac\n'
+    script.write_text(f'#!/bin/sh\ncase "$*" in *slow*) echo $$ > "{mark}"; exec sleep 60;; esac\n'
                       f'exec "{VENV_BIN / "python3"}" "$@"\n')
     script.chmod(0o755)
     return script

@@ -231,8 +231,10 @@ def load_results(path: str | Path) -> list[BenchResult]:
 def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local", *, warmup: int = 10,
               runs: int = 50, threads: int = 2, eval_data: Any = None, inputs: Any = None,
               out_dir: str | Path | None = None, files: Sequence[str] | None = None, resume: bool = False,
-              timeout_s: float = 300, progress: bool = True) -> list[BenchResult]:
+              timeout_s: float = 300, progress: bool = True, cpus: str | None = None) -> list[BenchResult]:
     """Measure every model file of a bundle (or one file) on ``target``; see the module docstring.
+
+    ``cpus`` pins the runner to those CPUs ("0,1") before the runtime starts its thread pool.
 
     ``eval_data``/``inputs``: an ``.npz`` path or arrays/tensors (``(x, y)`` for eval data);
     ``files``: keys (``pte/int8/executorch``) or paths within the bundle. Returns one
@@ -246,7 +248,7 @@ def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local
     out = Path(out_dir) if out_dir else Path("edgekd_runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     inputs_npz, eval_npz = _prepare_npz(out, eval_data, inputs, bundle)
-    args = RunnerArgs(warmup=warmup, runs=runs, threads=threads)
+    args = RunnerArgs(warmup=warmup, runs=runs, threads=threads, cpus=cpus)
     jsonl = out / RESULTS
     done = {(r.target, r.model): r for r in load_results(jsonl) if r.ok} if resume else {}
 

@@ -107,19 +107,22 @@ def _plan(formats: Sequence[str], precision: Sequence[str], tflite_converter: st
     return jobs
 
 
-def _as_samples(data: Any) -> tuple[torch.Tensor | None, np.ndarray | None]:
-    """A Tensor of samples, an ``(x, y)`` pair or an iterable of ``x`` / ``(x, y)`` batches → (x, y)."""
+def _as_samples(data: Any, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor | None, np.ndarray | None]:
+    """A Tensor of samples, an ``(x, y)`` pair or an iterable of ``x`` / ``(x, y)`` batches → (x, y).
+
+    ``x`` is cast to ``dtype``: the example input's (float32 for images, int64 for token ids).
+    """
     if data is None:
         return None, None
     if isinstance(data, torch.Tensor):
-        return data.detach().float(), None
+        return data.detach().to(dtype), None
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor) \
             and isinstance(data[1], torch.Tensor | np.ndarray) and np.ndim(data[1]) == 1:
-        return data[0].detach().float(), np.asarray(data[1])  # one (x, labels) pair
+        return data[0].detach().to(dtype), np.asarray(data[1])  # one (x, labels) pair
     xs, ys = [], []
     for b in data if isinstance(data, Iterable) else [data]:
         x, y = (b[0], b[1] if len(b) > 1 else None) if isinstance(b, (tuple, list)) else (b, None)
-        xs.append(torch.as_tensor(x).float())
+        xs.append(torch.as_tensor(x).to(dtype))
         if y is not None:
             ys.append(np.asarray(y))
     if not xs:
@@ -130,12 +133,17 @@ def _as_samples(data: Any) -> tuple[torch.Tensor | None, np.ndarray | None]:
 def _split(calibration: Any, parity_data: Any, example: torch.Tensor) -> tuple[
         torch.Tensor | None, np.ndarray, np.ndarray | None]:
     """(calibration samples, parity x, parity labels). Parity defaults to the calibration tail."""
-    calib, calib_y = _as_samples(calibration)
+    dtype = example.dtype if not example.is_floating_point() else torch.float32
+    calib, calib_y = _as_samples(calibration, dtype)
     if parity_data is not None:
-        px, py = _as_samples(parity_data)
+        px, py = _as_samples(parity_data, dtype)
         return calib, px.numpy(), py
     if calib is None:
         g = torch.Generator().manual_seed(0)
+        if not example.is_floating_point():  # token ids: random ids below the example's largest
+            high = int(example.max()) + 1
+            return None, torch.randint(0, max(high, 2), (16, *example.shape[1:]), generator=g,
+                                       dtype=example.dtype).numpy(), None
         return None, torch.randn((16, *example.shape[1:]), generator=g).numpy(), None
     k = min(64, max(1, len(calib) // 5)) if len(calib) > 1 else 1
     head = calib[:-k] if len(calib) > k else calib
@@ -162,7 +170,8 @@ def _check_inputs(model: torch.nn.Module, example_inputs: Any) -> tuple[tuple[to
 
 
 def _logical(t: torch.Tensor, name: str) -> TensorSpec:
-    return TensorSpec(name, tuple(t.shape), "float32", "NCHW" if t.ndim == 4 else None)
+    dtype = str(t.dtype).removeprefix("torch.")  # float32 for images, int64 for token ids
+    return TensorSpec(name, tuple(t.shape), dtype, "NCHW" if t.ndim == 4 else None)
 
 
 def export(
@@ -182,6 +191,7 @@ def export(
     check_parity: bool = True,
     progress: bool = True,
     verbose: bool = False,
+    task: str = "classification",
 ) -> Bundle:
     """Convert ``model`` to every requested (format, converter, precision), check parity, write the bundle.
 
@@ -197,6 +207,8 @@ def export(
         thresholds: overrides per precision, e.g. ``{"int8": {"top1_agreement": 0.95}}``
             (see :mod:`edgekd.export.parity`).
         check_parity: raise :class:`ParityError` when a file misses a threshold (parity is always recorded).
+        task: ``"classification"`` (judge top-1 agreement) or ``"embedding"`` (judge the cosine of each
+            output row with eager's; top-1 of an embedding means nothing). See :mod:`edgekd.export.parity`.
 
     Returns:
         the :class:`Bundle`, saved as ``out_dir/edgekd.json``.
@@ -221,7 +233,7 @@ def export(
             bar.set_description(f"export {exporter.format}/{prec}/{exporter.converter}")
         extra = exporter.load("export")(model, ex, path, precision=prec, calibration=calib, verbose=verbose)
         run, f_in, f_out = exporter.load("runner")(path, exporter.layout)
-        t = thresholds_for(prec, thresholds)
+        t = thresholds_for(prec, thresholds, task)
         y = run_batches(run, px, batch)
         p = measure(y, y_eager[: len(y)], py, t)
         if check_parity:

@@ -65,6 +65,7 @@ class Parity:
     accuracy_eager: float | None  # of the eager model on the same samples
     thresholds: dict[str, float] = field(default_factory=dict)
     passed: bool = True
+    cosine_min: float | None = None  # lowest cosine between an output row and eager's (embeddings)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Parity:

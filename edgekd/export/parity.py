@@ -16,6 +16,10 @@ int8       ``top1_agreement``          ≥ 0.90
 int8       ``accuracy_drop``           accuracy(eager) − accuracy(file) ≤ 0.03 (labels given)
 =========  ==========================  =====================================================
 
+With ``task="embedding"`` (sentence encoders: top-1 of an embedding means nothing) the defaults
+are :data:`EMBEDDING_THRESHOLDS`: fp32 ``max_abs_error_rel`` ≤ 1e-3 and ``cosine_min`` ≥ 0.9999;
+int8 ``cosine_min`` ≥ 0.95 (the lowest cosine between a file's output row and eager's).
+
 fp32 files should match to float rounding (seen: 3e-8); anything larger is a converter bug. int8
 is judged on decisions, not logits: a per-tensor int8 output has a step of ~1 % of its range.
 A file beyond a threshold raises :class:`~edgekd.errors.ParityError` naming the file, the metric,
@@ -38,14 +42,25 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
 }
 
 
-def thresholds_for(precision: str, overrides: dict[str, dict[str, float]] | None) -> dict[str, float]:
-    """The defaults for ``precision`` updated with ``overrides[precision]`` (unknown metrics rejected)."""
-    t = dict(DEFAULT_THRESHOLDS[precision])
+EMBEDDING_THRESHOLDS: dict[str, dict[str, float]] = {
+    "fp32": {"max_abs_error_rel": 1e-3, "cosine_min": 0.9999},
+    "int8": {"cosine_min": 0.95},
+}
+TASKS = {"classification": DEFAULT_THRESHOLDS, "embedding": EMBEDDING_THRESHOLDS}
+
+
+def thresholds_for(precision: str, overrides: dict[str, dict[str, float]] | None,
+                   task: str = "classification") -> dict[str, float]:
+    """The defaults for ``precision`` and ``task`` updated with ``overrides[precision]`` (unknown metrics rejected)."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown parity task {task!r}; known: {', '.join(TASKS)}", stage="export/parity",
+                          hint="pass task='classification' (logits) or task='embedding' (sentence embeddings)")
+    t = dict(TASKS[task][precision])
     extra = (overrides or {}).get(precision, {})
-    unknown = set(extra) - {"max_abs_error_rel", "max_abs_error", "top1_agreement", "accuracy_drop"}
+    unknown = set(extra) - {"max_abs_error_rel", "max_abs_error", "top1_agreement", "accuracy_drop", "cosine_min"}
     if unknown:
         raise ConfigError(f"unknown parity threshold(s) {sorted(unknown)} for {precision}", stage="export/parity",
-                          hint="use max_abs_error_rel, max_abs_error, top1_agreement or accuracy_drop")
+                          hint="use max_abs_error_rel, max_abs_error, top1_agreement, accuracy_drop or cosine_min")
     t.update(extra)
     return t
 
@@ -72,8 +87,11 @@ def measure(y: np.ndarray, y_eager: np.ndarray, labels: np.ndarray | None, thres
     if labels is not None:
         acc = float(np.mean(y.argmax(-1) == labels[: len(y)]))
         acc_eager = float(np.mean(y_eager.argmax(-1) == labels[: len(y)]))
+    a, b = y.reshape(len(y), -1).astype(np.float64), y_eager.reshape(len(y_eager), -1).astype(np.float64)
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
     p = Parity(n_samples=int(y.shape[0]), max_abs_error=float(err.max()), mean_abs_error=float(err.mean()),
-               top1_agreement=agree, accuracy=acc, accuracy_eager=acc_eager, thresholds=dict(thresholds))
+               top1_agreement=agree, accuracy=acc, accuracy_eager=acc_eager, thresholds=dict(thresholds),
+               cosine_min=float(cos.min()) if len(cos) else None)
     return Parity(**{**p.__dict__, "passed": not failures(p, float(np.abs(y_eager).max()))})
 
 
@@ -86,6 +104,8 @@ def failures(p: Parity, max_logit: float) -> list[str]:
         out.append(f"max abs error {p.max_abs_error:.3g} > {t['max_abs_error']:g}")
     if "top1_agreement" in t and p.top1_agreement < t["top1_agreement"]:
         out.append(f"top-1 agreement {p.top1_agreement:.3f} < {t['top1_agreement']:g}")
+    if "cosine_min" in t and p.cosine_min is not None and p.cosine_min < t["cosine_min"]:
+        out.append(f"min cosine with eager {p.cosine_min:.4f} < {t['cosine_min']:g}")
     if "accuracy_drop" in t and p.accuracy is not None and p.accuracy_eager is not None:
         drop = p.accuracy_eager - p.accuracy
         if drop > t["accuracy_drop"]:

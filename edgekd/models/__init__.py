@@ -7,7 +7,9 @@ decorated with :func:`register_model` in a family file imported below.
 
 from __future__ import annotations
 
-from edgekd.models import mobilenet as _mobilenet  # noqa: F401  (fills the registry)
+from edgekd.models import adder as _adder  # noqa: F401  (fills the registry)
+from edgekd.models import bert as _bert  # noqa: F401
+from edgekd.models import mobilenet as _mobilenet  # noqa: F401
 from edgekd.models import resnet as _resnet  # noqa: F401
 from edgekd.models._registry import MODELS, create, list_models, register_model
 from edgekd.models.complexity import count_params, flops

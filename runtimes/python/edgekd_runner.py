@@ -87,6 +87,12 @@ def to_model_input(x: np.ndarray, info: TensorInfo, layout: str) -> np.ndarray:
                           "check the input shape, or pass --layout NCHW|NHWC")
     if x.dtype == info.dtype:
         return np.ascontiguousarray(x)
+    if np.issubdtype(x.dtype, np.integer) and np.issubdtype(info.dtype, np.integer) and info.quant is None:
+        lim = np.iinfo(info.dtype)  # token ids: int64 in the .npz, int32 in a litert-torch file
+        if x.size and (x.min() < lim.min or x.max() > lim.max):
+            raise RunnerError(EXIT_INPUT, "input_mismatch", f"integer input out of the model's {info.dtype} range",
+                              "write ids that fit the model's input dtype")
+        return np.ascontiguousarray(x.astype(info.dtype))
     if not np.issubdtype(x.dtype, np.floating):
         raise RunnerError(EXIT_INPUT, "input_mismatch",
                           f"input dtype {x.dtype} cannot feed the model's {info.dtype} input",
@@ -317,8 +323,24 @@ def _load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         raise RunnerError(EXIT_ARGS, "bad_arguments", f"cannot read {path} as .npz ({e})", "write it with np.savez") from None
 
 
+def pin_cpus(spec: str | None) -> list[int] | None:
+    """Restrict this process to the CPUs in ``spec`` ("0,1" or "2-3") before any runtime starts its
+    thread pool, so every runtime sizes its pool to the same cores (Linux only)."""
+    if not spec:
+        return None
+    try:
+        cpus = sorted({c for part in spec.split(",") for c in (
+            range(int(part.split("-")[0]), int(part.split("-")[1]) + 1) if "-" in part else [int(part)])})
+        os.sched_setaffinity(0, cpus)
+    except (ValueError, OSError, AttributeError) as e:
+        raise RunnerError(EXIT_ARGS, "bad_arguments", f"cannot pin to CPUs {spec!r} ({e})",
+                          f"pass CPUs this machine has, e.g. 0-{(os.cpu_count() or 1) - 1}") from None
+    return cpus
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     model = Path(args.model)
+    cpus = pin_cpus(args.cpus)
     t0 = time.perf_counter_ns()
     backend = BACKENDS[model.suffix]()
     import_ms = _ms(t0)
@@ -370,7 +392,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "interpreter": backend.interpreter,
         "machine": {"hostname": socket.gethostname(), "platform": platform.platform(),
                     "machine": platform.machine(), "python": platform.python_version(), "cpu_count": os.cpu_count()},
-        "model": str(model), "model_bytes": model.stat().st_size, "threads": args.threads,
+        "model": str(model), "model_bytes": model.stat().st_size, "threads": args.threads, "cpus": cpus,
         "warmup": args.warmup, "runs": args.runs, "import_ms": import_ms, "load_ms": load_ms,
         "first_inference_ms": first_ms, "latency_ms": summarize(samples) if samples else None,
         "latency_samples_ms": samples, "peak_mem_mb": max(0.0, peak - baseline), "baseline_mem_mb": baseline,
@@ -399,6 +421,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="CPU threads for the runtime")
     p.add_argument("--eval", help=".npz with x (N,C,H,W) float32 and y (N,) labels: top-1 accuracy")
     p.add_argument("--layout", choices=("auto", "NCHW", "NHWC"), default="auto", help="input layout of the file")
+    p.add_argument("--cpus", default=None, help="pin the runner to these CPUs first, e.g. 0,1 or 4-7 (Linux)")
     p.add_argument("--keep-samples", action="store_true", help="also emit warm-up samples and eval predictions")
     args = p.parse_args(argv)
     if args.warmup < 0 or args.runs < 1 or args.threads < 1:

@@ -101,7 +101,7 @@ class Daemon:
 def start_sshd(root: Path) -> Daemon:
     """sshd on 127.0.0.1:PORT with a fresh host key, a client key and a known_hosts that trusts it."""
     if not Path(SSHD).exists() or not shutil.which("ssh-keygen"):
-        pytest.skip("sshd not installed (.ci/install-standins.sh)")
+        pytest.skip("sshd not installed (scripts/system-deps.sh)")
     root.mkdir(parents=True, exist_ok=True)
     for name in ("host", "client"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)

@@ -32,6 +32,7 @@ class RunnerArgs:
     threads: int = 2
     layout: str = "auto"
     keep_samples: bool = False
+    cpus: str | None = None  # pin the runner to these CPUs ("0,1", "4-7") before the runtime loads
 
     def argv(self, model: str, inputs: str | None, eval_npz: str | None) -> list[str]:
         """Command-line arguments for the runner, given the paths as the device sees them."""
@@ -43,6 +44,8 @@ class RunnerArgs:
             out += ["--eval", eval_npz]
         if self.keep_samples:
             out.append("--keep-samples")
+        if self.cpus:
+            out += ["--cpus", self.cpus]
         return out
 
 

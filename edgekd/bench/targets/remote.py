@@ -50,6 +50,11 @@ def url_options(url: str) -> tuple[str, dict[str, str]]:
     return parts.netloc, opts
 
 
+def sh_path(path: str) -> str:
+    """``shlex.quote`` that keeps a leading ``~/`` meaning the device user's home."""
+    return '"$HOME"/' + shlex.quote(path[2:]) if path.startswith("~/") else shlex.quote(path)
+
+
 def _flag(value: str | None, default: bool) -> bool:
     return default if value is None else value.strip().lower() in ("1", "true", "yes", "on", "")
 
@@ -97,13 +102,13 @@ class RemoteTarget(Target):
         if self._probe is not None:
             return self._probe
         if self.native_runner:
-            r = self.exec(f"test -x {shlex.quote(self.native_runner)}", self.cmd_timeout_s)
+            r = self.exec(f"test -x {sh_path(self.native_runner)}", self.cmd_timeout_s)
             if r.returncode != 0:
                 raise self._err(f"native runner {self.native_runner!r} is not an executable file on the device",
                                 "build it (runtimes/README.md) and copy it there, or drop ?runner= to use Python")
             self._probe = {"runner": self.native_runner}
             return self._probe
-        r = self.exec(f"{shlex.quote(self.python)} -c {shlex.quote(PROBE_SCRIPT)}", self.cmd_timeout_s)
+        r = self.exec(f"{sh_path(self.python)} -c {shlex.quote(PROBE_SCRIPT)}", self.cmd_timeout_s)
         probe = parse_facts(r.stdout).get("probe") if r.returncode == 0 else None
         hint = missing_runtime_hint(probe, self.python)
         if probe is None or hint:
@@ -174,8 +179,8 @@ class RemoteTarget(Target):
         mask = big_core_mask(self.facts()) if self.pin and "taskset" in self.facts().get("tools", ()) else None
         pin = f"taskset {mask} " if mask else ""
         q = shlex.quote
-        command = (f"cd {q(run)} && echo $$ > pid && PYTHONUNBUFFERED=1 exec {pin}"
-                   f"{' '.join(q(a) for a in [*exe, *argv])} > out.jsonl 2> err.txt")
+        command = (f"cd {q(run)} && echo $$ > pid && PYTHONUNBUFFERED=1 exec {pin}{sh_path(exe[0])} "
+                   f"{' '.join(q(a) for a in [*exe[1:], *argv])} > out.jsonl 2> err.txt")
         outcome = self.exec(command, timeout_s)
         if outcome.timed_out:
             self.exec(f"kill -9 $(cat {q(run + '/pid')}) 2>/dev/null", self.cmd_timeout_s)

@@ -5,6 +5,8 @@
 - :mod:`.online` — DML: K peers, each CE + mean KL to the others (``dml``).
 - :mod:`.afd` — AFD: peers with mutual KL and per-network feature-map discriminators (``afd``).
 - :mod:`.self_distill` — Be Your Own Teacher: early exits learn from the deepest (``self``).
+- :mod:`.residual` — plain CNN + ResNet twin trained jointly, stages routed (``resdistill``).
+- :mod:`.progressive` — AdderNet + CNN twin trained from scratch together (``pkkd``).
 
 The method names register in the same registry as the losses, so :func:`edgekd.distill.methods`
 lists them; :func:`make_strategy` picks the strategy a method's terms ask for.
@@ -23,16 +25,20 @@ from edgekd.distill.strategies.base import STAGE, Strategy, kinds, only_kind
 from edgekd.distill.strategies.ensemble import EnsembleKDLoss, EnsembleTeacher
 from edgekd.distill.strategies.offline import OfflineStrategy
 from edgekd.distill.strategies.online import DMLLoss, OnlineStrategy
+from edgekd.distill.strategies.progressive import ProgressiveStrategy
+from edgekd.distill.strategies.residual import ResDistillLoss, ResidualStrategy
 from edgekd.distill.strategies.self_distill import SelfDistillLoss, SelfStrategy
 from edgekd.errors import ConfigError
 
 __all__ = ["AFDLoss", "DMLLoss", "EnsembleKDLoss", "EnsembleTeacher", "OfflineStrategy", "OnlineStrategy",
-           "SelfDistillLoss", "SelfStrategy", "Strategy", "make_strategy"]
+           "ProgressiveStrategy", "ResDistillLoss", "ResidualStrategy", "SelfDistillLoss", "SelfStrategy",
+           "Strategy", "make_strategy"]
 
 
 def make_strategy(objective: Objective, student: nn.Module | Sequence[nn.Module],
                   teacher: nn.Module | None = None, cache: bool | TeacherCache | None = None) -> Strategy:
-    """The strategy ``objective`` asks for: online for ``dml``/``afd``, self for ``self``, else offline."""
+    """The strategy ``objective`` asks for: online for ``dml``/``afd``, self for ``self``, residual for
+    ``resdistill``, progressive for ``pkkd``, else offline."""
     kind = kinds(objective)
     if len(kind) > 1:
         only_kind(objective, sorted(kind - {"offline"})[0])
@@ -48,4 +54,8 @@ def make_strategy(objective: Objective, student: nn.Module | Sequence[nn.Module]
                           stage=STAGE, hint="pass one student, or an online method ('dml', 'afd') for peers")
     if kind == {"self"}:
         return SelfStrategy(student, objective)  # type: ignore[arg-type]
+    if kind == {"residual"}:
+        return ResidualStrategy(student, teacher, objective)  # type: ignore[arg-type]
+    if kind == {"progressive"}:
+        return ProgressiveStrategy(student, teacher, objective)  # type: ignore[arg-type]
     return OfflineStrategy(student, objective, teacher, cache=cache)  # type: ignore[arg-type]

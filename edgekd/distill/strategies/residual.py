@@ -1,0 +1,205 @@
+r"""Residual distillation: a shortcut-free plain CNN trains jointly with its ResNet twin.
+
+The plain student :math:`S` and the ResNet teacher :math:`T` share a stage layout (stem,
+``layer1``..``layer3``, ``pool``/``fc``). Besides the student's own logits :math:`s` and the
+teacher's :math:`t`, each routed student stage output :math:`S_{\le r}(x)` is run through the
+teacher's *later* stages, giving logits :math:`z_r = T_{>r}(S_{\le r}(x))`. Their losses reach
+the student's early layers through the teacher's shortcuts, which is what lets a deep plain net
+train. With final pooled features :math:`f_S, f_T`:
+
+.. math::
+
+    L_S = L_{CE}(s, y) + \alpha\,T^2\mathrm{KL}(p_t^T \| p_s^T)
+          + \frac{\beta}{|R|}\sum_{r\in R}\big[L_{CE}(z_r, y) + T^2\mathrm{KL}(p_t^T \| p_{z_r}^T)\big]
+          + \gamma\,\lVert f_S - \mathrm{sg}(f_T) \rVert_2^2 / d
+
+(teacher probabilities :math:`p_t` and :math:`f_T` detached). Two phases: for the first
+``freeze_epochs`` the teacher is frozen (eval mode, no updates; gradients still pass through it);
+afterwards it trains jointly on :math:`L_S + L_{CE}(t, y)` in its own optimiser group (its batch
+norm then also sees routed student features). Only the plain student is evaluated and exported.
+
+Paper: Li, Zhang, Wang, Liu, Tan, Lin, Zhang, Feng, Zhang, "Residual Distillation: Towards
+Portable Deep Neural Networks without Shortcuts", NeurIPS 2020, https://arxiv.org/abs/2003.06074.
+Deviation: the paper routes a stage's input to the teacher with a probability that decays over
+training; here every route in ``routes`` is used at every step (``resdistill_route=0`` turns
+routing off, which makes this plain KD + feature loss, for ablation).
+
+Use: ``distill(resnet20_trained, models.create("resnet20_plain"), data, method="resdistill",
+resdistill_freeze_epochs=1)``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from contextlib import ExitStack
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from edgekd.data.core import DataSplits
+from edgekd.distill.methods import DistillLoss, Objective, StepContext, register_method
+from edgekd.distill.strategies.base import (
+    Losses,
+    ParamGroups,
+    Strategy,
+    check_classes,
+    freeze,
+    only_kind,
+    restore,
+)
+from edgekd.distill.taps import Taps
+from edgekd.errors import ConfigError
+
+STAGE = "distill/resdistill"
+ROUTED = "routed"  # ctx.student_features[ROUTED]: list of routed logits z_r
+FEATURES = "pool"  # tap path of the final pooled features on both networks
+
+
+def kd_term(student: torch.Tensor, teacher: torch.Tensor, T: float) -> torch.Tensor:
+    """:math:`T^2 \\mathrm{KL}(\\mathrm{softmax}(t/T) \\| \\mathrm{softmax}(s/T))`, teacher detached."""
+    return F.kl_div(F.log_softmax(student / T, 1), F.log_softmax(teacher.detach() / T, 1),
+                    reduction="batchmean", log_target=True) * T**2
+
+
+@register_method("resdistill")
+class ResDistillLoss(DistillLoss):
+    """Residual distillation (formula above). Options: ``resdistill_T=4.0``, ``resdistill_kd=1.0``
+    (α), ``resdistill_route=1.0`` (β), ``resdistill_feat=1.0`` (γ), ``resdistill_freeze_epochs=1``,
+    ``resdistill_routes=("layer1", "layer2")``, ``resdistill_stages=("layer1", "layer2", "layer3")``,
+    ``resdistill_teacher_lr=1.0`` (teacher lr multiplier in the joint phase)."""
+
+    needs_teacher = True
+    strategy = "residual"
+
+    def __init__(self, T: float = 4.0, kd: float = 1.0, route: float = 1.0, feat: float = 1.0,
+                 freeze_epochs: int = 1, routes: Sequence[str] = ("layer1", "layer2"),
+                 stages: Sequence[str] = ("layer1", "layer2", "layer3"), teacher_lr: float = 1.0) -> None:
+        super().__init__()
+        if not T > 0 or min(kd, route, feat, teacher_lr) < 0 or freeze_epochs < 0:
+            raise ConfigError(f"resdistill T={T} must be > 0 and kd, route, feat, teacher_lr, freeze_epochs >= 0",
+                              stage=STAGE, hint="e.g. resdistill_T=4.0 resdistill_freeze_epochs=1")
+        bad = [r for r in routes if r not in stages[:-1]]
+        if bad:
+            raise ConfigError(f"resdistill routes {bad} are not stages before the last of {list(stages)}",
+                              stage=STAGE, hint=f"route a subset of {list(stages[:-1])}")
+        self.T, self.kd, self.route, self.feat = float(T), float(kd), float(route), float(feat)
+        self.freeze_epochs, self.teacher_lr = int(freeze_epochs), float(teacher_lr)
+        self.routes, self.stages = tuple(routes), tuple(stages)
+        self.student_taps = (*self.routes, FEATURES)
+        self.teacher_taps = (FEATURES,)
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        s, t, y = ctx.student_logits, ctx.teacher_logits, ctx.targets
+        if t is None:
+            raise ConfigError("resdistill needs teacher logits", stage=STAGE, hint="pass the ResNet teacher")
+        loss = F.cross_entropy(s, y) + self.kd * kd_term(s, t, self.T)
+        routed = ctx.student_features.get(ROUTED, [])
+        if routed and self.route > 0:
+            loss = loss + self.route * sum((F.cross_entropy(z, y) + kd_term(z, t, self.T) for z in routed),
+                                           s.new_zeros(())) / len(routed)
+        if self.feat > 0:
+            f_s = torch.flatten(ctx.student_features[FEATURES], 1)
+            f_t = torch.flatten(ctx.teacher_features[FEATURES], 1).detach()
+            loss = loss + self.feat * F.mse_loss(f_s, f_t)
+        return loss
+
+
+def run_from(teacher: nn.Module, h: torch.Tensor, stages: Sequence[str]) -> torch.Tensor:
+    """The teacher's ``stages`` then ``pool``, flatten and ``fc`` applied to feature map ``h``."""
+    for name in stages:
+        h = getattr(teacher, name)(h)
+    return teacher.fc(torch.flatten(teacher.pool(h), 1))
+
+
+class ResidualStrategy(Strategy):
+    """Plain student + ResNet teacher trained together (module docstring). The teacher is a copy:
+    ``strategy.teacher`` holds the jointly trained one, the caller's stays as it was."""
+
+    kind = "residual"
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, objective: Objective) -> None:
+        super().__init__(objective)
+        only_kind(objective, self.kind)
+        if teacher is None:
+            raise ConfigError("resdistill needs the ResNet teacher the plain student is the twin of",
+                              stage=STAGE, hint="distill(models.create('resnet20'), models.create('resnet20_plain'), ...)")
+        (self.loss,) = objective.losses.values()
+        for who, net in (("student", student), ("teacher", teacher)):
+            missing = [m for m in (*self.loss.stages, "pool", "fc") if not hasattr(net, m)]
+            if missing:
+                raise ConfigError(f"resdistill {who} {type(net).__name__} has no stage {', '.join(missing)}",
+                                  stage=STAGE, hint="use a ResNet and its *_plain twin, or pass resdistill_stages=")
+        self.student, self.teacher = student, copy.deepcopy(teacher)
+        self.s_taps: Taps | None = None
+        self.t_taps: Taps | None = None
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"student": self.student, "teacher": self.teacher, "objective": self.objective}
+
+    def eval_models(self) -> dict[str, nn.Module]:
+        return {"student": self.student}
+
+    def enter(self, stack: ExitStack, device: str, train: Dataset) -> None:
+        self.s_taps = stack.enter_context(Taps(self.student, self.objective.student_taps))
+        self.t_taps = stack.enter_context(Taps(self.teacher, self.objective.teacher_taps))
+        stack.callback(restore, self.teacher, (self.teacher.training, [p.requires_grad for p in self.teacher.parameters()]))
+
+    def frozen(self, epoch: int) -> bool:
+        return epoch < self.loss.freeze_epochs
+
+    def context(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int) -> StepContext:
+        """Student, teacher, and the teacher's later stages on each routed student stage."""
+        s_taps, t_taps = self.s_taps, self.t_taps
+        if s_taps is None or t_taps is None:
+            raise ConfigError("ResidualStrategy.context ran outside the trainer", stage=STAGE,
+                              hint="run it through Trainer.fit(), which calls enter() first")
+        s = self.student(x)
+        feats = dict(s_taps.outputs)
+        t = self.teacher(x)
+        t_feats = dict(t_taps.outputs)
+        stages = list(self.loss.stages)
+        routed = [run_from(self.teacher, feats[r], stages[stages.index(r) + 1:]) for r in self.loss.routes]
+        return StepContext(student_logits=s, teacher_logits=t, targets=y, indices=idx,
+                           student_features={**feats, ROUTED: routed}, teacher_features=t_feats,
+                           epoch=epoch, step=step, inputs=x)
+
+    def setup(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], data: DataSplits) -> None:
+        self.student.eval(), self.teacher.eval()
+        with torch.no_grad():
+            try:
+                ctx = self.context(*batch, epoch=0, step=0)
+            except RuntimeError as e:
+                raise ConfigError(f"routing student stages {self.loss.routes} into the teacher failed: "
+                                  f"{str(e).splitlines()[0]}", stage=STAGE,
+                                  hint="the student must be the teacher's twin (same stage widths)") from None
+        self.student.train(), self.teacher.train()
+        check_classes("student", ctx.student_logits, data)
+        check_classes("teacher", ctx.teacher_logits, data)
+        f_s, f_t = ctx.student_features[FEATURES], ctx.teacher_features[FEATURES]
+        if f_s.shape != f_t.shape:
+            raise ConfigError(f"resdistill feature shapes differ: student {tuple(f_s.shape)}, teacher {tuple(f_t.shape)}",
+                              stage=STAGE, hint="use twins of one width, or resdistill_feat=0")
+        self.objective.setup(ctx, len(data.train))  # type: ignore[arg-type]
+
+    def param_groups(self) -> ParamGroups:
+        return {"student": (list(self.student.parameters()), 1.0),
+                "teacher": (list(self.teacher.parameters()), self.loss.teacher_lr)}
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int
+             ) -> tuple[Losses, dict[str, torch.Tensor]]:
+        frozen = self.frozen(epoch)
+        if frozen:
+            freeze(self.teacher, str(x.device))
+        else:
+            for p in self.teacher.parameters():
+                p.requires_grad_(True)
+        ctx = self.context(x, y, idx, epoch, step)
+        total, parts = self.objective(ctx)
+        if frozen:
+            return [("student", total)], parts
+        t_ce = F.cross_entropy(ctx.teacher_logits, y)  # type: ignore[arg-type]
+        parts["teacher_ce"] = t_ce.detach()
+        return [(("student", "teacher"), total + t_ce)], parts

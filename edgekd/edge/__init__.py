@@ -1,0 +1,22 @@
+"""Edge-aware objectives: distil, quantize and prune together, under a size or latency budget.
+
+- :mod:`edgekd.edge.qat`: KD + QAT (PT2E fake quant, features as extra graph outputs) → int8 .pte/.tflite
+- :mod:`edgekd.edge.prune`: structured channel pruning (L1 / BN scale) with physical surgery
+- :mod:`edgekd.edge.budget`: params / bytes / latency budgets and the width or ratio that meets them
+- :mod:`edgekd.edge.pipeline`: the joint pipeline and the sequential baseline
+
+``edgekd.edge.prune`` stays the module (``from edgekd.edge.prune import prune, plan, apply``).
+"""
+
+from __future__ import annotations
+
+from edgekd.edge.budget import Budget, BudgetResult, LatencyTable, fit_budget, parse_budget
+from edgekd.edge.pipeline import EdgeOptions, PipelineResult, joint, parse_edge_options, ptq_only, sequential
+from edgekd.edge.prune import PrunePlan, channel_groups, channel_importance, masked
+from edgekd.edge.qat import QATResult, convert, distill_qat, write_int8
+
+__all__ = [
+    "Budget", "BudgetResult", "EdgeOptions", "LatencyTable", "PipelineResult", "PrunePlan", "QATResult",
+    "channel_groups", "channel_importance", "convert", "distill_qat", "fit_budget", "joint", "masked",
+    "parse_budget", "parse_edge_options", "ptq_only", "sequential", "write_int8",
+]

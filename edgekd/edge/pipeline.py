@@ -1,0 +1,170 @@
+"""Pipelines: the joint edge-aware recipe and the sequential baseline, on the same data and epochs.
+
+=============  ===========================================================================
+``joint``      KD (``kd_epochs``) → prune (ratio, or the one a budget picks) → KD **+ QAT**
+               (``ft_epochs``; the teacher guides the pruned, fake-quantized student) → int8
+``sequential`` KD (``kd_epochs``) → prune (same ratio) → fine-tune with ``finetune_method``
+               (``ft_epochs``, default CE: the classic prune → fine-tune) → PTQ int8
+``ptq_only``   KD (``kd_epochs + ft_epochs``), no pruning → PTQ int8
+=============  ===========================================================================
+
+Every stage returns new models; the student passed in is not changed. The CLI reaches
+:func:`joint` through :func:`parse_edge_options` (``edgekd distill … --qat --prune 0.5
+--budget latency_ms=2``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekd.data.core import DataSplits, calibration_sample
+from edgekd.edge.budget import Budget, BudgetResult, LatencyTable, cost_fn, fit_budget, parse_budget, verify
+from edgekd.edge.prune import prune
+from edgekd.errors import ConfigError
+
+STAGE = "edge/pipeline"
+
+
+@dataclass(frozen=True)
+class EdgeOptions:
+    """What to do beyond distillation: QAT, a pruning ratio, or a budget that picks the ratio."""
+
+    qat: bool = False
+    prune: float | None = None
+    budget: Budget | None = None
+    importance: str = "l1"
+    latency_precision: str = "int8"  # how a latency budget's table is measured (.pte)
+
+
+def parse_edge_options(qat: bool = False, prune: float | None = None, budget: str | None = None,
+                       importance: str = "l1") -> EdgeOptions:
+    """The CLI's ``--qat --prune R --budget KIND=VALUE --prune-importance l1|bn`` as options."""
+    if prune is not None and budget is not None:
+        raise ConfigError("--prune and --budget both set the pruning ratio", stage=STAGE,
+                          hint="pass --prune RATIO or --budget KIND=VALUE (the ratio is then searched)")
+    if prune is not None and not 0.0 <= prune < 1.0:
+        raise ConfigError(f"--prune {prune} must be in [0, 1)", stage=STAGE, hint="e.g. --prune 0.5")
+    if importance not in ("l1", "bn"):
+        raise ConfigError(f"unknown importance {importance!r}; known: bn, l1", stage=STAGE)
+    return EdgeOptions(qat=qat, prune=prune, budget=parse_budget(budget) if budget else None, importance=importance)
+
+
+@dataclass
+class PipelineResult:
+    """One pipeline's float model (pruned and fine-tuned), int8 model and metrics (test split)."""
+
+    name: str
+    float_model: nn.Module
+    int8_model: nn.Module  # converted PT2E module (logits only), runs in PyTorch
+    prepared: torch.fx.GraphModule | None  # the QAT graph when QAT ran (lower with edge.qat.write_int8)
+    ratio: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    budget: BudgetResult | None = None
+    history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def _acc(model: nn.Module, data: DataSplits) -> float:
+    from torch.utils.data import DataLoader
+
+    correct = n = 0
+    for x, y, *_ in DataLoader(data.test, batch_size=512):
+        correct += int((model(x).argmax(1) == y).sum())
+        n += len(y)
+    return correct / max(n, 1)
+
+
+def _ptq(model: nn.Module, data: DataSplits, n_calib: int = 256) -> nn.Module:
+    from edgekd.quantize import quantize
+
+    calib = calibration_sample(data.train, n_calib)
+    return quantize(model, (calib[:32],), calib)
+
+
+def choose_ratio(model: nn.Module, opts: EdgeOptions, example: torch.Tensor, *, table: LatencyTable | None = None,
+                 calibration: torch.Tensor | None = None, check: bool = True) -> tuple[float, BudgetResult | None]:
+    """The pruning ratio: ``opts.prune``, or the least pruning that meets ``opts.budget``.
+
+    A latency budget without ``table`` measures one (int8 .pte at ratios 0, 0.5, 0.85 by the
+    harness), and ``check`` measures the chosen model with the harness (``measured_margin``).
+    """
+    if opts.budget is None:
+        return float(opts.prune or 0.0), None
+    from edgekd.edge.budget import measure_latency_ms
+
+    ex = (example[:1],)
+    prec = opts.latency_precision
+
+    def measure(m: nn.Module) -> float:
+        return measure_latency_ms(m, ex, calibration=calibration, precision=prec, runs=50)
+
+    if opts.budget.kind == "latency_ms" and table is None:
+        table = LatencyTable.measure([prune(model, r, opts.importance) for r in (0.0, 0.5, 0.85)], ex,
+                                     calibration=calibration, precision=prec)
+    result = fit_budget(lambda r: prune(model, r, opts.importance), opts.budget, cost_fn(opts.budget, table))
+    if check and opts.budget.kind == "latency_ms":
+        verify(result, prune(model, result.value, opts.importance), measure)
+    return result.value, result
+
+
+def joint(teacher: nn.Module, student: nn.Module, data: DataSplits, opts: EdgeOptions, *, kd_epochs: int = 3,
+          ft_epochs: int = 2, method: str = "ce:0.1+kd:0.9", batch_size: int = 128, seed: int = 0,
+          table: LatencyTable | None = None, progress: bool = False, **method_kwargs: Any) -> PipelineResult:
+    """KD → prune → KD+QAT (or KD fine-tune + PTQ when ``opts.qat`` is False); see the module docstring."""
+    from edgekd.distill import distill
+    from edgekd.edge.qat import convert, distill_qat
+
+    kd = distill(teacher, student, data, method, epochs=kd_epochs, batch_size=batch_size, seed=seed,
+                 progress=progress, **method_kwargs)
+    calib = calibration_sample(data.train, 256)
+    ratio, budget = choose_ratio(kd.model, opts, calib, table=table, calibration=calib)
+    pruned = prune(kd.model, ratio, opts.importance)  # type: ignore[arg-type]
+    history = {"kd": kd.history}
+    if opts.qat:
+        q = distill_qat(teacher, pruned, data, method, epochs=ft_epochs, batch_size=batch_size, seed=seed,
+                        progress=progress, **method_kwargs)
+        int8, prepared, history["qat"] = convert(q.prepared), q.prepared, q.history
+        float_model = pruned
+    else:
+        ft = distill(teacher, pruned, data, method, epochs=ft_epochs, batch_size=batch_size, seed=seed,
+                     progress=progress, **method_kwargs)
+        float_model, prepared, history["finetune"] = ft.model, None, ft.history
+        int8 = _ptq(float_model, data)
+    metrics = {"kd_fp32_acc": kd.metrics["test_acc"], "int8_acc": _acc(int8, data)}
+    return PipelineResult("joint", float_model, int8, prepared, ratio, metrics, budget, history)
+
+
+def sequential(teacher: nn.Module, student: nn.Module, data: DataSplits, ratio: float, *, kd_epochs: int = 3,
+               ft_epochs: int = 2, method: str = "ce:0.1+kd:0.9", finetune_method: str = "ce",
+               importance: str = "l1", batch_size: int = 128, seed: int = 0, progress: bool = False,
+               **method_kwargs: Any) -> PipelineResult:
+    """KD → prune → fine-tune (``finetune_method``) → PTQ; see the module docstring."""
+    from edgekd.distill import distill
+
+    kd = distill(teacher, student, data, method, epochs=kd_epochs, batch_size=batch_size, seed=seed,
+                 progress=progress, **method_kwargs)
+    pruned = prune(kd.model, ratio, importance)  # type: ignore[arg-type]
+    ft_kwargs = method_kwargs if finetune_method == method else {}
+    ft = distill(teacher if "kd" in finetune_method else None, pruned, data, finetune_method, epochs=ft_epochs,
+                 batch_size=batch_size, seed=seed, progress=progress, **ft_kwargs)
+    int8 = _ptq(ft.model, data)
+    metrics = {"kd_fp32_acc": kd.metrics["test_acc"], "fp32_acc": ft.metrics["test_acc"], "int8_acc": _acc(int8, data)}
+    return PipelineResult("sequential", ft.model, int8, None, ratio, metrics, None,
+                          {"kd": kd.history, "finetune": ft.history})
+
+
+def ptq_only(teacher: nn.Module, student: nn.Module, data: DataSplits, *, kd_epochs: int = 3, ft_epochs: int = 2,
+             method: str = "ce:0.1+kd:0.9", batch_size: int = 128, seed: int = 0, progress: bool = False,
+             **method_kwargs: Any) -> PipelineResult:
+    """KD for ``kd_epochs + ft_epochs`` (same budget of epochs), no pruning, then PTQ."""
+    from edgekd.distill import distill
+
+    kd = distill(teacher, student, data, method, epochs=kd_epochs + ft_epochs, batch_size=batch_size, seed=seed,
+                 progress=progress, **method_kwargs)
+    int8 = _ptq(kd.model, data)
+    metrics = {"kd_fp32_acc": kd.metrics["test_acc"], "fp32_acc": kd.metrics["test_acc"], "int8_acc": _acc(int8, data)}
+    return PipelineResult("ptq_only", kd.model, int8, None, 0.0, metrics, None, {"kd": kd.history})

@@ -1,0 +1,65 @@
+"""KD + QAT: features survive as graph outputs, the QAT graph trains and becomes real int8 files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.data import load
+from edgekd.edge.qat import FeatureOutputs, convert, distill_qat, file_accuracy, write_int8
+from edgekd.errors import ConfigError
+from edgekd.models import create
+
+
+@pytest.fixture(scope="module")
+def digits() -> object:
+    return load("digits", limit=600)
+
+
+def test_feature_outputs_match_hooks() -> None:
+    m = create("resnet8", num_classes=10, in_channels=1).eval()
+    x = torch.randn(3, 1, 8, 8)
+    logits, f2 = FeatureOutputs(m, ["layer2"])(x)
+    assert torch.equal(logits, m(x)) and f2.shape == (3, 32, 4, 4)
+    with pytest.raises(ConfigError, match="no module 'layer9'"):
+        FeatureOutputs(m, ["layer9"])
+
+
+def test_kd_qat_converts_and_runs_in_both_runtimes(digits: object, tmp_path: object) -> None:
+    torch.manual_seed(0)
+    teacher = create("resnet8", num_classes=10, in_channels=1).eval()
+    student = create("resnet8", num_classes=10, in_channels=1)
+    r = distill_qat(teacher, student, digits, "ce:0.5+kd:0.5+fitnet:1", epochs=2, batch_size=64, lr=3e-3,
+                    fitnet_student_taps=["layer2"])
+    assert r.taps == ["layer2"]
+    assert len(r.history) == 2 and np.isfinite(r.history[-1]["loss_fitnet"])
+    assert r.history[-1]["loss_ce"] < r.history[0]["loss_ce"]  # it learns under fake quant
+    out = r.prepared(torch.randn(5, 1, 8, 8))  # any batch size; logits + the tapped feature
+    assert out[0].shape == (5, 10) and out[1].shape == (5, 32, 4, 4)
+    fq = [n for n in r.prepared.graph.nodes if "fake_quant" in str(n.target) or "activation_post_process" in n.name]
+    assert fq, "no fake-quantize nodes in the QAT graph"
+
+    x, y = digits.test.tensors
+    q = convert(r.prepared)
+    with torch.no_grad():
+        torch_acc = float((q(x).argmax(1) == y).float().mean())
+    assert torch_acc > 0.3  # chance is 0.1
+    files = write_int8(r.prepared, (x[:1],), tmp_path, converted=q)
+    assert set(files) == {"pte", "tflite"}
+    from edgekd.export.tflite import graph_summary
+
+    summary = graph_summary(files["tflite"])
+    assert summary["float_compute_ops"] == [] and summary["tensor_dtypes"].get("int8", 0) > 10
+    fp32_bytes = sum(p.numel() for p in student.parameters()) * 4
+    assert files["pte"].stat().st_size < 0.5 * fp32_bytes  # int8 weights, not float
+    for path in files.values():
+        acc = file_accuracy(path, x[:120], y[:120])
+        with torch.no_grad():
+            ref = float((q(x[:120]).argmax(1) == y[:120]).float().mean())
+        assert abs(acc - ref) <= 0.05, (path, acc, ref)
+
+
+def test_needs_a_teacher(digits: object) -> None:
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        distill_qat(None, create("resnet8", num_classes=10, in_channels=1), digits, "ce+kd")

@@ -1,0 +1,75 @@
+"""Residual distillation: routing of plain-student stages into the ResNet teacher, phases, end to end."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import pytest
+import torch
+
+from edgekd import data, models
+from edgekd.distill import TrainConfig, Trainer, build_objective, distill
+from edgekd.distill.strategies import ResidualStrategy
+from edgekd.distill.strategies.residual import ROUTED, run_from
+from edgekd.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def digits() -> data.DataSplits:
+    return data.load("digits", limit=200)
+
+
+def _pair() -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    return models.create("resnet14", in_channels=1), models.create("resnet14_plain", in_channels=1)
+
+
+def test_run_from_equals_teacher_forward_on_its_own_stage() -> None:
+    teacher = models.create("resnet14", in_channels=1).eval()
+    x = torch.randn(3, 1, 8, 8)
+    h = teacher.layer1(teacher.relu(teacher.bn1(teacher.conv1(x))))
+    torch.testing.assert_close(run_from(teacher, h, ["layer2", "layer3"]), teacher(x))
+
+
+def test_routed_losses_reach_student_early_layers_through_teacher(digits: data.DataSplits) -> None:
+    teacher, student = _pair()
+    objective = build_objective("resdistill", resdistill_kd=0.0, resdistill_feat=0.0)
+    strategy = ResidualStrategy(student, teacher, objective)
+    x, y = digits.train[0][0][None].repeat(4, 1, 1, 1), torch.tensor([1, 2, 3, 4])
+    with ExitStack() as stack:
+        strategy.enter(stack, "cpu", digits.train)
+        ctx = strategy.context(x, y, torch.arange(4), epoch=0, step=0)
+        assert len(ctx.student_features[ROUTED]) == 2
+        routed = sum(torch.nn.functional.cross_entropy(z, y) for z in ctx.student_features[ROUTED])
+        routed.backward()
+    g_stem = student.conv1.weight.grad
+    assert g_stem is not None and g_stem.abs().sum() > 0
+    assert student.fc.weight.grad is None  # routed logits bypass the student's later stages
+
+
+def test_frozen_then_joint_phase_and_only_plain_student_returned(digits: data.DataSplits) -> None:
+    teacher, student = _pair()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    objective = build_objective("resdistill", resdistill_freeze_epochs=1)
+    strategy = ResidualStrategy(student, teacher, objective)
+    Trainer(None, digits, objective, TrainConfig(epochs=1, batch_size=64, progress=False), strategy=strategy).fit()
+    t_after = strategy.teacher.state_dict()
+    assert all(torch.equal(v, t_after[k]) for k, v in before.items() if "num_batches" not in k)  # frozen epoch
+    r = distill(teacher, student, digits, "resdistill", epochs=2, batch_size=64, progress=False,
+                resdistill_freeze_epochs=1)
+    assert "train_teacher_ce" in r.history[1] and "train_teacher_ce" not in r.history[0]
+    assert r.history[1]["train_resdistill"] > 0 and 0 <= r.metrics["test_acc"] <= 1
+    assert not any(m.shortcut for m in r.model.modules() if hasattr(m, "shortcut"))
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())  # caller's teacher untouched
+
+
+def test_bad_configurations_name_the_fix(digits: data.DataSplits) -> None:
+    teacher, student = _pair()
+    with pytest.raises(ConfigError, match="not stages before the last"):
+        build_objective("resdistill", resdistill_routes=["layer3"])
+    with pytest.raises(ConfigError, match="needs the ResNet teacher"):
+        distill(None, student, digits, "resdistill", epochs=1, progress=False)
+    with pytest.raises(ConfigError, match="mixes residual"):
+        distill(teacher, student, digits, "resdistill+kd", epochs=1, progress=False)
+    with pytest.raises(ConfigError, match="routing student stages"):
+        distill(models.create("resnet8x4", in_channels=1), student, digits, "resdistill", epochs=1, progress=False)
