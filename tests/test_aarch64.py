@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,14 +45,22 @@ def arm64_python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             _sh("debootstrap", "--arch=arm64", "--variant=minbase",
                 "--include=python3,python3-pip,python3-venv,python3-numpy", "bookworm", str(ROOT))
         _sh("chroot", str(ROOT), "python3", "-m", "venv", "--system-site-packages", "/opt/venv")
-        _sh("chroot", str(ROOT), "/opt/venv/bin/pip", "install", "-q", "ai-edge-litert==2.3.0")
+        # Wheels are fetched by the host's pip (its proxy and CA settings) and installed offline in
+        # the chroot, whose minimal trust store may not reach the index.
+        wheels = ROOT / "opt" / "wheels"
+        _sh(sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", "3.11",
+            "--implementation", "cp", *[a for p in ("manylinux_2_27_aarch64", "manylinux_2_28_aarch64",
+                                                    "manylinux2014_aarch64") for a in ("--platform", p)],
+            "-d", str(wheels), "ai-edge-litert==2.3.0")
+        _sh("chroot", str(ROOT), "/opt/venv/bin/pip", "install", "-q", "--no-index", "--find-links",
+            "/opt/wheels", "ai-edge-litert==2.3.0")
     (ROOT / "tmp/edgekd").mkdir(parents=True, exist_ok=True)
     proc = ROOT / "proc"  # /proc only: ai-edge-litert segfaults under qemu with /proc and /sys both mounted
     if not os.path.ismount(proc):
         _sh("mount", "-t", "proc", "proc", str(proc))
     wrapper = tmp_path_factory.mktemp("arm64") / "python3"
     wrapper.write_text(f'#!/bin/sh\nR="{ROOT}"\nfor a in "$@"; do shift; set -- "$@" "${{a#"$R"}}"; done\n'
-                       'exec chroot "$R" /opt/venv/bin/python3 "$@"\n')
+                       f'exec {shutil.which("chroot") or "/usr/sbin/chroot"} "$R" /opt/venv/bin/python3 "$@"\n')
     wrapper.chmod(0o755)
     yield wrapper
     subprocess.run(["umount", "-l", str(proc)], check=False)

@@ -67,22 +67,28 @@ class PipelineResult:
     history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
+PTQ_BATCH = 50  # PT2E PTQ graphs keep the traced batch size
+
+
 @torch.no_grad()
-def _acc(model: nn.Module, data: DataSplits) -> float:
-    from torch.utils.data import DataLoader
+def _acc(model: nn.Module, data: DataSplits, batch: int = PTQ_BATCH) -> float:
+    """Test accuracy in batches of exactly ``batch`` (the last one padded by repetition)."""
+    x, y = data.test.tensors
+    correct = 0
+    for i in range(0, len(y), batch):
+        xb = x[i : i + batch]
+        k = len(xb)
+        if k < batch:
+            xb = torch.cat([xb, xb[:1].expand(batch - k, *xb.shape[1:])])
+        correct += int((model(xb)[:k].argmax(1) == y[i : i + k]).sum())
+    return correct / max(len(y), 1)
 
-    correct = n = 0
-    for x, y, *_ in DataLoader(data.test, batch_size=512):
-        correct += int((model(x).argmax(1) == y).sum())
-        n += len(y)
-    return correct / max(n, 1)
 
-
-def _ptq(model: nn.Module, data: DataSplits, n_calib: int = 256) -> nn.Module:
+def _ptq(model: nn.Module, data: DataSplits, n_calib: int = 250) -> nn.Module:
     from edgekd.quantize import quantize
 
     calib = calibration_sample(data.train, n_calib)
-    return quantize(model, (calib[:32],), calib)
+    return quantize(model, (calib[:PTQ_BATCH],), calib)
 
 
 def choose_ratio(model: nn.Module, opts: EdgeOptions, example: torch.Tensor, *, table: LatencyTable | None = None,

@@ -139,7 +139,7 @@ class QATResult:
 
 
 def distill_qat(teacher: nn.Module | None, student: nn.Module, data: DataSplits, method: str = "ce:0.1+kd:0.9", *,
-                epochs: int = 3, batch_size: int = 128, lr: float = 5e-4, weight_decay: float = 0.0,
+                epochs: int = 3, batch_size: int = 128, lr: float = 2e-3, weight_decay: float = 0.0,
                 seed: int = 0, per_channel: bool = True, progress: bool = False,
                 **method_kwargs: Any) -> QATResult:
     """Distil ``teacher`` into a fake-quantized copy of ``student`` (``student`` is not changed).
@@ -147,7 +147,8 @@ def distill_qat(teacher: nn.Module | None, student: nn.Module, data: DataSplits,
     ``method`` composes registered losses exactly as :func:`edgekd.distill.distill` (e.g.
     ``"ce:0.1+kd:0.9+fitnet:1"`` with ``fitnet_student_taps=["layer2"]``); the student's taps are
     traced as extra outputs, the teacher's are recorded by hooks on the float teacher. Starts from
-    the student's current weights (QAT is a fine-tuning stage: give it a trained student).
+    the student's current weights (QAT is a fine-tuning stage: give it a trained student). ``lr``
+    matches distill()'s AdamW default, so the joint and sequential fine-tunes compare fairly.
     """
     if epochs < 1 or batch_size < 2:
         raise ConfigError(f"epochs={epochs} and batch_size={batch_size} must be >= 1 and >= 2", stage=STAGE)
