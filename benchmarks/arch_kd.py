@@ -19,8 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
-import json
-import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -159,14 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table)
     for name, hist in ops.items():
         print(f"ops {name}: " + ", ".join(f"{k}×{v}" for k, v in sorted(hist.items())))
-    out = {"benchmark": "arch_kd", "budget": args.budget, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "machine": platform.platform(), "cpu_count": __import__("os").cpu_count(), "data": "fashion_mnist",
-           "train_images": len(splits.train), "adder_train_images": len(asplits.train),  # type: ignore[arg-type]
+    write_results(args.out, "arch_kd", {
+           "budget": args.budget, "data": "fashion_mnist", "train_images": len(splits.train), "adder_train_images": len(asplits.train),  # type: ignore[arg-type]
            "config": b.__dict__, "test_acc": acc, "rows": rows, "ops": ops, "prune_note": prune_note,
-           "table_md": table, "wall_s": time.perf_counter() - t0}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2, default=str) + "\n")
-    print(f"\nwrote {args.out}")
+           "table_md": table, "wall_s": time.perf_counter() - t0})
     return 0
 
 

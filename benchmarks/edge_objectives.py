@@ -6,13 +6,16 @@ from the bench harness. Writes ``benchmarks/results/edge_objectives.json`` and p
 (paste it into ``benchmarks/RESULTS.md``)::
 
     python benchmarks/edge_objectives.py --budget small     # minutes
+    python benchmarks/edge_objectives.py --budget medium    # full data, short schedule
     python benchmarks/edge_objectives.py --budget full      # full data, more epochs
+    python benchmarks/edge_objectives.py --budget medium --teacher runs/teacher/model.pt  # reuse a teacher
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,16 +23,21 @@ from typing import Any
 
 import torch
 
-from edgekd.bench.harness import benchmark
-from edgekd.data import load
-from edgekd.distill import train
-from edgekd.edge.pipeline import EdgeOptions, joint, ptq_only, sequential
-from edgekd.edge.qat import file_accuracy, write_int8
-from edgekd.export import export
-from edgekd.models import count_params, create
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_results  # noqa: E402
+
+from edgekd.bench.harness import benchmark  # noqa: E402
+from edgekd.data import load  # noqa: E402
+from edgekd.distill import evaluate, train  # noqa: E402
+from edgekd.edge.pipeline import EdgeOptions, joint, ptq_only, sequential  # noqa: E402
+from edgekd.edge.qat import file_accuracy, write_int8  # noqa: E402
+from edgekd.export import export  # noqa: E402
+from edgekd.models import count_params, create  # noqa: E402
+from edgekd.models.saved import load_model  # noqa: E402
 
 MODES: dict[str, dict[str, Any]] = {
     "small": {"limit": 4000, "teacher_epochs": 3, "kd_epochs": 2, "ft_epochs": 2, "eval_n": 1000, "runs": 50},
+    "medium": {"limit": None, "teacher_epochs": 3, "kd_epochs": 2, "ft_epochs": 1, "eval_n": 2000, "runs": 100},
     "full": {"limit": None, "teacher_epochs": 8, "kd_epochs": 6, "ft_epochs": 4, "eval_n": 10000, "runs": 200},
 }
 
@@ -49,15 +57,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", choices=sorted(MODES), default="small")
     ap.add_argument("--prune", type=float, default=0.5)
+    ap.add_argument("--teacher", default=None, help="a trained resnet14-style teacher checkpoint (edgekd model.pt)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "edge_objectives.json"))
     args = ap.parse_args()
     cfg = MODES[args.budget]
     torch.manual_seed(0)
     data = load("fashion_mnist", limit=cfg["limit"])
     t0 = time.time()
-    teacher = train(create("resnet14", num_classes=10, in_channels=1), data, epochs=cfg["teacher_epochs"],
-                    progress=False)
-    teacher_model, teacher_acc = teacher.model.eval(), teacher.metrics["test_acc"]
+    if args.teacher:
+        teacher_model, meta = load_model(args.teacher)
+        teacher_name, teacher_acc = meta["name"], evaluate(teacher_model, data.test)["acc"]
+    else:
+        teacher = train(create("resnet14", num_classes=10, in_channels=1), data, epochs=cfg["teacher_epochs"],
+                        progress=False)
+        teacher_name, teacher_model, teacher_acc = "resnet14", teacher.model.eval(), teacher.metrics["test_acc"]
     student = create("resnet8", num_classes=10, in_channels=1)
     common = {"kd_epochs": cfg["kd_epochs"], "ft_epochs": cfg["ft_epochs"], "method": "ce:0.1+kd:0.9"}
     runs = {
@@ -84,12 +97,11 @@ def main() -> None:
                 row[f"{fmt}_int8_acc"] = file_accuracy(path, x[:n], y[:n])
             rows.append(row)
             print(json.dumps(row))
-    result = {"mode": args.budget, "config": cfg, "teacher": "resnet14", "teacher_acc": teacher_acc,
+    result = {"mode": args.budget, "config": cfg, "teacher": teacher_name, "teacher_acc": teacher_acc,
               "student": "resnet8", "data": f"fashion_mnist (limit={cfg['limit']})", "eval_samples": n,
               "rows": rows, "seconds": time.time() - t0}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
     print(table(result))
+    write_results(args.out, "edge_objectives", {**result, "table_md": table(result)})
 
 
 def table(result: dict[str, Any]) -> str:

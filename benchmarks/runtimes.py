@@ -16,12 +16,14 @@ Writes ``benchmarks/results/runtimes.json`` and prints a table; the figures go t
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -135,16 +137,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{f(r['p50_ms'], '7.3f')} {f(r['p90_ms'], '7.3f')} {f(r['p99_ms'], '7.3f')} "
               f"{f(r['speedup_vs_eager'], '7.2f')} {r['roofline_ms']:7.3f} {f(r['pct_of_roofline'], '6.1f')} "
               f"{f(r['peak_mem_mb'], '7.1f')}" + (f"  ERROR {r['error']}" if r["error"] else ""))
-    out = {
-        "benchmark": "runtimes", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
-        "processor": platform.processor(), "cpu_count": __import__("os").cpu_count(), "model": args.model,
-        "params": count_params(model), "mflops": mflops, "quick": args.quick, "runs": args.runs,
+    write_results(args.out, "runtimes", {
+        "model": args.model, "params": count_params(model), "mflops": mflops, "quick": args.quick, "runs": args.runs,
         "warmup": args.warmup, "eval_samples": args.eval_samples, "cpus": args.cpus, "rows": rows,
-        "files": {f.key: f.extra for f in bundle.files},
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2, default=str) + "\n")
-    print(f"\nwrote {args.out}")
+        "files": {f.key: f.extra for f in bundle.files}})
     return 0
 
 

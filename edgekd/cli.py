@@ -6,7 +6,9 @@
     edgekd distill --teacher runs/teacher/model.pt --student resnet8 --method ce+kd --out runs/kd
     edgekd distill --student resnet8 --peers 2 --method dml --out runs/dml
     edgekd distill --config examples/distill_crd.yaml --epochs 2
+    edgekd distill --teacher runs/teacher/model.pt --student resnet8 --qat --budget params=40000 --out runs/edge
     edgekd export  runs/kd/model.pt --data mnist5k --formats pte,tflite --precision fp32,int8 --out bundle
+    edgekd export  runs/self/model.pt --exit layer1.2 --formats pte --precision fp32 --out bundle_exit1
     edgekd bench   bundle --target local --threads 2 --runs 100 --eval-data mnist5k
     edgekd bench   bundle --target ssh://pi@raspberrypi --target adb://SERIAL --out runs/b1
     edgekd devices [--target ssh://pi@raspberrypi]
@@ -77,8 +79,7 @@ def _train_or_distill(args: argparse.Namespace, teacher_path: str | None,
     kw = {"num_classes": splits.num_classes, "in_channels": splits.in_channels}
     teachers = [load_model(p)[0] for p in _csv(teacher_path)] if teacher_path else []
     teacher = teachers[0] if len(teachers) == 1 else (teachers or None)  # several -> an ensemble
-    name = getattr(args, "student", None) if teacher_path or getattr(args, "peers", 1) > 1 else args.model
-    name = name or args.model
+    name = getattr(args, "student", None) or args.model
     out = Path(args.out)
     if distill_kw is None:
         distill_kw = {"method": args.method, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -90,6 +91,11 @@ def _train_or_distill(args: argparse.Namespace, teacher_path: str | None,
         extra["cache_teacher"] = args.cache_teacher == "on"
     peers = getattr(args, "peers", 1)
     student = [M.create(name, **kw) for _ in range(peers)] if peers > 1 else M.create(name, **kw)
+    if _edge_requested(args):
+        if not isinstance(teacher, torch_module()) or peers > 1:
+            raise ConfigError("--qat/--prune/--budget distil one student from one teacher", stage="cli/distill",
+                              hint="pass a single --teacher checkpoint and no --peers")
+        return _edge_distill(args, teacher, student, splits, name, kw, distill_kw)
     res = distill(teacher, student, splits, out_dir=out, resume=args.resume,
                   progress=not args.no_progress, **distill_kw, **extra)
     meta = {"data": args.data, "metrics": res.metrics}
@@ -99,6 +105,53 @@ def _train_or_distill(args: argparse.Namespace, teacher_path: str | None,
     path = save_model(res.model, out / "model.pt", name, meta=meta, **kw)
     print(" ".join(f"{k}={v:.4f}" for k, v in res.metrics.items() if isinstance(v, float)))
     print(f"saved {path}")
+    return 0
+
+
+def torch_module() -> type:
+    from torch import nn
+
+    return nn.Module
+
+
+def _edge_requested(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "qat", False) or getattr(args, "prune", None) is not None
+                or getattr(args, "budget", None))
+
+
+def _edge_distill(args: argparse.Namespace, teacher, student, splits, name: str, kw: dict, distill_kw: dict) -> int:
+    """``distill --qat/--prune/--budget``: the joint pipeline (KD → prune → KD+QAT), then the int8 bundle."""
+    from edgekd import data as D
+    from edgekd.edge.pipeline import joint, parse_edge_options
+    from edgekd.export import export
+    from edgekd.models import count_params
+    from edgekd.models.saved import save_model
+
+    opts = parse_edge_options(qat=args.qat, prune=args.prune, budget=args.budget, importance=args.prune_importance)
+    run_kw = {k: v for k, v in distill_kw.items() if v is not None and k not in ("optimizer", "device")}
+    kd_epochs = run_kw.pop("epochs")  # the joint pipeline trains with AdamW on the CPU
+    r = joint(teacher, student, splits, opts, kd_epochs=kd_epochs, ft_epochs=args.ft_epochs,
+              progress=not args.no_progress, **run_kw)
+    out = Path(args.out)
+    meta = {"data": args.data, "metrics": r.metrics, "prune_ratio": r.ratio, "qat": opts.qat}
+    path = save_model(r.float_model, out / "model.pt", name, meta=meta, **kw)
+    print(f"prune ratio {r.ratio:.3f}  params {count_params(r.float_model)}  "
+          + "  ".join(f"{k}={v:.4f}" for k, v in r.metrics.items()))
+    if r.budget is not None:
+        b = r.budget
+        print(f"budget {b.budget.kind} <= {b.budget.limit:g}: cost {b.cost:g}, margin {b.margin:+.1%}"
+              + (f", measured margin {b.measured_margin:+.1%}" if b.measured_margin is not None else ""))
+    print(f"saved {path} (float, pruned)")
+    if r.prepared is not None:
+        x_test, y_test = D.as_tensors(splits.test)
+        bundle = export(r.float_model, (x_test[:1],), formats=_csv(args.formats), precision=("int8",),
+                        out_dir=out / "bundle", labels=list(splits.labels), preprocessing=splits.preprocessing(),
+                        model_name=name, parity_data=(x_test[:200], y_test[:200]), qat=r.prepared,
+                        progress=not args.no_progress)
+        for f in bundle.files:
+            print(f"{f.path:24s} {f.bytes / 1024:8.1f} KB  top-1 agree with the QAT graph "
+                  f"{100 * f.parity.top1_agreement:.1f}%  acc {100 * (f.parity.accuracy or 0):.2f}%")
+        print(f"wrote {bundle.root / 'edgekd.json'} (int8 from the QAT graph)")
     return 0
 
 
@@ -112,7 +165,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config) if args.config else DistillConfig()
     cfg = cfg.override(**{k: getattr(args, k) for k in _DISTILL_FLAGS})
-    required = ("student", "out") if args.peers > 1 else ("teacher", "student", "out")
+    from edgekd.distill import build_objective
+
+    needs_teacher = args.peers == 1 and build_objective([(t.name, t.weight) for t in cfg.method]).needs_teacher
+    required = ("teacher", "student", "out") if needs_teacher else ("student", "out")
     missing = [f"--{k}" for k in required if getattr(cfg, k) is None]
     if missing:
         raise ConfigError(f"distill needs {', '.join(missing)}", stage="cli/distill",
@@ -132,6 +188,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from edgekd.models.saved import load_model
 
     model, meta = load_model(args.checkpoint)
+    if args.exit:
+        from edgekd.models.exits import ExitModel, truncate
+
+        if not isinstance(model, ExitModel):
+            raise ConfigError(f"{args.checkpoint} has no early exits, so --exit {args.exit} cannot cut it",
+                              stage="cli/export", hint="distil with --method self first, or drop --exit")
+        model = truncate(model, args.exit)
+        meta["name"] = f"{meta['name']}@{args.exit}"
     args.data = args.data or meta.get("data") or "mnist5k"
     splits = _load_data(args)
     x_test, y_test = D.as_tensors(splits.test)
@@ -243,7 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument("--peers", type=int, default=1,
                            help="train K copies of --student together (online methods: --method dml or afd)")
             t.add_argument("--cache-teacher", choices=("auto", "on", "off"), default="auto",
-                           help="reuse the teacher's logits across epochs (auto: when exact)")
+                           help="reuse the teacher's logits and tapped features across epochs "
+                                "(auto: when exact and under 1 GiB)")
+            g = t.add_argument_group("edge objectives (joint pipeline: KD → prune → KD+QAT → int8 bundle)")
+            g.add_argument("--qat", action="store_true",
+                           help="fine-tune with fake quantization while distilling; writes OUT/bundle (int8)")
+            g.add_argument("--prune", type=float, default=None, metavar="RATIO",
+                           help="remove this fraction of each block's inner channels (physically smaller model)")
+            g.add_argument("--budget", default=None, metavar="KIND=VALUE",
+                           help="pick the pruning ratio that meets params=N, bytes=N or latency_ms=X")
+            g.add_argument("--prune-importance", choices=("l1", "bn"), default="l1")
+            g.add_argument("--ft-epochs", type=int, default=2, help="epochs of the fine-tune after pruning")
+            g.add_argument("--formats", default="pte,tflite", help="int8 files to write after --qat")
             t.add_argument("--student", default=None, help="student model name")
             t.add_argument("--method", default=None,
                            help="e.g. 'kd', 'ce+kd', 'ce:1 + kd:0.9 + crd:0.8' (default ce+kd; `edgekd list methods`)")
@@ -267,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--calibration", type=int, default=128, help="calibration samples for int8")
     e.add_argument("--parity-samples", type=int, default=200)
     e.add_argument("--name", default=None, help="model name in the bundle (default: the architecture)")
+    e.add_argument("--exit", default=None, metavar="NAME",
+                   help="export a self-distilled model cut at this early exit (e.g. layer1.2; 'final' = whole)")
     e.add_argument("--out", required=True, help="bundle folder")
     e.add_argument("--android-assets", default=None, metavar="DIR",
                    help="also copy the bundle's .pte/.tflite files, edgekd.json and sample images into an "

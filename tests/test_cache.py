@@ -1,4 +1,4 @@
-"""Teacher-logit cache: exact values, keyed by index, invalidated by teacher or data changes."""
+"""Teacher cache (logits and features): exact values, keyed by index, invalidated by teacher or data changes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from torch.utils.data import TensorDataset
 
 from edgekd import data, models
 from edgekd.distill import TeacherCache, distill
-from edgekd.distill.cache import fingerprint
+from edgekd.distill.cache import cache_bytes, fingerprint
+from edgekd.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +55,34 @@ def test_kd_with_cache_matches_kd_without(digits: data.DataSplits) -> None:
     for (k, a), b in zip(cached.model.state_dict().items(), live.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=k)
     assert cached.history[0]["train_kd"] == pytest.approx(live.history[0]["train_kd"], rel=1e-4)
+
+
+def test_feature_cache_matches_live_teacher(digits: data.DataSplits) -> None:
+    """FitNet + AT read cached teacher features: same training as running the teacher each step."""
+    teacher, kw = _teacher(), {"epochs": 1, "batch_size": 64, "progress": False}
+    torch.manual_seed(0)
+    student = models.create("resnet8", in_channels=1)
+    cache = TeacherCache(teacher, digits.train)
+    assert cache.taps == []
+    cached = distill(teacher, student, digits, "ce+fitnet+at", cache_teacher=cache, **kw)
+    assert sorted(cache.taps) == ["layer1", "layer2", "layer3"] and cache.computed == 2  # widened once
+    live = distill(teacher, student, digits, "ce+fitnet+at", cache_teacher=False, **kw)
+    for (k, a), b in zip(cached.model.state_dict().items(), live.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=k)
+    assert cached.history[0]["train_fitnet"] == pytest.approx(live.history[0]["train_fitnet"], rel=1e-4)
+    distill(teacher, student, digits, "ce+at", cache_teacher=cache, **kw)
+    assert cache.computed == 2  # a subset of the cached taps: reused
+    idx = torch.tensor([3, 1])
+    assert cache.features(idx, ["layer2"])["layer2"].shape[:2] == (2, 32)
+    with pytest.raises(ConfigError, match="holds no"):
+        cache.features(idx, ["layer9"])
+
+
+def test_feature_cache_size_limit(digits: data.DataSplits) -> None:
+    teacher = _teacher()
+    need = cache_bytes(teacher, digits.train, ["layer1"])
+    h, w = digits.train.tensors[0].shape[-2:]
+    assert need == len(digits.train) * 4 * (10 + 16 * h * w)  # fp32 logits + layer1 maps
+    with pytest.raises(ConfigError, match="max_bytes"):
+        TeacherCache(teacher, digits.train, taps=["layer1"], max_bytes=need - 1)
+    assert TeacherCache(teacher, digits.train, taps=["layer1"], max_bytes=need).taps == ["layer1"]

@@ -82,3 +82,71 @@ def test_train_then_export_cli(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "pte" in r.stdout
     assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_distill_prune_qat_cli(tmp_path: Path) -> None:
+    """distill --prune --qat: a pruned float model.pt that reloads, and an int8 bundle from the QAT graph."""
+    r = run_cli("train", "--model", "resnet8", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "t"),
+                "--no-progress")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("distill", "--teacher", str(tmp_path / "t" / "model.pt"), "--student", "resnet8", "--data", "digits",
+                "--epochs", "1", "--ft-epochs", "1", "--prune", "0.5", "--qat", "--formats", "pte",
+                "--out", str(tmp_path / "e"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "prune ratio 0.500" in r.stdout and "int8 from the QAT graph" in r.stdout
+    import json
+
+    from edgekd.edge.prune import channels_of
+    from edgekd.models import create
+    from edgekd.models.saved import load_model
+
+    model, meta = load_model(tmp_path / "e" / "model.pt")
+    full = channels_of(create("resnet8", num_classes=10, in_channels=1))
+    assert meta["channels"] == channels_of(model) == {k: v // 2 for k, v in full.items()}
+    files = json.loads((tmp_path / "e" / "bundle" / "edgekd.json").read_text())["files"]
+    assert [(f["format"], f["precision"], f["extra"]["quantization"]) for f in files] == [("pte", "int8", "qat")]
+    assert files[0]["parity"]["top1_agreement"] >= 0.9
+
+
+def test_distill_budget_and_bad_edge_flags(tmp_path: Path) -> None:
+    r = run_cli("train", "--model", "resnet8", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "t"),
+                "--no-progress")
+    assert r.returncode == 0, r.stderr
+    teacher = str(tmp_path / "t" / "model.pt")
+    r = run_cli("distill", "--teacher", teacher, "--student", "resnet8", "--data", "digits", "--epochs", "1",
+                "--ft-epochs", "1", "--budget", "params=50k", "--out", str(tmp_path / "b"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "budget params <= 50000" in r.stdout
+    from edgekd.models import count_params
+    from edgekd.models.saved import load_model
+
+    assert count_params(load_model(tmp_path / "b" / "model.pt")[0]) <= 50_000
+    r = run_cli("distill", "--teacher", teacher, "--student", "resnet8", "--data", "digits", "--prune", "0.5",
+                "--budget", "params=50k", "--out", str(tmp_path / "x"), "--no-progress")
+    assert r.returncode == 2 and "--prune and --budget" in r.stderr
+
+
+def test_self_distill_then_export_an_exit(tmp_path: Path) -> None:
+    """distill --method self needs no teacher; the checkpoint keeps its exits; export --exit cuts there."""
+    r = run_cli("distill", "--student", "resnet14", "--method", "self", "--data", "digits", "--epochs", "1",
+                "--out", str(tmp_path / "s"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    from edgekd.models.exits import ExitModel
+    from edgekd.models.saved import load_model
+
+    model, _ = load_model(tmp_path / "s" / "model.pt")
+    assert isinstance(model, ExitModel) and len(model.exits) == 2
+    first = model.exits[0]
+    r = run_cli("export", str(tmp_path / "s" / "model.pt"), "--exit", first, "--formats", "pte", "--precision", "fp32",
+                "--out", str(tmp_path / "b"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    manifest = json.loads((tmp_path / "b" / "edgekd.json").read_text())
+    assert manifest["model_name"] == f"resnet14@{first}"
+    whole = run_cli("export", str(tmp_path / "s" / "model.pt"), "--formats", "pte", "--precision", "fp32",
+                    "--out", str(tmp_path / "w"), "--no-progress")
+    assert whole.returncode == 0, whole.stderr
+    assert (tmp_path / "b" / "model_fp32.pte").stat().st_size < (tmp_path / "w" / "model_fp32.pte").stat().st_size
+    r = run_cli("export", str(tmp_path / "s" / "model.pt"), "--exit", "layer9", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "no exit 'layer9'" in r.stderr

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from edgekd.edge.prune import apply, channel_groups, masked, plan, prune
+from edgekd.edge.prune import apply, channel_groups, channels_of, masked, plan, prune, shrink_to
 from edgekd.errors import ConfigError
 from edgekd.models import count_params, create, flops
+from edgekd.models.saved import load_model, save_model
 
 
 def _randomised(name: str) -> torch.nn.Module:
@@ -74,3 +77,24 @@ def test_bad_ratio(ratio: float) -> None:
 def test_unknown_family() -> None:
     with pytest.raises(ConfigError, match="no channel-pruning rules for Sequential"):
         prune(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3)), 0.5)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "mobilenetv2_x0_25"])
+def test_pruned_model_saves_and_loads(name: str, tmp_path: Path) -> None:
+    """A pruned checkpoint records its widths, so load_model rebuilds it without user code."""
+    torch.manual_seed(0)
+    small = prune(create(name, num_classes=10, in_channels=1), 0.5).eval()
+    path = save_model(small, tmp_path / "m.pt", name, num_classes=10, in_channels=1)
+    loaded, meta = load_model(path)
+    assert meta["channels"] == channels_of(small) != channels_of(create(name, num_classes=10, in_channels=1))
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), small(x))
+    plain = save_model(create(name, num_classes=10, in_channels=1), tmp_path / "p.pt", name, num_classes=10,
+                       in_channels=1)
+    assert "channels" not in load_model(plain)[1]  # unpruned checkpoints stay as they were
+
+
+def test_shrink_to_rejects_foreign_widths() -> None:
+    with pytest.raises(ConfigError, match="do not fit"):
+        shrink_to(create("resnet8", in_channels=1), {"layer1.0": 999, "layer2.0": 1, "layer3.0": 1})

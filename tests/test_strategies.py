@@ -10,9 +10,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd import data, models
-from edgekd.distill import EnsembleTeacher, Taps, TrainConfig, Trainer, build_objective, distill, methods
+from edgekd.distill import (
+    EnsembleTeacher,
+    StepContext,
+    Taps,
+    TrainConfig,
+    Trainer,
+    build_objective,
+    distill,
+    methods,
+)
 from edgekd.distill.strategies import OnlineStrategy
-from edgekd.distill.strategies.online import mutual_kl
+from edgekd.distill.strategies.online import mutual_kl, peers_ce
 from edgekd.errors import ConfigError
 from edgekd.models.exits import ExitModel, exit_accuracy
 
@@ -28,7 +37,7 @@ def _net(seed: int, name: str = "resnet8") -> nn.Module:
 
 
 def test_strategy_methods_are_registered() -> None:
-    assert {"dml", "afd", "ensemble", "self"} <= set(methods())
+    assert {"dml", "afd", "feat_l1", "ensemble", "self"} <= set(methods())
 
 
 def test_ensemble_teacher_averages_soft_targets_and_features() -> None:
@@ -85,6 +94,21 @@ def test_afd_has_own_discriminator_optimizer(digits: data.DataSplits) -> None:
     assert trainer.optimizers["net0"].param_groups[0]["initial_lr"] == pytest.approx(1e-3)
     assert len(objective.losses["afd"].discriminators) == 2
     assert history[0]["train_afd_disc"] > 0 and "val_acc_net1" in history[0]
+
+
+def test_feat_l1_value_and_gradient_direction() -> None:
+    """feat_l1 = DML + mean |F_k - sg(F_{k-1})|: the hand value, and each map is pulled to its peer only."""
+    loss = build_objective("feat_l1", feat_l1_weight=2.0, feat_l1_T=1.0).losses["feat_l1"]
+    z = torch.tensor([[[2.0, 0.0]], [[0.0, 0.0]]])
+    f0 = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    f1 = torch.full((1, 1, 2, 2), 3.0, requires_grad=True)
+    ctx = StepContext(student_logits=z, teacher_logits=None, targets=torch.tensor([0]), indices=torch.tensor([0]),
+                      student_features={"peers": [{"layer3": f0}, {"layer3": f1}]})
+    value = loss(ctx)
+    expected = peers_ce(z, ctx.targets) + mutual_kl(z, 1.0) + 2.0 * (3.0 + 3.0)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    value.backward()
+    assert torch.allclose(f0.grad, torch.full_like(f0, -2.0 / 4)) and torch.allclose(f1.grad, torch.full_like(f1, 2.0 / 4))
 
 
 def test_self_distillation_trains_exits(digits: data.DataSplits) -> None:

@@ -15,7 +15,8 @@ Strategies (:mod:`edgekd.distill.strategies`) pick how networks train together, 
     distill(None, [net1, net2], data, method="dml")      # online peers (also "afd"); result.models
     distill(None, student, data, method="self")          # early exits (edgekd.models.exits)
 
-Offline KD caches the teacher's logits by default when that is exact (``cache_teacher``).
+Offline KD caches the teacher's logits and tapped features by default when that is exact and fits
+in memory (``cache_teacher``).
 Under ``torchrun`` the same call trains data-parallel (:mod:`edgekd.distill.ddp`).
 """
 
@@ -102,7 +103,7 @@ def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module 
 
     ``teacher`` may be a list (an :class:`EnsembleTeacher` with ``teacher_weights``, at the
     method's temperature); ``student`` a list of peers for online methods (``"dml"``, ``"afd"``).
-    ``cache_teacher``: None caches teacher logits when exact, True insists, False never, or a
+    ``cache_teacher``: None caches teacher outputs when exact and under 1 GiB, True insists, False never, or a
     :class:`TeacherCache` to reuse across runs.
     """
     objective = build_objective(method, **method_kwargs)

@@ -218,3 +218,23 @@ def masked(model: nn.Module, p: PrunePlan) -> nn.Module:
 def prune(model: nn.Module, ratio: float, importance: Importance = "l1", *, round_to: int = 1) -> nn.Module:
     """``apply(model, plan(model, ratio, importance))``: a smaller dense copy of ``model``."""
     return apply(model, plan(model, ratio, importance, round_to=round_to))
+
+
+def channels_of(model: nn.Module) -> dict[str, int]:
+    """Channel count of every prunable group of ``model`` (its producers' output channels)."""
+    modules = dict(model.named_modules())
+    return {g.name: modules[g.producers[0][0]].out_channels for g in channel_groups(model)}
+
+
+def shrink_to(model: nn.Module, channels: dict[str, int]) -> nn.Module:
+    """A copy of ``model`` with each group cut to ``channels[group]`` (the first ones): the structure
+    of a pruned model, to load its saved weights into (see :mod:`edgekd.models.saved`)."""
+    full = channels_of(model)
+    bad = {k: v for k, v in channels.items() if k not in full or not 1 <= v <= full[k]}
+    if bad or set(channels) != set(full):
+        raise ConfigError(f"channel counts {bad or sorted(set(full) ^ set(channels))} do not fit this "
+                          f"{type(model).__name__} (groups: {full})", stage=STAGE,
+                          hint="the checkpoint was pruned from another architecture; re-save it with save_model")
+    keep = {k: list(range(v)) for k, v in channels.items()}
+    return apply(model, PrunePlan(keep=keep, original=full, ratio=0.0, importance="structure"))
+

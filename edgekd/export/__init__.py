@@ -192,6 +192,7 @@ def export(
     progress: bool = True,
     verbose: bool = False,
     task: str = "classification",
+    qat: torch.fx.GraphModule | None = None,
 ) -> Bundle:
     """Convert ``model`` to every requested (format, converter, precision), check parity, write the bundle.
 
@@ -209,6 +210,10 @@ def export(
         check_parity: raise :class:`ParityError` when a file misses a threshold (parity is always recorded).
         task: ``"classification"`` (judge top-1 agreement) or ``"embedding"`` (judge the cosine of each
             output row with eager's; top-1 of an embedding means nothing). See :mod:`edgekd.export.parity`.
+        qat: a trained fake-quant graph (:func:`edgekd.edge.qat.distill_qat`'s ``prepared``): the int8
+            files are lowered from it (no calibration, no PTQ) and their parity is judged against the
+            graph itself in eval mode, the model they must reproduce; fp32 files still come from
+            ``model``. litert-torch and ExecuTorch only (onnx2tf takes no PT2E graph).
 
     Returns:
         the :class:`Bundle`, saved as ``out_dir/edgekd.json``.
@@ -219,7 +224,8 @@ def export(
     model = copy.deepcopy(model).eval()
     ex, y_ex = _check_inputs(model, example_inputs)
     calib, px, py = _split(calibration, parity_data, ex[0])
-    jobs = _plan(formats, precision, tflite_converter, calib is not None)
+    jobs = _plan(formats, precision, tflite_converter, calib is not None or qat is not None)
+    y_qat = _qat_reference(qat, jobs, px, batch=ex[0].shape[0]) if qat is not None else None
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     batch = ex[0].shape[0]
@@ -231,13 +237,20 @@ def export(
         path = root / name
         if hasattr(bar, "set_description"):
             bar.set_description(f"export {exporter.format}/{prec}/{exporter.converter}")
-        extra = exporter.load("export")(model, ex, path, precision=prec, calibration=calib, verbose=verbose)
+        ref = y_qat if y_qat is not None and prec == "int8" else y_eager
+        if ref is y_qat:
+            from edgekd.edge.qat import write_int8
+
+            write_int8(qat, ex, root, formats=(exporter.format,), name=path.stem)  # type: ignore[arg-type]
+            extra = {"quantization": "qat"}
+        else:
+            extra = exporter.load("export")(model, ex, path, precision=prec, calibration=calib, verbose=verbose)
         run, f_in, f_out = exporter.load("runner")(path, exporter.layout)
         t = thresholds_for(prec, thresholds, task)
         y = run_batches(run, px, batch)
-        p = measure(y, y_eager[: len(y)], py, t)
+        p = measure(y, ref[: len(y)], py, t)
         if check_parity:
-            check(p, y_eager, stage=f"export/{exporter.format}", what=name, precision=prec)
+            check(p, ref, stage=f"export/{exporter.format}", what=name, precision=prec)
         files.append(ModelFile(path=name, format=exporter.format, precision=prec, converter=exporter.converter,
                                bytes=path.stat().st_size, sha256=sha256_of(path), inputs=f_in or inputs,
                                outputs=f_out or outputs, parity=p, extra=extra))
@@ -246,6 +259,20 @@ def export(
                     extra={"calibration_samples": 0 if calib is None else len(calib), "parity_samples": len(px)})
     bundle.save()
     return bundle
+
+
+def _qat_reference(qat: torch.fx.GraphModule, jobs: list[tuple[Exporter, str, str]], px: np.ndarray,
+                   batch: int) -> np.ndarray:
+    """Logits of the trained fake-quant graph (eval mode) on the parity inputs: what int8 files must match."""
+    from edgekd.edge.qat import Logits, set_mode
+    from edgekd.export.parity import eager_outputs
+
+    bad = sorted({e.converter for e, p, _ in jobs if p == "int8" and e.converter not in ("executorch", "litert-torch")})
+    if bad:
+        raise ConfigError(f"a QAT graph cannot be lowered by {', '.join(bad)}", stage="export",
+                          hint="use tflite_converter='litert-torch' (and .pte) for QAT int8 files")
+    set_mode(qat, train=False)
+    return eager_outputs(Logits(qat), px, batch)
 
 
 def _progress(jobs: list[Any], enabled: bool) -> Any:

@@ -140,6 +140,13 @@ def resnet8x4(num_classes: int = 10, in_channels: int = 3) -> ResNet:
 
 
 @register_model
+def resnet8x0_5(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """ResNet-8 at half width (8, 8, 16, 32; about 20k parameters): a microcontroller-sized student,
+    the one ``benchmarks/kd_methods.py`` distils into on 2 CPU cores."""
+    return _resnet(8, tuple(w // 2 for w in _BASE), num_classes, in_channels, plain=False)  # type: ignore[arg-type]
+
+
+@register_model
 def resnet32x4(num_classes: int = 10, in_channels: int = 3) -> ResNet:
     return _resnet(32, _X4, num_classes, in_channels, plain=False)
 

@@ -2,7 +2,9 @@
 
 A saved model records the registry name and the keyword arguments that rebuild it, so
 ``load_model(path)`` needs no code from the user: ``{"edgekd_model": 1, "name", "kwargs",
-"state_dict", "meta"}``. The CLI stages (`edgekd train`, `distill`, `export`) pass these files along.
+"state_dict", "meta"}``, plus ``"channels"`` (kept channels per group) for a model made smaller by
+:func:`edgekd.edge.prune.prune`, which is rebuilt at that width before its weights load, and
+``"exits"`` for a self-distilled :class:`~edgekd.models.exits.ExitModel` (backbone + exit heads). The CLI stages (`edgekd train`, `distill`, `export`) pass these files along.
 """
 
 from __future__ import annotations
@@ -21,10 +23,24 @@ FORMAT_VERSION = 1
 def save_model(model: nn.Module, path: str | Path, name: str, *, meta: dict[str, Any] | None = None,
                **kwargs: Any) -> Path:
     """Write ``model``'s weights with the registry ``name`` and ``kwargs`` that rebuild it."""
+    from edgekd.models import create
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"edgekd_model": FORMAT_VERSION, "name": name, "kwargs": kwargs,
-                "state_dict": model.state_dict(), "meta": meta or {}}, path)
+    blob = {"edgekd_model": FORMAT_VERSION, "name": name, "kwargs": kwargs, "state_dict": model.state_dict(),
+            "meta": meta or {}}
+    from edgekd.models.exits import ExitModel
+
+    if isinstance(model, ExitModel):  # self-distilled: the backbone's weights plus the exit heads
+        blob["exits"] = list(model.exits)
+        fresh = ExitModel(create(name, **kwargs), model.exits).state_dict()
+    else:
+        fresh = create(name, **kwargs).state_dict()
+    if any(k in fresh and fresh[k].shape != v.shape for k, v in blob["state_dict"].items()):
+        from edgekd.edge.prune import channels_of
+
+        blob["channels"] = channels_of(model)  # pruned: record the widths that rebuild it
+    torch.save(blob, path)
     return path
 
 
@@ -45,8 +61,22 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ModelFileError(f"{path} is a torch file but not an edgekd model checkpoint",
                              stage="models", hint="save models with edgekd.models.saved.save_model")
     model = create(blob["name"], **blob["kwargs"])
-    model.load_state_dict(blob["state_dict"])
+    if blob.get("channels"):
+        from edgekd.edge.prune import shrink_to
+
+        model = shrink_to(model, blob["channels"])
+    if blob.get("exits"):
+        from edgekd.models.exits import ExitModel
+
+        model = ExitModel(model, blob["exits"])
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as e:
+        raise ModelFileError(f"{path}: its weights do not fit a {blob['name']}: {str(e).splitlines()[0]}",
+                             stage="models", hint="re-save it with edgekd.models.saved.save_model") from None
     meta = dict(blob.get("meta", {}))
     meta.setdefault("name", blob["name"])
     meta.setdefault("kwargs", blob["kwargs"])
+    if blob.get("channels"):
+        meta.setdefault("channels", blob["channels"])
     return model.eval(), meta

@@ -27,6 +27,19 @@ def nce_loss(scores: torch.Tensor, num_data: int, eps: float = 1e-7) -> torch.Te
     return -(log_pos.sum() + log_neg.sum()) / scores.shape[0]
 
 
+def scores(bank: torch.Tensor, emb: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``out[i, j] = bank[rows[i, j]] · emb[i]``, by the cheaper of two exact routes.
+
+    Gathering ``N × (1+k) × d`` bank rows is memory-bound (random reads); one ``bank @ embᵀ`` GEMM
+    over all ``M`` rows then picking entries costs ``M·N·d`` multiply-adds but streams memory. The
+    GEMM wins once the sampled rows are more than about 1/32 of the bank (k=4096 of 54k: 6× faster
+    on CPU, forward + backward).
+    """
+    if rows.shape[1] * 32 >= bank.shape[0]:  # a copy: the bank is updated in place after the forward
+        return (bank.clone() @ emb.T).gather(0, rows.T.contiguous()).T
+    return torch.bmm(bank[rows], emb[:, :, None]).squeeze(2)
+
+
 @register_method("crd")
 class CRDLoss(DistillLoss):
     r"""CRD: each net's embedding must pick its own sample out of ``k`` negatives in the other's memory.
@@ -131,8 +144,8 @@ class CRDLoss(DistillLoss):
         rows = self._sample(idx, self.labels[idx])
         m = self.bank_s.shape[0]
         # the student's embedding against the teacher's bank, and the teacher's against the student's
-        out_s = torch.exp(torch.bmm(self.bank_t[rows], s[:, :, None]).squeeze(2) / self.T)
-        out_t = torch.exp(torch.bmm(self.bank_s[rows], t[:, :, None]).squeeze(2) / self.T)
+        out_s = torch.exp(scores(self.bank_t, s, rows) / self.T)
+        out_t = torch.exp(scores(self.bank_s, t, rows) / self.T)
         with torch.no_grad():
             if self.z[0] < 0:
                 self.z.copy_(torch.stack([out_s.mean(), out_t.mean()]) * m)

@@ -4,6 +4,7 @@
 - :mod:`.ensemble` — several teachers, weighted-average soft targets and features (``ensemble``).
 - :mod:`.online` — DML: K peers, each CE + mean KL to the others (``dml``).
 - :mod:`.afd` — AFD: peers with mutual KL and per-network feature-map discriminators (``afd``).
+- :mod:`.feature_l1` — AFD's baseline: DML plus a direct L1 pull to the peer's map (``feat_l1``).
 - :mod:`.self_distill` — Be Your Own Teacher: early exits learn from the deepest (``self``).
 - :mod:`.residual` — plain CNN + ResNet twin trained jointly, stages routed (``resdistill``).
 - :mod:`.progressive` — AdderNet + CNN twin trained from scratch together (``pkkd``).
@@ -23,6 +24,7 @@ from edgekd.distill.methods import Objective
 from edgekd.distill.strategies.afd import AFDLoss
 from edgekd.distill.strategies.base import STAGE, Strategy, kinds, only_kind
 from edgekd.distill.strategies.ensemble import EnsembleKDLoss, EnsembleTeacher
+from edgekd.distill.strategies.feature_l1 import FeatureL1Loss
 from edgekd.distill.strategies.offline import OfflineStrategy
 from edgekd.distill.strategies.online import DMLLoss, OnlineStrategy
 from edgekd.distill.strategies.progressive import ProgressiveStrategy
@@ -30,14 +32,14 @@ from edgekd.distill.strategies.residual import ResDistillLoss, ResidualStrategy
 from edgekd.distill.strategies.self_distill import SelfDistillLoss, SelfStrategy
 from edgekd.errors import ConfigError
 
-__all__ = ["AFDLoss", "DMLLoss", "EnsembleKDLoss", "EnsembleTeacher", "OfflineStrategy", "OnlineStrategy",
+__all__ = ["AFDLoss", "DMLLoss", "EnsembleKDLoss", "EnsembleTeacher", "FeatureL1Loss", "OfflineStrategy", "OnlineStrategy",
            "ProgressiveStrategy", "ResDistillLoss", "ResidualStrategy", "SelfDistillLoss", "SelfStrategy",
            "Strategy", "make_strategy"]
 
 
 def make_strategy(objective: Objective, student: nn.Module | Sequence[nn.Module],
                   teacher: nn.Module | None = None, cache: bool | TeacherCache | None = None) -> Strategy:
-    """The strategy ``objective`` asks for: online for ``dml``/``afd``, self for ``self``, residual for
+    """The strategy ``objective`` asks for: online for ``dml``/``afd``/``feat_l1``, self for ``self``, residual for
     ``resdistill``, progressive for ``pkkd``, else offline."""
     kind = kinds(objective)
     if len(kind) > 1:

@@ -2,10 +2,11 @@
 
 .. math::  \\theta_S^* = \\arg\\min_{\\theta_S} \\sum_m w_m L_m(S_{\\theta_S}(x), T(x), y)
 
-The teacher is frozen for the run (eval mode, no gradients, restored afterwards). Its logits come
-from a :class:`~edgekd.distill.cache.TeacherCache` when the objective needs logits only and the
-train inputs are fixed tensors (``cache=None``, the default, decides so; ``True`` insists,
-``False`` runs the teacher every step).
+The teacher is frozen for the run (eval mode, no gradients, restored afterwards). Its logits and
+tapped features come from a :class:`~edgekd.distill.cache.TeacherCache` when the train inputs are
+fixed tensors: ``cache=None`` (the default) caches when the cache fits in
+``DEFAULT_MAX_BYTES``, ``True`` insists, ``False`` runs the teacher every step, and a
+:class:`TeacherCache` is reused (and widened to the taps this run needs).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edgekd.data.core import DataSplits
-from edgekd.distill.cache import TeacherCache, cacheable
+from edgekd.distill.cache import DEFAULT_MAX_BYTES, TeacherCache, cache_bytes, cacheable
 from edgekd.distill.methods import Objective, StepContext
 from edgekd.distill.strategies.base import STAGE, Losses, Strategy, check_classes, freeze, only_kind, restore
 from edgekd.distill.taps import Taps
@@ -54,36 +55,40 @@ class OfflineStrategy(Strategy):
         if self.teacher is None:
             return
         stack.callback(restore, self.teacher, freeze(self.teacher, device))
-        self.t_taps = stack.enter_context(Taps(self.teacher, self.objective.teacher_taps))
         self.cache = self._cache(self.teacher, device, train)
+        if self.cache is None:
+            self.t_taps = stack.enter_context(Taps(self.teacher, self.objective.teacher_taps))
 
     def _cache(self, teacher: nn.Module, device: str, train: Dataset) -> TeacherCache | None:
-        opt = self.cache_option
-        usable = not self.objective.teacher_taps and cacheable(train)
-        if opt is False or (opt is None and not usable):
+        opt, taps = self.cache_option, self.objective.teacher_taps
+        if opt is False:
             return None
-        if not usable:
-            raise ConfigError(f"cannot cache teacher logits for {self.objective.spec!r}: it taps teacher "
-                              f"features {self.objective.teacher_taps} or the data is not fixed tensors",
-                              stage="distill/cache", hint="pass cache_teacher=False (or None to decide)")
+        if not cacheable(train):
+            if opt is None:
+                return None
+            raise ConfigError(f"cannot cache the teacher for {self.objective.spec!r}: the train data is a "
+                              f"{type(train).__name__}, not fixed tensors", stage="distill/cache",
+                              hint="pass cache_teacher=False (or None to decide)")
         if isinstance(opt, TeacherCache):
-            return opt.ensure(teacher, train)
-        return TeacherCache(teacher, train, device=device)
+            return opt.ensure(teacher, train, taps)
+        if opt is None and cache_bytes(teacher, train, taps, device) > DEFAULT_MAX_BYTES:
+            return None
+        return TeacherCache(teacher, train, taps=taps, device=device)
 
     def context(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int) -> StepContext:
         """Run the student (and teacher or cache) on one batch."""
-        t_logits = None
+        t_logits, t_feats = None, {}
         if self.teacher is not None:
             if self.cache is not None:
-                t_logits = self.cache[idx]
+                t_logits, t_feats = self.cache[idx], self.cache.features(idx, self.objective.teacher_taps)
             else:
                 with torch.no_grad():
                     t_logits = self.teacher(x)
+                t_feats = dict(self.t_taps.outputs) if self.t_taps else {}
         s_logits = self.student(x)
         return StepContext(student_logits=s_logits, teacher_logits=t_logits, targets=y, indices=idx,
                            student_features=dict(self.s_taps.outputs) if self.s_taps else {},
-                           teacher_features=dict(self.t_taps.outputs) if self.t_taps else {},
-                           epoch=epoch, step=step, inputs=x)
+                           teacher_features=t_feats, epoch=epoch, step=step, inputs=x)
 
     def setup(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], data: DataSplits) -> None:
         self.student.eval()

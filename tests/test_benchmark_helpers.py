@@ -1,0 +1,45 @@
+"""The arithmetic behind benchmarks/kd_methods.py's table: gap recovered, agreement, KL."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def kd_methods():  # noqa: ANN201 - a module
+    sys.path.insert(0, str(ROOT))
+    spec = importlib.util.spec_from_file_location("kd_methods", ROOT / "kd_methods.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def test_gap_recovered_and_step_ratio(kd_methods) -> None:  # noqa: ANN001
+    rows = [{"method": "vanilla", "kind": "offline", "spec": "ce", "test_acc": a, "agree": 0.8, "kl": 0.3,
+             "epoch_s": 10.0} for a in (0.80, 0.82)]
+    rows += [{"method": "kd", "kind": "offline", "spec": "kd", "test_acc": a, "agree": 0.9, "kl": 0.1,
+              "epoch_s": 12.0} for a in (0.85, 0.87)]
+    summary = {r["method"]: r for r in kd_methods._summary(rows, teacher_acc=0.91)}
+    assert summary["vanilla"]["gap_recovered"] == pytest.approx(0.0)
+    assert summary["kd"]["gap_recovered"] == pytest.approx((0.86 - 0.81) / (0.91 - 0.81))
+    assert summary["kd"]["acc_std"] == pytest.approx(math.sqrt(2 * 0.01**2))
+    assert summary["kd"]["epoch_time_vs_vanilla"] == pytest.approx(1.2)
+    assert "| kd | offline | `kd` | 86.00 ± 1.41 | +50 % |" in kd_methods.table(list(summary.values()), 0.91)
+
+
+def test_agreement_and_kl(kd_methods) -> None:  # noqa: ANN001
+    t = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    assert kd_methods.agreement(t, t) == {"agree": 1.0, "kl": pytest.approx(0.0, abs=1e-7)}
+    s = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
+    p = torch.softmax(t, -1)
+    kl = float((p * (p.log() - torch.log_softmax(s, -1))).sum(-1).mean())
+    got = kd_methods.agreement(t, s)
+    assert got["agree"] == 0.5 and got["kl"] == pytest.approx(kl, rel=1e-6)
