@@ -71,6 +71,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _train_or_distill(args: argparse.Namespace, teacher_path: str | None,
                       distill_kw: dict | None = None) -> int:
     """Train (no teacher) or distil; ``distill_kw`` (from a config) replaces the loop flags."""
+    from torch import nn
+
     from edgekd import models as M
     from edgekd.distill import distill
     from edgekd.models.saved import load_model, save_model
@@ -92,7 +94,7 @@ def _train_or_distill(args: argparse.Namespace, teacher_path: str | None,
     peers = getattr(args, "peers", 1)
     student = [M.create(name, **kw) for _ in range(peers)] if peers > 1 else M.create(name, **kw)
     if _edge_requested(args):
-        if not isinstance(teacher, torch_module()) or peers > 1:
+        if not isinstance(teacher, nn.Module) or peers > 1:
             raise ConfigError("--qat/--prune/--budget distil one student from one teacher", stage="cli/distill",
                               hint="pass a single --teacher checkpoint and no --peers")
         return _edge_distill(args, teacher, student, splits, name, kw, distill_kw)
@@ -106,12 +108,6 @@ def _train_or_distill(args: argparse.Namespace, teacher_path: str | None,
     print(" ".join(f"{k}={v:.4f}" for k, v in res.metrics.items() if isinstance(v, float)))
     print(f"saved {path}")
     return 0
-
-
-def torch_module() -> type:
-    from torch import nn
-
-    return nn.Module
 
 
 def _edge_requested(args: argparse.Namespace) -> bool:
