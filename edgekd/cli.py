@@ -169,6 +169,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"distill needs {', '.join(missing)}", stage="cli/distill",
                           hint="pass them as flags, or set them in the --config YAML")
+    unsupported = {k: v for k, v in (("optimizer", cfg.optimizer), ("device", cfg.device))
+                   if v not in (None, "adamw", "cpu")}
+    if _edge_requested(args) and unsupported:
+        raise ConfigError(f"--qat/--prune/--budget train with AdamW on the CPU, but the config asks for {unsupported}",
+                          stage="cli/distill", hint="remove optimizer/device from the config for the edge pipeline")
     for k in _DISTILL_FLAGS:
         setattr(args, k, getattr(cfg, k))
     return _train_or_distill(args, cfg.teacher, cfg.distill_kwargs())

@@ -86,3 +86,16 @@ def test_feature_cache_size_limit(digits: data.DataSplits) -> None:
     with pytest.raises(ConfigError, match="max_bytes"):
         TeacherCache(teacher, digits.train, taps=["layer1"], max_bytes=need - 1)
     assert TeacherCache(teacher, digits.train, taps=["layer1"], max_bytes=need).taps == ["layer1"]
+
+
+def test_explicit_cache_refuses_beyond_memory(digits: data.DataSplits, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cache_teacher=True fails with a clear error, before any training, when the cache would not fit in RAM."""
+    import edgekd.distill.strategies.offline as offline
+
+    need = cache_bytes(_teacher(), digits.train)  # logits only
+    monkeypatch.setattr(offline, "memory_limit", lambda: need - 1)
+    student = models.create("resnet8", in_channels=1)
+    with pytest.raises(ConfigError, match="max_bytes"):
+        distill(_teacher(), student, digits, "ce+kd", cache_teacher=True, epochs=1, progress=False)
+    monkeypatch.setattr(offline, "memory_limit", lambda: need)
+    assert distill(_teacher(), student, digits, "ce+kd", cache_teacher=True, epochs=1, progress=False).history

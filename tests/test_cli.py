@@ -124,6 +124,11 @@ def test_distill_budget_and_bad_edge_flags(tmp_path: Path) -> None:
     r = run_cli("distill", "--teacher", teacher, "--student", "resnet8", "--data", "digits", "--prune", "0.5",
                 "--budget", "params=50k", "--out", str(tmp_path / "x"), "--no-progress")
     assert r.returncode == 2 and "--prune and --budget" in r.stderr
+    cfg = tmp_path / "sgd.yaml"
+    cfg.write_text("optimizer: sgd\n")
+    r = run_cli("distill", "--config", str(cfg), "--teacher", teacher, "--student", "resnet8", "--data", "digits",
+                "--prune", "0.5", "--out", str(tmp_path / "y"), "--no-progress")
+    assert r.returncode == 2 and "AdamW on the CPU" in r.stderr and "'optimizer': 'sgd'" in r.stderr
 
 
 def test_self_distill_then_export_an_exit(tmp_path: Path) -> None:

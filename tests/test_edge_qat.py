@@ -63,3 +63,20 @@ def test_kd_qat_converts_and_runs_in_both_runtimes(digits: object, tmp_path: obj
 def test_needs_a_teacher(digits: object) -> None:
     with pytest.raises(ConfigError, match="needs a teacher"):
         distill_qat(None, create("resnet8", num_classes=10, in_channels=1), digits, "ce+kd")
+
+
+def test_cached_teacher_matches_live_teacher(digits: object) -> None:
+    """KD+QAT reading a TeacherCache by sample index trains exactly as with the teacher run live."""
+    from edgekd.distill import TeacherCache
+
+    torch.manual_seed(0)
+    teacher = create("resnet8", num_classes=10, in_channels=1).eval()
+    student = create("resnet8", num_classes=10, in_channels=1)
+    cache = TeacherCache(teacher, digits.train)
+    runs = [distill_qat(teacher, student, digits, "ce:0.5+kd:0.5", epochs=1, batch_size=64, cache=c)
+            for c in (None, cache)]
+    assert cache.computed == 1  # ensure() found the cache current and did not rebuild it
+    x = digits.test.tensors[0][:32]
+    live, cached = (r.prepared(x)[0].detach() for r in runs)
+    assert torch.allclose(live, cached, atol=1e-4), (live - cached).abs().max()
+    assert runs[0].history[0]["loss_kd"] == pytest.approx(runs[1].history[0]["loss_kd"], rel=1e-4)

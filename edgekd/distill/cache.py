@@ -29,6 +29,14 @@ from edgekd.errors import ConfigError
 
 STAGE = "distill/cache"
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of cached logits + features
+MEMORY_FRACTION = 0.5  # an explicit cache_teacher=True may use up to this share of the RAM available now
+
+
+def memory_limit() -> int:
+    """The most bytes an explicitly requested cache may take: half the memory available now."""
+    import psutil
+
+    return int(psutil.virtual_memory().available * MEMORY_FRACTION)
 
 
 def cacheable(dataset: Dataset) -> bool:

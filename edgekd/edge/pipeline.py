@@ -16,15 +16,19 @@ Every stage returns new models; the student passed in is not changed. The CLI re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from edgekd.data.core import DataSplits, calibration_sample
+from edgekd.distill.cache import TeacherCache
 from edgekd.edge.budget import Budget, BudgetResult, LatencyTable, cost_fn, fit_budget, parse_budget, verify
 from edgekd.edge.prune import prune
 from edgekd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgekd.distill import DistillResult
 
 STAGE = "edge/pipeline"
 
@@ -117,27 +121,46 @@ def choose_ratio(model: nn.Module, opts: EdgeOptions, example: torch.Tensor, *, 
     return result.value, result
 
 
+def distill_stage(teacher: nn.Module, student: nn.Module, data: DataSplits, *, kd_epochs: int = 3,
+                  method: str = "ce:0.1+kd:0.9", batch_size: int = 128, seed: int = 0, progress: bool = False,
+                  cache: TeacherCache | None = None, **method_kwargs: Any) -> DistillResult:
+    """The first stage of :func:`joint` and :func:`sequential` (the same for both): KD for ``kd_epochs``.
+
+    Run it once and pass it to both as ``kd=`` to compare them from one distilled student.
+    """
+    from edgekd.distill import distill
+
+    return distill(teacher, student, data, method, epochs=kd_epochs, batch_size=batch_size, seed=seed,
+                   progress=progress, cache_teacher=cache, **method_kwargs)
+
+
 def joint(teacher: nn.Module, student: nn.Module, data: DataSplits, opts: EdgeOptions, *, kd_epochs: int = 3,
           ft_epochs: int = 2, method: str = "ce:0.1+kd:0.9", batch_size: int = 128, seed: int = 0,
-          table: LatencyTable | None = None, progress: bool = False, **method_kwargs: Any) -> PipelineResult:
-    """KD → prune → KD+QAT (or KD fine-tune + PTQ when ``opts.qat`` is False); see the module docstring."""
+          table: LatencyTable | None = None, progress: bool = False, kd: DistillResult | None = None,
+          cache: TeacherCache | None = None, **method_kwargs: Any) -> PipelineResult:
+    """KD → prune → KD+QAT (or KD fine-tune + PTQ when ``opts.qat`` is False); see the module docstring.
+
+    ``kd``: a :func:`distill_stage` result to start from instead of distilling ``student`` again;
+    ``cache``: a :class:`~edgekd.distill.TeacherCache` of ``teacher`` over ``data.train``, shared by every stage.
+    """
     from edgekd.distill import distill
     from edgekd.edge.qat import convert, distill_qat
 
-    kd = distill(teacher, student, data, method, epochs=kd_epochs, batch_size=batch_size, seed=seed,
-                 progress=progress, **method_kwargs)
+    if kd is None:
+        kd = distill_stage(teacher, student, data, kd_epochs=kd_epochs, method=method, batch_size=batch_size,
+                           seed=seed, progress=progress, cache=cache, **method_kwargs)
     calib = calibration_sample(data.train, 256)
     ratio, budget = choose_ratio(kd.model, opts, calib, table=table, calibration=calib)
     pruned = prune(kd.model, ratio, opts.importance)  # type: ignore[arg-type]
     history = {"kd": kd.history}
     if opts.qat:
         q = distill_qat(teacher, pruned, data, method, epochs=ft_epochs, batch_size=batch_size, seed=seed,
-                        progress=progress, **method_kwargs)
+                        progress=progress, cache=cache, **method_kwargs)
         int8, prepared, history["qat"] = convert(q.prepared), q.prepared, q.history
         float_model = pruned
     else:
         ft = distill(teacher, pruned, data, method, epochs=ft_epochs, batch_size=batch_size, seed=seed,
-                     progress=progress, **method_kwargs)
+                     progress=progress, cache_teacher=cache, **method_kwargs)
         float_model, prepared, history["finetune"] = ft.model, None, ft.history
         int8 = _ptq(float_model, data)
     metrics = {"kd_fp32_acc": kd.metrics["test_acc"], "int8_acc": _acc(int8, data)}
@@ -147,16 +170,20 @@ def joint(teacher: nn.Module, student: nn.Module, data: DataSplits, opts: EdgeOp
 def sequential(teacher: nn.Module, student: nn.Module, data: DataSplits, ratio: float, *, kd_epochs: int = 3,
                ft_epochs: int = 2, method: str = "ce:0.1+kd:0.9", finetune_method: str = "ce",
                importance: str = "l1", batch_size: int = 128, seed: int = 0, progress: bool = False,
+               kd: DistillResult | None = None, cache: TeacherCache | None = None,
                **method_kwargs: Any) -> PipelineResult:
-    """KD → prune → fine-tune (``finetune_method``) → PTQ; see the module docstring."""
-    from edgekd.distill import distill
+    """KD → prune → fine-tune (``finetune_method``) → PTQ; see the module docstring (``kd``, ``cache``: as :func:`joint`)."""
+    from edgekd.distill import build_objective, distill
 
-    kd = distill(teacher, student, data, method, epochs=kd_epochs, batch_size=batch_size, seed=seed,
-                 progress=progress, **method_kwargs)
+    if kd is None:
+        kd = distill_stage(teacher, student, data, kd_epochs=kd_epochs, method=method, batch_size=batch_size,
+                           seed=seed, progress=progress, cache=cache, **method_kwargs)
     pruned = prune(kd.model, ratio, importance)  # type: ignore[arg-type]
     ft_kwargs = method_kwargs if finetune_method == method else {}
-    ft = distill(teacher if "kd" in finetune_method else None, pruned, data, finetune_method, epochs=ft_epochs,
-                 batch_size=batch_size, seed=seed, progress=progress, **ft_kwargs)
+    needs_teacher = build_objective(finetune_method, **ft_kwargs).needs_teacher
+    ft = distill(teacher if needs_teacher else None, pruned, data, finetune_method, epochs=ft_epochs,
+                 batch_size=batch_size, seed=seed, progress=progress, cache_teacher=cache if needs_teacher else None,
+                 **ft_kwargs)
     int8 = _ptq(ft.model, data)
     metrics = {"kd_fp32_acc": kd.metrics["test_acc"], "fp32_acc": ft.metrics["test_acc"], "int8_acc": _acc(int8, data)}
     return PipelineResult("sequential", ft.model, int8, None, ratio, metrics, None,
@@ -165,12 +192,10 @@ def sequential(teacher: nn.Module, student: nn.Module, data: DataSplits, ratio: 
 
 def ptq_only(teacher: nn.Module, student: nn.Module, data: DataSplits, *, kd_epochs: int = 3, ft_epochs: int = 2,
              method: str = "ce:0.1+kd:0.9", batch_size: int = 128, seed: int = 0, progress: bool = False,
-             **method_kwargs: Any) -> PipelineResult:
+             cache: TeacherCache | None = None, **method_kwargs: Any) -> PipelineResult:
     """KD for ``kd_epochs + ft_epochs`` (same budget of epochs), no pruning, then PTQ."""
-    from edgekd.distill import distill
-
-    kd = distill(teacher, student, data, method, epochs=kd_epochs + ft_epochs, batch_size=batch_size, seed=seed,
-                 progress=progress, **method_kwargs)
+    kd = distill_stage(teacher, student, data, kd_epochs=kd_epochs + ft_epochs, method=method, batch_size=batch_size,
+                       seed=seed, progress=progress, cache=cache, **method_kwargs)
     int8 = _ptq(kd.model, data)
     metrics = {"kd_fp32_acc": kd.metrics["test_acc"], "fp32_acc": kd.metrics["test_acc"], "int8_acc": _acc(int8, data)}
     return PipelineResult("ptq_only", kd.model, int8, None, 0.0, metrics, None, {"kd": kd.history})

@@ -44,7 +44,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from edgekd.data.core import DataSplits
+from edgekd.data.core import DataSplits, WithIndices
+from edgekd.distill.cache import TeacherCache
 from edgekd.distill.methods import StepContext, build_objective
 from edgekd.distill.taps import Taps
 from edgekd.errors import ConfigError, ExportError
@@ -141,7 +142,7 @@ class QATResult:
 def distill_qat(teacher: nn.Module | None, student: nn.Module, data: DataSplits, method: str = "ce:0.1+kd:0.9", *,
                 epochs: int = 3, batch_size: int = 128, lr: float = 2e-3, weight_decay: float = 0.0,
                 seed: int = 0, per_channel: bool = True, progress: bool = False,
-                **method_kwargs: Any) -> QATResult:
+                cache: TeacherCache | None = None, **method_kwargs: Any) -> QATResult:
     """Distil ``teacher`` into a fake-quantized copy of ``student`` (``student`` is not changed).
 
     ``method`` composes registered losses exactly as :func:`edgekd.distill.distill` (e.g.
@@ -149,6 +150,9 @@ def distill_qat(teacher: nn.Module | None, student: nn.Module, data: DataSplits,
     traced as extra outputs, the teacher's are recorded by hooks on the float teacher. Starts from
     the student's current weights (QAT is a fine-tuning stage: give it a trained student). ``lr``
     matches distill()'s AdamW default, so the joint and sequential fine-tunes compare fairly.
+    ``cache``: a :class:`~edgekd.distill.TeacherCache` of ``teacher`` over ``data.train`` (checked
+    by fingerprint, widened to the objective's taps): the teacher's outputs are read by sample index
+    instead of running the teacher every step.
     """
     if epochs < 1 or batch_size < 2:
         raise ConfigError(f"epochs={epochs} and batch_size={batch_size} must be >= 1 and >= 2", stage=STAGE)
@@ -158,27 +162,34 @@ def distill_qat(teacher: nn.Module | None, student: nn.Module, data: DataSplits,
                           hint="pass the float teacher, or method='ce' for plain QAT")
     torch.manual_seed(seed)
     s_taps, t_taps = objective.student_taps, objective.teacher_taps
-    probe_x, probe_y = next(iter(DataLoader(data.train, batch_size=batch_size)))[:2]
+    train = WithIndices(data.train)
+    probe_x, probe_y, probe_i = next(iter(DataLoader(train, batch_size=batch_size)))
     gm = prepare_qat_features(student, (probe_x,), s_taps, per_channel=per_channel)
     teacher_mode = teacher.training if teacher is not None else False
     if teacher is not None:
         teacher.eval()
+    if cache is not None and teacher is not None and objective.needs_teacher:
+        cache.ensure(teacher, data.train, t_taps)
+    else:
+        cache = None
 
-    def step_ctx(x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> StepContext:
+    def step_ctx(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int) -> StepContext:
         out = gm(x)
         t_logits, t_feats = None, {}
-        if teacher is not None and objective.needs_teacher:
+        if cache is not None:
+            t_logits, t_feats = cache[idx], cache.features(idx, t_taps)
+        elif teacher is not None and objective.needs_teacher:
             with torch.no_grad(), Taps(teacher, t_taps) as tt:
                 t_logits = teacher(x)
                 t_feats = {p: tt[p] for p in t_taps}
         return StepContext(student_logits=out[0], teacher_logits=t_logits, targets=y,
                            student_features=dict(zip(s_taps, out[1:], strict=True)),
-                           teacher_features=t_feats, epoch=epoch, step=step, inputs=x)
+                           teacher_features=t_feats, epoch=epoch, step=step, inputs=x, indices=idx)
 
     try:
         gen = torch.Generator().manual_seed(seed)
-        loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=gen, drop_last=True)
-        objective.setup(step_ctx(probe_x, probe_y, 0, 0), len(data.train))
+        loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=gen, drop_last=True)
+        objective.setup(step_ctx(probe_x, probe_y, probe_i, 0, 0), len(data.train))
         params = list(gm.parameters()) + list(objective.parameters())
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * max(1, len(loader)))
@@ -186,15 +197,14 @@ def distill_qat(teacher: nn.Module | None, student: nn.Module, data: DataSplits,
         step = 0
         for epoch in range(epochs):
             t0, total, parts_sum, n = time.perf_counter(), 0.0, {}, 0
-            for batch in loader:
-                x, y = batch[0], batch[1]
-                loss, parts = objective(step_ctx(x, y, epoch, step))
+            for x, y, idx in loader:
+                loss, parts = objective(step_ctx(x, y, idx, epoch, step))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
                 step += 1
-                total += float(loss)
+                total += float(loss.detach())
                 for k, v in parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
                 n += 1

@@ -5,7 +5,8 @@
 The teacher is frozen for the run (eval mode, no gradients, restored afterwards). Its logits and
 tapped features come from a :class:`~edgekd.distill.cache.TeacherCache` when the train inputs are
 fixed tensors: ``cache=None`` (the default) caches when the cache fits in
-``DEFAULT_MAX_BYTES``, ``True`` insists, ``False`` runs the teacher every step, and a
+``DEFAULT_MAX_BYTES``, ``True`` insists (up to half the available RAM:
+:func:`~edgekd.distill.cache.memory_limit`), ``False`` runs the teacher every step, and a
 :class:`TeacherCache` is reused (and widened to the taps this run needs).
 """
 
@@ -18,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edgekd.data.core import DataSplits
-from edgekd.distill.cache import DEFAULT_MAX_BYTES, TeacherCache, cache_bytes, cacheable
+from edgekd.distill.cache import DEFAULT_MAX_BYTES, TeacherCache, cache_bytes, cacheable, memory_limit
 from edgekd.distill.methods import Objective, StepContext
 from edgekd.distill.strategies.base import STAGE, Losses, Strategy, check_classes, freeze, only_kind, restore
 from edgekd.distill.taps import Taps
@@ -73,7 +74,8 @@ class OfflineStrategy(Strategy):
             return opt.ensure(teacher, train, taps)
         if opt is None and cache_bytes(teacher, train, taps, device) > DEFAULT_MAX_BYTES:
             return None
-        return TeacherCache(teacher, train, taps=taps, device=device)
+        # an explicit request is refused cleanly (ConfigError) rather than exhausting the RAM
+        return TeacherCache(teacher, train, taps=taps, device=device, max_bytes=memory_limit() if opt else None)
 
     def context(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int) -> StepContext:
         """Run the student (and teacher or cache) on one batch."""

@@ -1,0 +1,40 @@
+"""Edge pipelines: one KD stage shared by joint and sequential, one teacher cache for every stage."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgekd.data import load
+from edgekd.distill import TeacherCache
+from edgekd.edge.pipeline import distill_stage, sequential
+from edgekd.edge.prune import channels_of
+from edgekd.models import create
+
+
+@pytest.fixture(scope="module")
+def digits() -> object:
+    return load("digits", limit=400)
+
+
+def test_shared_kd_stage_and_cache(digits: object) -> None:
+    torch.manual_seed(0)
+    teacher = create("resnet8", num_classes=10, in_channels=1).eval()
+    student = create("resnet8", num_classes=10, in_channels=1)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    cache = TeacherCache(teacher, digits.train)
+    kd = distill_stage(teacher, student, digits, kd_epochs=1, method="ce:0.5+kd:0.5", batch_size=64, cache=cache,
+                       kd_T=2.0)
+    runs = {ft: sequential(teacher, student, digits, 0.5, kd=kd, ft_epochs=1, method="ce:0.5+kd:0.5",
+                           finetune_method=ft, batch_size=64, cache=cache, kd_T=2.0)
+            for ft in ("ce:0.5+kd:0.5", "ce")}
+    assert cache.computed == 1  # one teacher pass served the KD stage and the KD fine-tune
+    for r in runs.values():
+        assert r.metrics["kd_fp32_acc"] == kd.metrics["test_acc"]  # started from the shared stage
+        full = channels_of(kd.model)
+        assert channels_of(r.float_model) == {k: v // 2 for k, v in full.items()}
+        assert 0.0 <= r.metrics["int8_acc"] <= 1.0
+    # the two fine-tunes differ only in their objective, so their float models differ
+    a, b = (runs[k].float_model.state_dict() for k in runs)
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())  # the input is untouched
