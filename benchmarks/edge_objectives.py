@@ -14,12 +14,14 @@ KD stage:
 
 For each pipeline and seed: the int8 model's test accuracy in PyTorch; for the first seed, the
 int8 ``.pte`` (ExecuTorch/XNNPACK) and ``.tflite`` (LiteRT) files' bytes, p50 latency from the
-bench harness and accuracy run by the real runtimes. Each finished (pipeline, seed) is appended to
-``<work>/runs.jsonl`` at once; ``--resume`` goes on from there. Writes
+bench harness and accuracy run by the real runtimes; at the end those files are measured again side by
+side (``--latency-rounds`` interleaved rounds, median p50): the table's latencies are these. Each
+finished (pipeline, seed) is appended to ``<work>/runs.jsonl`` at once; ``--resume`` goes on from
+there. Writes
 ``benchmarks/results/edge_objectives.json`` and prints a table for ``benchmarks/RESULTS.md``::
 
     python benchmarks/edge_objectives.py --budget small     # minutes (4k images, 1 seed)
-    python benchmarks/edge_objectives.py --budget medium    # full data, 3 seeds, short schedule
+    python benchmarks/edge_objectives.py --budget medium    # 20k images, 3 seeds (~1 h on 2 shared cores)
     python benchmarks/edge_objectives.py --budget medium --teacher benchmarks/results/kd_methods_work_full/teacher.pt
 """
 
@@ -84,6 +86,29 @@ def _measure(result: PipelineResult, data: Any, out: Path, cfg: dict[str, Any], 
         row[f"{fmt}_p50_ms"] = b.latency_ms.p50 if b.latency_ms else None
         row[f"{fmt}_int8_acc"] = file_accuracy(path, x[:n], y[:n])
     return row
+
+
+def side_by_side(work: Path, seed: int, *, rounds: int, runs: int, threads: int = 1) -> dict[str, dict[str, Any]]:
+    """p50 of every pipeline's int8 files (``seed``), measured in ``rounds`` interleaved rounds; the median.
+
+    The per-run figures are taken minutes apart, under whatever else the machine was doing then;
+    these are the ones to compare.
+    """
+    files = {(name, fmt): work / f"{name.translate(SLUG)}_s{seed}" / f"model_int8.{fmt}"
+             for name in PIPELINES for fmt in ("pte", "tflite")}
+    files = {k: v for k, v in files.items() if v.exists()}
+    samples: dict[tuple[str, str], list[float]] = {k: [] for k in files}
+    for i in range(rounds):
+        for key, path in files.items():
+            (b,) = benchmark(path, "local", warmup=20, runs=runs, threads=threads,
+                             out_dir=work / "side_by_side" / f"r{i}_{key[0].translate(SLUG)}_{key[1]}", progress=False)
+            if b.latency_ms is not None:
+                samples[key].append(b.latency_ms.p50)
+    out: dict[str, dict[str, Any]] = {}
+    for (name, fmt), p50s in samples.items():
+        out.setdefault(name, {})[f"{fmt}_p50_ms"] = statistics.median(p50s) if p50s else None
+        out[name][f"{fmt}_p50_ms_rounds"] = p50s
+    return out
 
 
 def _teacher(args: argparse.Namespace, cfg: dict[str, Any], data: Any) -> tuple[torch.nn.Module, str, float]:
@@ -158,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")
     ap.add_argument("--teacher", default=None, help="a trained teacher checkpoint (edgekd model.pt)")
     ap.add_argument("--resume", action="store_true", help="keep the finished (pipeline, seed) runs in the work folder")
+    ap.add_argument("--latency-rounds", type=int, default=3,
+                    help="re-measure every int8 file of the first seed in this many interleaved rounds (0: skip)")
     ap.add_argument("--out", default=str(HERE / "results" / "edge_objectives.json"))
     args = ap.parse_args(argv)
     cfg = MODES[args.budget]
@@ -175,16 +202,18 @@ def main(argv: list[str] | None = None) -> int:
     data = load("fashion_mnist", limit=cfg["limit"])
     teacher, teacher_name, teacher_acc = _teacher(args, cfg, data)
     print(f"teacher {teacher_name}: test acc {teacher_acc:.4f}; student {args.student}; seeds {seeds}", flush=True)
+    # ptq_only (the unpruned reference) runs for the first `reference_seeds` seeds only
+    ref_seeds = seeds[:cfg.get("reference_seeds", len(seeds))]
+    plan = {seed: [p for p in PIPELINES if (p, seed) not in done and (p != "ptq_only" or seed in ref_seeds)]
+            for seed in seeds}
     t = time.time()
-    cache = TeacherCache(teacher, data.train)
+    cache = TeacherCache(teacher, data.train) if any(plan.values()) else None
     print(f"teacher cache: {len(data.train)} logits in {time.time() - t:.0f} s", flush=True)
     common = {"kd_epochs": cfg["kd_epochs"], "ft_epochs": cfg["ft_epochs"], "method": args.method,
               "batch_size": cfg["batch_size"], "cache": cache, "kd_T": args.kd_T}
-    # ptq_only (the unpruned reference) runs for the first `reference_seeds` seeds only
-    ref_seeds = seeds[:cfg.get("reference_seeds", len(seeds))]
     student = create(args.student, num_classes=10, in_channels=1)
     for seed in seeds:
-        pending = [p for p in PIPELINES if (p, seed) not in done and (p != "ptq_only" or seed in ref_seeds)]
+        pending = plan[seed]
         if not pending:
             continue
         kd = None
@@ -216,13 +245,19 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
     rows = [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()]
     summary = summarize(rows)
+    t = time.time()
+    latency = side_by_side(work, seeds[0], rounds=args.latency_rounds, runs=cfg["runs"]) if args.latency_rounds else {}
+    for r in summary:  # the side-by-side medians replace the per-run p50s
+        r.update({k: v for k, v in latency.get(r["pipeline"], {}).items() if k.endswith("_p50_ms")})
+    print(f"side-by-side latency: {args.latency_rounds} rounds in {time.time() - t:.0f} s", flush=True)
     md = table(summary)
     print("\n" + md)
     write_results(args.out, "edge_objectives", {
         "mode": args.budget, "config": {**cfg, "seeds": seeds}, "method": args.method, "kd_T": args.kd_T,
         "teacher": teacher_name,
         "teacher_acc": teacher_acc, "student": args.student, "data": f"fashion_mnist (limit={cfg['limit']})",
-        "rows": rows, "summary": summary, "table_md": md, "seconds": time.time() - t0})
+        "rows": rows, "summary": summary, "latency_side_by_side": latency, "table_md": md,
+        "seconds": time.time() - t0})
     return 0
 
 

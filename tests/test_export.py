@@ -155,6 +155,22 @@ def test_unsupported_op_names_converter_and_op(tmp_path: Path) -> None:
     assert "onnx2tf" in str(err.value)  # the fix suggests the other converter
 
 
+def test_runtime_refusing_a_written_file_is_an_export_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file the runtime will not load (e.g. a TFLite interpreter check) names the file, stage and fix."""
+    import edgekd.export.torch_program as tp
+
+    def refuse(path: Path, layout: str) -> None:
+        raise RuntimeError("tensorflow/lite/kernels/activations.cc: output->params.scale not near 1.f / 256\nmore")
+
+    monkeypatch.setattr(tp, "pt2_runner", refuse)
+    with pytest.raises(ExportError, match=r"model_fp32\.pt2 was written, but torch's pt2 runtime cannot run it "
+                                          r"\(fp32\): tensorflow/lite.*1\.f / 256") as err:
+        export(TinyCNN(), (torch.rand(1, 1, 8, 8),), formats=("pt2",), precision=("fp32",), out_dir=tmp_path,
+               progress=False)
+    assert err.value.stage == "export/pt2" and "fp32" in str(err.value.hint)
+    assert (tmp_path / "model_fp32.pt2").exists() and not (tmp_path / MANIFEST).exists()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, EdgekdError, ExportError
 from edgekd.export.bundle import Bundle, ModelFile, Preprocessing, TensorSpec, sha256_of
 
 __all__ = ["EXPORTERS", "Bundle", "Exporter", "export", "format_of"]
@@ -219,7 +219,7 @@ def export(
         the :class:`Bundle`, saved as ``out_dir/edgekd.json``.
     """
     from edgekd import __version__
-    from edgekd.export.parity import check, eager_outputs, measure, run_batches, thresholds_for
+    from edgekd.export.parity import check, eager_outputs, measure, thresholds_for
 
     model = copy.deepcopy(model).eval()
     ex, y_ex = _check_inputs(model, example_inputs)
@@ -245,9 +245,8 @@ def export(
             extra = {"quantization": "qat"}
         else:
             extra = exporter.load("export")(model, ex, path, precision=prec, calibration=calib, verbose=verbose)
-        run, f_in, f_out = exporter.load("runner")(path, exporter.layout)
+        y, f_in, f_out = _run_written(exporter, path, px, batch, prec)
         t = thresholds_for(prec, thresholds, task)
-        y = run_batches(run, px, batch)
         p = measure(y, ref[: len(y)], py, t)
         if check_parity:
             check(p, ref, stage=f"export/{exporter.format}", what=name, precision=prec)
@@ -273,6 +272,29 @@ def _qat_reference(qat: torch.fx.GraphModule, jobs: list[tuple[Exporter, str, st
                           hint="use tflite_converter='litert-torch' (and .pte) for QAT int8 files")
     set_mode(qat, train=False)
     return eager_outputs(Logits(qat), px, batch)
+
+
+def _run_written(exporter: Exporter, path: Path, px: np.ndarray, batch: int, precision: str
+                 ) -> tuple[np.ndarray, Any, Any]:
+    """Load a just-written file in its real runtime and run the parity inputs through it.
+
+    A runtime that refuses the file (an interpreter check, an unsupported kernel) becomes an
+    :class:`~edgekd.errors.ExportError` naming the file and the stage; the file is left for inspection.
+    """
+    from edgekd.export.executorch import first_line
+    from edgekd.export.parity import run_batches
+
+    try:
+        run, f_in, f_out = exporter.load("runner")(path, exporter.layout)
+        return run_batches(run, px, batch), f_in, f_out
+    except EdgekdError:
+        raise
+    except Exception as e:  # runtimes raise RuntimeError, ValueError, their own types
+        other = [c for (f, c) in EXPORTERS if f == exporter.format and c != exporter.converter]
+        raise ExportError(f"{path} was written, but {exporter.converter}'s {exporter.format} runtime cannot run it "
+                          f"({precision}): {first_line(e)}", stage=f"export/{exporter.format}",
+                          hint="export this precision with another converter"
+                               + (f" ({', '.join(other)})" if other else "") + " or in fp32") from e
 
 
 def _progress(jobs: list[Any], enabled: bool) -> Any:
