@@ -188,3 +188,63 @@ def test_end_to_end_tiny_corpus(tmp_path: Path) -> None:
     assert manifest["files"][0]["parity"]["cosine_min"] > 0.9999
     assert manifest["extra"]["tokenizer"]["max_length"] == 16
     assert (tmp_path / "bundle" / "tokenizer" / "tokenizer_config.json").is_file()
+
+
+def test_v2_checks_relation_heads_when_bound() -> None:
+    teacher = create("minilm_l3_h192", max_length=8, vocab_size=200)
+    v2 = build_objective("minilm_v2", minilm_v2_relation_heads=24).losses["minilm_v2"]
+    assert isinstance(v2, MiniLMv2Loss)
+    # 256 % 24 != 0: refused at bind time, before any teacher output is computed
+    with pytest.raises(ConfigError, match="student hidden size 256 is not divisible by 24 relation heads"):
+        v2.bind(create("minilm_l4_h256", max_length=8, vocab_size=200), teacher)
+
+
+def test_teacher_cache_computes_held_out_embeddings_once() -> None:
+    from edgekd.distill.text import teacher_outputs
+
+    torch.manual_seed(0)
+    teacher = create("minilm_tiny", max_length=8, vocab_size=200)
+    calls: list[int] = []
+    teacher.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    ids = torch.randint(1, 200, (12, 8))
+    cache = teacher_outputs(teacher, ids[:8], teacher.qkv_paths(-1))
+    n = len(calls)
+    first = cache.held_out_embeddings(teacher, "val", ids[8:])
+    assert len(calls) == n + 1 and first.shape == (4, 48)
+    assert cache.held_out_embeddings(teacher, "val", ids[8:]) is first and len(calls) == n + 1  # reused
+    cache.held_out_embeddings(teacher, "val", ids[:4])  # other ids under the same name: recomputed
+    assert len(calls) == n + 2
+
+
+def test_softmax_rewritten_for_litert_int8() -> None:
+    """torch.export keeps aten.softmax.int; litert-torch's quantizer fixes (1/256, -128) only on aten._softmax."""
+    from edgekd.export.tflite import _softmax_as_aten_softmax
+    from edgekd.quantize import capture
+
+    torch.manual_seed(0)
+    m = create("minilm_tiny", max_length=8, vocab_size=200).eval()
+    ids = torch.tensor([[101, 7, 8, 9, 102, 0, 0, 0]])
+    gm = capture(m, (ids,))
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert torch.ops.aten.softmax.int in targets
+    gm = _softmax_as_aten_softmax(gm)
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert torch.ops.aten.softmax.int not in targets
+    assert targets.count(torch.ops.aten._softmax.default) == m.num_layers
+    assert torch.allclose(gm(ids), m(ids), atol=1e-6)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None, reason="pip install edgekd[tflite]")
+def test_litert_int8_transformer_loads_and_matches(tmp_path: Path) -> None:
+    """The int8 .tflite of a BERT-style student allocates (softmax output scale 1/256) and passes cosine parity."""
+    from edgekd.export import export
+
+    torch.manual_seed(0)
+    m = create("minilm_tiny", max_length=8, vocab_size=200).eval()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 200, (48, 8), generator=g)
+    ids[::2, 5:] = 0  # half the rows padded
+    b = export(m, (ids[:1],), formats=("tflite",), precision=("int8",), calibration=ids[:32], parity_data=ids[32:],
+               out_dir=tmp_path / "b", task="embedding", progress=False)
+    p = b.files[0].parity
+    assert p is not None and p.passed and p.cosine_min is not None and p.cosine_min > 0.95

@@ -17,7 +17,8 @@ the trainer's seeding and the strategies' :func:`freeze`/:func:`restore`.
 
 The teacher is frozen and deterministic (eval mode), so its outputs (the embedding and the
 tapped Q/K/V) are computed once for the whole train split and reused every epoch
-(:class:`TeacherOutputs`, stored in ``cache_dtype``; pass one to several runs to share it).
+(:class:`TeacherOutputs`, stored in ``cache_dtype``; pass one to several runs to share it: the
+teacher's val/test embeddings are then also computed once, by the first run).
 """
 
 from __future__ import annotations
@@ -52,9 +53,23 @@ class TeacherOutputs:
     ids: torch.Tensor
     embeddings: torch.Tensor
     features: dict[str, torch.Tensor]
+    held_out: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def covers(self, ids: torch.Tensor, paths: Sequence[str]) -> bool:
-        return self.ids.shape == ids.shape and bool(torch.equal(self.ids, ids)) and set(paths) <= set(self.features)
+        return _same(self.ids, ids) and set(paths) <= set(self.features)
+
+    def held_out_embeddings(self, teacher: nn.Module, split: str, ids: torch.Tensor) -> torch.Tensor:
+        """The teacher's embeddings of a val/test ``split``, computed on first use and kept for later runs."""
+        hit = self.held_out.get(split)
+        if hit is not None and _same(hit[0], ids):
+            return hit[1]
+        emb = embed(teacher, ids)
+        self.held_out[split] = (ids, emb)
+        return emb
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and bool(torch.equal(a, b))
 
 
 @torch.no_grad()
@@ -124,7 +139,7 @@ def distill_text(teacher: nn.Module, student: nn.Module, data: TextSplits,
     ramp = max(1, int(warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / ramp if s < ramp else
                                               0.5 * (1 + math.cos(math.pi * (s - ramp) / max(1, total - ramp))))
-    teacher_val = embed(teacher, data.val)
+    teacher_val = cache.held_out_embeddings(teacher, "val", data.val)
     history: list[dict[str, Any]] = []
     gen = torch.Generator().manual_seed(seed)
     step = 0
@@ -167,7 +182,7 @@ def distill_text(teacher: nn.Module, student: nn.Module, data: TextSplits,
             if on_epoch_end is not None:
                 on_epoch_end(row)
     model.eval()
-    test = compare_embeddings(model, teacher, data.test, k=k)
+    test = compare_embeddings(model, cache.held_out_embeddings(teacher, "test", data.test), data.test, k=k)
     metrics = {**{k_: v for k_, v in history[-1].items() if k_.startswith("val_")},
                **{f"test_{n}": v for n, v in test.to_dict().items()}}
     ckpt = None

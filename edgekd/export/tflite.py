@@ -3,7 +3,9 @@
 - **litert-torch** keeps PyTorch's NCHW layout. fp32: ``litert_torch.convert(model, (x,))``. int8:
   PT2E with litert-torch's own ``PT2EQuantizer`` (per-channel symmetric), ``convert_pt2e(...,
   fold_quantize=False)``, then ``convert(..., quant_config=QuantConfig(pt2e_quantizer=q))``; the
-  file takes and returns int8 tensors with their own scale and zero point.
+  file takes and returns int8 tensors with their own scale and zero point. A softmax (attention) is
+  first rewritten to ``aten._softmax`` so the quantizer gives it the fixed output scale 1/256 the
+  TFLite kernel requires (:func:`_softmax_as_aten_softmax`).
 - **onnx2tf** takes NHWC input (it transposes the graph). ONNX comes from the TorchScript exporter
   (``dynamo=False``: the dynamo exporter needs onnxscript, not in the stack). int8 is full-integer
   (int8 in, int8 out), calibrated with OUR samples written to an ``.npy`` file. onnx2tf fetches a
@@ -139,12 +141,36 @@ def _litert_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     from edgekd.quantize import capture, iter_batches
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = prepare_pt2e(capture(copy.deepcopy(model).eval(), example_inputs, stage=STAGE), quantizer)
+    graph = _softmax_as_aten_softmax(capture(copy.deepcopy(model).eval(), example_inputs, stage=STAGE))
+    prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for args in iter_batches(calibration, example_inputs[0].shape[0]):
             prepared(*args)
     q = convert_pt2e(prepared, fold_quantize=False)
     return litert_torch.convert(q, example_inputs, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+
+
+def _softmax_as_aten_softmax(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Rewrite ``aten.softmax.int`` (what ``torch.export`` keeps) as ``aten._softmax.default``, in place.
+
+    litert-torch's ``PT2EQuantizer`` gives a softmax the fixed int8 output parameters the TFLite
+    kernel demands (scale 1/256, zero point -128) only when the node is ``aten._softmax``. Left as
+    ``softmax.int`` the node goes unannotated, the next op's observer picks the scale (e.g. 0.00036)
+    and the interpreter refuses the file: ``output->params.scale not near 1.f / 256``.
+    """
+    changed = False
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target == torch.ops.aten.softmax.int:
+            x, dim = node.args[0], node.args[1]
+            dtype = node.args[2] if len(node.args) > 2 else node.kwargs.get("dtype")
+            if dtype is not None and dtype != torch.float32:
+                continue  # a cast inside softmax: leave it (and its observed scale) alone
+            node.target, node.args, node.kwargs = torch.ops.aten._softmax.default, (x, dim, False), {}
+            changed = True
+    if changed:
+        gm.graph.lint()
+        gm.recompile()
+    return gm
 
 
 # -- onnx2tf -------------------------------------------------------------------------------------

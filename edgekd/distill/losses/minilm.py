@@ -51,7 +51,12 @@ def log_relation(a: torch.Tensor, b: torch.Tensor, heads: int, key_mask: torch.T
 
 
 def relation_kl(log_t: torch.Tensor, log_s: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-    r"""Mean over (batch, head, valid query row) of :math:`\mathrm{KL}(p_t \| p_s)` along the last dim."""
+    r"""Mean over (batch, head, valid query row) of :math:`\mathrm{KL}(p_t \| p_s)` along the last dim.
+
+    With padding, every real token of the batch weighs the same (a long sentence counts more than a
+    short one). The papers write the loss for one sentence, :math:`\frac{1}{A|x|}\sum_a\sum_t`;
+    they do not say how sentences of different lengths are batched. Without padding both agree.
+    """
     kl = (log_t.exp() * (log_t - log_s)).sum(-1)  # (N, H, L)
     if key_mask is None:
         return kl.mean()
@@ -92,6 +97,7 @@ class MiniLMLoss(DistillLoss):
         self.student_taps: tuple[str, ...] = ()
         self.teacher_taps: tuple[str, ...] = ()
         self.student_heads = self.teacher_heads = 0
+        self.student_width = self.teacher_width = 0
         self.pad_token_id = 0
 
     def bind(self, student: nn.Module, teacher: nn.Module) -> None:
@@ -104,6 +110,8 @@ class MiniLMLoss(DistillLoss):
         self.student_taps = tuple(student.qkv_paths(self.student_layer))  # type: ignore[operator]
         self.teacher_taps = tuple(teacher.qkv_paths(self.teacher_layer))  # type: ignore[operator]
         self.student_heads, self.teacher_heads = int(student.num_heads), int(teacher.num_heads)  # type: ignore[arg-type]
+        self.student_width = int(getattr(student, "hidden_size", 0))
+        self.teacher_width = int(getattr(teacher, "hidden_size", 0))
         self.pad_token_id = int(getattr(student, "pad_token_id", 0))
         self.check_heads()
 
@@ -204,6 +212,15 @@ class MiniLMv2Loss(MiniLMLoss):
             raise ConfigError(f"relation_heads={relation_heads} must be >= 1", stage="distill/minilm_v2",
                               hint="pass minilm_v2_relation_heads=12")
         self.relation_heads = int(relation_heads)
+
+    def check_heads(self) -> None:
+        """Fail at bind time (before the teacher runs) when the relation heads do not divide both widths."""
+        for who, width in (("student", self.student_width), ("teacher", self.teacher_width)):
+            if width and width % self.relation_heads:
+                raise ConfigError(f"minilm_v2: {who} hidden size {width} is not divisible by "
+                                  f"{self.relation_heads} relation heads", stage="distill/minilm_v2",
+                                  hint="pick minilm_v2_relation_heads dividing both hidden sizes "
+                                       f"({self.student_width} and {self.teacher_width})")
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         s, t, mask = self.features(ctx)
