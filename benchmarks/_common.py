@@ -26,3 +26,27 @@ def write_results(path: str | Path, benchmark: str, payload: dict[str, Any]) -> 
     out.write_text(json.dumps({"benchmark": benchmark, **machine(), **payload}, indent=2, default=str) + "\n")
     print(f"\nwrote {out}")
     return out
+
+
+def side_by_side(files: dict[str, Path], out_dir: Path, *, rounds: int, runs: int, threads: int = 1,
+                 warmup: int = 20) -> dict[str, dict[str, Any]]:
+    """Latency and peak memory of every file, measured in ``rounds`` interleaved rounds (A, B, C, A, B, C, …).
+
+    Files measured minutes apart see different background load; interleaving spreads it over all of
+    them. Per file: the median p50 and peak memory over the rounds, and every round's value.
+    """
+    import statistics
+
+    from edgekd.bench.harness import benchmark
+
+    seen: dict[str, dict[str, list[float]]] = {k: {"p50_ms": [], "peak_mem_mb": []} for k in files}
+    for i in range(rounds):
+        for key, path in files.items():
+            (b,) = benchmark(path, "local", warmup=warmup, runs=runs, threads=threads, progress=False,
+                             out_dir=out_dir / f"round{i}" / key.replace("/", "_").replace(" ", "_"))
+            if b.latency_ms is not None:
+                seen[key]["p50_ms"].append(b.latency_ms.p50)
+            if b.peak_mem_mb is not None:
+                seen[key]["peak_mem_mb"].append(b.peak_mem_mb)
+    return {key: {**{k: statistics.median(v) if v else None for k, v in s.items()},
+                  **{f"{k}_rounds": v for k, v in s.items()}} for key, s in seen.items()}

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_results  # noqa: E402
+from _common import side_by_side, write_results  # noqa: E402
 
 from edgekd.bench.harness import benchmark  # noqa: E402
 from edgekd.data import load  # noqa: E402
@@ -86,29 +86,6 @@ def _measure(result: PipelineResult, data: Any, out: Path, cfg: dict[str, Any], 
         row[f"{fmt}_p50_ms"] = b.latency_ms.p50 if b.latency_ms else None
         row[f"{fmt}_int8_acc"] = file_accuracy(path, x[:n], y[:n])
     return row
-
-
-def side_by_side(work: Path, seed: int, *, rounds: int, runs: int, threads: int = 1) -> dict[str, dict[str, Any]]:
-    """p50 of every pipeline's int8 files (``seed``), measured in ``rounds`` interleaved rounds; the median.
-
-    The per-run figures are taken minutes apart, under whatever else the machine was doing then;
-    these are the ones to compare.
-    """
-    files = {(name, fmt): work / f"{name.translate(SLUG)}_s{seed}" / f"model_int8.{fmt}"
-             for name in PIPELINES for fmt in ("pte", "tflite")}
-    files = {k: v for k, v in files.items() if v.exists()}
-    samples: dict[tuple[str, str], list[float]] = {k: [] for k in files}
-    for i in range(rounds):
-        for key, path in files.items():
-            (b,) = benchmark(path, "local", warmup=20, runs=runs, threads=threads,
-                             out_dir=work / "side_by_side" / f"r{i}_{key[0].translate(SLUG)}_{key[1]}", progress=False)
-            if b.latency_ms is not None:
-                samples[key].append(b.latency_ms.p50)
-    out: dict[str, dict[str, Any]] = {}
-    for (name, fmt), p50s in samples.items():
-        out.setdefault(name, {})[f"{fmt}_p50_ms"] = statistics.median(p50s) if p50s else None
-        out[name][f"{fmt}_p50_ms_rounds"] = p50s
-    return out
 
 
 def _teacher(args: argparse.Namespace, cfg: dict[str, Any], data: Any) -> tuple[torch.nn.Module, str, float]:
@@ -246,9 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()]
     summary = summarize(rows)
     t = time.time()
-    latency = side_by_side(work, seeds[0], rounds=args.latency_rounds, runs=cfg["runs"]) if args.latency_rounds else {}
+    files = {f"{name}|{fmt}": path for name in PIPELINES for fmt in ("pte", "tflite")
+             if (path := work / f"{name.translate(SLUG)}_s{seeds[0]}" / f"model_int8.{fmt}").exists()}
+    latency = side_by_side(files, work / "side_by_side", rounds=args.latency_rounds, runs=cfg["runs"]) \
+        if args.latency_rounds else {}
     for r in summary:  # the side-by-side medians replace the per-run p50s
-        r.update({k: v for k, v in latency.get(r["pipeline"], {}).items() if k.endswith("_p50_ms")})
+        for fmt in ("pte", "tflite"):
+            if (m := latency.get(f"{r['pipeline']}|{fmt}")) and m["p50_ms"] is not None:
+                r[f"{fmt}_p50_ms"] = m["p50_ms"]
     print(f"side-by-side latency: {args.latency_rounds} rounds in {time.time() - t:.0f} s", flush=True)
     md = table(summary)
     print("\n" + md)

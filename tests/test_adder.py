@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from edgekd import data, models
 from edgekd.distill import distill
-from edgekd.distill.losses.pkkd import gaussian_kernel, laplacian_kernel
+from edgekd.distill.losses.pkkd import PKKDLoss, default_layer, gaussian_kernel, laplacian_kernel
 from edgekd.errors import ConfigError
 from edgekd.models.adder import Adder2d, AdderFunction, adaptive_grad, adaptive_lr, adder_reference
 
@@ -118,3 +118,18 @@ def test_pkkd_trains_adder_student_with_cnn_teacher_end_to_end() -> None:
     assert not torch.equal(r.model.layer1[0].conv1.weight, student.layer1[0].conv1.weight)
     with pytest.raises(ConfigError, match="no adder layer"):
         distill(teacher, models.create("resnet8", in_channels=1), digits, "pkkd", epochs=1, progress=False)
+
+
+@pytest.mark.parametrize(("name", "want"), [("resnet8_adder", "layer3.0.conv2"), ("resnet14_adder", "layer3.1.conv2"),
+                                            ("resnet20_adder", "layer3.2.conv2")])
+def test_pkkd_default_layer_is_last_main_path_adder_not_the_projection(name: str, want: str) -> None:
+    """resnet8_adder's last Adder2d in module order is its 1x1 projection shortcut; PKKD must not
+    distil there by default."""
+    student = models.create(name, in_channels=1)
+    assert default_layer(student) == want
+    loss = PKKDLoss()
+    loss.bind(student)
+    assert loss.layers == (want,)
+    explicit = PKKDLoss(layers=["layer3.0.downsample.0"])
+    explicit.bind(models.create("resnet8_adder", in_channels=1))
+    assert explicit.layers == ("layer3.0.downsample.0",)  # still reachable when asked for

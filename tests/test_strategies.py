@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -131,3 +132,36 @@ def test_strategy_errors(digits: data.DataSplits, teacher: nn.Module | None, stu
     student = _net(0) if students == 1 else [_net(0), _net(1)]
     with pytest.raises(ConfigError, match=message):
         distill(teacher, student, digits, method, epochs=1, progress=False)
+
+
+def test_resdistill_joint_phase_trains_teacher_on_its_own_ce_only(digits: data.DataSplits) -> None:
+    """Joint phase (JointRD code, stage JOINT): the teacher's gradients are those of its own CE and
+    its batch-norm statistics see only its own forward; the routed student features still get
+    gradients through the teacher's later stages."""
+    from contextlib import ExitStack
+
+    from edgekd.distill.strategies import ResidualStrategy
+    from edgekd.distill.strategies.residual import routing
+
+    teacher, student = _net(0, "resnet14"), _net(1, "resnet14_plain")
+    strategy = ResidualStrategy(student, teacher, build_objective("resdistill", resdistill_freeze_epochs=0))
+    x, y = torch.stack([digits.train[i][0] for i in range(8)]), torch.tensor([digits.train[i][1] for i in range(8)])
+    ref = copy.deepcopy(strategy.teacher).train()
+    with ExitStack() as stack:
+        strategy.enter(stack, "cpu", digits.train)
+        strategy.teacher.train(), strategy.student.train()
+        losses, parts = strategy.step(x, y, torch.arange(8), epoch=0, step=0)
+        (_, loss), = losses
+        loss.backward()
+    F.cross_entropy(ref(x), y).backward()  # the teacher alone, from the same weights and statistics
+    for (name, p), q in zip(strategy.teacher.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=lambda m, n=name: f"{n}: {m}")
+    for name, buf in strategy.teacher.named_buffers():
+        torch.testing.assert_close(buf, ref.get_buffer(name), msg=lambda m, n=name: f"{n}: {m}")
+    assert "teacher_ce" in parts and student.conv1.weight.grad is not None
+    assert student.conv1.weight.grad.abs().sum() > 0
+    # routing() leaves the teacher as it found it
+    flags = [p.requires_grad for p in strategy.teacher.parameters()]
+    with routing(strategy.teacher):
+        assert not strategy.teacher.training and not any(p.requires_grad for p in strategy.teacher.parameters())
+    assert strategy.teacher.training and [p.requires_grad for p in strategy.teacher.parameters()] == flags

@@ -62,6 +62,16 @@ def laplacian_kernel(y: torch.Tensor, sigma: float | None = None) -> torch.Tenso
     return torch.exp(-dist / s)
 
 
+def default_layer(student: nn.Module) -> str:
+    """The last adder layer on the student's main path: module order puts a block's projection
+    shortcut (``downsample``) after its convolutions, so in ``resnet8_adder`` the plain last
+    :class:`Adder2d` is the 1x1 projection ``layer3.0.downsample.0``, not ``layer3.0.conv2``.
+    Shortcut projections are skipped unless they are the only adder layers."""
+    adders = [n for n, m in student.named_modules() if isinstance(m, Adder2d)]
+    main = [n for n in adders if "downsample" not in n.split(".")]
+    return (main or adders)[-1]
+
+
 def identity_1x1(channels: int) -> nn.Conv2d:
     """A 1×1 convolution initialised to the identity."""
     conv = nn.Conv2d(channels, channels, 1)
@@ -74,7 +84,8 @@ def identity_1x1(channels: int) -> nn.Conv2d:
 @register_method("pkkd")
 class PKKDLoss(DistillLoss):
     """PKKD (formula above). Options: ``pkkd_T=4.0``, ``pkkd_kd=1.0`` (α), ``pkkd_feat=1.0`` (β),
-    ``pkkd_layers=None`` (adder layer paths; default the student's last adder layer),
+    ``pkkd_layers=None`` (adder layer paths; default: :func:`default_layer`, the student's last
+    main-path adder layer),
     ``pkkd_sigma=None``, ``pkkd_eta=0.2`` (adaptive lr of the adder layers; 0 turns it off).
 
     Features arrive from :class:`~edgekd.distill.strategies.progressive.ProgressiveStrategy` as
@@ -100,7 +111,7 @@ class PKKDLoss(DistillLoss):
         if not adders:
             raise ConfigError(f"pkkd student {type(student).__name__} has no adder layer", stage=STAGE,
                               hint="use an AdderNet student, e.g. models.create('resnet20_adder')")
-        self.layers = self.layers or (adders[-1],)
+        self.layers = self.layers or (default_layer(student),)
         bad = [n for n in self.layers if n not in adders]
         if bad:
             raise ConfigError(f"pkkd layers {bad} are not adder layers of the student", stage=STAGE,

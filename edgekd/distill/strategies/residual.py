@@ -15,14 +15,21 @@ train. With final pooled features :math:`f_S, f_T`:
 
 (teacher probabilities :math:`p_t` and :math:`f_T` detached). Two phases: for the first
 ``freeze_epochs`` the teacher is frozen (eval mode, no updates; gradients still pass through it);
-afterwards it trains jointly on :math:`L_S + L_{CE}(t, y)` in its own optimiser group (its batch
-norm then also sees routed student features). Only the plain student is evaluated and exported.
+afterwards it trains jointly, in its own optimiser group, on its own :math:`L_{CE}(t, y)` only.
+The routed passes :math:`T_{>r}` always run the teacher in eval mode with its parameters out of
+the graph: gradients reach the student through the teacher's later stages, but the student's
+losses never update the teacher and routed student features never enter its batch-norm
+statistics (as in the authors' code, where the teacher is "only updated by its own loss").
+Only the plain student is evaluated and exported.
 
 Paper: Li, Zhang, Wang, Liu, Tan, Lin, Zhang, Feng, Zhang, "Residual Distillation: Towards
 Portable Deep Neural Networks without Shortcuts", NeurIPS 2020, https://arxiv.org/abs/2003.06074.
-Deviation: the paper routes a stage's input to the teacher with a probability that decays over
-training; here every route in ``routes`` is used at every step (``resdistill_route=0`` turns
-routing off, which makes this plain KD + feature loss, for ablation).
+Code: https://github.com/leoozy/JointRD_Neurips2020 (``process/multikd_train.py``, stage
+``JOINT``). Deviations: the paper fades the routed branches out over training (its code weights
+the routed CE terms by a cosine from 1 to ``dc`` over 60 epochs); here every route in ``routes``
+has the constant weight β (``resdistill_route=0`` turns routing off, which makes this plain KD +
+feature loss, for ablation). The code's feature term is the margin loss of Heo et al. on pre-ReLU
+features; here it is an MSE on the final pooled features.
 
 Use: ``distill(resnet20_trained, models.create("resnet20_plain"), data, method="resdistill",
 resdistill_freeze_epochs=1)``.
@@ -31,8 +38,8 @@ resdistill_freeze_epochs=1)``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -114,6 +121,23 @@ def run_from(teacher: nn.Module, h: torch.Tensor, stages: Sequence[str]) -> torc
     return teacher.fc(torch.flatten(teacher.pool(h), 1))
 
 
+@contextmanager
+def routing(teacher: nn.Module) -> Iterator[None]:
+    """The teacher as a fixed function for routed passes: eval mode (running batch-norm statistics,
+    left untouched) and parameters out of the autograd graph (inputs still get gradients).
+    Restores mode and ``requires_grad`` on exit."""
+    was_training, flags = teacher.training, [p.requires_grad for p in teacher.parameters()]
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        teacher.train(was_training)
+        for p, flag in zip(teacher.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
 class ResidualStrategy(Strategy):
     """Plain student + ResNet teacher trained together (module docstring). The teacher is a copy:
     ``strategy.teacher`` holds the jointly trained one, the caller's stays as it was."""
@@ -161,7 +185,8 @@ class ResidualStrategy(Strategy):
         t = self.teacher(x)
         t_feats = dict(t_taps.outputs)
         stages = list(self.loss.stages)
-        routed = [run_from(self.teacher, feats[r], stages[stages.index(r) + 1:]) for r in self.loss.routes]
+        with routing(self.teacher):
+            routed = [run_from(self.teacher, feats[r], stages[stages.index(r) + 1:]) for r in self.loss.routes]
         return StepContext(student_logits=s, teacher_logits=t, targets=y, indices=idx,
                            student_features={**feats, ROUTED: routed}, teacher_features=t_feats,
                            epoch=epoch, step=step, inputs=x)
