@@ -33,7 +33,9 @@ def side_by_side(files: dict[str, Path], out_dir: Path, *, rounds: int, runs: in
     """Latency and peak memory of every file, measured in ``rounds`` interleaved rounds (A, B, C, A, B, C, …).
 
     Files measured minutes apart see different background load; interleaving spreads it over all of
-    them. Per file: the median p50 and peak memory over the rounds, and every round's value.
+    them. Per file: the median and the minimum over the rounds of p50 and peak memory, and every round's
+    value. On a shared VM the per-round p50 is often bimodal (a round lands in a slow phase or not), so
+    compare the minima: the least disturbed measurement of each file.
     """
     import statistics
 
@@ -49,4 +51,5 @@ def side_by_side(files: dict[str, Path], out_dir: Path, *, rounds: int, runs: in
             if b.peak_mem_mb is not None:
                 seen[key]["peak_mem_mb"].append(b.peak_mem_mb)
     return {key: {**{k: statistics.median(v) if v else None for k, v in s.items()},
+                  **{f"{k}_min": min(v) if v else None for k, v in s.items()},
                   **{f"{k}_rounds": v for k, v in s.items()}} for key, s in seen.items()}

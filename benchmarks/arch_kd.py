@@ -9,7 +9,11 @@ Every model is exported to .pte and .tflite, fp32 and int8, and run by the same 
 (latency p50, peak memory, accuracy); the exported graphs' op counts are recorded.
 
     python benchmarks/arch_kd.py --budget small   # ~10 min on 2 CPU cores (subset, few epochs)
+    python benchmarks/arch_kd.py --budget medium  # ~60 min on 1 core under load (depth 32, 9k train images, 6 epochs)
     python benchmarks/arch_kd.py --budget full    # full data, deeper nets, more epochs
+
+``--threads`` sets torch's intra-op threads for training (default 1); the benchmark harness runs
+every file with 1 thread. Per-phase wall times land in the JSON under ``phase_s``.
 
 Writes ``benchmarks/results/arch_kd.json`` and prints a Markdown table for RESULTS.md.
 """
@@ -29,13 +33,16 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_results  # noqa: E402
+from _common import side_by_side, write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
 class Budget:
+    """``limit``/``adder_limit``: images per source split (None: all); ``freeze_epochs`` of the
+    ``epochs`` resdistill ones keep the teacher frozen (None: half); ``runs``: timed runs per file."""
+
     limit: int | None
     depth: int
     adder_depth: int
@@ -43,9 +50,16 @@ class Budget:
     epochs: int
     adder_epochs: int
     runs: int
+    freeze_epochs: int | None = None
+    prune_epochs: int = 1
 
 
+# medium was sized from measured 1-thread step times (batch 128, 28x28) on the 2-core VM under load:
+# resnet32 0.55 s, resnet32_plain 0.57 s, resdistill-32 1.26 s frozen / 1.54 s joint, pkkd resnet8 2.1 s;
+# the 2026-12-01 run took 61 min (phase_s in results/arch_kd.json)
 BUDGETS = {"small": Budget(limit=2000, depth=20, adder_depth=8, adder_limit=1000, epochs=2, adder_epochs=1, runs=30),
+           "medium": Budget(limit=10000, depth=32, adder_depth=8, adder_limit=5000, epochs=6, adder_epochs=8,
+                            runs=100),
            "full": Budget(limit=None, depth=56, adder_depth=20, adder_limit=10000, epochs=15, adder_epochs=10,
                           runs=200)}
 
@@ -55,6 +69,67 @@ def op_counts(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     ep = torch.export.export(copy.deepcopy(model).eval(), (x,))
     return dict(collections.Counter(str(n.target).removeprefix("aten.") for n in ep.graph.nodes
                                     if n.op == "call_function"))
+
+
+def slug(name: str) -> str:
+    """The bundle folder of a model name."""
+    return name.replace(" ", "_").replace("%", "").replace("(", "").replace(")", "")
+
+
+def measure_side_by_side(names: list[str], work: Path, runs: int, rounds: int) -> dict[str, dict[str, Any]]:
+    """Every file of every exported model's bundle, interleaved (``_common.side_by_side``), keyed ``model|file``."""
+    from edgekd.export.bundle import Bundle
+
+    files = {}
+    for name in names:
+        if (work / slug(name) / "edgekd.json").exists():
+            bundle = Bundle.load(work / slug(name))
+            files.update({f"{name}|{f.key}": bundle.path_of(f) for f in bundle.files})
+    return side_by_side(files, work / "side_by_side", rounds=rounds, runs=runs)
+
+
+def ratio_table(latency: dict[str, dict[str, Any]], pairs: list[tuple[str, str]]) -> str:
+    """Markdown: for each (baseline, candidate) pair and file, the best-of-rounds p50 and the median peak
+    memory of each (side by side) and their ratios (> 1: the candidate is faster / smaller)."""
+    lines = ["| baseline → candidate | file | baseline p50 ms | candidate p50 ms | speed-up | baseline peak MB "
+             "| candidate peak MB | memory ratio |", "|---|---|---|---|---|---|---|---|"]
+    for base, cand in pairs:
+        for key in sorted(k.split("|", 1)[1] for k in latency if k.startswith(f"{base}|")):
+            a, b = latency.get(f"{base}|{key}"), latency.get(f"{cand}|{key}")
+            if not (a and b and a["p50_ms_min"] and b["p50_ms_min"]):
+                continue
+            mem = (f"{a['peak_mem_mb']:.1f} | {b['peak_mem_mb']:.1f} | {a['peak_mem_mb'] / b['peak_mem_mb']:.2f}×"
+                   if a["peak_mem_mb"] and b["peak_mem_mb"] else "— | — | —")
+            lines.append(f"| {base} → {cand} | {key} | {a['p50_ms_min']:.3f} | {b['p50_ms_min']:.3f} | "
+                         f"{a['p50_ms_min'] / b['p50_ms_min']:.3g}× | {mem} |")
+    return "\n".join(lines)
+
+
+def pairs_of(b: Budget) -> list[tuple[str, str]]:
+    plain, res = f"resnet{b.depth}_plain", f"resnet{b.depth}"
+    adder, cnn = f"resnet{b.adder_depth}_adder", f"resnet{b.adder_depth}"
+    return [(res, f"{plain} resdistill"), (f"{cnn} (PKKD co-trained teacher)", f"{adder} pkkd")]
+
+
+def latency_only(args: argparse.Namespace, b: Budget) -> int:
+    """``--latency-only``: re-measure a finished run's bundles side by side and add that to its JSON."""
+    import json
+
+    out = Path(args.out)
+    if not out.exists():
+        raise SystemExit(f"arch_kd: {out} does not exist; run the benchmark first (without --latency-only)")
+    result = json.loads(out.read_text())
+    names = list(dict.fromkeys(r["model"] for r in result["rows"]))
+    t = time.perf_counter()
+    latency = measure_side_by_side(names, Path(args.work), b.runs, max(1, args.latency_rounds))
+    table = ratio_table(latency, pairs_of(b))
+    print(table)
+    result.update({"latency_side_by_side": latency, "latency_rounds": max(1, args.latency_rounds),
+                   "latency_table_md": table, "latency_side_by_side_s": time.perf_counter() - t})
+    keep = {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine", "processor", "cpu_count",
+                                                          "torch_threads", "gpu")}
+    write_results(out, "arch_kd", {**keep, "trained_on": result.get("trained_on", result.get("date"))})
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,8 +145,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="small")
     ap.add_argument("--work", default=str(HERE / "results" / "arch_kd_work"))
     ap.add_argument("--out", default=str(HERE / "results" / "arch_kd.json"))
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for training (default 1)")
+    ap.add_argument("--latency-rounds", type=int, default=3,
+                    help="re-measure every exported file in this many interleaved rounds at the end (0: skip)")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="only re-measure the bundles of a finished run (in --work) side by side; update --out")
     args = ap.parse_args(argv)
+    if args.latency_only:
+        return latency_only(args, BUDGETS[args.budget])
+    if args.threads < 1:
+        ap.error(f"--threads {args.threads} must be >= 1")
+    torch.set_num_threads(args.threads)
     b, work, t0 = BUDGETS[args.budget], Path(args.work), time.perf_counter()
+    phase_s: dict[str, float] = {}
+    last = [t0]
+
+    def phase(name: str) -> None:
+        now = time.perf_counter()
+        phase_s[name] = round(now - last[0], 1)
+        last[0] = now
     splits = D.load("fashion_mnist", seed=0, limit=b.limit)
     kw = {"num_classes": splits.num_classes, "in_channels": splits.in_channels}
     opts = {"batch_size": 128, "progress": False, "optimizer": "sgd", "lr": 0.05}
@@ -87,29 +179,35 @@ def main(argv: list[str] | None = None) -> int:
     teacher = train(M.create(res, **kw), splits, epochs=b.epochs, **opts)
     trained[res], acc[res] = teacher.model, teacher.metrics["test_acc"]
     log(f"{res} teacher: test acc {acc[res]:.4f}")
+    phase(f"train {res} teacher")
     torch.manual_seed(0)
     alone = train(M.create(plain, **kw), splits, epochs=b.epochs, **opts)
     acc[f"{plain} alone"] = alone.metrics["test_acc"]
     log(f"{plain} alone: {acc[f'{plain} alone']:.4f}")
+    phase(f"train {plain} alone")
     torch.manual_seed(0)
+    freeze = b.freeze_epochs if b.freeze_epochs is not None else max(1, b.epochs // 2)
     rd = distill(teacher.model, M.create(plain, **kw), splits, "resdistill", epochs=b.epochs,
-                 resdistill_freeze_epochs=max(1, b.epochs // 2), **opts)
+                 resdistill_freeze_epochs=freeze, **opts)
     trained[f"{plain} resdistill"], acc[f"{plain} resdistill"] = rd.model, rd.metrics["test_acc"]
-    log(f"{plain} resdistill: {acc[f'{plain} resdistill']:.4f}")
-    prune_note = None
-    try:
-        from edgekd.edge.prune import prune
+    log(f"{plain} resdistill ({freeze} frozen + {b.epochs - freeze} joint epochs): {acc[f'{plain} resdistill']:.4f}")
+    phase(f"train {plain} resdistill")
+    prune_notes: list[str] = []
+    for ratio in (0.3, 0.6):
+        name = f"{plain} resdistill pruned {int(ratio * 100)}%"
+        try:
+            from edgekd.edge.prune import prune
 
-        for ratio in (0.3, 0.6):
-            name = f"{plain} resdistill pruned {int(ratio * 100)}%"
             small = prune(rd.model, ratio)
             torch.manual_seed(0)
-            ft = distill(teacher.model, small, splits, "resdistill", epochs=1, resdistill_freeze_epochs=1, **opts)
+            ft = distill(teacher.model, small, splits, "resdistill", epochs=b.prune_epochs,
+                         resdistill_freeze_epochs=b.prune_epochs, **opts)
             trained[name], acc[name] = ft.model, ft.metrics["test_acc"]
-            log(f"{name} (+1 epoch resdistill): {acc[name]:.4f}")
-    except (ImportError, EdgekdError, RuntimeError) as e:
-        prune_note = f"pruning skipped: {type(e).__name__}: {e}"
-        log(prune_note)
+            log(f"{name} (+{b.prune_epochs} epoch(s) resdistill, teacher frozen): {acc[name]:.4f}")
+        except (ImportError, EdgekdError, RuntimeError) as e:
+            prune_notes.append(f"{name} skipped: {type(e).__name__}: {e}")
+            log(prune_notes[-1])
+        phase(f"prune+finetune {int(ratio * 100)}%")
 
     # 2. PKKD ----------------------------------------------------------------------------------
     adder, cnn = f"resnet{b.adder_depth}_adder", f"resnet{b.adder_depth}"
@@ -119,10 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     strategy = ProgressiveStrategy(M.create(adder, **kw), M.create(cnn, **kw), objective)
     Trainer(None, asplits, objective, TrainConfig(epochs=b.adder_epochs, batch_size=128, progress=False,
                                                   optimizer="sgd", lr=0.05), strategy=strategy).fit()
-    trained[f"{adder} pkkd"] = strategy.student
+    twin = f"{cnn} (PKKD co-trained teacher)"
+    trained[f"{adder} pkkd"], trained[twin] = strategy.student, strategy.teacher
     acc[f"{adder} pkkd"] = evaluate(strategy.student, splits.test)["acc"]
-    acc[f"{cnn} (PKKD co-trained teacher)"] = evaluate(strategy.teacher, splits.test)["acc"]
-    log(f"{adder} pkkd: {acc[f'{adder} pkkd']:.4f}; its CNN teacher {acc[f'{cnn} (PKKD co-trained teacher)']:.4f}")
+    acc[twin] = evaluate(strategy.teacher, splits.test)["acc"]
+    log(f"{adder} pkkd ({len(asplits.train)} images x {b.adder_epochs} epochs): {acc[f'{adder} pkkd']:.4f}; "
+        f"its CNN teacher {acc[twin]:.4f}")
+    phase(f"train {adder} pkkd")
 
     # export + benchmark -----------------------------------------------------------------------
     x_test, y_test = D.as_tensors(splits.test)
@@ -132,22 +233,34 @@ def main(argv: list[str] | None = None) -> int:
     ops: dict[str, dict[str, int]] = {}
     for name, model in trained.items():
         model = model.eval()
-        ops[name] = op_counts(model, x1)
-        slug = name.replace(" ", "_").replace("%", "")
+        try:
+            ops[name] = op_counts(model, x1)
+        except Exception as e:  # noqa: BLE001 - op counts are informative; keep exporting
+            ops[name] = {}
+            log(f"{name}: op count failed: {type(e).__name__}: {e}")
         try:
             bundle = export(model, (x1,), formats=("pte", "tflite"), precision=("fp32", "int8"),
-                            calibration=calib, out_dir=work / slug, model_name=slug, check_parity=False,
+                            calibration=calib, out_dir=work / slug(name), model_name=slug(name), check_parity=False,
                             parity_data=(x_test[:200], y_test[:200]), progress=False)
         except EdgekdError as e:
             rows.append({"model": name, "key": "export", "error": str(e)})
             log(f"{name}: export failed: {e}")
+            phase(f"export+bench {name}")
             continue
-        for r in benchmark(bundle, warmup=5, runs=b.runs, threads=1, eval_data=eval_data,
-                           out_dir=work / slug / "bench", progress=False):
+        try:
+            results = benchmark(bundle, warmup=5, runs=b.runs, threads=1, eval_data=eval_data,
+                                out_dir=work / slug(name) / "bench", progress=False)
+        except EdgekdError as e:
+            rows.append({"model": name, "key": "bench", "error": str(e)})
+            log(f"{name}: benchmark failed: {e}")
+            phase(f"export+bench {name}")
+            continue
+        for r in results:
             rows.append({"model": name, "key": r.key, "kb": round(r.bytes / 1024, 1), "accuracy": r.accuracy,
                          "p50_ms": r.latency_ms.p50 if r.latency_ms else None, "peak_mem_mb": r.peak_mem_mb,
                          "error": r.error})
         log(f"{name}: exported and measured")
+        phase(f"export+bench {name}")
 
     lines = ["| model | eager test acc | file | KB | runtime acc | p50 ms | peak MB |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -155,16 +268,24 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['model']} | {acc.get(r['model'], float('nan')):.4f} | {r['key']} | {f(r.get('kb'), '.1f')} "
                      f"| {f(r.get('accuracy'), '.4f')} | {f(r.get('p50_ms'), '.3f')} | {f(r.get('peak_mem_mb'), '.1f')} |"
                      + (f" ERROR: {str(r['error'])[:80]}" if r.get("error") else ""))
-    for k in (f"{plain} alone", f"{cnn} (PKKD co-trained teacher)"):
-        lines.append(f"| {k} | {acc[k]:.4f} | (not exported) | | | | |")
+    lines.append(f"| {plain} alone | {acc[f'{plain} alone']:.4f} | (not exported: same graph as resdistill) | | | | |")
     table = "\n".join(lines)
     print("\n" + table)
     for name, hist in ops.items():
         print(f"ops {name}: " + ", ".join(f"{k}×{v}" for k, v in sorted(hist.items())))
+    latency: dict[str, dict[str, Any]] = {}
+    latency_table = ""
+    if args.latency_rounds > 0:
+        latency = measure_side_by_side(list(trained), work, b.runs, args.latency_rounds)
+        latency_table = ratio_table(latency, pairs_of(b))
+        print("\n" + latency_table)
+        phase("latency side by side")
     write_results(args.out, "arch_kd", {
+           "latency_side_by_side": latency, "latency_rounds": args.latency_rounds, "latency_table_md": latency_table,
            "budget": args.budget, "data": "fashion_mnist", "train_images": len(splits.train), "adder_train_images": len(asplits.train),  # type: ignore[arg-type]
-           "config": b.__dict__, "test_acc": acc, "rows": rows, "ops": ops, "prune_note": prune_note,
-           "table_md": table, "wall_s": time.perf_counter() - t0})
+           "config": b.__dict__, "threads": args.threads, "test_acc": acc, "rows": rows, "ops": ops,
+           "prune_note": "; ".join(prune_notes) or None, "phase_s": phase_s, "table_md": table,
+           "wall_s": time.perf_counter() - t0})
     return 0
 
 
