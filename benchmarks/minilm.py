@@ -36,6 +36,7 @@ from edgekd.data.text import attach_tokenizer, load_text  # noqa: E402
 from edgekd.distill.text import distill_text, teacher_outputs  # noqa: E402
 from edgekd.eval.embeddings import compare_embeddings  # noqa: E402
 from edgekd.export import export  # noqa: E402
+from edgekd.export.executorch import first_line  # noqa: E402
 from edgekd.models import count_params, create  # noqa: E402
 from edgekd.models.bert import load_hf_encoder  # noqa: E402
 
@@ -65,8 +66,7 @@ def _methods(student: Any, teacher: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _first_line(e: BaseException) -> str:
-    lines = [ln for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:400]
+    return f"{type(e).__name__}: {first_line(e)}"
 
 
 def _profile(model: torch.nn.Module, ids: torch.Tensor, calib: torch.Tensor, out: Path, name: str,

@@ -126,16 +126,11 @@ def routing(teacher: nn.Module) -> Iterator[None]:
     """The teacher as a fixed function for routed passes: eval mode (running batch-norm statistics,
     left untouched) and parameters out of the autograd graph (inputs still get gradients).
     Restores mode and ``requires_grad`` on exit."""
-    was_training, flags = teacher.training, [p.requires_grad for p in teacher.parameters()]
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    state = freeze(teacher, str(next(teacher.parameters()).device))
     try:
         yield
     finally:
-        teacher.train(was_training)
-        for p, flag in zip(teacher.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
+        restore(teacher, state)
 
 
 class ResidualStrategy(Strategy):
