@@ -11,6 +11,10 @@ Every model is exported to .pte and .tflite, fp32 and int8, and run by the same 
     python benchmarks/arch_kd.py --budget small   # ~10 min on 2 CPU cores (subset, few epochs)
     python benchmarks/arch_kd.py --budget medium  # ~60 min on 1 core under load (depth 32, 9k train images, 6 epochs)
     python benchmarks/arch_kd.py --budget full    # full data, deeper nets, more epochs
+    python benchmarks/arch_kd.py --budget medium --latency-only --latency-rounds 7  # re-time a finished run
+
+At the end every exported file is timed again side by side (``--latency-rounds`` interleaved rounds;
+the JSON keeps every round, the ratio table uses each file's best round).
 
 ``--threads`` sets torch's intra-op threads for training (default 1); the benchmark harness runs
 every file with 1 thread. Per-phase wall times land in the JSON under ``phase_s``.
