@@ -20,6 +20,7 @@ an interrupted benchmark loses nothing and ``--resume`` goes on from there::
     python benchmarks/kd_methods.py --budget full --resume --step-ratio  # cache vs live teacher, per step
     python benchmarks/kd_methods.py --budget long --out benchmarks/results/kd_methods_long.json \
         --teacher benchmarks/results/kd_methods_work_full/teacher.pt     # vanilla vs KD, 8 epochs
+    # (--only vanilla,kd_t2 for the two that matter; any edgekd checkpoint as --teacher)
 
 Writes ``benchmarks/results/kd_methods.json`` (and a Markdown table, also printed).
 """
@@ -53,13 +54,15 @@ MODES: dict[str, dict[str, Any]] = {
     "full": {"limit": None, "teacher_epochs": 3, "epochs": 2, "seeds": [0, 1, 2], "crd_k": 4096, "batch_size": 256},
     # the same teacher (pass --teacher), a 4× longer student schedule, for the methods named here
     "long": {"limit": None, "teacher_epochs": 3, "epochs": 8, "seeds": [0, 1, 2], "crd_k": 4096, "batch_size": 256,
-             "methods": ["vanilla", "kd"]},
+             "methods": ["vanilla", "kd", "kd_t2"]},
 }
 
 # name -> (method spec, extra options). Offline methods distil from the cached teacher.
 OFFLINE: dict[str, tuple[str, dict[str, Any]]] = {
     "vanilla": ("ce", {}),
     "kd": ("ce:0.1 + kd:0.9", {}),
+    # the weights the 2026-12-01 pilot picked on val for this 10-class task (RepDistiller's cost a point)
+    "kd_t2": ("ce:0.5 + kd:0.5", {"kd_T": 2.0}),
     "dkd": ("ce + dkd", {"dkd_warmup": 1}),
     "fitnet": ("ce + fitnet:100", {}),
     "at": ("ce + at:1000", {}),
