@@ -7,6 +7,8 @@ KD stage:
 
 =====================  =======================================================================
 ``joint``              prune → fine-tune with the KD objective **under fake quantization** → int8
+``joint (gradual)``    its own KD stage that prunes between epochs (widths fall linearly to the same
+                       final widths), then the same KD + fake-quantization fine-tune → int8
 ``sequential (kd ft)`` prune → fine-tune with the same KD objective in float → PTQ int8
 ``sequential (ce ft)`` prune → fine-tune with cross-entropy (the classic recipe) → PTQ int8
 ``ptq_only``           KD for ``kd_epochs + ft_epochs``, no pruning → PTQ int8 (the unpruned reference)
@@ -59,7 +61,8 @@ MODES: dict[str, dict[str, Any]] = {
     "full": {"limit": None, "teacher_epochs": 8, "kd_epochs": 6, "ft_epochs": 4, "seeds": [0, 1, 2],
              "eval_n": 10000, "runs": 200, "batch_size": 128},
 }
-PIPELINES = ("joint", "sequential (kd ft)", "sequential (ce ft)", "ptq_only")
+PIPELINES = ("joint", "joint (gradual)", "sequential (kd ft)", "sequential (ce ft)", "ptq_only")
+OWN_KD_STAGE = ("joint (gradual)", "ptq_only")  # pipelines that do not start from the shared KD stage
 SLUG = str.maketrans({" ": "_", "(": None, ")": None})
 
 
@@ -100,8 +103,11 @@ def _float_twin(rows: list[dict[str, Any]], row: dict[str, Any]) -> float | None
     """Accuracy of the fp32 model of the same size and recipe as ``row``'s int8 model (same seed).
 
     Sequential and PTQ-only: their own float model. Joint: the float model of ``sequential (kd ft)``,
-    which is the joint recipe without fake quantization.
+    which is the joint recipe without fake quantization. Joint (gradual): its pruned float model at the
+    end of its KD stage, before the fake-quantized epoch.
     """
+    if row["pipeline"] == "joint (gradual)":
+        return row.get("kd_fp32_acc")
     if row["pipeline"] != "joint":
         return row.get("fp32_acc")
     twin = next((r for r in rows if r["pipeline"] == "sequential (kd ft)" and r["seed"] == row["seed"]), None)
@@ -194,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         if not pending:
             continue
         kd = None
-        if any(p != "ptq_only" for p in pending):
+        if any(p not in OWN_KD_STAGE for p in pending):
             t = time.time()
             kd = distill_stage(teacher, student, data, kd_epochs=cfg["kd_epochs"], method=args.method,
                                batch_size=cfg["batch_size"], seed=seed, cache=cache, kd_T=args.kd_T)
@@ -202,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = {
             "joint": lambda s=seed, k=kd: joint(teacher, student, data, EdgeOptions(qat=True, prune=args.prune),
                                                 seed=s, kd=k, **common),
+            "joint (gradual)": lambda s=seed: joint(teacher, student, data, EdgeOptions(qat=True, prune=args.prune),
+                                                    seed=s, gradual=True, **common),
             "sequential (kd ft)": lambda s=seed, k=kd: sequential(teacher, student, data, args.prune, seed=s, kd=k,
                                                                   finetune_method=args.method, **common),
             "sequential (ce ft)": lambda s=seed, k=kd: sequential(teacher, student, data, args.prune, seed=s, kd=k,

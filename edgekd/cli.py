@@ -78,6 +78,10 @@ def _train_or_distill(args: argparse.Namespace, teacher_path: str | None,
     from edgekd.models.saved import load_model, save_model
 
     splits = _load_data(args)
+    if getattr(args, "augment", False):
+        from edgekd.data.augment import augmented
+
+        splits = augmented(splits)
     kw = {"num_classes": splits.num_classes, "in_channels": splits.in_channels}
     teachers = [load_model(p)[0] for p in _csv(teacher_path)] if teacher_path else []
     teacher = teachers[0] if len(teachers) == 1 else (teachers or None)  # several -> an ensemble
@@ -127,7 +131,7 @@ def _edge_distill(args: argparse.Namespace, teacher, student, splits, name: str,
     run_kw = {k: v for k, v in distill_kw.items() if v is not None and k not in ("optimizer", "device")}
     kd_epochs = run_kw.pop("epochs")  # the joint pipeline trains with AdamW on the CPU
     r = joint(teacher, student, splits, opts, kd_epochs=kd_epochs, ft_epochs=args.ft_epochs,
-              progress=not args.no_progress, **run_kw)
+              progress=not args.no_progress, gradual=args.gradual, **run_kw)
     out = Path(args.out)
     meta = {"data": args.data, "metrics": r.metrics, "prune_ratio": r.ratio, "qat": opts.qat}
     path = save_model(r.float_model, out / "model.pt", name, meta=meta, **kw)
@@ -169,6 +173,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"distill needs {', '.join(missing)}", stage="cli/distill",
                           hint="pass them as flags, or set them in the --config YAML")
+    if args.gradual and args.prune is None and args.budget is None:
+        raise ConfigError("--gradual needs a pruning target", stage="cli/distill",
+                          hint="add --prune RATIO or --budget KIND=VALUE")
     unsupported = {k: v for k, v in (("optimizer", cfg.optimizer), ("device", cfg.device))
                    if v not in (None, "adamw", "cpu")}
     if _edge_requested(args) and unsupported:
@@ -299,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
         t = sub.add_parser(name, help=hlp)
         if name == "train":
             t.add_argument("--model", required=True, help="model name (`edgekd list models`)")
+            t.add_argument("--augment", action="store_true",
+                           help="train on randomly shifted (±2 px) and mirrored images: a teacher that does not "
+                                "memorise its train set, so its soft labels carry more for KD")
             t.set_defaults(method="ce")
         else:
             t.add_argument("--config", default=None, help="YAML run config (examples/*.yaml); flags override it")
@@ -318,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--budget", default=None, metavar="KIND=VALUE",
                            help="pick the pruning ratio that meets params=N, bytes=N or latency_ms=X")
             g.add_argument("--prune-importance", choices=("l1", "bn"), default="l1")
+            g.add_argument("--gradual", action="store_true",
+                           help="prune step by step during the KD epochs (widths fall linearly) instead of once after")
             g.add_argument("--ft-epochs", type=int, default=2, help="epochs of the fine-tune after pruning")
             g.add_argument("--formats", default="pte,tflite", help="int8 files to write after --qat")
             t.add_argument("--student", default=None, help="student model name")

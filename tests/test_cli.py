@@ -67,8 +67,8 @@ def test_corrupt_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_train_then_export_cli(tmp_path: Path) -> None:
-    """train -> export -> bench through the CLI on the 8x8 digits (fp32 .pte only: fast)."""
-    r = run_cli("train", "--model", "resnet8", "--data", "digits", "--epochs", "1", "--out",
+    """train (augmented) -> export -> bench through the CLI on the 8x8 digits (fp32 .pte only: fast)."""
+    r = run_cli("train", "--model", "resnet8", "--data", "digits", "--epochs", "1", "--augment", "--out",
                 str(tmp_path / "t"), "--no-progress")
     assert r.returncode == 0, r.stderr
     ckpt = tmp_path / "t" / "model.pt"
@@ -113,8 +113,9 @@ def test_distill_budget_and_bad_edge_flags(tmp_path: Path) -> None:
                 "--no-progress")
     assert r.returncode == 0, r.stderr
     teacher = str(tmp_path / "t" / "model.pt")
-    r = run_cli("distill", "--teacher", teacher, "--student", "resnet8", "--data", "digits", "--epochs", "1",
-                "--ft-epochs", "1", "--budget", "params=50k", "--out", str(tmp_path / "b"), "--no-progress")
+    r = run_cli("distill", "--teacher", teacher, "--student", "resnet8", "--data", "digits", "--epochs", "2",
+                "--ft-epochs", "1", "--budget", "params=50k", "--gradual", "--out", str(tmp_path / "b"),
+                "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "budget params <= 50000" in r.stdout
     from edgekd.models import count_params
@@ -129,6 +130,9 @@ def test_distill_budget_and_bad_edge_flags(tmp_path: Path) -> None:
     r = run_cli("distill", "--config", str(cfg), "--teacher", teacher, "--student", "resnet8", "--data", "digits",
                 "--prune", "0.5", "--out", str(tmp_path / "y"), "--no-progress")
     assert r.returncode == 2 and "AdamW on the CPU" in r.stderr and "'optimizer': 'sgd'" in r.stderr
+    r = run_cli("distill", "--teacher", teacher, "--student", "resnet8", "--data", "digits", "--gradual",
+                "--out", str(tmp_path / "z"), "--no-progress")
+    assert r.returncode == 2 and "--gradual needs a pruning target" in r.stderr
 
 
 def test_self_distill_then_export_an_exit(tmp_path: Path) -> None:

@@ -164,3 +164,29 @@ def test_cifar_missing_folder_names_tarball(tmp_path: Path) -> None:
         data.load("cifar100", root=tmp_path)
     msg = str(e.value)
     assert "cifar-100-python.tar.gz" in msg and str(tmp_path) in msg and "tar xzf" in msg
+
+
+def test_augmented_shifts_flips_and_keeps_labels(digits: data.DataSplits) -> None:
+    from edgekd.data.augment import Augmented, augmented
+
+    aug = augmented(digits, shift=1, flip=True)
+    assert aug.val is digits.val and aug.test is digits.test and len(aug.train) == len(digits.train)
+    x, y = digits.train[3]
+    torch.manual_seed(0)
+    seen = []
+    for _ in range(60):
+        xa, ya = aug.train[3]
+        assert ya == y and xa.shape == x.shape
+        seen.append(xa)
+    # every draw is one of the 3×3 shifts of x or of its mirror image, with border replicated
+    pad = torch.nn.functional.pad(x[None], (1, 1, 1, 1), mode="replicate")[0]
+    cands = [c for dy in range(3) for dx in range(3) for c in (pad[..., dy:dy + 8, dx:dx + 8],)]
+    cands += [c.flip(-1) for c in cands]
+    assert all(any(torch.equal(s, c) for c in cands) for s in seen)
+    assert len({s.numpy().tobytes() for s in seen}) > 5  # random, not a fixed transform
+    torch.manual_seed(0)
+    assert torch.equal(aug.train[3][0], seen[0])  # seeded: repeatable
+    plain = Augmented(digits.train, shift=0, flip=False)
+    assert torch.equal(plain[3][0], x)
+    with pytest.raises(ConfigError, match="shift"):
+        Augmented(digits.train, shift=-1)

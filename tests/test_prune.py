@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgekd.edge.prune import apply, channel_groups, channels_of, masked, plan, prune, shrink_to
+from edgekd.edge.prune import apply, channel_groups, channels_of, masked, plan, prune, prune_to, shrink_to
 from edgekd.errors import ConfigError
 from edgekd.models import count_params, create, flops
 from edgekd.models.saved import load_model, save_model
@@ -98,3 +98,22 @@ def test_pruned_model_saves_and_loads(name: str, tmp_path: Path) -> None:
 def test_shrink_to_rejects_foreign_widths() -> None:
     with pytest.raises(ConfigError, match="do not fit"):
         shrink_to(create("resnet8", in_channels=1), {"layer1.0": 999, "layer2.0": 1, "layer3.0": 1})
+
+
+def test_prune_to_keeps_the_most_important_to_stated_counts() -> None:
+    m = _randomised("resnet8")
+    with torch.no_grad():
+        m.layer1[0].bn1.weight.copy_(torch.arange(16, dtype=torch.float32))
+    counts = {k: max(1, v - 3) for k, v in channels_of(m).items()}
+    counts["layer1.0"] = 5
+    small = prune_to(m, counts, "bn")
+    assert channels_of(small) == counts
+    # step by step reaches the same model as one cut to the final widths (same importance ranking)
+    half = {k: (v + counts[k]) // 2 for k, v in channels_of(m).items()}
+    assert channels_of(prune_to(prune_to(m, half, "bn"), counts, "bn")) == counts
+    kept = plan(m, 0.0, "bn", counts=counts).keep["layer1.0"]
+    assert kept == [11, 12, 13, 14, 15]
+    with pytest.raises(ConfigError, match="cannot keep 17"):
+        prune_to(m, {**counts, "layer1.0": 17})
+    with pytest.raises(ConfigError, match="counts name groups"):
+        prune_to(m, {"layer1.0": 4})

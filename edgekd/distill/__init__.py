@@ -93,7 +93,7 @@ def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module 
             resume: bool = False, device: str = "cpu", progress: bool = True,
             on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
             cache_teacher: bool | TeacherCache | None = None, teacher_weights: Sequence[float] | None = None,
-            **method_kwargs: Any) -> DistillResult:
+            schedule_span: tuple[float, float] = (0.0, 1.0), **method_kwargs: Any) -> DistillResult:
     """Train a copy of ``student`` on ``data`` with ``method``, against a frozen ``teacher``.
 
     The ``student`` passed in is not modified (a deep copy is trained and returned); the teacher
@@ -104,12 +104,14 @@ def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module 
     ``teacher`` may be a list (an :class:`EnsembleTeacher` with ``teacher_weights``, at the
     method's temperature); ``student`` a list of peers for online methods (``"dml"``, ``"afd"``).
     ``cache_teacher``: None caches teacher outputs when exact and under 1 GiB, True insists, False never, or a
-    :class:`TeacherCache` to reuse across runs.
+    :class:`TeacherCache` to reuse across runs. ``schedule_span=(a, b)`` runs only the part of the cosine
+    learning-rate schedule from fraction ``a`` to ``b`` (a long schedule split over several calls).
     """
     objective = build_objective(method, **method_kwargs)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                          weight_decay=weight_decay, seed=seed, device=device, progress=progress,
-                         out_dir=Path(out_dir) if out_dir is not None else None, resume=resume)
+                         out_dir=Path(out_dir) if out_dir is not None else None, resume=resume,
+                         schedule_span=(float(schedule_span[0]), float(schedule_span[1])))
     if isinstance(teacher, Sequence):
         T = next((float(loss.T) for loss in objective.losses.values() if hasattr(loss, "T")), 1.0)
         teacher = EnsembleTeacher(list(teacher), teacher_weights, T=T, features=objective.teacher_taps)

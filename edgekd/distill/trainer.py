@@ -5,7 +5,9 @@ teacher → student by default; online DML/AFD peers; self-distillation with ear
 loop owns everything else. The networks train in place; a teacher, when given, is frozen for the
 run (eval mode, ``requires_grad=False``, its logits cached or computed under ``no_grad``) and
 restored afterwards. The learning rate
-follows a per-step cosine from ``lr`` to 0 over ``epochs``. With ``out_dir`` set, every epoch
+follows a per-step cosine from ``lr`` to 0 over ``epochs`` (``schedule_span=(a, b)``: only the part
+from fraction ``a`` to ``b`` of that cosine, so a longer schedule can be split over several runs,
+e.g. with pruning between them). With ``out_dir`` set, every epoch
 writes ``checkpoint.pt`` (student, objective, optimiser, scheduler, epoch, history, RNG state)
 and ``best.pt`` (student weights of the best val accuracy); ``resume=True`` continues from
 ``checkpoint.pt`` and, with the same settings, ends bit-identical to an uninterrupted run.
@@ -60,6 +62,7 @@ class TrainConfig:
     progress: bool = True
     out_dir: Path | None = None
     resume: bool = False
+    schedule_span: tuple[float, float] = (0.0, 1.0)  # the part of the cosine this run covers
 
     def __post_init__(self) -> None:
         self.optimizer = self.optimizer.lower()
@@ -72,6 +75,10 @@ class TrainConfig:
             raise ConfigError("resume=True needs out_dir (where checkpoint.pt lives)", stage=STAGE,
                               hint="pass out_dir= the folder of the interrupted run")
         self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
+        a, b = self.schedule_span
+        if not 0.0 <= a < b <= 1.0:
+            raise ConfigError(f"schedule_span={self.schedule_span} must satisfy 0 <= start < end <= 1", stage=STAGE,
+                              hint="e.g. (0.5, 1.0) for the second half of a cosine schedule")
 
 
 @torch.no_grad()
@@ -229,8 +236,9 @@ class Trainer:
             self._groups = {k: params for k, (params, _) in groups.items()}
             self.optimizers = {k: self._optimizer(params, scale) for k, (params, scale) in groups.items()}
             total = c.epochs * len(self._batches(0))
+            a, b = c.schedule_span
             self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(
-                o, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total)))
+                o, lambda step: 0.5 * (1.0 + math.cos(math.pi * (a + (b - a) * min(step, total) / total))))
                 for k, o in self.optimizers.items()}
             start = self._load() if c.resume else 0
             for epoch in range(start, c.epochs):

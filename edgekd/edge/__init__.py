@@ -11,12 +11,20 @@
 from __future__ import annotations
 
 from edgekd.edge.budget import Budget, BudgetResult, LatencyTable, fit_budget, parse_budget
-from edgekd.edge.pipeline import EdgeOptions, PipelineResult, joint, parse_edge_options, ptq_only, sequential
-from edgekd.edge.prune import PrunePlan, channel_groups, channel_importance, masked
+from edgekd.edge.pipeline import (
+    EdgeOptions,
+    PipelineResult,
+    gradual_stage,
+    joint,
+    parse_edge_options,
+    ptq_only,
+    sequential,
+)
+from edgekd.edge.prune import PrunePlan, channel_groups, channel_importance, masked, prune_to
 from edgekd.edge.qat import QATResult, convert, distill_qat, write_int8
 
 __all__ = [
     "Budget", "BudgetResult", "EdgeOptions", "LatencyTable", "PipelineResult", "PrunePlan", "QATResult",
-    "channel_groups", "channel_importance", "convert", "distill_qat", "fit_budget", "joint", "masked",
-    "parse_budget", "parse_edge_options", "ptq_only", "sequential", "write_int8",
+    "channel_groups", "channel_importance", "convert", "distill_qat", "fit_budget", "gradual_stage", "joint",
+    "masked", "parse_budget", "parse_edge_options", "prune_to", "ptq_only", "sequential", "write_int8",
 ]

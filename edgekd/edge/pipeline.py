@@ -2,7 +2,10 @@
 
 =============  ===========================================================================
 ``joint``      KD (``kd_epochs``) → prune (ratio, or the one a budget picks) → KD **+ QAT**
-               (``ft_epochs``; the teacher guides the pruned, fake-quantized student) → int8
+               (``ft_epochs``; the teacher guides the pruned, fake-quantized student) → int8.
+               ``gradual=True``: the KD stage itself prunes, a step after each epoch, so the
+               student reaches the final widths under distillation (Zhu & Gupta, 2017, "To
+               prune, or not to prune", with channels instead of weights); same total epochs
 ``sequential`` KD (``kd_epochs``) → prune (same ratio) → fine-tune with ``finetune_method``
                (``ft_epochs``, default CE: the classic prune → fine-tune) → PTQ int8
 ``ptq_only``   KD (``kd_epochs + ft_epochs``), no pruning → PTQ int8
@@ -24,7 +27,7 @@ from torch import nn
 from edgekd.data.core import DataSplits, calibration_sample
 from edgekd.distill.cache import TeacherCache
 from edgekd.edge.budget import Budget, BudgetResult, LatencyTable, cost_fn, fit_budget, parse_budget, verify
-from edgekd.edge.prune import prune
+from edgekd.edge.prune import channels_of, prune, prune_to
 from edgekd.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -134,24 +137,67 @@ def distill_stage(teacher: nn.Module, student: nn.Module, data: DataSplits, *, k
                    progress=progress, cache_teacher=cache, **method_kwargs)
 
 
+def gradual_stage(teacher: nn.Module, student: nn.Module, data: DataSplits, ratio: float, *, kd_epochs: int = 3,
+                  importance: str = "l1", method: str = "ce:0.1+kd:0.9", batch_size: int = 128, seed: int = 0,
+                  progress: bool = False, cache: TeacherCache | None = None,
+                  **method_kwargs: Any) -> tuple[DistillResult, nn.Module]:
+    """KD for ``kd_epochs`` with pruning steps between epochs: widths fall linearly to those of ``ratio``.
+
+    The cuts come after epochs 1 … ``kd_epochs − 1`` (after the only epoch when ``kd_epochs`` is 1), so the
+    last KD epoch already trains at the final widths. One cosine learning-rate schedule spans the whole stage (each epoch runs its part of it,
+    ``schedule_span``); the optimizer restarts after each cut (the parameters changed shape). The
+    final widths equal one-shot ``prune(student, ratio)``'s, so the result is the same architecture
+    as :func:`sequential`'s. Returns the last epoch's result and the pruned model.
+    """
+    from edgekd.distill import distill
+
+    full, final = channels_of(student), channels_of(prune(student, ratio, importance))  # type: ignore[arg-type]
+    steps = max(kd_epochs - 1, 1)
+    model, history, r = student, [], None
+    for k in range(1, kd_epochs + 1):
+        r = distill(teacher, model, data, method, epochs=1, batch_size=batch_size, seed=seed + 7919 * (k - 1),
+                    progress=progress, cache_teacher=cache, schedule_span=((k - 1) / kd_epochs, k / kd_epochs),
+                    **method_kwargs)
+        model = r.model
+        if k <= steps:
+            counts = {g: round(full[g] - k / steps * (full[g] - final[g])) for g in full}
+            model = prune_to(model, counts, importance)  # type: ignore[arg-type]
+        history += [{**row, "epoch": k, "channels": sum(channels_of(r.model).values()),
+                     "channels_after": sum(channels_of(model).values())} for row in r.history]
+    assert r is not None
+    r.history = history
+    return r, model
+
+
 def joint(teacher: nn.Module, student: nn.Module, data: DataSplits, opts: EdgeOptions, *, kd_epochs: int = 3,
           ft_epochs: int = 2, method: str = "ce:0.1+kd:0.9", batch_size: int = 128, seed: int = 0,
           table: LatencyTable | None = None, progress: bool = False, kd: DistillResult | None = None,
-          cache: TeacherCache | None = None, **method_kwargs: Any) -> PipelineResult:
+          cache: TeacherCache | None = None, gradual: bool = False, **method_kwargs: Any) -> PipelineResult:
     """KD → prune → KD+QAT (or KD fine-tune + PTQ when ``opts.qat`` is False); see the module docstring.
 
     ``kd``: a :func:`distill_stage` result to start from instead of distilling ``student`` again;
-    ``cache``: a :class:`~edgekd.distill.TeacherCache` of ``teacher`` over ``data.train``, shared by every stage.
+    ``cache``: a :class:`~edgekd.distill.TeacherCache` of ``teacher`` over ``data.train``, shared by every stage;
+    ``gradual``: prune step by step during the KD stage (:func:`gradual_stage`) instead of once after it.
     """
     from edgekd.distill import distill
     from edgekd.edge.qat import convert, distill_qat
 
-    if kd is None:
-        kd = distill_stage(teacher, student, data, kd_epochs=kd_epochs, method=method, batch_size=batch_size,
-                           seed=seed, progress=progress, cache=cache, **method_kwargs)
     calib = calibration_sample(data.train, 256)
-    ratio, budget = choose_ratio(kd.model, opts, calib, table=table, calibration=calib)
-    pruned = prune(kd.model, ratio, opts.importance)  # type: ignore[arg-type]
+    if gradual:
+        if kd is not None:
+            raise ConfigError("gradual pruning runs its own KD stage; it cannot start from a distilled kd=",
+                              stage=STAGE, hint="pass kd=None with gradual=True (or gradual=False to reuse kd)")
+        # the ratio depends only on the architecture (params, bytes, latency), so the untrained student decides it
+        ratio, budget = choose_ratio(student, opts, calib, table=table, calibration=calib)
+        kd, pruned = gradual_stage(teacher, student, data, ratio, kd_epochs=kd_epochs, importance=opts.importance,
+                                   method=method, batch_size=batch_size, seed=seed, progress=progress, cache=cache,
+                                   **method_kwargs)
+    else:
+        if kd is None:
+            kd = distill_stage(teacher, student, data, kd_epochs=kd_epochs, method=method, batch_size=batch_size,
+                               seed=seed, progress=progress, cache=cache, **method_kwargs)
+        ratio, budget = choose_ratio(kd.model, opts, calib, table=table, calibration=calib)
+        pruned = prune(kd.model, ratio, opts.importance)  # type: ignore[arg-type]
     history = {"kd": kd.history}
     if opts.qat:
         q = distill_qat(teacher, pruned, data, method, epochs=ft_epochs, batch_size=batch_size, seed=seed,

@@ -101,10 +101,11 @@ def channel_importance(model: nn.Module, importance: Importance = "l1") -> dict[
 
 
 def plan(model: nn.Module, ratio: float, importance: Importance = "l1", *, round_to: int = 1,
-         min_channels: int = 1) -> PrunePlan:
+         min_channels: int = 1, counts: dict[str, int] | None = None) -> PrunePlan:
     """Choose the channels to keep: the top ``round((1 - ratio)·C)`` of each group by importance.
 
-    ``round_to`` rounds the kept count to a multiple (e.g. 8 for SIMD-friendly widths).
+    ``round_to`` rounds the kept count to a multiple (e.g. 8 for SIMD-friendly widths). ``counts``
+    gives the kept count of each group instead (``ratio`` is then only recorded).
     """
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"prune ratio {ratio} must be in [0, 1)", stage=STAGE,
@@ -114,7 +115,10 @@ def plan(model: nn.Module, ratio: float, importance: Importance = "l1", *, round
     keep, original = {}, {}
     for name, s in channel_importance(model, importance).items():
         c = s.numel()
-        k = int(round(c * (1.0 - ratio) / round_to)) * round_to
+        k = int(round(c * (1.0 - ratio) / round_to)) * round_to if counts is None else counts.get(name, -1)
+        if counts is not None and not 1 <= k <= c:
+            raise ConfigError(f"cannot keep {k} of the {c} channels of group {name!r}", stage=STAGE,
+                              hint="give every group a count between 1 and its current width (channels_of)")
         k = min(c, max(min_channels, k))
         top = torch.topk(s, k, largest=True, sorted=False).indices  # ties: any consistent choice
         keep[name], original[name] = sorted(int(i) for i in top), c
@@ -218,6 +222,19 @@ def masked(model: nn.Module, p: PrunePlan) -> nn.Module:
 def prune(model: nn.Module, ratio: float, importance: Importance = "l1", *, round_to: int = 1) -> nn.Module:
     """``apply(model, plan(model, ratio, importance))``: a smaller dense copy of ``model``."""
     return apply(model, plan(model, ratio, importance, round_to=round_to))
+
+
+def prune_to(model: nn.Module, counts: dict[str, int], importance: Importance = "l1") -> nn.Module:
+    """A smaller dense copy of ``model`` keeping the ``counts[group]`` most important channels of each group.
+
+    The step of gradual pruning: cut a partly pruned model to the next widths of a schedule.
+    """
+    full = channels_of(model)
+    if set(counts) != set(full):
+        raise ConfigError(f"counts name groups {sorted(counts)}, the model has {sorted(full)}", stage=STAGE,
+                          hint="build counts from channels_of(model) of the same architecture")
+    ratio = 1.0 - sum(counts.values()) / max(sum(full.values()), 1)
+    return apply(model, plan(model, ratio, importance, counts=counts))
 
 
 def channels_of(model: nn.Module) -> dict[str, int]:
