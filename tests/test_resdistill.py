@@ -73,3 +73,25 @@ def test_bad_configurations_name_the_fix(digits: data.DataSplits) -> None:
         distill(teacher, student, digits, "resdistill+kd", epochs=1, progress=False)
     with pytest.raises(ConfigError, match="routing student stages"):
         distill(models.create("resnet8x4", in_channels=1), student, digits, "resdistill", epochs=1, progress=False)
+
+
+def test_routed_weight_cosine_fade(digits: data.DataSplits) -> None:
+    loss = build_objective("resdistill", resdistill_route=2.0, resdistill_fade_epochs=4,
+                           resdistill_fade_to=0.25).losses["resdistill"]
+    w = [loss.route_weight(e) for e in range(6)]
+    assert w[0] == pytest.approx(2.0) and w[2] == pytest.approx(2.0 * (0.25 + 0.75 * 0.5))
+    assert w[4] == w[5] == pytest.approx(0.5) and w == sorted(w, reverse=True)
+    assert build_objective("resdistill").losses["resdistill"].route_weight(99) == 1.0  # default: constant β
+    # faded to 0, the routed terms no longer enter the loss: it equals the route-off objective's
+    teacher, student = _pair()
+    faded = build_objective("resdistill", resdistill_fade_epochs=1, resdistill_fade_to=0.0)
+    off = build_objective("resdistill", resdistill_route=0.0)
+    strategy = ResidualStrategy(student, teacher, faded)
+    x, y = digits.train[0][0][None].repeat(4, 1, 1, 1), torch.tensor([1, 2, 3, 4])
+    with ExitStack() as stack, torch.no_grad():
+        strategy.enter(stack, "cpu", digits.train)
+        late, early = (strategy.context(x, y, torch.arange(4), epoch=e, step=0) for e in (1, 0))
+        assert faded(late)[0] == pytest.approx(off(late)[0].item())
+        assert faded(early)[0].item() > off(early)[0].item()
+    with pytest.raises(ConfigError, match="fade_to"):
+        build_objective("resdistill", resdistill_fade_to=1.5)

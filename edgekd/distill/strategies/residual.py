@@ -25,11 +25,13 @@ Only the plain student is evaluated and exported.
 Paper: Li, Zhang, Wang, Liu, Tan, Lin, Zhang, Feng, Zhang, "Residual Distillation: Towards
 Portable Deep Neural Networks without Shortcuts", NeurIPS 2020, https://arxiv.org/abs/2003.06074.
 Code: https://github.com/leoozy/JointRD_Neurips2020 (``process/multikd_train.py``, stage
-``JOINT``). Deviations: the paper fades the routed branches out over training (its code weights
-the routed CE terms by a cosine from 1 to ``dc`` over 60 epochs); here every route in ``routes``
-has the constant weight β (``resdistill_route=0`` turns routing off, which makes this plain KD +
-feature loss, for ablation). The code's feature term is the margin loss of Heo et al. on pre-ReLU
-features; here it is an MSE on the final pooled features.
+``JOINT``). The paper fades the routed branches out over training (its code weights the routed
+terms by a cosine from 1 to ``dc`` over 60 epochs): ``resdistill_fade_epochs=E`` with
+``resdistill_fade_to=dc`` does that, β·w(e) with
+:math:`w(e) = dc + (1 - dc)\,\tfrac12\big(1 + \cos(\pi \min(e, E)/E)\big)` at epoch ``e``
+(counted from 0); the default ``E = 0`` keeps β constant. ``resdistill_route=0`` turns routing
+off, which makes this plain KD + feature loss, for ablation. Deviation: the code's feature term is
+the margin loss of Heo et al. on pre-ReLU features; here it is an MSE on the final pooled features.
 
 Use: ``distill(resnet20_trained, models.create("resnet20_plain"), data, method="resdistill",
 resdistill_freeze_epochs=1)``.
@@ -38,6 +40,7 @@ resdistill_freeze_epochs=1)``.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
@@ -76,18 +79,24 @@ class ResDistillLoss(DistillLoss):
     """Residual distillation (formula above). Options: ``resdistill_T=4.0``, ``resdistill_kd=1.0``
     (α), ``resdistill_route=1.0`` (β), ``resdistill_feat=1.0`` (γ), ``resdistill_freeze_epochs=1``,
     ``resdistill_routes=("layer1", "layer2")``, ``resdistill_stages=("layer1", "layer2", "layer3")``,
-    ``resdistill_teacher_lr=1.0`` (teacher lr multiplier in the joint phase)."""
+    ``resdistill_teacher_lr=1.0`` (teacher lr multiplier in the joint phase), ``resdistill_fade_epochs=0``
+    and ``resdistill_fade_to=0.0`` (cosine fade of β, module docstring)."""
 
     needs_teacher = True
     strategy = "residual"
 
     def __init__(self, T: float = 4.0, kd: float = 1.0, route: float = 1.0, feat: float = 1.0,
                  freeze_epochs: int = 1, routes: Sequence[str] = ("layer1", "layer2"),
-                 stages: Sequence[str] = ("layer1", "layer2", "layer3"), teacher_lr: float = 1.0) -> None:
+                 stages: Sequence[str] = ("layer1", "layer2", "layer3"), teacher_lr: float = 1.0,
+                 fade_epochs: float = 0.0, fade_to: float = 0.0) -> None:
         super().__init__()
-        if not T > 0 or min(kd, route, feat, teacher_lr) < 0 or freeze_epochs < 0:
-            raise ConfigError(f"resdistill T={T} must be > 0 and kd, route, feat, teacher_lr, freeze_epochs >= 0",
-                              stage=STAGE, hint="e.g. resdistill_T=4.0 resdistill_freeze_epochs=1")
+        if not T > 0 or min(kd, route, feat, teacher_lr, fade_epochs) < 0 or freeze_epochs < 0:
+            raise ConfigError(f"resdistill T={T} must be > 0 and kd, route, feat, teacher_lr, freeze_epochs, "
+                              "fade_epochs >= 0", stage=STAGE, hint="e.g. resdistill_T=4.0 resdistill_freeze_epochs=1")
+        if not 0.0 <= fade_to <= 1.0:
+            raise ConfigError(f"resdistill fade_to={fade_to} must be in [0, 1] (the routed weight's final share)",
+                              stage=STAGE, hint="e.g. resdistill_fade_to=0.0 to fade routing out completely")
+        self.fade_epochs, self.fade_to = float(fade_epochs), float(fade_to)
         bad = [r for r in routes if r not in stages[:-1]]
         if bad:
             raise ConfigError(f"resdistill routes {bad} are not stages before the last of {list(stages)}",
@@ -98,14 +107,22 @@ class ResDistillLoss(DistillLoss):
         self.student_taps = (*self.routes, FEATURES)
         self.teacher_taps = (FEATURES,)
 
+    def route_weight(self, epoch: int) -> float:
+        """β at ``epoch``: constant, or cosine-faded from β to β·fade_to over ``fade_epochs``."""
+        if self.fade_epochs <= 0:
+            return self.route
+        c = 0.5 * (1.0 + math.cos(math.pi * min(epoch, self.fade_epochs) / self.fade_epochs))
+        return self.route * (self.fade_to + (1.0 - self.fade_to) * c)
+
     def forward(self, ctx: StepContext) -> torch.Tensor:
         s, t, y = ctx.student_logits, ctx.teacher_logits, ctx.targets
         if t is None:
             raise ConfigError("resdistill needs teacher logits", stage=STAGE, hint="pass the ResNet teacher")
         loss = F.cross_entropy(s, y) + self.kd * kd_term(s, t, self.T)
         routed = ctx.student_features.get(ROUTED, [])
-        if routed and self.route > 0:
-            loss = loss + self.route * sum((F.cross_entropy(z, y) + kd_term(z, t, self.T) for z in routed),
+        beta = self.route_weight(ctx.epoch)
+        if routed and beta > 0:
+            loss = loss + beta * sum((F.cross_entropy(z, y) + kd_term(z, t, self.T) for z in routed),
                                            s.new_zeros(())) / len(routed)
         if self.feat > 0:
             f_s = torch.flatten(ctx.student_features[FEATURES], 1)
