@@ -1,18 +1,20 @@
 """Joint (KD → prune → KD+QAT) vs sequential (KD → prune → fine-tune → PTQ) vs PTQ-only on Fashion-MNIST.
 
 Same teacher, student, data, epochs and seeds for every pipeline. Per seed the KD stage is run
-once and shared by the joint and sequential pipelines (it is the same computation for both), and
-one teacher cache (logits) serves every stage, so the pipelines differ only in what follows the
-KD stage:
+once and shared by ``joint`` and both ``sequential`` pipelines (it is the same computation for all
+three), so those differ only in what follows it; the ``gradual`` pipelines run their own KD stage
+(it prunes), of the same length. One teacher cache (logits) serves every stage:
 
-=====================  =======================================================================
-``joint``              prune → fine-tune with the KD objective **under fake quantization** → int8
-``joint (gradual)``    its own KD stage that prunes between epochs (widths fall linearly to the same
-                       final widths), then the same KD + fake-quantization fine-tune → int8
-``sequential (kd ft)`` prune → fine-tune with the same KD objective in float → PTQ int8
-``sequential (ce ft)`` prune → fine-tune with cross-entropy (the classic recipe) → PTQ int8
-``ptq_only``           KD for ``kd_epochs + ft_epochs``, no pruning → PTQ int8 (the unpruned reference)
-=====================  =======================================================================
+============================  ================================================================================
+``joint``                     prune → fine-tune with the KD objective **under fake quantization** → int8
+``joint (gradual)``           its own KD stage that prunes between epochs (widths fall linearly to the
+                              same final widths), then the same fake-quantized KD fine-tune → int8
+``joint (gradual, no QAT)``   the same gradual KD stage, then a float KD fine-tune → PTQ int8 (the
+                              ablation that separates pruning under KD from QAT; joint (gradual)'s float twin)
+``sequential (kd ft)``        prune → fine-tune with the same KD objective in float → PTQ int8
+``sequential (ce ft)``        prune → fine-tune with cross-entropy (the classic recipe) → PTQ int8
+``ptq_only``                  KD for ``kd_epochs + ft_epochs``, no pruning → PTQ int8 (the unpruned reference)
+============================  ================================================================================
 
 For each pipeline and seed: the int8 model's test accuracy in PyTorch; for the first seed, the
 int8 ``.pte`` (ExecuTorch/XNNPACK) and ``.tflite`` (LiteRT) files' bytes, p50 latency from the
@@ -61,9 +63,10 @@ MODES: dict[str, dict[str, Any]] = {
     "full": {"limit": None, "teacher_epochs": 8, "kd_epochs": 6, "ft_epochs": 4, "seeds": [0, 1, 2],
              "eval_n": 10000, "runs": 200, "batch_size": 128},
 }
-PIPELINES = ("joint", "joint (gradual)", "sequential (kd ft)", "sequential (ce ft)", "ptq_only")
-OWN_KD_STAGE = ("joint (gradual)", "ptq_only")  # pipelines that do not start from the shared KD stage
-SLUG = str.maketrans({" ": "_", "(": None, ")": None})
+PIPELINES = ("joint", "joint (gradual)", "joint (gradual, no QAT)", "sequential (kd ft)", "sequential (ce ft)",
+             "ptq_only")
+OWN_KD_STAGE = ("joint (gradual)", "joint (gradual, no QAT)", "ptq_only")  # pipelines that do not start from the shared KD stage
+SLUG = str.maketrans({" ": "_", "(": None, ")": None, ",": None})
 
 
 def _files(result: PipelineResult, data: Any, out: Path) -> dict[str, Path]:
@@ -103,14 +106,13 @@ def _float_twin(rows: list[dict[str, Any]], row: dict[str, Any]) -> float | None
     """Accuracy of the fp32 model of the same size and recipe as ``row``'s int8 model (same seed).
 
     Sequential and PTQ-only: their own float model. Joint: the float model of ``sequential (kd ft)``,
-    which is the joint recipe without fake quantization. Joint (gradual): its pruned float model at the
-    end of its KD stage, before the fake-quantized epoch.
+    which is the joint recipe without fake quantization; likewise joint (gradual): the float model of
+    ``joint (gradual, no QAT)``.
     """
-    if row["pipeline"] == "joint (gradual)":
-        return row.get("kd_fp32_acc")
-    if row["pipeline"] != "joint":
+    twins = {"joint": "sequential (kd ft)", "joint (gradual)": "joint (gradual, no QAT)"}
+    if row["pipeline"] not in twins:
         return row.get("fp32_acc")
-    twin = next((r for r in rows if r["pipeline"] == "sequential (kd ft)" and r["seed"] == row["seed"]), None)
+    twin = next((r for r in rows if r["pipeline"] == twins[row["pipeline"]] and r["seed"] == row["seed"]), None)
     return twin.get("fp32_acc") if twin else None
 
 
@@ -210,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 seed=s, kd=k, **common),
             "joint (gradual)": lambda s=seed: joint(teacher, student, data, EdgeOptions(qat=True, prune=args.prune),
                                                     seed=s, gradual=True, **common),
+            "joint (gradual, no QAT)": lambda s=seed: joint(teacher, student, data, EdgeOptions(prune=args.prune),
+                                                            seed=s, gradual=True, **common),
             "sequential (kd ft)": lambda s=seed, k=kd: sequential(teacher, student, data, args.prune, seed=s, kd=k,
                                                                   finetune_method=args.method, **common),
             "sequential (ce ft)": lambda s=seed, k=kd: sequential(teacher, student, data, args.prune, seed=s, kd=k,

@@ -62,6 +62,7 @@ def test_gradual_pruning_reaches_one_shot_widths(digits: object) -> None:
     r = joint(teacher, student, digits, EdgeOptions(qat=False, prune=0.5), kd_epochs=2, ft_epochs=1,
               method="ce:0.5+kd:0.5", batch_size=64, cache=cache, gradual=True, kd_T=2.0)
     assert channels_of(r.float_model) == target and r.ratio == 0.5
+    assert 0.0 <= r.metrics["fp32_acc"] <= 1.0 and r.prepared is None  # float fine-tune + PTQ: its float twin
     assert cache.computed == 1  # every gradual epoch and the fine-tune read one teacher pass
     with pytest.raises(ConfigError, match="gradual"):
         joint(teacher, student, digits, EdgeOptions(prune=0.5), kd=kd, gradual=True)

@@ -210,6 +210,8 @@ def joint(teacher: nn.Module, student: nn.Module, data: DataSplits, opts: EdgeOp
         float_model, prepared, history["finetune"] = ft.model, None, ft.history
         int8 = _ptq(float_model, data)
     metrics = {"kd_fp32_acc": kd.metrics["test_acc"], "int8_acc": _acc(int8, data)}
+    if not opts.qat:
+        metrics["fp32_acc"] = ft.metrics["test_acc"]
     return PipelineResult("joint", float_model, int8, prepared, ratio, metrics, budget, history)
 
 
