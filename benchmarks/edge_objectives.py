@@ -196,11 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"teacher cache: {len(data.train)} logits in {time.time() - t:.0f} s", flush=True)
     common = {"kd_epochs": cfg["kd_epochs"], "ft_epochs": cfg["ft_epochs"], "method": args.method,
               "batch_size": cfg["batch_size"], "cache": cache, "kd_T": args.kd_T}
-    student = create(args.student, num_classes=10, in_channels=1)
     for seed in seeds:
         pending = plan[seed]
         if not pending:
             continue
+        torch.manual_seed(seed)  # the seed fixes the student's initial weights too, not only the data order
+        student = create(args.student, num_classes=10, in_channels=1)
         kd = None
         if any(p not in OWN_KD_STAGE for p in pending):
             t = time.time()
