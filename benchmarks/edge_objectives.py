@@ -209,17 +209,17 @@ def main(argv: list[str] | None = None) -> int:
                                batch_size=cfg["batch_size"], seed=seed, cache=cache, kd_T=args.kd_T)
             print(f"seed {seed}: KD stage {kd.metrics['test_acc']:.4f} in {time.time() - t:.0f} s", flush=True)
         runs = {
-            "joint": lambda s=seed, k=kd: joint(teacher, student, data, EdgeOptions(qat=True, prune=args.prune),
+            "joint": lambda s=seed, st=student, k=kd: joint(teacher, st, data, EdgeOptions(qat=True, prune=args.prune),
                                                 seed=s, kd=k, **common),
-            "joint (gradual)": lambda s=seed: joint(teacher, student, data, EdgeOptions(qat=True, prune=args.prune),
+            "joint (gradual)": lambda s=seed, st=student: joint(teacher, st, data, EdgeOptions(qat=True, prune=args.prune),
                                                     seed=s, gradual=True, **common),
-            "joint (gradual, no QAT)": lambda s=seed: joint(teacher, student, data, EdgeOptions(prune=args.prune),
+            "joint (gradual, no QAT)": lambda s=seed, st=student: joint(teacher, st, data, EdgeOptions(prune=args.prune),
                                                             seed=s, gradual=True, **common),
-            "sequential (kd ft)": lambda s=seed, k=kd: sequential(teacher, student, data, args.prune, seed=s, kd=k,
+            "sequential (kd ft)": lambda s=seed, st=student, k=kd: sequential(teacher, st, data, args.prune, seed=s, kd=k,
                                                                   finetune_method=args.method, **common),
-            "sequential (ce ft)": lambda s=seed, k=kd: sequential(teacher, student, data, args.prune, seed=s, kd=k,
+            "sequential (ce ft)": lambda s=seed, st=student, k=kd: sequential(teacher, st, data, args.prune, seed=s, kd=k,
                                                                   finetune_method="ce", **common),
-            "ptq_only": lambda s=seed: ptq_only(teacher, student, data, seed=s, **common),
+            "ptq_only": lambda s=seed, st=student: ptq_only(teacher, st, data, seed=s, **common),
         }
         for name in pending:
             t = time.time()

@@ -116,9 +116,9 @@ def _teacher(data: Any, cfg: dict[str, Any], work: Path, device: str, resume: bo
         acc = float(meta["test_acc"]) if "test_acc" in meta else evaluate(model, data.test)["acc"]
         print(f"teacher: loaded {path} (test acc {acc:.4f})")
         return model.to(device).eval(), acc
+    torch.manual_seed(1234)  # before create: the seed fixes the initial weights (torch's own seed is random)
     model = create(TEACHER, num_classes=10, in_channels=1)
     t = time.perf_counter()
-    torch.manual_seed(1234)
     aug = bool(cfg.get("teacher_augment"))
     r = train(model, augmented(data) if aug else data, epochs=cfg["teacher_epochs"], batch_size=cfg["batch_size"],
               seed=1234, device=device, progress=True)

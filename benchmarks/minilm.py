@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         cache = teacher_outputs(teacher, data.train, teacher.qkv_paths(-1), progress=False)
         phase("teacher_cache", t0)
         t0 = time.perf_counter()
+        torch.manual_seed(0)
         result["untrained_student"] = compare_embeddings(
             create(cfg["students"][0], max_length=cfg["max_length"], vocab_size=teacher.vocab_size),
             cache.held_out_embeddings(teacher, "test", data.test), data.test).to_dict()
@@ -191,6 +192,7 @@ def _train_all(teacher: Any, data: Any, cache: Any, cfg: dict[str, Any], work: P
     """
     best: tuple[float, str, str, torch.nn.Module] | None = None
     for sname in cfg["students"]:
+        torch.manual_seed(0)  # the same initial weights in every run of the benchmark
         student = create(sname, max_length=cfg["max_length"], vocab_size=teacher.vocab_size)
         for method, kw in _methods(student, teacher):
             t0 = time.perf_counter()
