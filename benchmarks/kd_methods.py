@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--step-ratio", action="store_true",
                     help="only measure seconds per step (student-only vs KD/feature KD, cached vs live teacher)")
+    ap.add_argument("--augment-students", action="store_true",
+                    help="students see shifted/mirrored images too, and the teacher runs live on the same images "
+                         "(function matching, Beyer et al. 2022; no cache); runs go to <work>/runs_aug.jsonl")
     ap.add_argument("--out", default=str(HERE / "results" / "kd_methods.json"))
     args = ap.parse_args(argv)
     cfg, device, t0 = dict(MODES[args.budget]), args.device, time.perf_counter()
@@ -249,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg["teacher_epochs"] = args.teacher_epochs
     work = HERE / "results" / f"kd_methods_work_{args.budget}"
     work.mkdir(parents=True, exist_ok=True)
-    runs_path = work / "runs.jsonl"
+    runs_path = work / ("runs_aug.jsonl" if args.augment_students else "runs.jsonl")
     if not args.resume and not args.step_ratio and runs_path.exists():
         runs_path.unlink()
     only = {m.strip() for m in args.only.split(",") if m.strip()} or set(cfg.get("methods", ()))
@@ -275,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     todo = {m for m, s in plan if m in OFFLINE and m != "vanilla" and (m, s) not in done}
     taps = sorted({tap for m in todo for tap in build_objective(OFFLINE[m][0], **OFFLINE[m][1]).teacher_taps})
     cache = None
-    if todo:  # the teacher's logits and every tap a pending run reads, computed once for all of them
+    train_data = augmented(data) if args.augment_students else data
+    if todo and not args.augment_students:  # the teacher's logits and every tap a pending run reads, computed once for all of them
         t = time.perf_counter()
         cache = TeacherCache(teacher, data.train, taps=taps, device=device, max_bytes=12 << 30)
         print(f"teacher cache: logits + {taps} for {len(data.train)} images in {time.perf_counter() - t:.0f} s")
@@ -290,13 +294,15 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         if online:
             peers = [_student(100 * seed + k) for k in range(2)]
-            r = distill(None, peers, data, spec, seed=seed, **common, **opts)
+            r = distill(None, peers, train_data, spec, seed=seed, **common, **opts)
             peer_rows = [{"test_acc": r.metrics[f"test_acc_net{k}"], **agreement(t_test, logits_of(m, x_test, device))}
                          for k, m in enumerate(r.models)]
             row = {k: statistics.mean(p[k] for p in peer_rows) for k in ("test_acc", "agree", "kl")}
             row["peers"] = peer_rows
         else:
-            r = distill(teacher, _student(seed), data, spec, seed=seed, cache_teacher=cache if spec != "ce" else None,
+            live = False if args.augment_students else None
+            r = distill(teacher, _student(seed), train_data, spec, seed=seed,
+                        cache_teacher=cache if cache is not None and spec != "ce" else live,
                         **common, **opts)
             row = {"test_acc": r.metrics["test_acc"], **agreement(t_test, logits_of(r.model, x_test, device))}
         row.update({"method": method, "seed": seed, "kind": "online" if online else "offline", "spec": r.method,
@@ -326,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + exits_table(exits))
     (work / "table.md").write_text(md + "\n")
     write_results(args.out, "kd_methods", {
-        "budget": args.budget, "config": cfg, "device": device, "data": "fashion_mnist",
+        "budget": args.budget, "config": cfg, "augment_students": args.augment_students, "device": device, "data": "fashion_mnist",
         "train_images": len(data.train), "test_images": len(data.test),
         "teacher": {"name": TEACHER, "params": count_params(teacher), "test_acc": teacher_acc},
         "student": {"name": STUDENT, "params": count_params(_student(0))}, "cached_taps": taps,
