@@ -66,3 +66,5 @@ def test_gradual_pruning_reaches_one_shot_widths(digits: object) -> None:
     assert cache.computed == 1  # every gradual epoch and the fine-tune read one teacher pass
     with pytest.raises(ConfigError, match="gradual"):
         joint(teacher, student, digits, EdgeOptions(prune=0.5), kd=kd, gradual=True)
+    with pytest.raises(ConfigError, match="kd_epochs >= 1"):
+        gradual_stage(teacher, student, digits, 0.5, kd_epochs=0)

@@ -151,6 +151,9 @@ def gradual_stage(teacher: nn.Module, student: nn.Module, data: DataSplits, rati
     """
     from edgekd.distill import distill
 
+    if kd_epochs < 1:
+        raise ConfigError(f"gradual pruning needs kd_epochs >= 1 to prune between, got {kd_epochs}", stage=STAGE,
+                          hint="pass kd_epochs=3 (cuts after epochs 1 and 2, the last epoch at the final widths)")
     full, final = channels_of(student), channels_of(prune(student, ratio, importance))  # type: ignore[arg-type]
     steps = max(kd_epochs - 1, 1)
     model, history, r = student, [], None
@@ -164,7 +167,7 @@ def gradual_stage(teacher: nn.Module, student: nn.Module, data: DataSplits, rati
             model = prune_to(model, counts, importance)  # type: ignore[arg-type]
         history += [{**row, "epoch": k, "channels": sum(channels_of(r.model).values()),
                      "channels_after": sum(channels_of(model).values())} for row in r.history]
-    assert r is not None
+    assert r is not None  # kd_epochs >= 1
     r.history = history
     return r, model
 

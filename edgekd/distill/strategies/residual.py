@@ -123,7 +123,7 @@ class ResDistillLoss(DistillLoss):
         beta = self.route_weight(ctx.epoch)
         if routed and beta > 0:
             loss = loss + beta * sum((F.cross_entropy(z, y) + kd_term(z, t, self.T) for z in routed),
-                                           s.new_zeros(())) / len(routed)
+                                     s.new_zeros(())) / len(routed)
         if self.feat > 0:
             f_s = torch.flatten(ctx.student_features[FEATURES], 1)
             f_t = torch.flatten(ctx.teacher_features[FEATURES], 1).detach()
