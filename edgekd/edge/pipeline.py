@@ -3,8 +3,8 @@
 =============  ===========================================================================
 ``joint``      KD (``kd_epochs``) → prune (ratio, or the one a budget picks) → KD **+ QAT**
                (``ft_epochs``; the teacher guides the pruned, fake-quantized student) → int8.
-               ``gradual=True``: the KD stage itself prunes, a step after each epoch, so the
-               student reaches the final widths under distillation (Zhu & Gupta, 2017, "To
+               ``gradual=True``: the KD stage itself prunes, in steps between its epochs, so
+               the student reaches the final widths under distillation (Zhu & Gupta, 2017, "To
                prune, or not to prune", with channels instead of weights); same total epochs
 ``sequential`` KD (``kd_epochs``) → prune (same ratio) → fine-tune with ``finetune_method``
                (``ft_epochs``, default CE: the classic prune → fine-tune) → PTQ int8
@@ -143,11 +143,12 @@ def gradual_stage(teacher: nn.Module, student: nn.Module, data: DataSplits, rati
                   **method_kwargs: Any) -> tuple[DistillResult, nn.Module]:
     """KD for ``kd_epochs`` with pruning steps between epochs: widths fall linearly to those of ``ratio``.
 
-    The cuts come after epochs 1 … ``kd_epochs − 1`` (after the only epoch when ``kd_epochs`` is 1), so the
-    last KD epoch already trains at the final widths. One cosine learning-rate schedule spans the whole stage (each epoch runs its part of it,
-    ``schedule_span``); the optimizer restarts after each cut (the parameters changed shape). The
-    final widths equal one-shot ``prune(student, ratio)``'s, so the result is the same architecture
-    as :func:`sequential`'s. Returns the last epoch's result and the pruned model.
+    The cuts come after epochs 1 … ``kd_epochs − 1`` (after the only epoch when ``kd_epochs`` is 1),
+    so the last KD epoch already trains at the final widths. One cosine learning-rate schedule spans
+    the whole stage (each epoch runs its part of it, ``schedule_span``); the optimizer restarts after
+    each cut (the parameters changed shape). The final widths equal one-shot ``prune(student,
+    ratio)``'s, so the result is the same architecture as :func:`sequential`'s. Returns the last
+    epoch's result and the pruned model.
     """
     from edgekd.distill import distill
 
