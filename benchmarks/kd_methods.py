@@ -95,9 +95,9 @@ def agreement(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> dic
             "kl": kl.item()}
 
 
-def _student(seed: int) -> torch.nn.Module:
+def _student(seed: int, name: str = STUDENT) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return create(STUDENT, num_classes=10, in_channels=1)
+    return create(name, num_classes=10, in_channels=1)
 
 
 def _done(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--augment-students", action="store_true",
                     help="students see shifted/mirrored images too, and the teacher runs live on the same images "
                          "(function matching, Beyer et al. 2022; no cache); runs go to <work>/runs_aug.jsonl")
+    ap.add_argument("--student", default=STUDENT,
+                    help=f"student model name (default {STUDENT}); other students' runs go to <work>/runs_<name>.jsonl")
     ap.add_argument("--out", default=str(HERE / "results" / "kd_methods.json"))
     args = ap.parse_args(argv)
     cfg, device, t0 = dict(MODES[args.budget]), args.device, time.perf_counter()
@@ -252,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg["teacher_epochs"] = args.teacher_epochs
     work = HERE / "results" / f"kd_methods_work_{args.budget}"
     work.mkdir(parents=True, exist_ok=True)
-    runs_path = work / ("runs_aug.jsonl" if args.augment_students else "runs.jsonl")
+    stem = "runs_aug" if args.augment_students else "runs"
+    runs_path = work / (f"{stem}.jsonl" if args.student == STUDENT else f"{stem}_{args.student}.jsonl")
     if not args.resume and not args.step_ratio and runs_path.exists():
         runs_path.unlink()
     only = {m.strip() for m in args.only.split(",") if m.strip()} or set(cfg.get("methods", ()))
@@ -274,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     t_test = logits_of(teacher, x_test, device)
     done = _done(runs_path)
     common = {"epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "device": device, "progress": True}
-    plan = [(m, s) for m in [*OFFLINE, *ONLINE] for s in cfg["seeds"] if not only or m in only]
+    # seed-major, so that an interrupted run still leaves every method's first seeds paired
+    plan = [(m, s) for s in cfg["seeds"] for m in [*OFFLINE, *ONLINE] if not only or m in only]
     todo = {m for m, s in plan if m in OFFLINE and m != "vanilla" and (m, s) not in done}
     taps = sorted({tap for m in todo for tap in build_objective(OFFLINE[m][0], **OFFLINE[m][1]).teacher_taps})
     cache = None
@@ -293,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(plan)}] {method} seed {seed}: {spec}", flush=True)
         t = time.perf_counter()
         if online:
-            peers = [_student(100 * seed + k) for k in range(2)]
+            peers = [_student(100 * seed + k, args.student) for k in range(2)]
             r = distill(None, peers, train_data, spec, seed=seed, **common, **opts)
             peer_rows = [{"test_acc": r.metrics[f"test_acc_net{k}"], **agreement(t_test, logits_of(m, x_test, device))}
                          for k, m in enumerate(r.models)]
@@ -301,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             row["peers"] = peer_rows
         else:
             live = False if args.augment_students else None
-            r = distill(teacher, _student(seed), train_data, spec, seed=seed,
+            r = distill(teacher, _student(seed, args.student), train_data, spec, seed=seed,
                         cache_teacher=cache if cache is not None and spec != "ce" else live,
                         **common, **opts)
             row = {"test_acc": r.metrics["test_acc"], **agreement(t_test, logits_of(r.model, x_test, device))}
@@ -335,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "budget": args.budget, "config": cfg, "augment_students": args.augment_students, "device": device, "data": "fashion_mnist",
         "train_images": len(data.train), "test_images": len(data.test),
         "teacher": {"name": TEACHER, "params": count_params(teacher), "test_acc": teacher_acc},
-        "student": {"name": STUDENT, "params": count_params(_student(0))}, "cached_taps": taps,
+        "student": {"name": args.student, "params": count_params(_student(0, args.student))}, "cached_taps": taps,
         "summary": summary, "runs": rows, "best": best, "self_distillation": exits, "table_md": md, "wall_s": time.perf_counter() - t0})
     return 0
 

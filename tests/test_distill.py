@@ -134,6 +134,27 @@ def test_taps_record_and_always_remove_hooks() -> None:
     assert not any(m._forward_hooks for m in model.modules())
 
 
+def test_taps_prerelu_records_the_stage_output_before_its_last_relu() -> None:
+    torch.manual_seed(0)
+    model = models.create("resnet8", in_channels=1)
+    x = torch.randn(2, 1, 8, 8, requires_grad=True)
+    with Taps(model, ["layer3@prerelu", "layer3"]) as taps:
+        model(x)
+        pre, post = taps["layer3@prerelu"], taps["layer3"]
+    block, h = model.layer3[0], model.layer2(model.layer1(model.relu(model.bn1(model.conv1(x)))))
+    manual = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(h))))) + block.downsample(h)
+    torch.testing.assert_close(pre, manual)  # not overwritten by the in-place ReLU
+    assert (pre < 0).any() and torch.equal(post, pre.clamp(min=0))
+    pre.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # gradients flow through the recorded tensor
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    with pytest.raises(ConfigError, match="has no nn.ReLU inside"):
+        Taps(model, ["fc@prerelu"])
+    ends_linear = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    with pytest.raises(ConfigError, match="is not the output of its last ReLU"), Taps(ends_linear, ["@prerelu"]):
+        ends_linear(torch.randn(1, 3))
+
+
 def test_taps_unknown_path_lists_nearby_names() -> None:
     with pytest.raises(ConfigError, match=r"no module 'layer4'; nearby: layer\d.*top level: conv1, bn1"):
         Taps(models.create("resnet8"), ["layer4"])

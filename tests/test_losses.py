@@ -1,4 +1,4 @@
-"""Distillation losses DKD, FitNet, AT, RKD, SP, CRD: hand-checked values, gradients, widths, errors."""
+"""Distillation losses DKD, FitNet, AT, RKD, SP, CRD, OFD: hand-checked values, gradients, widths, errors."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from edgekd.distill import StepContext, Taps, build_objective, distill
 from edgekd.distill.losses.crd import nce_loss
 from edgekd.errors import ConfigError
 
-FEATURE_METHODS = ("fitnet", "at", "rkd", "sp", "crd")
+FEATURE_METHODS = ("fitnet", "at", "rkd", "sp", "crd", "ofd")
 
 
 def _ctx(s_feats: dict[str, torch.Tensor] | None = None, t_feats: dict[str, torch.Tensor] | None = None,
@@ -115,6 +115,28 @@ def test_sp_value_by_hand() -> None:
     assert _loss("sp")(_ctx(s, t)).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_ofd_margin_and_partial_l2_by_hand() -> None:
+    from edgekd.distill.losses.ofd import margin_relu, negative_mean, partial_l2
+
+    # channel 0: negatives -1 and -3 -> margin -2; channel 1: none -> 0
+    t = torch.tensor([[-1.0, 2.0], [-3.0, 0.5]]).view(2, 2, 1, 1)
+    torch.testing.assert_close(negative_mean(t), torch.tensor([-2.0, 0.0]))
+    target = margin_relu(torch.tensor([-1.0, -3.0, 2.0]).view(1, 3, 1, 1), torch.tensor([-2.0, -2.0, 0.0]))
+    assert target.flatten().tolist() == [-1.0, -2.0, 2.0]
+    # s <= t <= 0 costs nothing; s above a negative target, or any positive target, costs (s - t)^2
+    s = torch.tensor([-5.0, -1.0, 1.0]).view(1, 3, 1, 1)
+    assert partial_l2(s, target).item() == pytest.approx((0.0 + 1.0 + 1.0) / 3)
+    ofd = _loss("ofd", momentum=0.5)
+    ofd.setup(_ctx({"layer3@prerelu": torch.zeros(2, 2, 1, 1)}, {"layer3@prerelu": t}), 2)
+    torch.testing.assert_close(ofd.margins()[0], torch.tensor([-2.0, 0.0]))  # from the probe batch
+    ofd.train()
+    ofd(_ctx({"layer3@prerelu": torch.zeros(2, 2, 1, 1)}, {"layer3@prerelu": t - 2}))  # negatives -3, -5 / -1.5
+    torch.testing.assert_close(ofd.margins()[0], torch.tensor([-3.0, -0.75]))  # running mean, momentum 0.5
+    ofd.eval()
+    ofd(_ctx({"layer3@prerelu": torch.zeros(2, 2, 1, 1)}, {"layer3@prerelu": t - 9}))
+    torch.testing.assert_close(ofd.margins()[0], torch.tensor([-3.0, -0.75]))  # frozen outside training
+
+
 def test_crd_nce_value_by_hand() -> None:
     scores, m = torch.tensor([[2.0, 0.5, 1.0]]), 10  # k = 2 negatives, noise k/m = 0.2
     expected = -(math.log(2.0 / 2.2) + math.log(0.2 / 0.7) + math.log(0.2 / 1.2))
@@ -168,7 +190,7 @@ def test_gradients_reach_student_and_adapters_never_teacher(method: str, nets: t
     assert sum(p.grad.abs().sum().item() for p in student.parameters() if p.grad is not None) > 0
     assert all(p.grad is None for p in teacher.parameters())
     adapters = list(loss.parameters())
-    assert len(adapters) == {"fitnet": 2, "crd": 4}.get(method, 0)  # conv w+b; two linear embeds
+    assert len(adapters) == {"fitnet": 2, "crd": 4, "ofd": 3}.get(method, 0)  # conv w+b; two linear embeds; conv w + BN
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in adapters)
 
 
@@ -217,6 +239,7 @@ def test_every_loss_trains_one_epoch_and_crd_composition(digits: data.DataSplits
     ("crd", {"crd_T": 0}, "T > 0"),
     ("dkd", {"dkd_beta": -8}, "beta"),
     ("rkd", {"rkd_stride": 2}, "has no option stride"),
+    ("ofd", {"ofd_momentum": 1.0}, "momentum=1.0 must be in"),
 ])
 def test_bad_options_are_clear(method: str, options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -84,8 +84,9 @@ def test_routed_weight_cosine_fade(digits: data.DataSplits) -> None:
     assert build_objective("resdistill").losses["resdistill"].route_weight(99) == 1.0  # default: constant β
     # faded to 0, the routed terms no longer enter the loss: it equals the route-off objective's
     teacher, student = _pair()
-    faded = build_objective("resdistill", resdistill_fade_epochs=1, resdistill_fade_to=0.0)
-    off = build_objective("resdistill", resdistill_route=0.0)
+    # (pooled-feature MSE: the margin loss's connectors would be set up separately for each objective)
+    faded = build_objective("resdistill", resdistill_fade_epochs=1, resdistill_fade_to=0.0, resdistill_feat_kind="mse")
+    off = build_objective("resdistill", resdistill_route=0.0, resdistill_feat_kind="mse")
     strategy = ResidualStrategy(student, teacher, faded)
     x, y = digits.train[0][0][None].repeat(4, 1, 1, 1), torch.tensor([1, 2, 3, 4])
     with ExitStack() as stack, torch.no_grad():
@@ -95,3 +96,30 @@ def test_routed_weight_cosine_fade(digits: data.DataSplits) -> None:
         assert faded(early)[0].item() > off(early)[0].item()
     with pytest.raises(ConfigError, match="fade_to"):
         build_objective("resdistill", resdistill_fade_to=1.5)
+
+
+def test_margin_feature_loss_on_pre_relu_features_trains_connector(digits: data.DataSplits) -> None:
+    """The default feature term is the authors' margin loss between the last stage's pre-ReLU maps;
+    its connector is in the student's optimiser group and gets gradients, the teacher none from it."""
+    teacher, student = _pair()
+    objective = build_objective("resdistill", resdistill_kd=0.0, resdistill_route=0.0)
+    loss = objective.losses["resdistill"]
+    assert loss.feat_tap == "layer3@prerelu" and loss.teacher_taps == ("layer3@prerelu",)
+    strategy = ResidualStrategy(student, teacher, objective)
+    x, y = torch.stack([digits.train[i][0] for i in range(8)]), torch.tensor([digits.train[i][1] for i in range(8)])
+    with ExitStack() as stack:
+        strategy.enter(stack, "cpu", digits.train)
+        strategy.setup((x, y, torch.arange(8)), digits)
+        margin = loss.margin.margins()[0]
+        assert margin.shape == (64,) and (margin <= 0).all() and (margin < 0).sum() > 32  # mean negative response
+        ctx = strategy.context(x, y, torch.arange(8), epoch=0, step=0)
+        feat = loss.margin(ctx)
+        feat.backward()
+    connector = list(loss.margin.parameters())
+    assert feat.item() > 0 and all(p.grad is not None and p.grad.abs().sum() > 0 for p in connector)
+    assert student.layer3[0].conv2.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in strategy.teacher.parameters())
+    student_group = {id(p) for p in strategy.param_groups()["student"][0]}
+    assert all(id(p) in student_group for p in connector)
+    with pytest.raises(ConfigError, match="feat_kind='l1' is not one of"):
+        build_objective("resdistill", resdistill_feat_kind="l1")

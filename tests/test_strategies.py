@@ -149,6 +149,7 @@ def test_resdistill_joint_phase_trains_teacher_on_its_own_ce_only(digits: data.D
     ref = copy.deepcopy(strategy.teacher).train()
     with ExitStack() as stack:
         strategy.enter(stack, "cpu", digits.train)
+        strategy.setup((x, y, torch.arange(8)), digits)  # eval-mode probe: builds the margin loss's connector
         strategy.teacher.train(), strategy.student.train()
         losses, parts = strategy.step(x, y, torch.arange(8), epoch=0, step=0)
         (_, loss), = losses

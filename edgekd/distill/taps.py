@@ -8,6 +8,12 @@
 
 Each forward pass overwrites the previous record; the hooks are removed when the block exits,
 even on error.
+
+``"<path>@prerelu"`` records the *pre-activation* output of ``path`` instead: the input of the
+last ``nn.ReLU`` called inside it, which must be what ``path`` returns (e.g. ``"layer3@prerelu"``
+of a ResNet: the last block's ``bn2(conv2(·)) + shortcut`` before its ReLU, the features of Heo et
+al.'s margin loss). The input is cloned before an in-place ReLU overwrites it, and gradients flow
+through it. A module that does not end in a ReLU is a clear error on the first forward pass.
 """
 
 from __future__ import annotations
@@ -22,13 +28,16 @@ from torch.utils.hooks import RemovableHandle
 
 from edgekd.errors import ConfigError
 
+PRERELU = "@prerelu"
+
 
 class Taps:
-    """Context manager that keeps the latest output of each named module of ``model``."""
+    """Context manager that keeps the latest output (or pre-ReLU output) of each named module."""
 
     def __init__(self, model: nn.Module, paths: Sequence[str]) -> None:
         modules = dict(model.named_modules())
-        for path in paths:
+        for tap in paths:
+            path = tap.removesuffix(PRERELU)
             if path not in modules:
                 near = difflib.get_close_matches(path, list(modules), n=6, cutoff=0.5)
                 top = [n for n, _ in model.named_children()]
@@ -38,14 +47,45 @@ class Taps:
                     stage="distill/taps", hint="name a module by its dotted path from model.named_modules()")
         self.model = model
         self.paths = list(dict.fromkeys(paths))
-        self._modules = {p: modules[p] for p in self.paths}
+        self._modules = {p: modules[p.removesuffix(PRERELU)] for p in self.paths}
+        for tap, module in self._modules.items():
+            if tap.endswith(PRERELU) and not any(isinstance(m, nn.ReLU) for m in module.modules()):
+                raise ConfigError(f"{tap!r}: {type(module).__name__} at {tap.removesuffix(PRERELU)!r} has no nn.ReLU "
+                                  "inside", stage="distill/taps", hint="tap a stage or block that ends in an nn.ReLU module")
         self._handles: list[RemovableHandle] = []
         self.outputs: dict[str, Any] = {}
 
     def __enter__(self) -> Taps:
         for path, module in self._modules.items():
-            self._handles.append(module.register_forward_hook(self._recorder(path)))
+            if path.endswith(PRERELU):
+                self._prerelu(path, module)
+            else:
+                self._handles.append(module.register_forward_hook(self._recorder(path)))
         return self
+
+    def _prerelu(self, tap: str, module: nn.Module) -> None:
+        """Hooks for ``tap`` = ``path@prerelu``: every ReLU inside keeps a clone of its input and
+        its output; ``path``'s own hook checks that its output is the last ReLU's."""
+        relus = [m for m in module.modules() if isinstance(m, nn.ReLU)]
+        last: dict[str, Any] = {}
+
+        def before(_m: nn.Module, inputs: tuple[Any, ...]) -> None:
+            last["input"] = inputs[0].clone()  # an in-place ReLU overwrites its input
+
+        def after(_m: nn.Module, _inputs: Any, output: Any) -> None:
+            last["output"] = output
+
+        def done(_m: nn.Module, _inputs: Any, output: Any) -> None:
+            if "output" not in last or last["output"] is not output:
+                raise ConfigError(f"{tap!r}: the output of {tap.removesuffix(PRERELU)!r} is not the output of "
+                                  "its last ReLU, so it has no pre-ReLU form", stage="distill/taps",
+                                  hint="tap a stage or block whose forward ends with an nn.ReLU module")
+            self.outputs[tap] = last.pop("input")
+            last.clear()
+
+        for relu in relus:
+            self._handles += [relu.register_forward_pre_hook(before), relu.register_forward_hook(after)]
+        self._handles.append(module.register_forward_hook(done))
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

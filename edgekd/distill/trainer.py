@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
@@ -255,8 +256,10 @@ class Trainer:
             for k in keys:
                 allreduce_grads([p for p in self._groups[k] if p.grad is not None], local_fraction)
                 self.optimizers[k].step()
-        for sched in self.schedulers.values():
-            sched.step()
+        with warnings.catch_warnings():  # a group that did not step this batch (a frozen teacher) keeps the shared cosine
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            for sched in self.schedulers.values():
+                sched.step()
 
     def _epoch(self, epoch: int) -> None:
         from tqdm.auto import tqdm

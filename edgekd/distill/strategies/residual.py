@@ -11,9 +11,12 @@ train. With final pooled features :math:`f_S, f_T`:
 
     L_S = L_{CE}(s, y) + \alpha\,T^2\mathrm{KL}(p_t^T \| p_s^T)
           + \frac{\beta}{|R|}\sum_{r\in R}\big[L_{CE}(z_r, y) + T^2\mathrm{KL}(p_t^T \| p_{z_r}^T)\big]
-          + \gamma\,\lVert f_S - \mathrm{sg}(f_T) \rVert_2^2 / d
+          + \gamma\,L_{feat}
 
-(teacher probabilities :math:`p_t` and :math:`f_T` detached). Two phases: for the first
+(teacher probabilities detached). The feature term :math:`L_{feat}` is, as in the authors' code,
+Heo et al.'s margin loss (:mod:`edgekd.distill.losses.ofd`) between the last stage's pre-ReLU
+outputs (student through a 1×1 conv + BN connector); ``resdistill_feat_kind="mse"`` uses
+:math:`\lVert f_S - \mathrm{sg}(f_T) \rVert_2^2 / d` on the final pooled features instead. Two phases: for the first
 ``freeze_epochs`` the teacher is frozen (eval mode, no updates; gradients still pass through it);
 afterwards it trains jointly, in its own optimiser group, on its own :math:`L_{CE}(t, y)` only.
 The routed passes :math:`T_{>r}` always run the teacher in eval mode with its parameters out of
@@ -30,8 +33,8 @@ terms by a cosine from 1 to ``dc`` over 60 epochs): ``resdistill_fade_epochs=E``
 ``resdistill_fade_to=dc`` does that, β·w(e) with
 :math:`w(e) = dc + (1 - dc)\,\tfrac12\big(1 + \cos(\pi \min(e, E)/E)\big)` at epoch ``e``
 (counted from 0); the default ``E = 0`` keeps β constant. ``resdistill_route=0`` turns routing
-off, which makes this plain KD + feature loss, for ablation. Deviation: the code's feature term is
-the margin loss of Heo et al. on pre-ReLU features; here it is an MSE on the final pooled features.
+off, which makes this plain KD + feature loss, for ablation. Deviation: the margin of the feature
+loss is measured on the teacher's features, not derived from its batch norm (see ``ofd``).
 
 Use: ``distill(resnet20_trained, models.create("resnet20_plain"), data, method="resdistill",
 resdistill_freeze_epochs=1)``.
@@ -50,6 +53,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edgekd.data.core import DataSplits
+from edgekd.distill.losses.ofd import OFDLoss
 from edgekd.distill.methods import DistillLoss, Objective, StepContext, register_method
 from edgekd.distill.strategies.base import (
     Losses,
@@ -65,7 +69,8 @@ from edgekd.errors import ConfigError
 
 STAGE = "distill/resdistill"
 ROUTED = "routed"  # ctx.student_features[ROUTED]: list of routed logits z_r
-FEATURES = "pool"  # tap path of the final pooled features on both networks
+FEATURES = "pool"  # tap path of the final pooled features on both networks (feat_kind="mse")
+FEAT_KINDS = ("margin", "mse")
 
 
 def kd_term(student: torch.Tensor, teacher: torch.Tensor, T: float) -> torch.Tensor:
@@ -80,7 +85,8 @@ class ResDistillLoss(DistillLoss):
     (α), ``resdistill_route=1.0`` (β), ``resdistill_feat=1.0`` (γ), ``resdistill_freeze_epochs=1``,
     ``resdistill_routes=("layer1", "layer2")``, ``resdistill_stages=("layer1", "layer2", "layer3")``,
     ``resdistill_teacher_lr=1.0`` (teacher lr multiplier in the joint phase), ``resdistill_fade_epochs=0``
-    and ``resdistill_fade_to=0.0`` (cosine fade of β, module docstring)."""
+    and ``resdistill_fade_to=0.0`` (cosine fade of β, module docstring), ``resdistill_feat_kind="margin"``
+    (or ``"mse"`` on pooled features)."""
 
     needs_teacher = True
     strategy = "residual"
@@ -88,8 +94,11 @@ class ResDistillLoss(DistillLoss):
     def __init__(self, T: float = 4.0, kd: float = 1.0, route: float = 1.0, feat: float = 1.0,
                  freeze_epochs: int = 1, routes: Sequence[str] = ("layer1", "layer2"),
                  stages: Sequence[str] = ("layer1", "layer2", "layer3"), teacher_lr: float = 1.0,
-                 fade_epochs: float = 0.0, fade_to: float = 0.0) -> None:
+                 fade_epochs: float = 0.0, fade_to: float = 0.0, feat_kind: str = "margin") -> None:
         super().__init__()
+        if feat_kind not in FEAT_KINDS:
+            raise ConfigError(f"resdistill feat_kind={feat_kind!r} is not one of {list(FEAT_KINDS)}", stage=STAGE,
+                              hint="resdistill_feat_kind='margin' (pre-ReLU, the paper's code) or 'mse' (pooled features)")
         if not T > 0 or min(kd, route, feat, teacher_lr, fade_epochs) < 0 or freeze_epochs < 0:
             raise ConfigError(f"resdistill T={T} must be > 0 and kd, route, feat, teacher_lr, freeze_epochs, "
                               "fade_epochs >= 0", stage=STAGE, hint="e.g. resdistill_T=4.0 resdistill_freeze_epochs=1")
@@ -104,8 +113,15 @@ class ResDistillLoss(DistillLoss):
         self.T, self.kd, self.route, self.feat = float(T), float(kd), float(route), float(feat)
         self.freeze_epochs, self.teacher_lr = int(freeze_epochs), float(teacher_lr)
         self.routes, self.stages = tuple(routes), tuple(stages)
-        self.student_taps = (*self.routes, FEATURES)
-        self.teacher_taps = (FEATURES,)
+        self.feat_kind = feat_kind
+        self.feat_tap = f"{self.stages[-1]}@prerelu" if feat_kind == "margin" else FEATURES
+        self.margin = OFDLoss(self.feat_tap) if feat_kind == "margin" else None
+        self.student_taps = (*self.routes, self.feat_tap)
+        self.teacher_taps = (self.feat_tap,)
+
+    def setup(self, ctx: StepContext, num_train: int) -> None:
+        if self.margin is not None:
+            self.margin.setup(ctx, num_train)
 
     def route_weight(self, epoch: int) -> float:
         """β at ``epoch``: constant, or cosine-faded from β to β·fade_to over ``fade_epochs``."""
@@ -124,7 +140,9 @@ class ResDistillLoss(DistillLoss):
         if routed and beta > 0:
             loss = loss + beta * sum((F.cross_entropy(z, y) + kd_term(z, t, self.T) for z in routed),
                                      s.new_zeros(())) / len(routed)
-        if self.feat > 0:
+        if self.feat > 0 and self.margin is not None:
+            loss = loss + self.feat * self.margin(ctx)
+        elif self.feat > 0:
             f_s = torch.flatten(ctx.student_features[FEATURES], 1)
             f_t = torch.flatten(ctx.teacher_features[FEATURES], 1).detach()
             loss = loss + self.feat * F.mse_loss(f_s, f_t)
@@ -215,14 +233,14 @@ class ResidualStrategy(Strategy):
         self.student.train(), self.teacher.train()
         check_classes("student", ctx.student_logits, data)
         check_classes("teacher", ctx.teacher_logits, data)
-        f_s, f_t = ctx.student_features[FEATURES], ctx.teacher_features[FEATURES]
+        f_s, f_t = ctx.student_features[self.loss.feat_tap], ctx.teacher_features[self.loss.feat_tap]
         if f_s.shape != f_t.shape:
             raise ConfigError(f"resdistill feature shapes differ: student {tuple(f_s.shape)}, teacher {tuple(f_t.shape)}",
                               stage=STAGE, hint="use twins of one width, or resdistill_feat=0")
         self.objective.setup(ctx, len(data.train))  # type: ignore[arg-type]
 
     def param_groups(self) -> ParamGroups:
-        return {"student": (list(self.student.parameters()), 1.0),
+        return {"student": (list(self.student.parameters()) + list(self.objective.parameters()), 1.0),
                 "teacher": (list(self.teacher.parameters()), self.loss.teacher_lr)}
 
     def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int
