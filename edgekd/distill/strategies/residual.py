@@ -5,7 +5,7 @@ The plain student :math:`S` and the ResNet teacher :math:`T` share a stage layou
 teacher's :math:`t`, each routed student stage output :math:`S_{\le r}(x)` is run through the
 teacher's *later* stages, giving logits :math:`z_r = T_{>r}(S_{\le r}(x))`. Their losses reach
 the student's early layers through the teacher's shortcuts, which is what lets a deep plain net
-train. With final pooled features :math:`f_S, f_T`:
+train:
 
 .. math::
 
@@ -16,7 +16,8 @@ train. With final pooled features :math:`f_S, f_T`:
 (teacher probabilities detached). The feature term :math:`L_{feat}` is, as in the authors' code,
 Heo et al.'s margin loss (:mod:`edgekd.distill.losses.ofd`) between the last stage's pre-ReLU
 outputs (student through a 1×1 conv + BN connector); ``resdistill_feat_kind="mse"`` uses
-:math:`\lVert f_S - \mathrm{sg}(f_T) \rVert_2^2 / d` on the final pooled features instead. Two phases: for the first
+:math:`\lVert f_S - \mathrm{sg}(f_T) \rVert_2^2 / d` on the final pooled features :math:`f_S, f_T`
+instead. Two phases: for the first
 ``freeze_epochs`` the teacher is frozen (eval mode, no updates; gradients still pass through it);
 afterwards it trains jointly, in its own optimiser group, on its own :math:`L_{CE}(t, y)` only.
 The routed passes :math:`T_{>r}` always run the teacher in eval mode with its parameters out of
