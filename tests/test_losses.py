@@ -230,6 +230,14 @@ def test_every_loss_trains_one_epoch_and_crd_composition(digits: data.DataSplits
     assert torch.equal(crd.labels, digits.train.tensors[1])  # indices from the loader match the samples
 
 
+def test_ofd_trains_from_the_teacher_cache_of_pre_relu_maps(digits: data.DataSplits, nets: tuple) -> None:
+    student, teacher = nets
+    r = distill(teacher, student, digits, "ce + ofd", epochs=1, batch_size=64, progress=False, cache_teacher=True)
+    assert math.isfinite(r.history[0]["train_ofd"]) and r.history[0]["train_ofd"] > 0
+    margin = r.objective.losses["ofd"].margins()[0]
+    assert margin.shape == (256,) and (margin <= 0).all() and (margin < 0).any()
+
+
 @pytest.mark.parametrize(("method", "options", "message"), [
     ("ce+fitnett", {}, "unknown method 'fitnett'; known: .*crd.*dkd"),
     ("ce+crd:-0.8", {}, "weight '-0.8' of method 'crd' is not a finite number >= 0"),
