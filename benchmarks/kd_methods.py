@@ -239,12 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="keep the saved teacher and finished runs")
     ap.add_argument("--teacher", default=None, help="use this teacher checkpoint (edgekd model.pt) instead of training one")
     ap.add_argument("--teacher-epochs", type=int, default=None, help="train the teacher this long (default: the budget's)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="train each student this long (default: the budget's); other lengths' runs go to <work>/runs_..._e<N>.jsonl")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--step-ratio", action="store_true",
                     help="only measure seconds per step (student-only vs KD/feature KD, cached vs live teacher)")
     ap.add_argument("--augment-students", action="store_true",
                     help="students see shifted/mirrored images too, and the teacher runs live on the same images "
                          "(function matching, Beyer et al. 2022; no cache); runs go to <work>/runs_aug.jsonl")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: the budget's, e.g. 0,1,2)")
     ap.add_argument("--student", default=STUDENT,
                     help=f"student model name (default {STUDENT}); other students' runs go to <work>/runs_<name>.jsonl")
     ap.add_argument("--out", default=str(HERE / "results" / "kd_methods.json"))
@@ -252,10 +255,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg, device, t0 = dict(MODES[args.budget]), args.device, time.perf_counter()
     if args.teacher_epochs is not None:
         cfg["teacher_epochs"] = args.teacher_epochs
+    if args.epochs is not None and args.epochs < 1:
+        ap.error(f"--epochs {args.epochs} must be >= 1")
+    own_epochs = args.epochs is not None and args.epochs != cfg["epochs"]
+    cfg["epochs"] = args.epochs or cfg["epochs"]
+    if args.seeds:
+        try:
+            cfg["seeds"] = [int(v) for v in args.seeds.split(",") if v.strip()]
+        except ValueError:
+            ap.error(f"--seeds {args.seeds!r} must be comma-separated integers, e.g. 0,1,2")
     work = HERE / "results" / f"kd_methods_work_{args.budget}"
     work.mkdir(parents=True, exist_ok=True)
     stem = "runs_aug" if args.augment_students else "runs"
-    runs_path = work / (f"{stem}.jsonl" if args.student == STUDENT else f"{stem}_{args.student}.jsonl")
+    stem += "" if args.student == STUDENT else f"_{args.student}"
+    runs_path = work / (f"{stem}_e{cfg['epochs']}.jsonl" if own_epochs else f"{stem}.jsonl")
     if not args.resume and not args.step_ratio and runs_path.exists():
         runs_path.unlink()
     only = {m.strip() for m in args.only.split(",") if m.strip()} or set(cfg.get("methods", ()))
