@@ -16,6 +16,7 @@ Every model is exported to .pte and .tflite, fp32 and int8, and run by the same 
     python benchmarks/arch_kd.py --budget medium  # ~60 min on 1 core under load (depth 32, 9k train images, 6 epochs)
     python benchmarks/arch_kd.py --budget full    # full data, deeper nets, more epochs
     python benchmarks/arch_kd.py --budget medium --latency-only --latency-rounds 7  # re-time a finished run
+    python benchmarks/arch_kd.py --budget medium --ablation --threads 2  # resdistill's feature term × fade
 
 At the end every exported file is timed again side by side (``--latency-rounds`` interleaved rounds;
 the JSON keeps every round, the ratio table uses each file's best round).
@@ -146,6 +147,52 @@ def latency_only(args: argparse.Namespace, b: Budget) -> int:
     return 0
 
 
+ABLATION = {  # resdistill variants: feature term × routed-weight fade (the benchmark runs "margin, fade")
+    "margin, fade": {"resdistill_feat_kind": "margin", "fade": True},
+    "margin, constant": {"resdistill_feat_kind": "margin", "fade": False},
+    "mse, fade": {"resdistill_feat_kind": "mse", "fade": True},
+    "mse, constant": {"resdistill_feat_kind": "mse", "fade": False},
+}
+
+
+def ablation(args: argparse.Namespace, b: Budget) -> int:
+    """``--ablation``: the budget's teacher (same seed and recipe as the main run), the plain net alone,
+    then resdistill with each :data:`ABLATION` variant; writes ``--out`` with ``_ablation`` appended."""
+    from edgekd import data as D
+    from edgekd import models as M
+    from edgekd.distill import distill, train
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    splits = D.load("fashion_mnist", seed=0, limit=b.limit)
+    kw = {"num_classes": splits.num_classes, "in_channels": splits.in_channels}
+    opts = {"batch_size": 128, "progress": False, "optimizer": "sgd", "lr": 0.05}
+    res, plain = f"resnet{b.depth}", f"resnet{b.depth}_plain"
+    torch.manual_seed(0)
+    teacher = train(M.create(res, **kw), splits, epochs=b.epochs, **opts)
+    torch.manual_seed(0)
+    alone = train(M.create(plain, **kw), splits, epochs=b.epochs, **opts)
+    acc = {f"{res} teacher": teacher.metrics["test_acc"], f"{plain} alone": alone.metrics["test_acc"]}
+    print(f"[{time.perf_counter() - t0:6.0f}s] teacher {acc[f'{res} teacher']:.4f}, alone {acc[f'{plain} alone']:.4f}",
+          flush=True)
+    freeze = b.freeze_epochs if b.freeze_epochs is not None else max(1, b.epochs // 2)
+    for name, variant in ABLATION.items():
+        extra = {k: v for k, v in variant.items() if k != "fade"}
+        torch.manual_seed(0)
+        rd = distill(teacher.model, M.create(plain, **kw), splits, "resdistill", epochs=b.epochs,
+                     resdistill_freeze_epochs=freeze, **(resdistill_opts(b.epochs) if variant["fade"] else {}),
+                     **extra, **opts)
+        acc[f"resdistill ({name})"] = rd.metrics["test_acc"]
+        print(f"[{time.perf_counter() - t0:6.0f}s] resdistill ({name}): {rd.metrics['test_acc']:.4f}", flush=True)
+    lines = ["| model | test acc |", "|---|---|", *(f"| {k} | {v:.4f} |" for k, v in acc.items())]
+    print("\n" + "\n".join(lines))
+    out = Path(args.out)
+    write_results(out.with_name(out.stem + "_ablation.json"), "arch_kd_ablation", {
+        "budget": args.budget, "config": b.__dict__, "threads": args.threads, "variants": ABLATION,
+        "freeze_epochs": freeze, "test_acc": acc, "table_md": "\n".join(lines), "wall_s": time.perf_counter() - t0})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from edgekd import data as D
     from edgekd import models as M
@@ -165,11 +212,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="re-measure every exported file in this many interleaved rounds at the end (0: skip)")
     ap.add_argument("--latency-only", action="store_true",
                     help="only re-measure the bundles of a finished run (in --work) side by side; update --out")
+    ap.add_argument("--ablation", action="store_true",
+                    help="only the teacher, the plain net alone and resdistill's feature-term × fade variants")
     args = ap.parse_args(argv)
     if args.latency_only:
         return latency_only(args, BUDGETS[args.budget])
     if args.threads < 1:
         ap.error(f"--threads {args.threads} must be >= 1")
+    if args.ablation:
+        return ablation(args, BUDGETS[args.budget])
     torch.set_num_threads(args.threads)
     b, work, t0 = BUDGETS[args.budget], Path(args.work), time.perf_counter()
     phase_s: dict[str, float] = {}
