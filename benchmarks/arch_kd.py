@@ -126,6 +126,13 @@ def pairs_of(b: Budget) -> list[tuple[str, str]]:
     return [(res, f"{plain} resdistill"), (f"{cnn} (PKKD co-trained teacher)", f"{adder} pkkd")]
 
 
+def rewrite(out: Path, result: dict[str, Any]) -> None:
+    """Write an updated finished run back to ``out``: today's machine facts, the training date kept."""
+    keep = {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine", "processor", "cpu_count",
+                                                          "torch_threads", "gpu")}
+    write_results(out, "arch_kd", {**keep, "trained_on": result.get("trained_on", result.get("date"))})
+
+
 def latency_only(args: argparse.Namespace, b: Budget) -> int:
     """``--latency-only``: re-measure a finished run's bundles side by side and add that to its JSON."""
     import json
@@ -141,10 +148,28 @@ def latency_only(args: argparse.Namespace, b: Budget) -> int:
     print(table)
     result.update({"latency_side_by_side": latency, "latency_rounds": max(1, args.latency_rounds),
                    "latency_table_md": table, "latency_side_by_side_s": time.perf_counter() - t})
-    keep = {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine", "processor", "cpu_count",
-                                                          "torch_threads", "gpu")}
-    write_results(out, "arch_kd", {**keep, "trained_on": result.get("trained_on", result.get("date"))})
+    rewrite(out, result)
     return 0
+
+
+def adder_alone(name: str, splits: Any, b: Budget) -> nn.Module:
+    """The AdderNet trained alone: cross-entropy with the paper's adaptive lr, on the PKKD run's images,
+    epochs and optimiser. Trainer trains this very module, so the lr hooks apply (``train()`` would
+    train a copy without them)."""
+    from edgekd import models as M
+    from edgekd.distill import TrainConfig, Trainer, build_objective
+    from edgekd.models.adder import adaptive_lr
+
+    torch.manual_seed(0)
+    model = M.create(name, num_classes=splits.num_classes, in_channels=splits.in_channels)
+    handles = adaptive_lr(model)
+    try:
+        Trainer(model, splits, build_objective("ce"), TrainConfig(epochs=b.adder_epochs, batch_size=128, progress=False,
+                                                                  optimizer="sgd", lr=0.05)).fit()
+    finally:
+        for h in handles:
+            h.remove()
+    return model
 
 
 ABLATION = {  # resdistill variants: feature term × routed-weight fade; the main run is "margin, fade"
@@ -152,6 +177,29 @@ ABLATION = {  # resdistill variants: feature term × routed-weight fade; the mai
     "mse, fade": {"resdistill_feat_kind": "mse", "fade": True},
     "mse, constant": {"resdistill_feat_kind": "mse", "fade": False},
 }
+
+
+def only_adder_alone(args: argparse.Namespace, b: Budget) -> int:
+    """``--adder-alone``: (re)train only the AdderNet-alone baseline and update its accuracy in ``--out``."""
+    import json
+
+    from edgekd import data as D
+    from edgekd.distill import evaluate
+
+    out = Path(args.out)
+    if not out.exists():
+        raise SystemExit(f"arch_kd: {out} does not exist; run the benchmark first (without --adder-alone)")
+    torch.set_num_threads(args.threads)
+    t = time.perf_counter()
+    splits = D.load("fashion_mnist", seed=0, limit=b.limit)
+    name = f"resnet{b.adder_depth}_adder"
+    model = adder_alone(name, D.load("fashion_mnist", seed=0, limit=b.adder_limit), b)
+    result = json.loads(out.read_text())
+    result["test_acc"][f"{name} alone"] = evaluate(model, splits.test)["acc"]
+    result.setdefault("phase_s", {})[f"train {name} alone"] = round(time.perf_counter() - t, 1)
+    print(f"{name} alone (CE, adaptive lr): {result['test_acc'][f'{name} alone']:.4f}")
+    rewrite(out, result)
+    return 0
 
 
 def ablation(args: argparse.Namespace, b: Budget) -> int:
@@ -199,7 +247,6 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.distill.strategies import ProgressiveStrategy
     from edgekd.errors import EdgekdError
     from edgekd.export import export
-    from edgekd.models.adder import adaptive_lr
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="small")
@@ -210,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="re-measure every exported file in this many interleaved rounds at the end (0: skip)")
     ap.add_argument("--latency-only", action="store_true",
                     help="only re-measure the bundles of a finished run (in --work) side by side; update --out")
+    ap.add_argument("--adder-alone", action="store_true",
+                    help="only (re)train the AdderNet-alone baseline and update its accuracy in --out")
     ap.add_argument("--ablation", action="store_true",
                     help="only the teacher and resdistill's feature-term × fade variants (writes <out>_ablation.json)")
     args = ap.parse_args(argv)
@@ -219,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--threads {args.threads} must be >= 1")
     if args.ablation:
         return ablation(args, BUDGETS[args.budget])
+    if args.adder_alone:
+        return only_adder_alone(args, BUDGETS[args.budget])
     torch.set_num_threads(args.threads)
     b, work, t0 = BUDGETS[args.budget], Path(args.work), time.perf_counter()
     phase_s: dict[str, float] = {}
@@ -288,12 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{adder} pkkd ({len(asplits.train)} images x {b.adder_epochs} epochs): {acc[f'{adder} pkkd']:.4f}; "
         f"its CNN teacher {acc[twin]:.4f}")
     phase(f"train {adder} pkkd")
-    torch.manual_seed(0)  # the same AdderNet alone: CE with the paper's adaptive lr, same data, epochs, optimiser
-    handles = adaptive_lr(lone := M.create(adder, **kw))
-    r = train(lone, asplits, epochs=b.adder_epochs, **opts)
-    for h in handles:
-        h.remove()
-    acc[f"{adder} alone"] = evaluate(r.model, splits.test)["acc"]
+    acc[f"{adder} alone"] = evaluate(adder_alone(adder, asplits, b), splits.test)["acc"]
     log(f"{adder} alone (CE, adaptive lr): {acc[f'{adder} alone']:.4f}")
     phase(f"train {adder} alone")
 

@@ -81,6 +81,27 @@ def test_adaptive_lr_scales_each_layer_to_eta_sqrt_k() -> None:
         adaptive_lr(models.create("resnet8"))
 
 
+def test_adaptive_lr_applies_under_trainer_and_distill_warns_it_would_drop_it() -> None:
+    """distill()/train() train a deep copy, and deepcopy drops tensor hooks: that must not be silent.
+    Trainer trains the module itself, so there the hooks change the update."""
+    from edgekd.distill import TrainConfig, Trainer, build_objective, train
+
+    digits = data.load("digits", limit=60)
+    config = TrainConfig(epochs=1, batch_size=32, optimizer="sgd", lr=0.05, progress=False)
+    nets = []
+    for eta in (None, 0.2):
+        torch.manual_seed(0)
+        net = models.create("resnet8_adder", in_channels=1)
+        handles = adaptive_lr(net, eta) if eta else []
+        Trainer(net, digits, build_objective("ce"), config).fit()
+        nets.append(net)
+    assert not torch.equal(nets[0].layer1[0].conv1.weight, nets[1].layer1[0].conv1.weight)
+    with pytest.warns(UserWarning, match="gradient hooks on its parameters layer1.0.conv1.weight.*do not carry over"):
+        train(nets[1], digits, epochs=1, batch_size=32, progress=False)
+    for h in handles:
+        h.remove()
+
+
 def test_adder_resnet_mirrors_the_cnn_and_exports_with_standard_ops() -> None:
     cnn, ann = models.create("resnet8", in_channels=1), models.create("resnet8_adder", in_channels=1)
     assert [n for n, _ in cnn.named_modules()] == [n for n, _ in ann.named_modules()]

@@ -23,6 +23,7 @@ Under ``torchrun`` the same call trains data-parallel (:mod:`edgekd.distill.ddp`
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,13 @@ def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module 
     if isinstance(teacher, Sequence):
         T = next((float(loss.T) for loss in objective.losses.values() if hasattr(loss, "T")), 1.0)
         teacher = EnsembleTeacher(list(teacher), teacher_weights, T=T, features=objective.teacher_taps)
+    nets = list(student) if isinstance(student, Sequence) else [student]
+    hooked = [n for net in nets for n, p in net.named_parameters() if getattr(p, "_backward_hooks", None)]
+    if hooked:  # deepcopy does not copy tensor hooks: e.g. models.adder.adaptive_lr would silently do nothing
+        warnings.warn(f"distill() trains a copy of the student, and the gradient hooks on its parameters "
+                      f"{', '.join(hooked[:3])}{' …' if len(hooked) > 3 else ''} do not carry over to the copy; "
+                      "to keep them, train the module itself with Trainer(student, data, build_objective(...), "
+                      "TrainConfig(...)).fit()", UserWarning, stacklevel=2)
     model = [copy.deepcopy(s) for s in student] if isinstance(student, Sequence) else copy.deepcopy(student)
     strategy = make_strategy(objective, model, teacher, cache_teacher)
     trainer = Trainer(None, data, objective, config, strategy=strategy, on_epoch_end=on_epoch_end)

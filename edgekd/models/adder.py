@@ -165,7 +165,11 @@ def adaptive_grad(grad: torch.Tensor, eta: float = 0.2) -> torch.Tensor:
 
 def adaptive_lr(model: nn.Module, eta: float = 0.2) -> list[RemovableHandle]:
     """Hook :func:`adaptive_grad` onto every :class:`Adder2d` weight of ``model``; remove the
-    returned handles to undo. Raises when ``model`` has no adder layer."""
+    returned handles to undo. Raises when ``model`` has no adder layer.
+
+    The hooks live on these parameter tensors: train this very module (``Trainer(model, ...)``);
+    ``distill()``/``train()`` train a deep copy, which has no hooks (they warn). Method ``pkkd``
+    installs them on the copy itself (``pkkd_eta``)."""
     if not eta > 0:
         raise ConfigError(f"adaptive lr eta={eta} must be > 0", stage="models/adder", hint="pass eta=0.2 (paper)")
     scale: Callable[[torch.Tensor], torch.Tensor] = partial(adaptive_grad, eta=eta)
