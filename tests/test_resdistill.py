@@ -84,7 +84,7 @@ def test_routed_weight_cosine_fade(digits: data.DataSplits) -> None:
     assert build_objective("resdistill").losses["resdistill"].route_weight(99) == 1.0  # default: constant β
     # faded to 0, the routed terms no longer enter the loss: it equals the route-off objective's
     teacher, student = _pair()
-    # (pooled-feature MSE: the margin loss's connectors would be set up separately for each objective)
+    # (pooled-feature MSE, the default: the margin loss's connectors would differ between two objectives)
     faded = build_objective("resdistill", resdistill_fade_epochs=1, resdistill_fade_to=0.0, resdistill_feat_kind="mse")
     off = build_objective("resdistill", resdistill_route=0.0, resdistill_feat_kind="mse")
     strategy = ResidualStrategy(student, teacher, faded)
@@ -99,10 +99,11 @@ def test_routed_weight_cosine_fade(digits: data.DataSplits) -> None:
 
 
 def test_margin_feature_loss_on_pre_relu_features_trains_connector(digits: data.DataSplits) -> None:
-    """The default feature term is the authors' margin loss between the last stage's pre-ReLU maps;
+    """feat_kind="margin" is the authors' margin loss between the last stage's pre-ReLU maps;
     its connector is in the student's optimiser group and gets gradients, the teacher none from it."""
     teacher, student = _pair()
-    objective = build_objective("resdistill", resdistill_kd=0.0, resdistill_route=0.0)
+    assert build_objective("resdistill").losses["resdistill"].feat_tap == "pool"  # default: pooled-feature MSE
+    objective = build_objective("resdistill", resdistill_kd=0.0, resdistill_route=0.0, resdistill_feat_kind="margin")
     loss = objective.losses["resdistill"]
     assert loss.feat_tap == "layer3@prerelu" and loss.teacher_taps == ("layer3@prerelu",)
     strategy = ResidualStrategy(student, teacher, objective)
