@@ -71,6 +71,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _train_or_distill(args: argparse.Namespace, teacher_path: str | None,
                       distill_kw: dict | None = None) -> int:
     """Train (no teacher) or distil; ``distill_kw`` (from a config) replaces the loop flags."""
+    import torch
     from torch import nn
 
     from edgekd import models as M
@@ -96,6 +97,7 @@ def _train_or_distill(args: argparse.Namespace, teacher_path: str | None,
     if getattr(args, "cache_teacher", "auto") != "auto":
         extra["cache_teacher"] = args.cache_teacher == "on"
     peers = getattr(args, "peers", 1)
+    torch.manual_seed(int(distill_kw.get("seed") or 0))  # the student's initial weights follow --seed too
     student = [M.create(name, **kw) for _ in range(peers)] if peers > 1 else M.create(name, **kw)
     if _edge_requested(args):
         if not isinstance(teacher, nn.Module) or peers > 1:
