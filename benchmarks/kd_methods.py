@@ -72,6 +72,11 @@ OFFLINE: dict[str, tuple[str, dict[str, Any]]] = {
     "sp": ("ce + sp:3000", {}),
     "crd": ("ce + crd:0.8", {}),
     "crd+kd": ("ce + kd + crd:0.8", {}),
+    # candidates for the resnet8 student (session 6): T, and features/contrast on top of kd_t2
+    "kd_t1": ("ce:0.5 + kd:0.5", {"kd_T": 1.0}),
+    "kd_t4h": ("ce:0.5 + kd:0.5", {"kd_T": 4.0}),
+    "kd_t2+ofd": ("ce:0.5 + kd:0.5 + ofd:3", {"kd_T": 2.0}),
+    "kd_t2+crd": ("ce:0.5 + kd:0.5 + crd:0.8", {"kd_T": 2.0}),
 }
 # Online: two student-sized peers from scratch; "independent" is the vanilla rows.
 ONLINE: dict[str, tuple[str, dict[str, Any]]] = {

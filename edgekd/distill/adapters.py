@@ -95,6 +95,13 @@ def match_spatial(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch
     return F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size)
 
 
+def spatial_pairs(ctx: StepContext, student_taps: Sequence[str], teacher_taps: Sequence[str],
+                  method: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each (student, teacher) tapped feature pair of ``method``, pooled to a common H×W."""
+    return [match_spatial(tapped(ctx, "student", s, method), tapped(ctx, "teacher", t, method))
+            for s, t in zip(student_taps, teacher_taps, strict=True)]
+
+
 def require_setup(modules: nn.ModuleList | None, expected: int, method: str) -> None:
     """Fail clearly when a loss with adapters is called before ``setup`` built them."""
     if modules is None or len(modules) != expected:

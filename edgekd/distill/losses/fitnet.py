@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.distill.adapters import adapter, match_spatial, require_setup, tap_pairs, tapped
+from edgekd.distill.adapters import adapter, require_setup, spatial_pairs, tap_pairs
 from edgekd.distill.methods import DistillLoss, StepContext, register_method
 
 
@@ -50,8 +50,7 @@ class FitNetLoss(DistillLoss):
         self.regressors = nn.ModuleList()
 
     def _pairs(self, ctx: StepContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [match_spatial(tapped(ctx, "student", s, "fitnet"), tapped(ctx, "teacher", t, "fitnet"))
-                for s, t in zip(self.student_taps, self.teacher_taps, strict=True)]
+        return spatial_pairs(ctx, self.student_taps, self.teacher_taps, "fitnet")
 
     def setup(self, ctx: StepContext, num_train: int) -> None:
         self.regressors = nn.ModuleList(adapter(s.shape, t.shape, bn=self.bn) for s, t in self._pairs(ctx))

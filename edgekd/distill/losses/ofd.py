@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from edgekd.distill.adapters import adapter, match_spatial, require_setup, tap_pairs, tapped
+from edgekd.distill.adapters import adapter, require_setup, spatial_pairs, tap_pairs
 from edgekd.distill.methods import DistillLoss, StepContext, register_method
 from edgekd.errors import ConfigError
 
@@ -72,8 +72,7 @@ class OFDLoss(DistillLoss):
         self.connectors = nn.ModuleList()
 
     def _pairs(self, ctx: StepContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [match_spatial(tapped(ctx, "student", s, "ofd"), tapped(ctx, "teacher", t, "ofd"))
-                for s, t in zip(self.student_taps, self.teacher_taps, strict=True)]
+        return spatial_pairs(ctx, self.student_taps, self.teacher_taps, "ofd")
 
     def setup(self, ctx: StepContext, num_train: int) -> None:
         pairs = self._pairs(ctx)
