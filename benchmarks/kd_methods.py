@@ -140,7 +140,8 @@ def _summary(rows: list[dict[str, Any]], teacher_acc: float) -> list[dict[str, A
     by: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by.setdefault(r["method"], []).append(r)
-    vanilla = statistics.mean(r["test_acc"] for r in by.get("vanilla", [])) if "vanilla" in by else None
+    base_accs = [r["test_acc"] for r in by.get("vanilla", [])]
+    base_by_seed = {r["seed"]: r["test_acc"] for r in by.get("vanilla", []) if "seed" in r}
     out = []
     for method, rs in by.items():
         accs = [r["test_acc"] for r in rs]
@@ -149,8 +150,14 @@ def _summary(rows: list[dict[str, Any]], teacher_acc: float) -> list[dict[str, A
                "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                "agree_mean": statistics.mean(r["agree"] for r in rs), "kl_mean": statistics.mean(r["kl"] for r in rs),
                "epoch_s_mean": statistics.mean(r["epoch_s"] for r in rs)}
-        if vanilla is not None and teacher_acc > vanilla:
-            row["gap_recovered"] = (mean - vanilla) / (teacher_acc - vanilla)
+        seeds = [r.get("seed") for r in rs]
+        # against vanilla on the same seeds when it has them all (a 1-seed row vs a 3-seed mean misleads)
+        paired = all(s is not None and s in base_by_seed for s in seeds)
+        if paired:
+            row["paired_delta"] = [a - base_by_seed[s] for a, s in zip(accs, seeds, strict=True)]
+        base = statistics.mean([base_by_seed[s] for s in seeds] if paired else base_accs) if base_accs else None
+        if base is not None and teacher_acc > base:
+            row["gap_recovered"] = (mean - base) / (teacher_acc - base)
         out.append(row)
     base = next((r["epoch_s_mean"] for r in out if r["method"] == "vanilla"), None)
     for r in out:
@@ -226,14 +233,16 @@ def step_ratio(data: Any, teacher: torch.nn.Module, device: str, *, batches: int
 
 
 def table(summary: list[dict[str, Any]], teacher_acc: float) -> str:
-    lines = ["| method | kind | spec | top-1 % (mean ± std) | gap recovered | agreement % | KL(T‖S) | epoch s | × vanilla |",
-             "|---|---|---|---|---|---|---|---|---|",
-             f"| teacher {TEACHER} | — | ce | {100 * teacher_acc:.2f} | — | — | — | — | — |"]
+    lines = ["| method | kind | spec | top-1 % (mean ± std) | gap recovered | agreement % | KL(T‖S) | epoch s | × vanilla "
+             "| seeds | paired Δ vs vanilla (points) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|",
+             f"| teacher {TEACHER} | — | ce | {100 * teacher_acc:.2f} | — | — | — | — | — | — | — |"]
     for r in summary:
         gap = f"{100 * r['gap_recovered']:+.0f} %" if r.get("gap_recovered") is not None else "—"
+        deltas = ", ".join(f"{100 * d:+.2f}" for d in r["paired_delta"]) if "paired_delta" in r else "—"
         lines.append(f"| {r['method']} | {r['kind']} | `{r['spec']}` | {100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f} "
                      f"| {gap} | {100 * r['agree_mean']:.2f} | {r['kl_mean']:.3f} | {r['epoch_s_mean']:.1f} "
-                     f"| {r['epoch_time_vs_vanilla']:.2f} |")
+                     f"| {r['epoch_time_vs_vanilla']:.2f} | {r['seeds']} | {deltas} |")
     return "\n".join(lines)
 
 
@@ -329,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {"test_acc": r.metrics["test_acc"], **agreement(t_test, logits_of(r.model, x_test, device))}
         row.update({"method": method, "seed": seed, "kind": "online" if online else "offline", "spec": r.method,
                     "epoch_s": statistics.mean(h["time_s"] for h in r.history), "run_s": time.perf_counter() - t,
-                    "val_acc": r.metrics["val_acc"]})
+                    "val_acc": r.metrics["val_acc"], "history": r.history})
         with runs_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(f"    test acc {row['test_acc']:.4f}  agree {row['agree']:.4f}  KL {row['kl']:.3f}  "

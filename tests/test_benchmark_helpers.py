@@ -35,6 +35,21 @@ def test_gap_recovered_and_step_ratio(kd_methods) -> None:  # noqa: ANN001
     assert "| kd | offline | `kd` | 86.00 ± 1.41 | +50 % |" in kd_methods.table(list(summary.values()), 0.91)
 
 
+def test_gap_recovered_is_paired_by_seed(kd_methods) -> None:  # noqa: ANN001
+    """A one-seed row is measured against vanilla's run on that seed, not vanilla's mean."""
+    row = {"kind": "offline", "agree": 0.9, "kl": 0.1, "epoch_s": 10.0}
+    rows = [{**row, "method": "vanilla", "spec": "ce", "seed": s, "test_acc": a} for s, a in ((0, 0.80), (1, 0.84))]
+    rows.append({**row, "method": "crd", "spec": "crd", "seed": 1, "test_acc": 0.86})
+    rows.append({**row, "method": "odd", "spec": "kd", "seed": 7, "test_acc": 0.86})  # no vanilla run on seed 7
+    summary = {r["method"]: r for r in kd_methods._summary(rows, teacher_acc=0.90)}
+    assert summary["crd"]["gap_recovered"] == pytest.approx((0.86 - 0.84) / (0.90 - 0.84))
+    assert summary["crd"]["paired_delta"] == [pytest.approx(0.02)]
+    assert summary["odd"]["gap_recovered"] == pytest.approx((0.86 - 0.82) / (0.90 - 0.82))
+    assert "paired_delta" not in summary["odd"]
+    table = kd_methods.table(list(summary.values()), 0.90)
+    assert "| 1 | +2.00 |" in table and "| 1 | — |" in table
+
+
 def test_agreement_and_kl(kd_methods) -> None:  # noqa: ANN001
     t = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
     assert kd_methods.agreement(t, t) == {"agree": 1.0, "kl": pytest.approx(0.0, abs=1e-7)}
