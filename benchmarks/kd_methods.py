@@ -1,7 +1,8 @@
 """Every distillation method of edgekd on Fashion-MNIST: teacher → small student, 3 seeds.
 
 One teacher (``resnet14``, trained once and saved in the work folder) and one student
-(``resnet8x0_5``, ~20k parameters, 9× fewer than the teacher). For each method: test top-1
+(``resnet8x0_5``, ~20k parameters, 9× fewer than the teacher; ``resnet8``, 78k, for ``--budget
+long``). For each method: test top-1
 (mean ± std over seeds), teacher–student top-1 agreement and mean KL(teacher ‖ student) on the
 test set, and the gap recovered, (acc − acc_vanilla) / (acc_teacher − acc_vanilla). The teacher's
 logits and tapped features are cached once (:class:`edgekd.distill.TeacherCache`) and shared by
@@ -18,11 +19,13 @@ an interrupted benchmark loses nothing and ``--resume`` goes on from there::
     python benchmarks/kd_methods.py --budget full          # full data, 3 seeds (~95 min on 2 CPU cores)
     python benchmarks/kd_methods.py --budget full --resume # after an interruption
     python benchmarks/kd_methods.py --budget full --resume --step-ratio  # cache vs live teacher, per step
-    python benchmarks/kd_methods.py --budget long --out benchmarks/results/kd_methods_long.json
-    # vanilla vs KD at 8 epochs, from a resnet14 trained 20 epochs on augmented images (~30 min to
-    # train once, kept in the work folder for --resume); --only picks methods, --teacher any checkpoint
+    python benchmarks/kd_methods.py --budget long          # ~2 h on 2 CPU cores, minutes on a GPU
+    # vanilla vs KD (ce:0.5 + kd:0.5, T = 2), resnet8 student, 20 epochs, 3 seeds, from a resnet14
+    # trained 20 epochs on augmented images (~30 min to train once, kept in the work folder for
+    # --resume); --only picks methods, --student/--epochs change the pair, --teacher any checkpoint
 
-Writes ``benchmarks/results/kd_methods.json`` (and a Markdown table, also printed).
+Writes ``benchmarks/results/kd_methods.json`` (``kd_methods_<budget>.json`` for the other budgets)
+and a Markdown table, also printed.
 """
 
 from __future__ import annotations
@@ -54,9 +57,9 @@ MODES: dict[str, dict[str, Any]] = {
     "small": {"limit": 5000, "teacher_epochs": 4, "epochs": 3, "seeds": [0], "crd_k": 1024, "batch_size": 64},
     "full": {"limit": None, "teacher_epochs": 3, "epochs": 2, "seeds": [0, 1, 2], "crd_k": 4096, "batch_size": 256},
     # a teacher trained 20 epochs on shifted/flipped images (not memorising its train set: see
-    # edgekd.data.augment), a 4× longer student schedule, for the methods named here
-    "long": {"limit": None, "teacher_epochs": 20, "teacher_augment": True, "epochs": 8, "seeds": [0, 1, 2],
-             "crd_k": 4096, "batch_size": 256, "methods": ["vanilla", "kd", "kd_t2"]},
+    # edgekd.data.augment), a 4× larger student, 10× longer: the setting where KD pays (RESULTS.md)
+    "long": {"limit": None, "teacher_epochs": 20, "teacher_augment": True, "epochs": 20, "seeds": [0, 1, 2],
+             "crd_k": 4096, "batch_size": 256, "student": "resnet8", "methods": ["vanilla", "kd_t2"]},
 }
 
 # name -> (method spec, extra options). Offline methods distil from the cached teacher.
@@ -262,9 +265,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="students see shifted/mirrored images too, and the teacher runs live on the same images "
                          "(function matching, Beyer et al. 2022; no cache); runs go to <work>/runs_aug.jsonl")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: the budget's, e.g. 0,1,2)")
-    ap.add_argument("--student", default=STUDENT,
-                    help=f"student model name (default {STUDENT}); other students' runs go to <work>/runs_<name>.jsonl")
-    ap.add_argument("--out", default=str(HERE / "results" / "kd_methods.json"))
+    ap.add_argument("--student", default=None,
+                    help=f"student model name (default: the budget's, {STUDENT} or resnet8 for long); "
+                         "other students' runs go to <work>/runs_<name>.jsonl")
+    ap.add_argument("--out", default=None,
+                    help="results JSON (default: results/kd_methods.json, results/kd_methods_<budget>.json for others)")
     args = ap.parse_args(argv)
     cfg, device, t0 = dict(MODES[args.budget]), args.device, time.perf_counter()
     if args.teacher_epochs is not None:
@@ -281,14 +286,17 @@ def main(argv: list[str] | None = None) -> int:
     work = HERE / "results" / f"kd_methods_work_{args.budget}"
     work.mkdir(parents=True, exist_ok=True)
     stem = "runs_aug" if args.augment_students else "runs"
-    stem += "" if args.student == STUDENT else f"_{args.student}"
+    student = args.student or cfg.get("student", STUDENT)
+    stem += "" if student == cfg.get("student", STUDENT) else f"_{student}"
     runs_path = work / (f"{stem}_e{cfg['epochs']}.jsonl" if own_epochs else f"{stem}.jsonl")
-    if not args.resume and not args.step_ratio and runs_path.exists():
-        runs_path.unlink()
     only = {m.strip() for m in args.only.split(",") if m.strip()} or set(cfg.get("methods", ()))
     unknown = only - set(OFFLINE) - set(ONLINE) - {"self"}
     if unknown:
         ap.error(f"unknown methods {sorted(unknown)}; choose from {sorted([*OFFLINE, *ONLINE])}")
+    if not args.resume and not args.step_ratio and runs_path.exists():  # a fresh start; the old runs stay readable
+        backup = runs_path.with_name(runs_path.name + ".bak")
+        runs_path.replace(backup)
+        print(f"starting afresh: previous runs kept as {backup} (--resume continues them)")
 
     data = load("fashion_mnist", limit=cfg["limit"])
     print(f"data: fashion_mnist train {len(data.train)} val {len(data.val)} test {len(data.test)}; device {device}")
@@ -298,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in res["step_s"].items():
             print(f"{k:28s} {1000 * v:8.1f} ms/step  × {res['ratio_vs_student'][k]:.2f}")
         write_results(HERE / "results" / "kd_methods_step_ratio.json", "kd_methods_step_ratio",
-                      {"teacher": TEACHER, "student": STUDENT, **res})
+                      {"teacher": TEACHER, "student": student, **res})
         return 0
     x_test = data.test.tensors[0]
     t_test = logits_of(teacher, x_test, device)
@@ -324,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(plan)}] {method} seed {seed}: {spec}", flush=True)
         t = time.perf_counter()
         if online:
-            peers = [_student(100 * seed + k, args.student) for k in range(2)]
+            peers = [_student(100 * seed + k, student) for k in range(2)]
             r = distill(None, peers, train_data, spec, seed=seed, **common, **opts)
             peer_rows = [{"test_acc": r.metrics[f"test_acc_net{k}"], **agreement(t_test, logits_of(m, x_test, device))}
                          for k, m in enumerate(r.models)]
@@ -332,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             row["peers"] = peer_rows
         else:
             live = False if args.augment_students else None
-            r = distill(teacher, _student(seed, args.student), train_data, spec, seed=seed,
+            r = distill(teacher, _student(seed, student), train_data, spec, seed=seed,
                         cache_teacher=cache if cache is not None and spec != "ce" else live,
                         **common, **opts)
             row = {"test_acc": r.metrics["test_acc"], **agreement(t_test, logits_of(r.model, x_test, device))}
@@ -362,11 +370,12 @@ def main(argv: list[str] | None = None) -> int:
         md += "\n\n" + exits_table(exits)
         print("\n" + exits_table(exits))
     (work / "table.md").write_text(md + "\n")
-    write_results(args.out, "kd_methods", {
+    out = args.out or HERE / "results" / ("kd_methods.json" if args.budget == "full" else f"kd_methods_{args.budget}.json")
+    write_results(out, "kd_methods", {
         "budget": args.budget, "config": cfg, "augment_students": args.augment_students, "device": device, "data": "fashion_mnist",
         "train_images": len(data.train), "test_images": len(data.test),
         "teacher": {"name": TEACHER, "params": count_params(teacher), "test_acc": teacher_acc},
-        "student": {"name": args.student, "params": count_params(_student(0, args.student))}, "cached_taps": taps,
+        "student": {"name": student, "params": count_params(_student(0, student))}, "cached_taps": taps,
         "summary": summary, "runs": rows, "best": best, "self_distillation": exits, "table_md": md, "wall_s": time.perf_counter() - t0})
     return 0
 

@@ -58,3 +58,15 @@ def test_agreement_and_kl(kd_methods) -> None:  # noqa: ANN001
     kl = float((p * (p.log() - torch.log_softmax(s, -1))).sum(-1).mean())
     got = kd_methods.agreement(t, s)
     assert got["agree"] == 0.5 and got["kl"] == pytest.approx(kl, rel=1e-6)
+
+
+def test_bad_method_keeps_finished_runs(kd_methods, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """A typo in --only fails before anything is touched; a fresh start keeps the old runs as .bak."""
+    monkeypatch.setattr(kd_methods, "HERE", tmp_path)
+    runs = tmp_path / "results" / "kd_methods_work_long" / "runs.jsonl"
+    runs.parent.mkdir(parents=True)
+    runs.write_text('{"method": "vanilla", "seed": 0, "test_acc": 0.9}\n')
+    with pytest.raises(SystemExit):
+        kd_methods.main(["--budget", "long", "--only", "kd_t2,nosuch"])
+    assert runs.read_text().startswith('{"method": "vanilla"')
+    assert not runs.with_name("runs.jsonl.bak").exists()
