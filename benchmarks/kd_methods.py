@@ -202,7 +202,7 @@ def exits_table(exits: dict[str, Any]) -> str:
 
 
 def step_ratio(data: Any, teacher: torch.nn.Module, device: str, *, batches: int = 30, batch_size: int = 256,
-               rounds: int = 3) -> dict[str, Any]:
+               rounds: int = 3, student: str = STUDENT) -> dict[str, Any]:
     """Seconds per training step of each method vs a student-only step, side by side, interleaved.
 
     One epoch of ``batches`` steps per (method, teacher source), ``rounds`` times in turn; the
@@ -226,7 +226,7 @@ def step_ratio(data: Any, teacher: torch.nn.Module, device: str, *, batches: int
     times: dict[str, list[float]] = {k: [] for k in configs}
     for _ in range(rounds):
         for name, (spec, c) in configs.items():
-            r = distill(teacher if spec != "ce" else None, _student(0), sub, spec, epochs=1, batch_size=batch_size,
+            r = distill(teacher if spec != "ce" else None, _student(0, student), sub, spec, epochs=1, batch_size=batch_size,
                         device=device, progress=False, cache_teacher=c)
             times[name].append(r.history[0]["time_s"] / batches)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: fashion_mnist train {len(data.train)} val {len(data.val)} test {len(data.test)}; device {device}")
     teacher, teacher_acc = _teacher(data, cfg, work, device, args.resume, args.teacher)
     if args.step_ratio:
-        res = step_ratio(data, teacher, device)
+        res = step_ratio(data, teacher, device, student=student)
         for k, v in res["step_s"].items():
             print(f"{k:28s} {1000 * v:8.1f} ms/step  × {res['ratio_vs_student'][k]:.2f}")
         write_results(HERE / "results" / "kd_methods_step_ratio.json", "kd_methods_step_ratio",
