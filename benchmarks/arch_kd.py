@@ -94,7 +94,7 @@ def slug(name: str) -> str:
 
 def measure_side_by_side(names: list[str], work: Path, runs: int, rounds: int) -> dict[str, dict[str, Any]]:
     """Every file of every exported model's bundle, interleaved (``_common.side_by_side``), keyed ``model|file``."""
-    from edgekd.export.bundle import Bundle
+    from edgekd.convert.bundle import Bundle
 
     files = {}
     for name in names:
@@ -158,7 +158,7 @@ def adder_alone(name: str, splits: Any, b: Budget) -> nn.Module:
     epochs and optimiser. Trainer trains this very module, so the lr hooks apply (``train()`` would
     train a copy without them)."""
     from edgekd import models as M
-    from edgekd.distill import TrainConfig, Trainer, build_objective
+    from edgekd.distillation import TrainConfig, Trainer, build_objective
     from edgekd.models.adder import adaptive_lr
 
     torch.manual_seed(0)
@@ -185,7 +185,7 @@ def only_adder_alone(args: argparse.Namespace, b: Budget) -> int:
     import json
 
     from edgekd import data as D
-    from edgekd.distill import evaluate
+    from edgekd.distillation import evaluate
 
     out = Path(args.out)
     if not out.exists():
@@ -210,7 +210,7 @@ def ablation(args: argparse.Namespace, b: Budget) -> int:
     ``--out`` with ``_ablation`` appended."""
     from edgekd import data as D
     from edgekd import models as M
-    from edgekd.distill import distill, train
+    from edgekd.distillation import distill, train
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -244,10 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd import data as D
     from edgekd import models as M
     from edgekd.bench.harness import benchmark
-    from edgekd.distill import TrainConfig, Trainer, build_objective, distill, evaluate, train
-    from edgekd.distill.strategies import ProgressiveStrategy
+    from edgekd.convert import export
+    from edgekd.distillation import TrainConfig, Trainer, build_objective, distill, evaluate, train
+    from edgekd.distillation.strategies import ProgressiveStrategy
     from edgekd.errors import EdgekdError
-    from edgekd.export import export
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="small")

@@ -5,7 +5,7 @@ One teacher (``resnet14``, trained once and saved in the work folder) and one st
 long``). For each method: test top-1
 (mean ± std over seeds), teacher–student top-1 agreement and mean KL(teacher ‖ student) on the
 test set, and the gap recovered, (acc − acc_vanilla) / (acc_teacher − acc_vanilla). The teacher's
-logits and tapped features are cached once (:class:`edgekd.distill.TeacherCache`) and shared by
+logits and tapped features are cached once (:class:`edgekd.distillation.TeacherCache`) and shared by
 every offline run, so each costs about a student-only run; the per-epoch time of each method vs
 vanilla is reported (the cache's step-time ratio). Online methods train two student-sized peers
 from scratch: independent training (= the vanilla rows), DML, direct L1 feature alignment and AFD.
@@ -46,7 +46,7 @@ from _common import write_results  # noqa: E402
 
 from edgekd.data import load  # noqa: E402
 from edgekd.data.augment import augmented  # noqa: E402
-from edgekd.distill import TeacherCache, build_objective, distill, evaluate, train  # noqa: E402
+from edgekd.distillation import TeacherCache, build_objective, distill, evaluate, train  # noqa: E402
 from edgekd.models import count_params, create  # noqa: E402
 from edgekd.models.saved import load_model, save_model  # noqa: E402
 

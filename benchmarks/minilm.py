@@ -32,11 +32,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from edgekd.bench.harness import benchmark  # noqa: E402
+from edgekd.convert import export  # noqa: E402
+from edgekd.convert.executorch import first_line  # noqa: E402
 from edgekd.data.text import attach_tokenizer, load_text  # noqa: E402
-from edgekd.distill.text import distill_text, teacher_outputs  # noqa: E402
+from edgekd.distillation.text import distill_text, teacher_outputs  # noqa: E402
 from edgekd.eval.embeddings import compare_embeddings  # noqa: E402
-from edgekd.export import export  # noqa: E402
-from edgekd.export.executorch import first_line  # noqa: E402
 from edgekd.models import count_params, create  # noqa: E402
 from edgekd.models.bert import load_hf_encoder  # noqa: E402
 

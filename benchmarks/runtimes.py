@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd import data as D
     from edgekd import models as M
     from edgekd.bench.harness import benchmark
-    from edgekd.distill import train
-    from edgekd.export import export
+    from edgekd.convert import export
+    from edgekd.distillation import train
     from edgekd.models import count_params, flops
     from edgekd.models.saved import load_model, save_model
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     mflops = flops(model, tuple(x1.shape)) / 1e6
     calib = D.calibration_sample(splits.train, n=128, seed=0)
     if args.reuse_bundle and (work / "bundle" / "edgekd.json").exists():
-        from edgekd.export.bundle import Bundle
+        from edgekd.convert.bundle import Bundle
 
         bundle = Bundle.load(work / "bundle")
         print(f"reusing the exported bundle in {bundle.root}")

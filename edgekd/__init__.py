@@ -25,19 +25,19 @@ __all__ = [
     "quantize",
 ]
 
+from edgekd.convert.bundle import Bundle
 from edgekd.errors import EdgekdError
-from edgekd.export.bundle import Bundle
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekd.bench.harness import benchmark
-    from edgekd.distill import distill
-    from edgekd.export import export
-    from edgekd.quantize import quantize
+    from edgekd.convert import export
+    from edgekd.distillation import distill
+    from edgekd.quantization import quantize
 
 _LAZY = {
-    "distill": ("edgekd.distill", "distill"),
-    "quantize": ("edgekd.quantize", "quantize"),
-    "export": ("edgekd.export", "export"),
+    "distill": ("edgekd.distillation", "distill"),
+    "quantize": ("edgekd.quantization", "quantize"),
+    "export": ("edgekd.convert", "export"),
     "benchmark": ("edgekd.bench.harness", "benchmark"),
 }
 

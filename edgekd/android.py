@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.convert.bundle import MANIFEST, Bundle, ModelFile, Preprocessing, TensorSpec
 from edgekd.errors import ConfigError, ModelFileError
-from edgekd.export.bundle import MANIFEST, Bundle, ModelFile, Preprocessing, TensorSpec
 
 __all__ = [
     "ANDROID_FORMATS",

@@ -59,7 +59,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "models":
         from edgekd.models import list_models as names
     elif args.what == "methods":
-        from edgekd.distill import methods as names
+        from edgekd.distillation import methods as names
     elif args.what == "datasets":
         from edgekd.data import list_datasets as names
     else:
@@ -75,7 +75,7 @@ def _train_or_distill(args: argparse.Namespace, teacher_path: str | None,
     from torch import nn
 
     from edgekd import models as M
-    from edgekd.distill import distill
+    from edgekd.distillation import distill
     from edgekd.models.saved import load_model, save_model
 
     splits = _load_data(args)
@@ -124,8 +124,8 @@ def _edge_requested(args: argparse.Namespace) -> bool:
 def _edge_distill(args: argparse.Namespace, teacher, student, splits, name: str, kw: dict, distill_kw: dict) -> int:
     """``distill --qat/--prune/--budget``: the joint pipeline (KD → prune → KD+QAT), then the int8 bundle."""
     from edgekd import data as D
+    from edgekd.convert import export
     from edgekd.edge.pipeline import joint, parse_edge_options
-    from edgekd.export import export
     from edgekd.models import count_params
     from edgekd.models.saved import save_model
 
@@ -163,11 +163,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     """``--config run.yaml`` gives every setting; flags given on the command line override it."""
-    from edgekd.distill.config import DistillConfig, load_config
+    from edgekd.distillation.config import DistillConfig, load_config
 
     cfg = load_config(args.config) if args.config else DistillConfig()
     cfg = cfg.override(**{k: getattr(args, k) for k in _DISTILL_FLAGS})
-    from edgekd.distill import build_objective
+    from edgekd.distillation import build_objective
 
     needs_teacher = args.peers == 1 and build_objective([(t.name, t.weight) for t in cfg.method]).needs_teacher
     required = ("teacher", "student", "out") if needs_teacher else ("student", "out")
@@ -194,7 +194,7 @@ _DISTILL_FLAGS = ("teacher", "student", "method", "data", "data_root", "limit", 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from edgekd import data as D
-    from edgekd.export import export
+    from edgekd.convert import export
     from edgekd.models.saved import load_model
 
     model, meta = load_model(args.checkpoint)

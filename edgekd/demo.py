@@ -51,8 +51,8 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
     from edgekd import models as M
     from edgekd.bench.harness import benchmark
     from edgekd.bench.report import format_table
-    from edgekd.distill import distill, train
-    from edgekd.export import export
+    from edgekd.convert import export
+    from edgekd.distillation import distill, train
     from edgekd.models.saved import save_model
 
     cfg = config or DemoConfig()

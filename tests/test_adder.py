@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from edgekd import data, models
-from edgekd.distill import distill
-from edgekd.distill.losses.pkkd import PKKDLoss, default_layer, gaussian_kernel, laplacian_kernel
+from edgekd.distillation import distill
+from edgekd.distillation.losses.pkkd import PKKDLoss, default_layer, gaussian_kernel, laplacian_kernel
 from edgekd.errors import ConfigError
 from edgekd.models.adder import Adder2d, AdderFunction, adaptive_grad, adaptive_lr, adder_reference
 
@@ -84,7 +84,7 @@ def test_adaptive_lr_scales_each_layer_to_eta_sqrt_k() -> None:
 def test_adaptive_lr_applies_under_trainer_and_distill_warns_it_would_drop_it() -> None:
     """distill()/train() train a deep copy, and deepcopy drops tensor hooks: that must not be silent.
     Trainer trains the module itself, so there the hooks change the update."""
-    from edgekd.distill import TrainConfig, Trainer, build_objective, train
+    from edgekd.distillation import TrainConfig, Trainer, build_objective, train
 
     digits = data.load("digits", limit=60)
     config = TrainConfig(epochs=1, batch_size=32, optimizer="sgd", lr=0.05, progress=False)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from edgekd import android
-from edgekd.export.bundle import MANIFEST, Bundle, ModelFile, Preprocessing, Quantization, TensorSpec
+from edgekd.convert.bundle import MANIFEST, Bundle, ModelFile, Preprocessing, Quantization, TensorSpec
 
 REPO = Path(__file__).resolve().parents[1]
 CORE_SRC = REPO / "android_demo" / "core" / "src" / "main" / "java"
@@ -171,7 +171,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Bundle, np.ndarr
     from sklearn.datasets import load_digits
     from torch import nn
 
-    from edgekd.export import export
+    from edgekd.convert import export
 
     d = load_digits()
     raw = np.clip(d.images * RAW_SCALE, 0, 255).astype(np.uint8)  # (N, 8, 8) "photos"
@@ -200,7 +200,7 @@ def _run_raw(bundle: Bundle, f: ModelFile, x: np.ndarray) -> np.ndarray:
     """Run one file on an already-preprocessed input; return its raw output (the file's own dtype)."""
     path = bundle.path_of(f)
     if f.format == "pte":
-        from edgekd.export.executorch import pte_runner
+        from edgekd.convert.executorch import pte_runner
 
         return pte_runner(path)[0](x)
     from ai_edge_litert.interpreter import Interpreter

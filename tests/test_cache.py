@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from edgekd import data, models
-from edgekd.distill import TeacherCache, distill
-from edgekd.distill.cache import cache_bytes, fingerprint
+from edgekd.distillation import TeacherCache, distill
+from edgekd.distillation.cache import cache_bytes, fingerprint
 from edgekd.errors import ConfigError
 
 
@@ -90,7 +90,7 @@ def test_feature_cache_size_limit(digits: data.DataSplits) -> None:
 
 def test_explicit_cache_refuses_beyond_memory(digits: data.DataSplits, monkeypatch: pytest.MonkeyPatch) -> None:
     """cache_teacher=True fails with a clear error, before any training, when the cache would not fit in RAM."""
-    import edgekd.distill.strategies.offline as offline
+    import edgekd.distillation.strategies.offline as offline
 
     need = cache_bytes(_teacher(), digits.train)  # logits only
     monkeypatch.setattr(offline, "memory_limit", lambda: need - 1)

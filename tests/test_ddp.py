@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from edgekd import data
-from edgekd.distill import train
+from edgekd.distillation import train
 
 TIMEOUT_S = 120
 
@@ -34,7 +34,7 @@ WORKER = textwrap.dedent("""
     sys.path.insert(0, {here!r})
     from test_ddp import _NoBN, KW
     from edgekd import data
-    from edgekd.distill import ddp, train
+    from edgekd.distillation import ddp, train
     ddp.init_from_env()
     torch.manual_seed(0)
     r = train(_NoBN(), data.load("digits", limit=200), **KW)
@@ -79,7 +79,7 @@ def test_two_processes_match_single_process(tmp_path: Path) -> None:
 
 def test_module_entry_trains_resnet(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    _torchrun(["-m", "edgekd.distill.ddp", "--data", "digits", "--limit", "200", "--student", "resnet8",
+    _torchrun(["-m", "edgekd.distillation.ddp", "--data", "digits", "--limit", "200", "--student", "resnet8",
                "--epochs", "1", "--batch-size", "32", "--out", str(out)], tmp_path)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and 0 <= metrics["val_acc"] <= 1

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from edgekd import data, models
-from edgekd.distill import (
+from edgekd.distillation import (
     DistillLoss,
     StepContext,
     Taps,
@@ -21,7 +21,7 @@ from edgekd.distill import (
     register_method,
     train,
 )
-from edgekd.distill.methods import METHODS
+from edgekd.distillation.methods import METHODS
 from edgekd.errors import ConfigError
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edgekd.cli import main
-from edgekd.distill.config import DistillConfig, MethodTerm, load_config
+from edgekd.distillation.config import DistillConfig, MethodTerm, load_config
 from edgekd.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edgekd.data import load
-from edgekd.distill import TeacherCache
+from edgekd.distillation import TeacherCache
 from edgekd.edge.pipeline import EdgeOptions, distill_stage, gradual_stage, joint, sequential
 from edgekd.edge.prune import channels_of
 from edgekd.errors import ConfigError
@@ -68,7 +68,7 @@ def test_gradual_pruning_reaches_one_shot_widths(digits: object) -> None:
         joint(teacher, student, digits, EdgeOptions(prune=0.5), kd=kd, gradual=True)
     with pytest.raises(ConfigError, match="kd_epochs >= 1"):
         gradual_stage(teacher, student, digits, 0.5, kd_epochs=0)
-    from edgekd.distill import distill
+    from edgekd.distillation import distill
 
     with pytest.raises(ConfigError, match="schedule_span"):
         distill(teacher, student, digits, "ce", epochs=1, schedule_span=(0.5, 0.5))

@@ -47,7 +47,7 @@ def test_kd_qat_converts_and_runs_in_both_runtimes(digits: object, tmp_path: obj
     assert torch_acc > 0.3  # chance is 0.1
     files = write_int8(r.prepared, (x[:1],), tmp_path, converted=q)
     assert set(files) == {"pte", "tflite"}
-    from edgekd.export.tflite import graph_summary
+    from edgekd.convert.tflite import graph_summary
 
     summary = graph_summary(files["tflite"])
     assert summary["float_compute_ops"] == [] and summary["tensor_dtypes"].get("int8", 0) > 10
@@ -67,7 +67,7 @@ def test_needs_a_teacher(digits: object) -> None:
 
 def test_cached_teacher_matches_live_teacher(digits: object) -> None:
     """KD+QAT reading a TeacherCache by sample index trains exactly as with the teacher run live."""
-    from edgekd.distill import TeacherCache
+    from edgekd.distillation import TeacherCache
 
     torch.manual_seed(0)
     teacher = create("resnet8", num_classes=10, in_channels=1).eval()

@@ -42,7 +42,7 @@ def test_forward_exits_and_truncate_agree() -> None:
 
 
 def test_truncated_exit_exports_to_pte_and_accuracy(tmp_path: Path) -> None:
-    from edgekd.export import export
+    from edgekd.convert import export
 
     digits = data.load("digits", limit=300)
     torch.manual_seed(0)

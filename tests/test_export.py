@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
+from edgekd.convert import Bundle, _plan, export, format_of
+from edgekd.convert.bundle import MANIFEST, sha256_of
 from edgekd.errors import ConfigError, ExportError, ParityError
-from edgekd.export import Bundle, _plan, export, format_of
-from edgekd.export.bundle import MANIFEST, sha256_of
 
 
 class TinyCNN(nn.Module):
@@ -157,7 +157,7 @@ def test_unsupported_op_names_converter_and_op(tmp_path: Path) -> None:
 
 def test_runtime_refusing_a_written_file_is_an_export_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file the runtime will not load (e.g. a TFLite interpreter check) names the file, stage and fix."""
-    import edgekd.export.torch_program as tp
+    import edgekd.convert.torch_program as tp
 
     def refuse(path: Path, layout: str) -> None:
         raise RuntimeError("tensorflow/lite/kernels/activations.cc: output->params.scale not near 1.f / 256\nmore")

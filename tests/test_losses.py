@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from edgekd import data, models
-from edgekd.distill import StepContext, Taps, build_objective, distill
-from edgekd.distill.losses.crd import nce_loss
+from edgekd.distillation import StepContext, Taps, build_objective, distill
+from edgekd.distillation.losses.crd import nce_loss
 from edgekd.errors import ConfigError
 
 FEATURE_METHODS = ("fitnet", "at", "rkd", "sp", "crd", "ofd")
@@ -116,7 +116,7 @@ def test_sp_value_by_hand() -> None:
 
 
 def test_ofd_margin_and_partial_l2_by_hand() -> None:
-    from edgekd.distill.losses.ofd import margin_relu, negative_mean, partial_l2
+    from edgekd.distillation.losses.ofd import margin_relu, negative_mean, partial_l2
 
     # channel 0: negatives -1 and -3 -> margin -2; channel 1: none -> 0
     t = torch.tensor([[-1.0, 2.0], [-3.0, 0.5]]).view(2, 2, 1, 1)

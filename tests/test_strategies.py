@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd import data, models
-from edgekd.distill import (
+from edgekd.distillation import (
     EnsembleTeacher,
     StepContext,
     Taps,
@@ -21,8 +21,8 @@ from edgekd.distill import (
     distill,
     methods,
 )
-from edgekd.distill.strategies import OnlineStrategy
-from edgekd.distill.strategies.online import mutual_kl, peers_ce
+from edgekd.distillation.strategies import OnlineStrategy
+from edgekd.distillation.strategies.online import mutual_kl, peers_ce
 from edgekd.errors import ConfigError
 from edgekd.models.exits import ExitModel, exit_accuracy
 
@@ -140,8 +140,8 @@ def test_resdistill_joint_phase_trains_teacher_on_its_own_ce_only(digits: data.D
     gradients through the teacher's later stages."""
     from contextlib import ExitStack
 
-    from edgekd.distill.strategies import ResidualStrategy
-    from edgekd.distill.strategies.residual import routing
+    from edgekd.distillation.strategies import ResidualStrategy
+    from edgekd.distillation.strategies.residual import routing
 
     teacher, student = _net(0, "resnet14"), _net(1, "resnet14_plain")
     strategy = ResidualStrategy(student, teacher, build_objective("resdistill", resdistill_freeze_epochs=0))

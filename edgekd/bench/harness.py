@@ -23,8 +23,8 @@ import numpy as np
 from edgekd.bench.report import write_summary
 from edgekd.bench.stats import Stats
 from edgekd.bench.targets import RunnerArgs, RunnerOutcome, Target, get_target
+from edgekd.convert.bundle import MANIFEST, Bundle, ModelFile, sha256_of
 from edgekd.errors import BenchError, ConfigError, DataError, EdgekdError
-from edgekd.export.bundle import MANIFEST, Bundle, ModelFile, sha256_of
 
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"

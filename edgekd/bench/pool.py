@@ -30,8 +30,8 @@ from edgekd.bench.harness import (
 )
 from edgekd.bench.report import write_summary
 from edgekd.bench.targets import RunnerArgs, Target, get_target
+from edgekd.convert.bundle import Bundle
 from edgekd.errors import ConfigError, EdgekdError
-from edgekd.export.bundle import Bundle
 
 
 def bench_pool(bundle_or_file: str | Path | Bundle, targets: Sequence[str | Target], *, warmup: int = 10,

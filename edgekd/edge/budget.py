@@ -108,8 +108,8 @@ def measure_latency_ms(model: nn.Module, example_inputs: tuple[torch.Tensor, ...
                        threads: int = 1, out_dir: str | Path | None = None) -> float:
     """p50 latency (ms) of ``model`` exported to ``fmt``/``precision``, measured by the bench harness."""
     from edgekd.bench.harness import benchmark
+    from edgekd.convert import export
     from edgekd.errors import BenchError
-    from edgekd.export import export
 
     with tempfile.TemporaryDirectory(prefix="edgekd_budget_") as tmp:
         root = Path(out_dir) if out_dir is not None else Path(tmp)

@@ -25,13 +25,13 @@ import torch
 from torch import nn
 
 from edgekd.data.core import DataSplits, calibration_sample
-from edgekd.distill.cache import TeacherCache
+from edgekd.distillation.cache import TeacherCache
 from edgekd.edge.budget import Budget, BudgetResult, LatencyTable, cost_fn, fit_budget, parse_budget, verify
 from edgekd.edge.prune import channels_of, prune, prune_to
 from edgekd.errors import ConfigError
 
 if TYPE_CHECKING:
-    from edgekd.distill import DistillResult
+    from edgekd.distillation import DistillResult
 
 STAGE = "edge/pipeline"
 
@@ -92,7 +92,7 @@ def _acc(model: nn.Module, data: DataSplits, batch: int = PTQ_BATCH) -> float:
 
 
 def _ptq(model: nn.Module, data: DataSplits, n_calib: int = 250) -> nn.Module:
-    from edgekd.quantize import quantize
+    from edgekd.quantization import quantize
 
     calib = calibration_sample(data.train, n_calib)
     return quantize(model, (calib[:PTQ_BATCH],), calib)
@@ -131,7 +131,7 @@ def distill_stage(teacher: nn.Module, student: nn.Module, data: DataSplits, *, k
 
     Run it once and pass it to both as ``kd=`` to compare them from one distilled student.
     """
-    from edgekd.distill import distill
+    from edgekd.distillation import distill
 
     return distill(teacher, student, data, method, epochs=kd_epochs, batch_size=batch_size, seed=seed,
                    progress=progress, cache_teacher=cache, **method_kwargs)
@@ -150,7 +150,7 @@ def gradual_stage(teacher: nn.Module, student: nn.Module, data: DataSplits, rati
     ratio)``'s, so the result is the same architecture as :func:`sequential`'s. Returns the last
     epoch's result and the pruned model.
     """
-    from edgekd.distill import distill
+    from edgekd.distillation import distill
 
     if kd_epochs < 1:
         raise ConfigError(f"gradual pruning needs kd_epochs >= 1 to prune between, got {kd_epochs}", stage=STAGE,
@@ -180,10 +180,10 @@ def joint(teacher: nn.Module, student: nn.Module, data: DataSplits, opts: EdgeOp
     """KD → prune → KD+QAT (or KD fine-tune + PTQ when ``opts.qat`` is False); see the module docstring.
 
     ``kd``: a :func:`distill_stage` result to start from instead of distilling ``student`` again;
-    ``cache``: a :class:`~edgekd.distill.TeacherCache` of ``teacher`` over ``data.train``, shared by every stage;
+    ``cache``: a :class:`~edgekd.distillation.TeacherCache` of ``teacher`` over ``data.train``, shared by every stage;
     ``gradual``: prune step by step during the KD stage (:func:`gradual_stage`) instead of once after it.
     """
-    from edgekd.distill import distill
+    from edgekd.distillation import distill
     from edgekd.edge.qat import convert, distill_qat
 
     calib = calibration_sample(data.train, 256)
@@ -225,7 +225,7 @@ def sequential(teacher: nn.Module, student: nn.Module, data: DataSplits, ratio: 
                kd: DistillResult | None = None, cache: TeacherCache | None = None,
                **method_kwargs: Any) -> PipelineResult:
     """KD → prune → fine-tune (``finetune_method``) → PTQ; see the module docstring (``kd``, ``cache``: as :func:`joint`)."""
-    from edgekd.distill import build_objective, distill
+    from edgekd.distillation import build_objective, distill
 
     if kd is None:
         kd = distill_stage(teacher, student, data, kd_epochs=kd_epochs, method=method, batch_size=batch_size,

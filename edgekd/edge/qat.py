@@ -9,7 +9,7 @@ How the pieces fit:
 
 1. **Features on the QAT graph.** Forward hooks by module path do not survive ``torch.export``
    (the graph is flat). :class:`FeatureOutputs` runs the student under
-   :class:`~edgekd.distill.taps.Taps` *while it is traced*, so every tapped feature becomes an
+   :class:`~edgekd.distillation.taps.Taps` *while it is traced*, so every tapped feature becomes an
    extra graph output: ``(logits, *features)``. Feature losses then read them by path as usual.
 2. **Any batch size.** The student is exported with a dynamic batch dim
    (``torch.export.Dim``), so the fake-quantized graph trains at the loader's batch size and
@@ -19,13 +19,13 @@ How the pieces fit:
    int8 in the forward pass and the straight-through estimator carries gradients (Jacob et al.,
    "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only
    Inference", CVPR 2018, https://arxiv.org/abs/1712.05877).
-4. **Loss.** The registered methods of :mod:`edgekd.distill` compose as in ``distill()``; the
+4. **Loss.** The registered methods of :mod:`edgekd.distillation` compose as in ``distill()``; the
    objective's trainable adapters (e.g. FitNet regressors) train with the student.
 5. **Convert.** :func:`convert` drops the feature outputs and runs ``convert_pt2e``;
    :func:`write_int8` lowers the result to an XNNPACK int8 ``.pte`` and, through litert-torch, to
    an int8-in/int8-out ``.tflite`` (both from the *same* trained fake-quant parameters).
 
-The loop is edgekd's own (not :class:`~edgekd.distill.trainer.Trainer`): that Trainer calls
+The loop is edgekd's own (not :class:`~edgekd.distillation.trainer.Trainer`): that Trainer calls
 ``model.eval()``, which a PT2E graph does not support (``move_exported_model_to_eval`` is needed),
 and it taps features by hooks. See the report for the Trainer hook that would let it run this.
 """
@@ -45,9 +45,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgekd.data.core import DataSplits, WithIndices
-from edgekd.distill.cache import TeacherCache
-from edgekd.distill.methods import StepContext, build_objective
-from edgekd.distill.taps import Taps
+from edgekd.distillation.cache import TeacherCache
+from edgekd.distillation.methods import StepContext, build_objective
+from edgekd.distillation.taps import Taps
 from edgekd.errors import ConfigError, ExportError
 
 STAGE = "edge/qat"
@@ -90,7 +90,7 @@ def prepare_qat_features(model: nn.Module, example_inputs: tuple[torch.Tensor, .
     """
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    from edgekd.quantize import _quantizer
+    from edgekd.quantization import _quantizer
 
     wrapped = FeatureOutputs(copy.deepcopy(model).train(), taps)
     x = example_inputs[0]
@@ -145,12 +145,12 @@ def distill_qat(teacher: nn.Module | None, student: nn.Module, data: DataSplits,
                 cache: TeacherCache | None = None, **method_kwargs: Any) -> QATResult:
     """Distil ``teacher`` into a fake-quantized copy of ``student`` (``student`` is not changed).
 
-    ``method`` composes registered losses exactly as :func:`edgekd.distill.distill` (e.g.
+    ``method`` composes registered losses exactly as :func:`edgekd.distillation.distill` (e.g.
     ``"ce:0.1+kd:0.9+fitnet:1"`` with ``fitnet_student_taps=["layer2"]``); the student's taps are
     traced as extra outputs, the teacher's are recorded by hooks on the float teacher. Starts from
     the student's current weights (QAT is a fine-tuning stage: give it a trained student). ``lr``
     matches distill()'s AdamW default, so the joint and sequential fine-tunes compare fairly.
-    ``cache``: a :class:`~edgekd.distill.TeacherCache` of ``teacher`` over ``data.train`` (checked
+    ``cache``: a :class:`~edgekd.distillation.TeacherCache` of ``teacher`` over ``data.train`` (checked
     by fingerprint, widened to the objective's taps): the teacher's outputs are read by sample index
     instead of running the teacher every step.
     """
@@ -239,7 +239,7 @@ def _litert_int8(prepared: torch.fx.GraphModule, example_inputs: tuple[torch.Ten
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
 
-    from edgekd.export.tflite import quiet
+    from edgekd.convert.tflite import quiet
 
     # The graph already holds the trained q/dq pairs; the quantizer only tells the converter
     # which (symmetric int8) scheme to lower them to.
@@ -259,8 +259,8 @@ def write_int8(prepared: torch.fx.GraphModule, example_inputs: tuple[torch.Tenso
     ``converted``: a :func:`convert` result to reuse for the ``.pte`` (each convert costs ~30 s:
     torchao re-traces its conv-BN patterns; the unfolded one ExecuTorch cannot lower).
     """
-    from edgekd.export.executorch import _lower, first_line
-    from edgekd.quantize import export_program
+    from edgekd.convert.executorch import _lower, first_line
+    from edgekd.quantization import export_program
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -288,7 +288,7 @@ def write_int8(prepared: torch.fx.GraphModule, example_inputs: tuple[torch.Tenso
 def file_accuracy(path: str | Path, x: torch.Tensor, y: torch.Tensor) -> float:
     """Top-1 accuracy of a ``.pte`` / ``.tflite`` file run by its real runtime, one sample at a time
     (files are exported at batch 1)."""
-    from edgekd.export import EXPORTERS, format_of
+    from edgekd.convert import EXPORTERS, format_of
 
     fmt = format_of(path)
     exporter = next(e for (f, c), e in EXPORTERS.items() if f == fmt and e.layout == "NCHW")

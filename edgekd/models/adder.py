@@ -21,7 +21,7 @@ Batch norm follows every adder layer.
 
 Paper: Chen, Wang, Xu, Shi, Xu, Xu, Tian, "AdderNet: Do We Really Need Multiplications in Deep
 Learning?", CVPR 2020, https://arxiv.org/abs/1912.13200. Kernel-based distillation into them
-(PKKD): :mod:`edgekd.distill.losses.pkkd`.
+(PKKD): :mod:`edgekd.distillation.losses.pkkd`.
 
 Two forward formulations compute the same numbers. Eager training and evaluation run
 fused (``torch.compile``) or chunked kernels on the same patches inside

@@ -8,7 +8,7 @@ Papers:
     Compression of Pre-Trained Transformers". NeurIPS 2020. https://arxiv.org/abs/2002.10957 and
     Wang, Bao, Huang, Dong, Wei. "MiniLMv2: Multi-Head Self-Attention Relation Distillation for
     Compressing Pretrained Transformers". Findings of ACL 2021. https://arxiv.org/abs/2012.15828 —
-    the students these variants are sized for (see :mod:`edgekd.distill.losses.minilm`).
+    the students these variants are sized for (see :mod:`edgekd.distillation.losses.minilm`).
 
     Reimers, Gurevych. "Sentence-BERT". EMNLP 2019. https://arxiv.org/abs/1908.10084 — mean
     pooling over the valid tokens, then L2 normalisation, as the all-MiniLM-L6-v2 teacher does.

@@ -9,7 +9,7 @@ features (forward hooks on the backbone, removed after each pass: its code is ne
 the classifier's width, BN, ReLU, global pooling (the exit's *feature*), then a linear classifier.
 
 :func:`truncate` cuts the backbone after an exit's block (``torch.fx``) and appends the head:
-a plain module that ``torch.export`` and :func:`edgekd.export.export` take, so a device can run
+a plain module that ``torch.export`` and :func:`edgekd.convert.export` take, so a device can run
 the cheap shallow exit alone. :func:`exit_accuracy` and :func:`benchmark_exits` report each
 exit's accuracy (eager) and latency (exported ``.pte`` through the bench harness).
 """
@@ -203,7 +203,7 @@ def benchmark_exits(model: ExitModel, example_inputs: torch.Tensor, out_dir: str
                     target: str = "local", eval_data: Any = None, **bench_kw: Any) -> dict[str, list[Any]]:
     """Export each exit to ``out_dir/<exit>/`` as fp32 ``.pte`` and benchmark it with the harness."""
     from edgekd.bench.harness import benchmark
-    from edgekd.export import export
+    from edgekd.convert import export
 
     results = {}
     for name in model.names:

@@ -1,0 +1,306 @@
+"""The export stage: one PyTorch model → a bundle of ``.pte`` / ``.tflite`` / ``.pt2`` files + ``edgekd.json``.
+
+One table, :data:`EXPORTERS`, keyed by ``(format, converter)``, drives the argument checks, the
+dispatch, the file suffixes and the runtimes parity uses::
+
+    bundle = export(model, (x,), formats=("pte", "tflite"), precision=("fp32", "int8"),
+                    calibration=calib, out_dir="bundle")
+
+Every file is run with its real runtime and compared with the eager model (see
+:mod:`edgekd.convert.parity`); ``edgekd.json`` is written only when every file passes.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekd.convert.bundle import Bundle, ModelFile, Preprocessing, TensorSpec, sha256_of
+from edgekd.errors import ConfigError, EdgekdError, ExportError
+
+__all__ = ["EXPORTERS", "Bundle", "Exporter", "export", "format_of"]
+
+PRECISIONS = ("fp32", "int8")
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """One row of the export table. ``export``/``runner`` are ``"module:function"`` (imported lazily)."""
+
+    format: str
+    converter: str
+    suffix: str
+    precisions: tuple[str, ...]
+    export: str  # (model, example_inputs, path, *, precision, calibration, verbose) -> extra dict
+    runner: str  # (path, layout) -> (run(x_nchw) -> y, inputs | None, outputs | None)
+    layout: str  # layout of a 4-D image input in the file
+
+    def load(self, attr: str) -> Any:
+        module, _, name = getattr(self, attr).partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+EXPORTERS: dict[tuple[str, str], Exporter] = {
+    (e.format, e.converter): e
+    for e in (
+        Exporter("pte", "executorch", "pte", PRECISIONS, "edgekd.convert.executorch:to_pte",
+                 "edgekd.convert.executorch:pte_runner", "NCHW"),
+        Exporter("tflite", "litert-torch", "tflite", PRECISIONS, "edgekd.convert.tflite:to_tflite_litert",
+                 "edgekd.convert.tflite:tflite_runner", "NCHW"),
+        Exporter("tflite", "onnx2tf", "tflite", PRECISIONS, "edgekd.convert.tflite:to_tflite_onnx2tf",
+                 "edgekd.convert.tflite:tflite_runner", "NHWC"),
+        Exporter("pt2", "torch", "pt2", ("fp32",), "edgekd.convert.torch_program:to_pt2",
+                 "edgekd.convert.torch_program:pt2_runner", "NCHW"),
+    )
+}
+
+
+def format_of(path: str | Path) -> str:
+    """The format of a model file from its suffix (``model_int8.tflite`` → ``"tflite"``)."""
+    suffix = Path(path).suffix.lstrip(".").lower()
+    for e in EXPORTERS.values():
+        if e.suffix == suffix:
+            return e.format
+    known = sorted({e.suffix for e in EXPORTERS.values()})
+    raise ConfigError(f"unknown model file suffix {suffix!r} in {path}", stage="export",
+                      hint=f"use one of: {', '.join('.' + s for s in known)}")
+
+
+def _plan(formats: Sequence[str], precision: Sequence[str], tflite_converter: str | Sequence[str],
+          has_calibration: bool) -> list[tuple[Exporter, str, str]]:
+    """Check the arguments against the table; return ``(exporter, precision, file name)`` jobs."""
+    formats = (formats,) if isinstance(formats, str) else tuple(formats)
+    precision = (precision,) if isinstance(precision, str) else tuple(precision)
+    wanted = {"tflite": (tflite_converter,) if isinstance(tflite_converter, str) else tuple(tflite_converter)}
+    known_formats = sorted({f for f, _ in EXPORTERS})
+    for f in formats:
+        if f not in known_formats:
+            raise ConfigError(f"unknown format {f!r}; known: {', '.join(known_formats)}", stage="export",
+                              hint="pass formats=('pte', 'tflite') or a subset")
+    for p in precision:
+        if p not in PRECISIONS:
+            raise ConfigError(f"unknown precision {p!r}; known: {', '.join(PRECISIONS)}", stage="export")
+    jobs = []
+    for f in formats:
+        converters = [c for (ff, c) in EXPORTERS if ff == f]
+        chosen = wanted.get(f, converters[:1])
+        for c in chosen:
+            if c not in converters:
+                raise ConfigError(f"unknown {f} converter {c!r}; known: {', '.join(converters)}", stage="export")
+        for c in chosen:
+            e = EXPORTERS[(f, c)]
+            for p in precision:
+                if p in e.precisions:
+                    tag = f"_{c}" if len(chosen) > 1 else ""
+                    jobs.append((e, p, f"model_{p}{tag}.{e.suffix}"))
+    if "int8" in precision and not has_calibration:
+        raise ConfigError("int8 export needs calibration data and none was given", stage="export",
+                          hint="pass calibration=<Tensor of ~100-500 training samples or a DataLoader>, "
+                          "or precision=('fp32',)")
+    return jobs
+
+
+def _as_samples(data: Any, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor | None, np.ndarray | None]:
+    """A Tensor of samples, an ``(x, y)`` pair or an iterable of ``x`` / ``(x, y)`` batches → (x, y).
+
+    ``x`` is cast to ``dtype``: the example input's (float32 for images, int64 for token ids).
+    """
+    if data is None:
+        return None, None
+    if isinstance(data, torch.Tensor):
+        return data.detach().to(dtype), None
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor) \
+            and isinstance(data[1], torch.Tensor | np.ndarray) and np.ndim(data[1]) == 1:
+        return data[0].detach().to(dtype), np.asarray(data[1])  # one (x, labels) pair
+    xs, ys = [], []
+    for b in data if isinstance(data, Iterable) else [data]:
+        x, y = (b[0], b[1] if len(b) > 1 else None) if isinstance(b, (tuple, list)) else (b, None)
+        xs.append(torch.as_tensor(x).to(dtype))
+        if y is not None:
+            ys.append(np.asarray(y))
+    if not xs:
+        raise ConfigError("calibration / parity data is empty", stage="export", hint="pass at least one sample")
+    return torch.cat(xs), (np.concatenate(ys) if len(ys) == len(xs) else None)
+
+
+def _split(calibration: Any, parity_data: Any, example: torch.Tensor) -> tuple[
+        torch.Tensor | None, np.ndarray, np.ndarray | None]:
+    """(calibration samples, parity x, parity labels). Parity defaults to the calibration tail."""
+    dtype = example.dtype if not example.is_floating_point() else torch.float32
+    calib, calib_y = _as_samples(calibration, dtype)
+    if parity_data is not None:
+        px, py = _as_samples(parity_data, dtype)
+        return calib, px.numpy(), py
+    if calib is None:
+        g = torch.Generator().manual_seed(0)
+        if not example.is_floating_point():  # token ids: random ids below the example's largest
+            high = int(example.max()) + 1
+            return None, torch.randint(0, max(high, 2), (16, *example.shape[1:]), generator=g,
+                                       dtype=example.dtype).numpy(), None
+        return None, torch.randn((16, *example.shape[1:]), generator=g).numpy(), None
+    k = min(64, max(1, len(calib) // 5)) if len(calib) > 1 else 1
+    head = calib[:-k] if len(calib) > k else calib
+    return head, calib[-k:].numpy(), (calib_y[-k:] if calib_y is not None else None)
+
+
+def _check_inputs(model: torch.nn.Module, example_inputs: Any) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    ex = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    # compact copies: a broadcast view (stride 0, e.g. from_numpy(a[:, None])) cannot be lowered
+    ex = tuple(t.detach().clone(memory_format=torch.contiguous_format) if isinstance(t, torch.Tensor) else t
+               for t in ex)
+    try:
+        with torch.no_grad():
+            out = model(*ex)
+    except Exception as e:
+        shapes = ", ".join(str(tuple(t.shape)) for t in ex if isinstance(t, torch.Tensor))
+        raise ConfigError(f"the model cannot run on example_inputs of shape {shapes}: {e}", stage="export",
+                          hint="pass example_inputs as a tuple with one batch the model accepts, "
+                          "e.g. (torch.randn(1, 1, 28, 28),)") from e
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(f"forward() returned {type(out).__name__}; export needs a single Tensor output",
+                          stage="export", hint="wrap the model so forward() returns the logits Tensor")
+    return ex, out
+
+
+def _logical(t: torch.Tensor, name: str) -> TensorSpec:
+    dtype = str(t.dtype).removeprefix("torch.")  # float32 for images, int64 for token ids
+    return TensorSpec(name, tuple(t.shape), dtype, "NCHW" if t.ndim == 4 else None)
+
+
+def export(
+    model: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...] | torch.Tensor,
+    *,
+    formats: Sequence[str] = ("pte", "tflite"),
+    precision: Sequence[str] = ("fp32", "int8"),
+    calibration: Any = None,
+    out_dir: str | Path = "bundle",
+    labels: list[str] | None = None,
+    preprocessing: Preprocessing | None = None,
+    model_name: str | None = None,
+    tflite_converter: str | Sequence[str] = "litert-torch",
+    parity_data: Any = None,
+    thresholds: dict[str, dict[str, float]] | None = None,
+    check_parity: bool = True,
+    progress: bool = True,
+    verbose: bool = False,
+    task: str = "classification",
+    qat: torch.fx.GraphModule | None = None,
+) -> Bundle:
+    """Convert ``model`` to every requested (format, converter, precision), check parity, write the bundle.
+
+    Args:
+        model: the float model (deep-copied and put in eval mode; the original is not touched).
+        example_inputs: one batch as a tuple of Tensors (or one Tensor), e.g. ``(torch.randn(1, 1, 28, 28),)``.
+        formats: any of ``"pte"``, ``"tflite"``, ``"pt2"`` (the fp32 eager baseline).
+        precision: ``"fp32"`` and/or ``"int8"`` (int8 needs ``calibration``).
+        calibration: a Tensor of samples, an ``(x, y)`` pair, or an iterable of ``x`` / ``(x, y)`` batches.
+        tflite_converter: ``"litert-torch"``, ``"onnx2tf"`` or both (files then get a ``_<converter>`` tag).
+        parity_data: held-out ``x`` or ``(x, y)``; default: the last fifth (≤ 64) of ``calibration``,
+            which is then not used to calibrate.
+        thresholds: overrides per precision, e.g. ``{"int8": {"top1_agreement": 0.95}}``
+            (see :mod:`edgekd.convert.parity`).
+        check_parity: raise :class:`ParityError` when a file misses a threshold (parity is always recorded).
+        task: ``"classification"`` (judge top-1 agreement) or ``"embedding"`` (judge the cosine of each
+            output row with eager's; top-1 of an embedding means nothing). See :mod:`edgekd.convert.parity`.
+        qat: a trained fake-quant graph (:func:`edgekd.edge.qat.distill_qat`'s ``prepared``): the int8
+            files are lowered from it (no calibration, no PTQ) and their parity is judged against the
+            graph itself in eval mode, the model they must reproduce; fp32 files still come from
+            ``model``. litert-torch and ExecuTorch only (onnx2tf takes no PT2E graph).
+
+    Returns:
+        the :class:`Bundle`, saved as ``out_dir/edgekd.json``.
+    """
+    from edgekd import __version__
+    from edgekd.convert.parity import check, eager_outputs, measure, thresholds_for
+
+    model = copy.deepcopy(model).eval()
+    ex, y_ex = _check_inputs(model, example_inputs)
+    calib, px, py = _split(calibration, parity_data, ex[0])
+    jobs = _plan(formats, precision, tflite_converter, calib is not None or qat is not None)
+    y_qat = _qat_reference(qat, jobs, px, batch=ex[0].shape[0]) if qat is not None else None
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    batch = ex[0].shape[0]
+    y_eager = eager_outputs(model, px, batch)
+    inputs, outputs = (_logical(ex[0], "input"),), (_logical(y_ex, "output"),)
+    files: list[ModelFile] = []
+    bar = _progress(jobs, progress)
+    for exporter, prec, name in bar:
+        path = root / name
+        if hasattr(bar, "set_description"):
+            bar.set_description(f"export {exporter.format}/{prec}/{exporter.converter}")
+        ref = y_qat if y_qat is not None and prec == "int8" else y_eager
+        if ref is y_qat:
+            from edgekd.edge.qat import write_int8
+
+            write_int8(qat, ex, root, formats=(exporter.format,), name=path.stem)  # type: ignore[arg-type]
+            extra = {"quantization": "qat"}
+        else:
+            extra = exporter.load("export")(model, ex, path, precision=prec, calibration=calib, verbose=verbose)
+        y, f_in, f_out = _run_written(exporter, path, px, batch, prec)
+        t = thresholds_for(prec, thresholds, task)
+        p = measure(y, ref[: len(y)], py, t)
+        if check_parity:
+            check(p, ref, stage=f"export/{exporter.format}", what=name, precision=prec)
+        files.append(ModelFile(path=name, format=exporter.format, precision=prec, converter=exporter.converter,
+                               bytes=path.stat().st_size, sha256=sha256_of(path), inputs=f_in or inputs,
+                               outputs=f_out or outputs, parity=p, extra=extra))
+    bundle = Bundle(root=root, model_name=model_name or type(model).__name__, inputs=inputs, outputs=outputs,
+                    files=files, preprocessing=preprocessing, labels=labels, edgekd_version=__version__,
+                    extra={"calibration_samples": 0 if calib is None else len(calib), "parity_samples": len(px)})
+    bundle.save()
+    return bundle
+
+
+def _qat_reference(qat: torch.fx.GraphModule, jobs: list[tuple[Exporter, str, str]], px: np.ndarray,
+                   batch: int) -> np.ndarray:
+    """Logits of the trained fake-quant graph (eval mode) on the parity inputs: what int8 files must match."""
+    from edgekd.convert.parity import eager_outputs
+    from edgekd.edge.qat import Logits, set_mode
+
+    bad = sorted({e.converter for e, p, _ in jobs if p == "int8" and e.converter not in ("executorch", "litert-torch")})
+    if bad:
+        raise ConfigError(f"a QAT graph cannot be lowered by {', '.join(bad)}", stage="export",
+                          hint="use tflite_converter='litert-torch' (and .pte) for QAT int8 files")
+    set_mode(qat, train=False)
+    return eager_outputs(Logits(qat), px, batch)
+
+
+def _run_written(exporter: Exporter, path: Path, px: np.ndarray, batch: int, precision: str
+                 ) -> tuple[np.ndarray, Any, Any]:
+    """Load a just-written file in its real runtime and run the parity inputs through it.
+
+    A runtime that refuses the file (an interpreter check, an unsupported kernel) becomes an
+    :class:`~edgekd.errors.ExportError` naming the file and the stage; the file is left for inspection.
+    """
+    from edgekd.convert.executorch import first_line
+    from edgekd.convert.parity import run_batches
+
+    try:
+        run, f_in, f_out = exporter.load("runner")(path, exporter.layout)
+        return run_batches(run, px, batch), f_in, f_out
+    except EdgekdError:
+        raise
+    except Exception as e:  # runtimes raise RuntimeError, ValueError, their own types
+        other = [c for (f, c) in EXPORTERS if f == exporter.format and c != exporter.converter]
+        raise ExportError(f"{path} was written, but {exporter.converter}'s {exporter.format} runtime cannot run it "
+                          f"({precision}): {first_line(e)}", stage=f"export/{exporter.format}",
+                          hint="export this precision with another converter"
+                               + (f" ({', '.join(other)})" if other else "") + " or in fp32") from e
+
+
+def _progress(jobs: list[Any], enabled: bool) -> Any:
+    if not enabled:
+        return jobs
+    from tqdm.auto import tqdm
+
+    return tqdm(jobs, unit="file", desc="export")
+

@@ -1,0 +1,310 @@
+"""TFLite files from two converters: Google's litert-torch and onnx2tf (PyTorch → ONNX → TF → TFLite).
+
+- **litert-torch** keeps PyTorch's NCHW layout. fp32: ``litert_torch.convert(model, (x,))``. int8:
+  PT2E with litert-torch's own ``PT2EQuantizer`` (per-channel symmetric), ``convert_pt2e(...,
+  fold_quantize=False)``, then ``convert(..., quant_config=QuantConfig(pt2e_quantizer=q))``; the
+  file takes and returns int8 tensors with their own scale and zero point. A softmax (attention) is
+  first rewritten to ``aten._softmax`` so the quantizer gives it the fixed output scale 1/256 the
+  TFLite kernel requires (:func:`_softmax_as_aten_softmax`).
+- **onnx2tf** takes NHWC input (it transposes the graph). ONNX comes from the TorchScript exporter
+  (``dynamo=False``: the dynamo exporter needs onnxscript, not in the stack). int8 is full-integer
+  (int8 in, int8 out), calibrated with OUR samples written to an ``.npy`` file. onnx2tf fetches a
+  sample image set from the internet whenever every input is 4-D with 3 channels; edgekd replaces
+  ``download_test_image_data`` for the duration of the call with our samples (NHWC), or with a
+  function that raises :class:`ExportError`, so it can never go online.
+
+``ModelFile.extra["ops"]`` counts op types and ``extra["tensor_dtypes"]`` the tensor dtypes in the
+file, which shows whether an int8 file is int8 end to end or falls back to float kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekd.convert.executorch import first_line
+from edgekd.errors import ExportError
+
+STAGE = "export/tflite"
+
+
+@contextlib.contextmanager
+def quiet(verbose: bool) -> Iterator[None]:
+    """Silence converter console spam (Python and C-level stdout/stderr) unless ``verbose``."""
+    if verbose:
+        yield
+        return
+    import io
+    import sys
+
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+def graph_summary(path: Path) -> dict[str, Any]:
+    """Op-type counts and tensor-dtype counts of a .tflite file, read with the LiteRT interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    ops = Counter(op["op_name"] for op in it._get_ops_details())
+    dtypes = Counter(np.dtype(t["dtype"]).name for t in it.get_tensor_details())
+    float_ops = sorted({
+        op["op_name"] for op in it._get_ops_details()
+        if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
+        and any(i >= 0 and it._get_tensor_details(i, 0)["dtype"] == np.float32 for i in op["inputs"])
+    })
+    return {"ops": dict(ops), "tensor_dtypes": dict(dtypes), "float_compute_ops": float_ops}
+
+
+def _converter_error(converter: str, precision: str, e: Exception, other: str, ops: Sequence[str] = ()) -> ExportError:
+    why = f"no TFLite lowering for op(s) {', '.join(ops)} ({first_line(e)})" if ops else first_line(e)
+    return ExportError(
+        f"{converter} could not convert the {precision} model: {why}",
+        stage=STAGE,
+        hint=f"try tflite_converter={other!r}, export precision=('fp32',) only, "
+        "or replace the op named above with a supported one",
+    )
+
+
+# -- litert-torch --------------------------------------------------------------------------------
+def to_tflite_litert(
+    model: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    path: Path,
+    *,
+    precision: str,
+    calibration: torch.Tensor | None,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Write ``path`` with litert-torch (fp32, or int8 in/out via its PT2EQuantizer)."""
+    import litert_torch
+
+    try:
+        with quiet(verbose):
+            if precision == "int8":
+                edge = _litert_int8(model, example_inputs, calibration)
+            else:
+                edge = litert_torch.convert(model.eval(), example_inputs)
+            edge.export(str(path))
+    except ExportError:
+        raise
+    except Exception as e:
+        raise _converter_error("litert-torch", precision, e, "onnx2tf", _unlowered_ops(model, example_inputs)) from e
+    return graph_summary(path)
+
+
+def _unlowered_ops(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> list[str]:
+    """ATen ops of the model that litert-torch has no lowering for (its errors rarely name them)."""
+    try:
+        from litert_torch import fx_infra
+        from litert_torch.backend import lowerings
+
+        with quiet(False):
+            ep = fx_infra.safe_run_decompositions(torch.export.export(model, example_inputs),
+                                                  fx_infra.decomp.pre_lower_decomp())
+    except Exception:  # diagnosis only: the caller reports the converter's own error
+        return []
+    return sorted({str(n.target) for n in ep.graph.nodes if n.op == "call_function"
+                   and isinstance(n.target, torch._ops.OpOverload) and lowerings.lookup(n.target) is None})
+
+
+def _litert_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                 calibration: torch.Tensor | None) -> Any:
+    import copy
+
+    import litert_torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgekd.quantization import capture, iter_batches
+
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    graph = _softmax_as_aten_softmax(capture(copy.deepcopy(model).eval(), example_inputs, stage=STAGE))
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for args in iter_batches(calibration, example_inputs[0].shape[0]):
+            prepared(*args)
+    q = convert_pt2e(prepared, fold_quantize=False)
+    return litert_torch.convert(q, example_inputs, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+
+
+def _softmax_as_aten_softmax(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Rewrite ``aten.softmax.int`` (what ``torch.export`` keeps) as ``aten._softmax.default``, in place.
+
+    litert-torch's ``PT2EQuantizer`` gives a softmax the fixed int8 output parameters the TFLite
+    kernel demands (scale 1/256, zero point -128) only when the node is ``aten._softmax``. Left as
+    ``softmax.int`` the node goes unannotated, the next op's observer picks the scale (e.g. 0.00036)
+    and the interpreter refuses the file: ``output->params.scale not near 1.f / 256``.
+    """
+    changed = False
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target == torch.ops.aten.softmax.int:
+            x, dim = node.args[0], node.args[1]
+            dtype = node.args[2] if len(node.args) > 2 else node.kwargs.get("dtype")
+            if dtype is not None and dtype != torch.float32:
+                continue  # a cast inside softmax: leave it (and its observed scale) alone
+            node.target, node.args, node.kwargs = torch.ops.aten._softmax.default, (x, dim, False), {}
+            changed = True
+    if changed:
+        gm.graph.lint()
+        gm.recompile()
+    return gm
+
+
+# -- onnx2tf -------------------------------------------------------------------------------------
+def to_tflite_onnx2tf(
+    model: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    path: Path,
+    *,
+    precision: str,
+    calibration: torch.Tensor | None,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Write ``path`` with onnx2tf (NHWC input; fp32, or full-integer int8 calibrated on our data)."""
+    if len(example_inputs) != 1:
+        raise ExportError(f"onnx2tf export takes one input tensor, got {len(example_inputs)}",
+                          stage=STAGE, hint="use tflite_converter='litert-torch' for multi-input models")
+    x = example_inputs[0]
+    samples = calibration if calibration is not None else x
+    with tempfile.TemporaryDirectory(prefix="edgekd_onnx2tf_") as tmp:
+        work = Path(tmp)
+        onnx_path = work / "model.onnx"
+        try:
+            with quiet(verbose):
+                torch.onnx.export(model.eval(), (x,), str(onnx_path), dynamo=False,
+                                  input_names=["input"], output_names=["output"])
+        except Exception as e:
+            raise _converter_error("torch.onnx (TorchScript exporter)", precision, e, "litert-torch") from e
+        nhwc = _to_nhwc(samples.detach().cpu().numpy().astype(np.float32))
+        _run_onnx2tf(onnx_path, work / "tf", nhwc, verbose, precision)
+        if precision == "int8":
+            _full_integer(work / "tf", nhwc, x.shape[0], path, verbose)
+        else:
+            shutil.move(str(work / "tf" / "model_float32.tflite"), path)
+    return {**graph_summary(path), "onnx_exporter": "torchscript"}
+
+
+def _to_nhwc(a: np.ndarray) -> np.ndarray:
+    return a.transpose(0, 2, 3, 1) if a.ndim == 4 else a
+
+
+def _full_integer(saved_model: Path, samples_nhwc: np.ndarray, batch: int, path: Path, verbose: bool) -> None:
+    """int8 in/out TFLite from onnx2tf's SavedModel, calibrated on our samples.
+
+    onnx2tf's own int8 path (``custom_input_op_name_np_data_path``) mis-shapes a calibration file
+    whose batch differs from the model's (1.29.24 drops the NHWC→NCHW transpose), so edgekd runs
+    the same TF converter step itself.
+    """
+    import tensorflow as tf
+
+    def representative() -> Iterator[list[np.ndarray]]:
+        for i in range(0, len(samples_nhwc) - batch + 1, batch):
+            yield [samples_nhwc[i : i + batch]]
+
+    with quiet(verbose):
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.representative_dataset = representative
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+        try:
+            path.write_bytes(conv.convert())
+        except Exception as e:
+            raise _converter_error("onnx2tf (TFLite int8 converter)", "int8", e, "litert-torch") from e
+
+
+def _run_onnx2tf(onnx_path: Path, out: Path, samples_nhwc: np.ndarray, verbose: bool, precision: str) -> None:
+    with quiet(verbose):
+        import onnx2tf
+        import onnx2tf.onnx2tf as core
+
+    def offline_test_images() -> np.ndarray:
+        # onnx2tf would download 20 sample images here; give it ours, float32 NHWC.
+        if samples_nhwc.ndim != 4:
+            raise ExportError("onnx2tf tried to download sample images for a non-image input",
+                              stage=STAGE, hint="use tflite_converter='litert-torch'")
+        return samples_nhwc
+
+    original = core.download_test_image_data
+    core.download_test_image_data = offline_test_images
+    cwd = os.getcwd()
+    try:
+        os.chdir(out.parent)  # onnx2tf reads/writes side files in the working directory
+        with quiet(verbose):
+            onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out),
+                            output_signaturedefs=True, non_verbose=not verbose,
+                            verbosity="info" if verbose else "error")
+    except ExportError:
+        raise
+    except SystemExit as e:  # onnx2tf calls sys.exit(1) after logging an error
+        raise _converter_error("onnx2tf", precision, RuntimeError(f"onnx2tf exited with status {e.code}"),
+                               "litert-torch") from None
+    except Exception as e:
+        raise _converter_error("onnx2tf", precision, e, "litert-torch") from e
+    finally:
+        os.chdir(cwd)
+        core.download_test_image_data = original
+
+
+# -- running -------------------------------------------------------------------------------------
+def tflite_runner(path: Path, layout: str | None = None) -> Any:
+    """Return ``(run, inputs, outputs)``: ``run(x_nchw_float32) -> float32 output``.
+
+    ``run`` converts to the file's layout (NHWC for 4-D inputs when ``layout == "NHWC"``) and, for
+    int8 inputs/outputs, quantizes/dequantizes with the file's own scale and zero point.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekd.convert.bundle import Quantization, TensorSpec
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    ind, outd = it.get_input_details()[0], it.get_output_details()[0]
+
+    def spec(d: dict[str, Any], lay: str | None) -> TensorSpec:
+        scale, zp = d["quantization"]
+        q = Quantization(float(scale), int(zp)) if scale else None
+        return TensorSpec(d["name"], tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]).name, lay, q)
+
+    in_layout = layout if len(ind["shape"]) == 4 else None
+    inputs, outputs = (spec(ind, in_layout),), (spec(outd, None),)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        a = _to_nhwc(x) if in_layout == "NHWC" else x
+        s = inputs[0]
+        if s.quantization is not None:
+            info = np.iinfo(s.dtype)
+            a = np.clip(np.round(a / s.quantization.scale) + s.quantization.zero_point, info.min, info.max)
+        it.set_tensor(ind["index"], a.astype(s.dtype))
+        it.invoke()
+        y = it.get_tensor(outd["index"])
+        o = outputs[0]
+        if o.quantization is not None:
+            y = (y.astype(np.float32) - o.quantization.zero_point) * o.quantization.scale
+        return y.astype(np.float32)
+
+    return run, inputs, outputs

@@ -1,0 +1,148 @@
+"""Distillation: ``distill(teacher, student, data, method="ce+kd") -> DistillResult``.
+
+``method`` composes registered losses with weights (``"kd"``, ``"ce+kd"``, ``"ce:0.1 + kd:0.9"``;
+:func:`methods` lists them). Extra keyword arguments configure the losses, prefixed with the
+method's name or nested::
+
+    distill(teacher, student, data, method="ce:0.1+kd:0.9", kd_T=4.0)
+    distill(teacher, student, data, method="ce:0.1+kd:0.9", kd={"T": 4.0})
+
+:func:`train` is the same loop without a teacher (method ``"ce"``).
+
+Strategies (:mod:`edgekd.distillation.strategies`) pick how networks train together, from the method:
+
+    distill([t1, t2], student, data, method="ce+ensemble", teacher_weights=[2, 1])  # multi-teacher
+    distill(None, [net1, net2], data, method="dml")      # online peers (also "afd"); result.models
+    distill(None, student, data, method="self")          # early exits (edgekd.models.exits)
+
+Offline KD caches the teacher's logits and tapped features by default when that is exact and fits
+in memory (``cache_teacher``).
+Under ``torchrun`` the same call trains data-parallel (:mod:`edgekd.distillation.ddp`).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from edgekd.data.core import DataSplits
+from edgekd.distillation import losses as _losses  # noqa: F401  (fills the method registry)
+from edgekd.distillation.cache import TeacherCache
+from edgekd.distillation.methods import (
+    DistillLoss,
+    Objective,
+    StepContext,
+    build_objective,
+    methods,
+    parse_method,
+    register_method,
+)
+from edgekd.distillation.strategies import EnsembleTeacher, Strategy, make_strategy
+from edgekd.distillation.taps import Taps
+from edgekd.distillation.trainer import TrainConfig, Trainer, evaluate
+
+__all__ = [
+    "DistillLoss",
+    "DistillResult",
+    "EnsembleTeacher",
+    "Objective",
+    "StepContext",
+    "Strategy",
+    "Taps",
+    "TeacherCache",
+    "TrainConfig",
+    "Trainer",
+    "build_objective",
+    "distill",
+    "evaluate",
+    "make_strategy",
+    "methods",
+    "parse_method",
+    "register_method",
+    "train",
+]
+
+
+@dataclass
+class DistillResult:
+    """The trained student (weights of the last epoch), its history and final metrics.
+
+    ``metrics`` holds ``val_acc``, ``val_loss``, ``test_acc``, ``test_loss`` (last epoch),
+    ``best_val_acc`` and ``best_epoch``; ``best_path`` holds the best-val student weights.
+    """
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    metrics: dict[str, float]
+    checkpoint: Path | None = None
+    best_path: Path | None = None
+    method: str = ""
+    objective: Objective | None = field(default=None, repr=False)
+    models: list[nn.Module] = field(default_factory=list, repr=False)
+
+
+def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module | Sequence[nn.Module],
+            data: DataSplits, method: str | Sequence[tuple[str, float]] | Mapping[str, float] = "ce+kd", *,
+            epochs: int = 10, batch_size: int = 128, lr: float | None = None, optimizer: str = "adamw",
+            weight_decay: float | None = None, seed: int = 0, out_dir: str | Path | None = None,
+            resume: bool = False, device: str = "cpu", progress: bool = True,
+            on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+            cache_teacher: bool | TeacherCache | None = None, teacher_weights: Sequence[float] | None = None,
+            schedule_span: tuple[float, float] = (0.0, 1.0), **method_kwargs: Any) -> DistillResult:
+    """Train a copy of ``student`` on ``data`` with ``method``, against a frozen ``teacher``.
+
+    The ``student`` passed in is not modified (a deep copy is trained and returned); the teacher
+    is put back in its original mode and ``requires_grad`` flags afterwards. ``lr`` None picks
+    2e-3 for AdamW, 0.05 for SGD. With ``out_dir``, checkpoints go to ``out_dir/checkpoint.pt``
+    and ``resume=True`` continues an interrupted run exactly.
+
+    ``teacher`` may be a list (an :class:`EnsembleTeacher` with ``teacher_weights``, at the
+    method's temperature); ``student`` a list of peers for online methods (``"dml"``, ``"afd"``).
+    ``cache_teacher``: None caches teacher outputs when exact and under 1 GiB, True insists, False never, or a
+    :class:`TeacherCache` to reuse across runs. ``schedule_span=(a, b)`` runs only the part of the cosine
+    learning-rate schedule from fraction ``a`` to ``b`` (a long schedule split over several calls).
+    """
+    objective = build_objective(method, **method_kwargs)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                         weight_decay=weight_decay, seed=seed, device=device, progress=progress,
+                         out_dir=Path(out_dir) if out_dir is not None else None, resume=resume,
+                         schedule_span=(float(schedule_span[0]), float(schedule_span[1])))
+    if isinstance(teacher, Sequence):
+        T = next((float(loss.T) for loss in objective.losses.values() if hasattr(loss, "T")), 1.0)
+        teacher = EnsembleTeacher(list(teacher), teacher_weights, T=T, features=objective.teacher_taps)
+    nets = list(student) if isinstance(student, Sequence) else [student]
+    hooked = [n for net in nets for n, p in net.named_parameters() if getattr(p, "_backward_hooks", None)]
+    if hooked:  # deepcopy does not copy tensor hooks: e.g. models.adder.adaptive_lr would silently do nothing
+        warnings.warn(f"distill() trains a copy of the student, and the gradient hooks on its parameters "
+                      f"{', '.join(hooked[:3])}{' …' if len(hooked) > 3 else ''} do not carry over to the copy; "
+                      "to keep them, train the module itself with Trainer(student, data, build_objective(...), "
+                      "TrainConfig(...)).fit()", UserWarning, stacklevel=2)
+    model = [copy.deepcopy(s) for s in student] if isinstance(student, Sequence) else copy.deepcopy(student)
+    strategy = make_strategy(objective, model, teacher, cache_teacher)
+    trainer = Trainer(None, data, objective, config, strategy=strategy, on_epoch_end=on_epoch_end)
+    history = trainer.fit()
+    last = history[-1]
+    evals = strategy.eval_models()
+    tests = {k: evaluate(m, data.test, device=device) for k, m in evals.items()}
+    metrics = {"val_acc": last["val_acc"], "val_loss": last["val_loss"], "best_val_acc": trainer.best["val_acc"],
+               "best_epoch": trainer.best["epoch"]}
+    best = next(iter(evals))
+    if len(evals) > 1:
+        best = max(evals, key=lambda k: last[f"val_acc_{k}"])
+        metrics.update({f"{m}_{k}": last[f"{m}_{k}"] for k in evals for m in ("val_acc", "val_loss")})
+        metrics.update({f"test_{m}_{k}": tests[k][m] for k in evals for m in ("acc", "loss")})
+    metrics.update({"test_acc": tests[best]["acc"], "test_loss": tests[best]["loss"]})
+    return DistillResult(model=evals[best], history=history, metrics=metrics, checkpoint=trainer.checkpoint_path,
+                         best_path=trainer.best_path, method=objective.spec, objective=objective,
+                         models=list(evals.values()))
+
+
+def train(student: nn.Module, data: DataSplits, **kw: Any) -> DistillResult:
+    """Plain supervised training (method ``"ce"``, no teacher); options as :func:`distill`."""
+    return distill(None, student, data, kw.pop("method", "ce"), **kw)

@@ -1,0 +1,77 @@
+"""Attention transfer: match the spatial attention maps (channel-pooled activations) of both nets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from edgekd.distillation.adapters import flat, match_spatial, tap_pairs, tapped
+from edgekd.distillation.methods import DistillLoss, StepContext, register_method
+from edgekd.errors import ConfigError
+
+STAGE = "distill/at"
+MODES = ("code", "paper")
+
+
+@register_method("at")
+class ATLoss(DistillLoss):
+    r"""Activation-based attention transfer, summed over tapped stages.
+
+    .. math::
+
+        Q(A) = \frac{\mathrm{vec}\big(\frac1C\sum_{c} |A_c|^{p}\big)}
+                    {\big\|\mathrm{vec}\big(\frac1C\sum_{c} |A_c|^{p}\big)\big\|_2}
+
+        \text{code: } L_{AT} = \sum_j \frac{1}{N\,H_jW_j} \sum_{i} \big\|Q(S_{ij}) - Q(T_{ij})\big\|_2^2
+        \qquad
+        \text{paper: } L_{AT} = \sum_j \frac{1}{N} \sum_{i} \big\|Q(S_{ij}) - Q(T_{ij})\big\|_2
+
+    over stages :math:`j` (default ``layer1``, ``layer2``, ``layer3``) and samples :math:`i`.
+    Attention maps need no width adapter (channels are averaged); maps of different resolution
+    are average-pooled to the smaller grid.
+
+    Paper: Zagoruyko, Komodakis, "Paying More Attention to Attention: Improving the Performance of
+    Convolutional Neural Networks via Attention Transfer", ICLR 2017,
+    https://arxiv.org/abs/1612.03928; code: https://github.com/szagoruyko/attention-transfer and
+    RepDistiller's ``Attention``. The paper writes the un-squared p-norm of the difference; both
+    codes use the mean of its square (``mode="code"``, the default) with weight β = 1000, so
+    compose it as ``"ce + at:1000"``. ``mode="paper"`` takes the per-sample L2 norm instead.
+
+    Args:
+        student_taps: module paths in the student (default ``["layer1", "layer2", "layer3"]``).
+        teacher_taps: paired module paths in the teacher (default: the student's).
+        p: exponent of the activations (2 in the paper).
+        mode: ``"code"`` or ``"paper"`` (see above).
+
+    Options: ``at_student_taps=[...]``, ``at_p=2``, ``at_mode="paper"``.
+    """
+
+    needs_teacher = True
+
+    def __init__(self, student_taps: Sequence[str] | str | None = None,
+                 teacher_taps: Sequence[str] | str | None = None, p: float = 2.0, mode: str = "code") -> None:
+        super().__init__()
+        if mode not in MODES or not p > 0:
+            raise ConfigError(f"at mode={mode!r}, p={p}: mode must be one of {', '.join(MODES)} and p > 0",
+                              stage=STAGE, hint="pass at_mode='code' (or 'paper') and at_p=2")
+        self.student_taps, self.teacher_taps = tap_pairs("at", student_taps, teacher_taps,
+                                                         ("layer1", "layer2", "layer3"))
+        self.p, self.mode = float(p), mode
+
+    def attention(self, feat: torch.Tensor) -> torch.Tensor:
+        """Channel-mean of ``|A|^p``: (N, C, H, W) -> (N, 1, H, W), not yet normalised."""
+        if feat.dim() != 4:
+            raise ConfigError(f"at needs N×C×H×W feature maps, got shape {tuple(feat.shape)}", stage=STAGE,
+                              hint="tap convolutional stages, e.g. at_student_taps=['layer1','layer2','layer3']")
+        return feat.abs().pow(self.p).mean(1, keepdim=True)
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        total = ctx.student_logits.new_zeros(())
+        for s_path, t_path in zip(self.student_taps, self.teacher_taps, strict=True):
+            a_s, a_t = match_spatial(self.attention(tapped(ctx, "student", s_path, "at")),
+                                     self.attention(tapped(ctx, "teacher", t_path, "at")))
+            diff = F.normalize(flat(a_s), dim=1) - F.normalize(flat(a_t), dim=1)
+            total = total + (diff.pow(2).mean() if self.mode == "code" else diff.norm(dim=1).mean())
+        return total

@@ -1,0 +1,40 @@
+"""Cross-entropy with the ground-truth labels: the supervised term of every recipe."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from edgekd.distillation.methods import DistillLoss, StepContext, register_method
+from edgekd.errors import ConfigError
+
+
+@register_method("ce")
+class CrossEntropyLoss(DistillLoss):
+    r"""Cross-entropy of the student's logits :math:`s` against labels :math:`y`, optionally smoothed.
+
+    .. math::
+
+        L_{CE} = -\frac{1}{N}\sum_{i=1}^{N} \sum_{k=1}^{K} q_{ik} \log \mathrm{softmax}(s_i)_k,
+        \qquad q_{ik} = (1-\varepsilon)\,[k = y_i] + \varepsilon / K
+
+    Label smoothing (:math:`\varepsilon`): Szegedy, Vanhoucke, Ioffe, Shlens, Wojna, "Rethinking
+    the Inception Architecture for Computer Vision", CVPR 2016, https://arxiv.org/abs/1512.00567.
+
+    Args:
+        label_smoothing: :math:`\varepsilon \in [0, 1)`; 0 gives plain cross-entropy.
+
+    Options: ``ce_label_smoothing=0.1``.
+    """
+
+    needs_teacher = False
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"ce label_smoothing={label_smoothing} is outside [0, 1)", stage="distill/ce",
+                              hint="pass ce_label_smoothing=0.1 or leave it at 0")
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        return F.cross_entropy(ctx.student_logits, ctx.targets, label_smoothing=self.label_smoothing)

@@ -1,0 +1,102 @@
+"""What a training strategy is: which networks train, with which optimisers, and one step's losses.
+
+The :class:`~edgekd.distillation.trainer.Trainer` owns the loop (seeding, loaders, optimisers,
+schedules, gradient all-reduce under DDP, eval, checkpoints, resume); a :class:`Strategy` owns
+"how models train together" at one step. A step returns an ordered list of ``(groups, loss)``;
+for each, the trainer zeroes the groups' optimisers, runs one backward, all-reduces and steps
+them, in that order (AFD: each network, then the discriminators), so no strategy copies the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from edgekd.data.core import DataSplits
+from edgekd.distillation.methods import Objective
+from edgekd.errors import ConfigError
+
+STAGE = "distill/strategy"
+Losses = list[tuple[str | tuple[str, ...], torch.Tensor]]  # (optimiser group(s), loss), run in order
+ParamGroups = dict[str, tuple[list[nn.Parameter], float]]  # group -> (params, lr multiplier)
+
+
+class Strategy:
+    """Base class. Subclasses set ``kind`` and implement the hooks below."""
+
+    kind = "offline"
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Every trained module by name (checkpointed, moved to the device, synced under DDP)."""
+        raise NotImplementedError
+
+    def eval_models(self) -> dict[str, nn.Module]:
+        """The models evaluated on val after each epoch; the first one is "the" model."""
+        raise NotImplementedError
+
+    def enter(self, stack: ExitStack, device: str, train: Dataset) -> None:
+        """Install taps / freeze teachers / fill caches for the run; undo them through ``stack``."""
+
+    def setup(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], data: DataSplits) -> None:
+        """Probe one batch (no grad): check class counts, let losses build their adapters."""
+
+    def param_groups(self) -> ParamGroups:
+        """Trainable parameters by optimiser group (default: one group for everything)."""
+        params = [p for m in self.modules().values() for p in m.parameters() if p.requires_grad]
+        return {"main": (params, 1.0)}
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int
+             ) -> tuple[Losses, dict[str, torch.Tensor]]:
+        """One batch: the losses to minimise (per group, in order) and detached terms to log."""
+        raise NotImplementedError
+
+
+def check_classes(who: str, logits: torch.Tensor | None, data: DataSplits) -> None:
+    """Raise when a network's output width is not the data set's number of classes."""
+    if logits is not None and logits.shape[-1] != data.num_classes:
+        raise ConfigError(f"{who} outputs {logits.shape[-1]} classes but {data.name} has {data.num_classes}",
+                          stage=STAGE, hint=f"create it with num_classes={data.num_classes}")
+
+
+def freeze(model: nn.Module, device: str) -> tuple[bool, list[bool]]:
+    """Put ``model`` in eval mode without gradients; return what :func:`restore` needs."""
+    state = (model.training, [p.requires_grad for p in model.parameters()])
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return state
+
+
+def restore(model: nn.Module, state: tuple[bool, list[bool]]) -> None:
+    """Undo :func:`freeze`."""
+    model.train(state[0])
+    for p, flag in zip(model.parameters(), state[1], strict=True):
+        p.requires_grad_(flag)
+
+
+def kinds(objective: Objective) -> set[str]:
+    """The strategy kinds the objective's terms ask for (``"offline"`` for plain losses)."""
+    return {getattr(loss, "strategy", "offline") for loss in objective.losses.values()}
+
+
+def only_kind(objective: Objective, kind: str, allowed: Sequence[str] = ()) -> None:
+    """Raise unless every term of ``objective`` is of ``kind`` (or named in ``allowed``)."""
+    bad = [n for n, loss in objective.losses.items()
+           if getattr(loss, "strategy", "offline") != kind and n not in allowed]
+    if bad:
+        raise ConfigError(f"method {objective.spec!r} mixes {kind} training with {', '.join(bad)}",
+                          stage=STAGE, hint=f"'{kind}' methods are complete recipes (CE included); "
+                                            "use them alone, e.g. method='dml'")
+
+
+def detached(parts: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Detach every logged term."""
+    return {k: v.detach() for k, v in parts.items()}

@@ -1,0 +1,115 @@
+"""Offline distillation: a frozen teacher (or ensemble) guides one student; plain training without one.
+
+.. math::  \\theta_S^* = \\arg\\min_{\\theta_S} \\sum_m w_m L_m(S_{\\theta_S}(x), T(x), y)
+
+The teacher is frozen for the run (eval mode, no gradients, restored afterwards). Its logits and
+tapped features come from a :class:`~edgekd.distillation.cache.TeacherCache` when the train inputs are
+fixed tensors: ``cache=None`` (the default) caches when the cache fits in
+``DEFAULT_MAX_BYTES``, ``True`` insists (up to half the available RAM:
+:func:`~edgekd.distillation.cache.memory_limit`), ``False`` runs the teacher every step, and a
+:class:`TeacherCache` is reused (and widened to the taps this run needs).
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from edgekd.data.core import DataSplits
+from edgekd.distillation.cache import DEFAULT_MAX_BYTES, TeacherCache, cache_bytes, cacheable, memory_limit
+from edgekd.distillation.methods import Objective, StepContext
+from edgekd.distillation.strategies.base import (
+    STAGE,
+    Losses,
+    Strategy,
+    check_classes,
+    freeze,
+    only_kind,
+    restore,
+)
+from edgekd.distillation.taps import Taps
+from edgekd.errors import ConfigError
+
+
+class OfflineStrategy(Strategy):
+    """``student`` learns from the objective, reading a frozen ``teacher`` when the objective needs one."""
+
+    kind = "offline"
+
+    def __init__(self, student: nn.Module, objective: Objective, teacher: nn.Module | None = None,
+                 cache: bool | TeacherCache | None = None) -> None:
+        super().__init__(objective)
+        only_kind(objective, self.kind)
+        if objective.needs_teacher and teacher is None:
+            raise ConfigError(f"method {objective.spec!r} needs a teacher, none given", stage=STAGE,
+                              hint="pass a trained teacher, or use method='ce' (see edgekd.distillation.train)")
+        self.student = student
+        self.teacher = teacher if objective.needs_teacher else None
+        self.cache_option = cache
+        self.cache: TeacherCache | None = None
+        self.s_taps: Taps | None = None
+        self.t_taps: Taps | None = None
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"student": self.student, "objective": self.objective}
+
+    def eval_models(self) -> dict[str, nn.Module]:
+        return {"student": self.student}
+
+    def enter(self, stack: ExitStack, device: str, train: Dataset) -> None:
+        self.s_taps = stack.enter_context(Taps(self.student, self.objective.student_taps))
+        if self.teacher is None:
+            return
+        stack.callback(restore, self.teacher, freeze(self.teacher, device))
+        self.cache = self._cache(self.teacher, device, train)
+        if self.cache is None:
+            self.t_taps = stack.enter_context(Taps(self.teacher, self.objective.teacher_taps))
+
+    def _cache(self, teacher: nn.Module, device: str, train: Dataset) -> TeacherCache | None:
+        opt, taps = self.cache_option, self.objective.teacher_taps
+        if opt is False:
+            return None
+        if not cacheable(train):
+            if opt is None:
+                return None
+            raise ConfigError(f"cannot cache the teacher for {self.objective.spec!r}: the train data is a "
+                              f"{type(train).__name__}, not fixed tensors", stage="distill/cache",
+                              hint="pass cache_teacher=False (or None to decide)")
+        if isinstance(opt, TeacherCache):
+            return opt.ensure(teacher, train, taps)
+        if opt is None and cache_bytes(teacher, train, taps, device) > DEFAULT_MAX_BYTES:
+            return None
+        # an explicit request is refused cleanly (ConfigError) rather than exhausting the RAM
+        return TeacherCache(teacher, train, taps=taps, device=device, max_bytes=memory_limit() if opt else None)
+
+    def context(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int) -> StepContext:
+        """Run the student (and teacher or cache) on one batch."""
+        t_logits, t_feats = None, {}
+        if self.teacher is not None:
+            if self.cache is not None:
+                t_logits, t_feats = self.cache[idx], self.cache.features(idx, self.objective.teacher_taps)
+            else:
+                with torch.no_grad():
+                    t_logits = self.teacher(x)
+                t_feats = dict(self.t_taps.outputs) if self.t_taps else {}
+        s_logits = self.student(x)
+        return StepContext(student_logits=s_logits, teacher_logits=t_logits, targets=y, indices=idx,
+                           student_features=dict(self.s_taps.outputs) if self.s_taps else {},
+                           teacher_features=t_feats, epoch=epoch, step=step, inputs=x)
+
+    def setup(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], data: DataSplits) -> None:
+        self.student.eval()
+        with torch.no_grad():
+            ctx = self.context(*batch, epoch=0, step=0)
+        self.student.train()
+        check_classes("student", ctx.student_logits, data)
+        check_classes("teacher", ctx.teacher_logits, data)
+        self.objective.setup(ctx, len(data.train))  # type: ignore[arg-type]
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int
+             ) -> tuple[Losses, dict[str, torch.Tensor]]:
+        total, parts = self.objective(self.context(x, y, idx, epoch, step))
+        return [("main", total)], parts

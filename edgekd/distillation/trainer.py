@@ -1,0 +1,336 @@
+"""The one training loop: seeded, progress bar per epoch, eval on val, checkpoint, exact resume, DDP.
+
+*How* networks train together is a :class:`~edgekd.distillation.strategies.base.Strategy` (offline
+teacher → student by default; online DML/AFD peers; self-distillation with early exits); this
+loop owns everything else. The networks train in place; a teacher, when given, is frozen for the
+run (eval mode, ``requires_grad=False``, its logits cached or computed under ``no_grad``) and
+restored afterwards. The learning rate
+follows a per-step cosine from ``lr`` to 0 over ``epochs`` (``schedule_span=(a, b)``: only the part
+from fraction ``a`` to ``b`` of that cosine, so a longer schedule can be split over several runs,
+e.g. with pruning between them). With ``out_dir`` set, every epoch
+writes ``checkpoint.pt`` (student, objective, optimiser, scheduler, epoch, history, RNG state)
+and ``best.pt`` (student weights of the best val accuracy); ``resume=True`` continues from
+``checkpoint.pt`` and, with the same settings, ends bit-identical to an uninterrupted run.
+Under ``torchrun`` the loop is data-parallel (see :mod:`edgekd.distillation.ddp`); ``batch_size`` is
+then the global batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from edgekd.data.core import DataSplits, WithIndices
+from edgekd.distillation.cache import TeacherCache
+from edgekd.distillation.ddp import allreduce_grads, broadcast_modules, is_main, shard_batches, world
+from edgekd.distillation.methods import Objective
+from edgekd.distillation.strategies.base import Losses, Strategy
+from edgekd.distillation.strategies.offline import OfflineStrategy
+from edgekd.errors import ConfigError
+
+STAGE = "distill/train"
+CHECKPOINT = "checkpoint.pt"
+FORMAT = 2
+BEST = "best.pt"
+DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.05}
+DEFAULT_WD = {"adamw": 1e-2, "sgd": 5e-4}
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings. ``lr``/``weight_decay`` None pick per-optimiser defaults (:data:`DEFAULT_LR`)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float | None = None
+    optimizer: str = "adamw"  # "adamw" | "sgd" (momentum 0.9, Nesterov)
+    weight_decay: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+    out_dir: Path | None = None
+    resume: bool = False
+    schedule_span: tuple[float, float] = (0.0, 1.0)  # the part of the cosine this run covers
+
+    def __post_init__(self) -> None:
+        self.optimizer = self.optimizer.lower()
+        if self.optimizer not in DEFAULT_LR:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(DEFAULT_LR)}",
+                              stage=STAGE, hint="pass optimizer='adamw' or 'sgd'")
+        self.epochs = capped_epochs(self.epochs)
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"epochs={self.epochs} and batch_size={self.batch_size} must be >= 1", stage=STAGE)
+        if self.resume and self.out_dir is None:
+            raise ConfigError("resume=True needs out_dir (where checkpoint.pt lives)", stage=STAGE,
+                              hint="pass out_dir= the folder of the interrupted run")
+        self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
+        a, b = self.schedule_span
+        if not 0.0 <= a < b <= 1.0:
+            raise ConfigError(f"schedule_span={self.schedule_span} must satisfy 0 <= start < end <= 1", stage=STAGE,
+                              hint="e.g. (0.5, 1.0) for the second half of a cosine schedule")
+
+
+MAX_EPOCHS_ENV = "EDGEKD_MAX_EPOCHS"
+
+
+def capped_epochs(epochs: int) -> int:
+    """``epochs``, capped by ``$EDGEKD_MAX_EPOCHS`` when it is set: a smoke test of a script or of the docs
+    runs every training loop for at most that many epochs (a warning says so)."""
+    raw = os.environ.get(MAX_EPOCHS_ENV, "").strip()
+    if not raw:
+        return epochs
+    try:
+        cap = int(raw)
+        if cap < 1:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{MAX_EPOCHS_ENV}={raw!r} is not a positive integer", stage=STAGE,
+                          hint=f"unset {MAX_EPOCHS_ENV}, or set it to e.g. 1") from None
+    if epochs > cap:
+        warnings.warn(f"{MAX_EPOCHS_ENV}={cap}: training for {cap} epoch(s) instead of {epochs}", stacklevel=3)
+    return min(epochs, cap)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: str = "cpu") -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy of ``model`` on ``dataset`` (eval mode, then restored)."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum, n = 0, 0.0, 0
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        x, y = batch[0].to(device), batch[1].to(device)
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        n += len(y)
+    model.train(was_training)
+    return {"acc": correct / max(n, 1), "loss": loss_sum / max(n, 1)}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed ``random``, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+    return {"torch": torch.get_rng_state(), "random": random.getstate(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["random"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+class Trainer:
+    """Train the networks of a :class:`Strategy` on ``data.train`` (default: offline ``student``/``teacher``).
+
+    ``on_epoch_end(row)`` is called after each epoch's checkpoint is written, on every rank (for
+    logging, or to stop a run: an exception it raises propagates, and ``resume=True`` picks up
+    from there). ``cache_teacher`` is passed to :class:`OfflineStrategy` (None: cache the teacher's
+    logits when that is exact).
+    """
+
+    def __init__(self, student: nn.Module | None, data: DataSplits, objective: Objective, config: TrainConfig,
+                 *, teacher: nn.Module | None = None, strategy: Strategy | None = None,
+                 cache_teacher: bool | TeacherCache | None = None,
+                 on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> None:
+        if strategy is None:
+            if student is None:
+                raise ConfigError("Trainer needs a student or a strategy", stage=STAGE,
+                                  hint="pass the model to train, or strategy=OnlineStrategy([...], objective)")
+            strategy = OfflineStrategy(student, objective, teacher, cache=cache_teacher)
+        self.strategy, self.data, self.objective, self.config = strategy, data, objective, config
+        self.student = next(iter(strategy.eval_models().values()))
+        self.teacher: nn.Module | None = getattr(strategy, "teacher", None)
+        self.on_epoch_end = on_epoch_end
+        self.history: list[dict[str, Any]] = []
+        self.best = {"val_acc": -1.0, "epoch": -1}
+        self.step = 0
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        self._groups: dict[str, list[nn.Parameter]] = {}
+
+    # -- paths ---------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.config.out_dir / CHECKPOINT if self.config.out_dir else None
+
+    @property
+    def best_path(self) -> Path | None:
+        return self.config.out_dir / BEST if self.config.out_dir else None
+
+    # -- building ------------------------------------------------------------------------------
+    def _batches(self, epoch: int) -> list[tuple[list[int], int]]:
+        rank, size = world()
+        if self.config.batch_size % size:
+            raise ConfigError(f"global batch_size={self.config.batch_size} does not split over {size} processes",
+                              stage=STAGE, hint=f"pass a batch_size divisible by {size}")
+        return shard_batches(len(self.data.train), self.config.batch_size,  # type: ignore[arg-type]
+                             self.config.seed * 1_000_003 + epoch, rank, size)
+
+    def _optimizer(self, params: list[nn.Parameter], lr_scale: float) -> torch.optim.Optimizer:
+        c = self.config
+        lr = (c.lr if c.lr is not None else DEFAULT_LR[c.optimizer]) * lr_scale
+        wd = c.weight_decay if c.weight_decay is not None else DEFAULT_WD[c.optimizer]
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+
+    def _probe(self) -> None:
+        """One no-grad pass on the first train items: check shapes, let losses build adapters."""
+        n = min(self.config.batch_size, len(self.data.train))  # type: ignore[arg-type]
+        x, y, idx = next(iter(DataLoader(WithIndices(self.data.train), batch_size=n)))
+        dev = self.config.device
+        self.strategy.setup((x.to(dev), y.to(dev), idx.to(dev)), self.data)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _save(self, epoch: int) -> None:
+        path = self.checkpoint_path
+        if path is None or not is_main():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"format": FORMAT, "epoch": epoch, "step": self.step, "method": self.objective.spec,
+                 "modules": {k: m.state_dict() for k, m in self.strategy.modules().items()},
+                 "optimizer": {k: o.state_dict() for k, o in self.optimizers.items()},
+                 "scheduler": {k: s.state_dict() for k, s in self.schedulers.items()},
+                 "history": self.history, "best": self.best, "rng": _rng_state(),
+                 "config": {k: v for k, v in asdict(self.config).items() if k in ("epochs", "batch_size", "seed")}}
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+
+    def _load(self) -> int:
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return 0
+        state = torch.load(path, map_location=self.config.device, weights_only=True)
+        if state.get("format") != FORMAT or state["method"] != self.objective.spec:
+            raise ConfigError(f"{path} was written by method {state.get('method')!r} (format "
+                              f"{state.get('format')}), not {self.objective.spec!r} (format {FORMAT})",
+                              stage=STAGE, hint="resume with the same method and edgekd version, or use a new out_dir")
+        try:
+            for k, m in self.strategy.modules().items():
+                m.load_state_dict(state["modules"][k])
+        except (RuntimeError, KeyError) as e:
+            raise ConfigError(f"{path} does not fit these networks ({str(e).splitlines()[0]})", stage=STAGE,
+                              hint="resume with the same models, or use a new out_dir") from None
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizer"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["scheduler"][k])
+        self.history, self.best, self.step = list(state["history"]), dict(state["best"]), int(state["step"])
+        _set_rng_state(state["rng"])
+        return int(state["epoch"])
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self) -> list[dict[str, Any]]:
+        """Train for ``config.epochs`` (resuming when asked); return the per-epoch history."""
+        c = self.config
+        seed_everything(c.seed)
+        modules = self.strategy.modules()
+        for m in modules.values():
+            m.to(c.device).train()
+        with ExitStack() as stack:
+            self.strategy.enter(stack, c.device, self.data.train)
+            self._probe()
+            for m in modules.values():
+                m.to(c.device)
+            broadcast_modules(modules.values())
+            groups = self.strategy.param_groups()
+            self._groups = {k: params for k, (params, _) in groups.items()}
+            self.optimizers = {k: self._optimizer(params, scale) for k, (params, scale) in groups.items()}
+            total = c.epochs * len(self._batches(0))
+            a, b = c.schedule_span
+            self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(
+                o, lambda step: 0.5 * (1.0 + math.cos(math.pi * (a + (b - a) * min(step, total) / total))))
+                for k, o in self.optimizers.items()}
+            start = self._load() if c.resume else 0
+            for epoch in range(start, c.epochs):
+                self._epoch(epoch)
+        return self.history
+
+    def _update(self, losses: Losses, local_fraction: float) -> None:
+        """``zero_grad / backward / all-reduce / step`` for each loss's groups, in the strategy's order."""
+        for keys, loss in losses:
+            keys = (keys,) if isinstance(keys, str) else keys
+            for k in keys:
+                self.optimizers[k].zero_grad(set_to_none=True)
+            loss.backward()
+            for k in keys:
+                allreduce_grads([p for p in self._groups[k] if p.grad is not None], local_fraction)
+                self.optimizers[k].step()
+        with warnings.catch_warnings():  # a group that did not step this batch (a frozen teacher) keeps the shared cosine
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            for sched in self.schedulers.values():
+                sched.step()
+
+    def _epoch(self, epoch: int) -> None:
+        from tqdm.auto import tqdm
+
+        c, t0 = self.config, time.perf_counter()
+        sums: dict[str, float] = {}
+        batches = self._batches(epoch)
+        loader = DataLoader(WithIndices(self.data.train), batch_sampler=[b for b, _ in batches])
+        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{c.epochs}", disable=not (c.progress and is_main()),
+                   leave=True, dynamic_ncols=True)
+        modules = self.strategy.modules()
+        for m in modules.values():
+            m.train()
+        for n_done, ((x, y, idx), (_, n_global)) in enumerate(zip(loader, batches, strict=True), start=1):
+            dev = c.device
+            losses, parts = self.strategy.step(x.to(dev), y.to(dev), idx.to(dev), epoch, self.step)
+            self._update(losses, len(idx) / n_global)
+            self.step += 1
+            total = sum(float(v.detach()) for _, v in losses)
+            for k, v in {"loss": total, **parts}.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            bar.set_postfix(loss=f"{sums['loss'] / n_done:.4f}", refresh=False)
+            bar.update()
+        broadcast_modules(modules.values(), buffers_only=True)
+        row = {"epoch": epoch + 1, **{f"train_{k}": v / max(len(batches), 1) for k, v in sums.items()},
+               **self._validate(), "lr": next(iter(self.optimizers.values())).param_groups[0]["lr"],
+               "time_s": time.perf_counter() - t0}
+        bar.set_postfix(loss=f"{row.get('train_loss', math.nan):.4f}", val_acc=f"{row['val_acc']:.4f}")
+        bar.close()
+        self.history.append(row)
+        if row["val_acc"] > self.best["val_acc"]:
+            self.best = {"val_acc": row["val_acc"], "epoch": epoch + 1}
+            if self.best_path is not None and is_main():
+                self.best_path.parent.mkdir(parents=True, exist_ok=True)
+                evals = self.strategy.eval_models()
+                torch.save(self.student.state_dict() if len(evals) == 1
+                           else {k: m.state_dict() for k, m in evals.items()}, self.best_path)
+        self._save(epoch + 1)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(row)
+
+    def _validate(self) -> dict[str, float]:
+        """Val accuracy/loss of each eval model; ``val_acc`` is the best of them."""
+        evals = {k: evaluate(m, self.data.val, device=self.config.device)
+                 for k, m in self.strategy.eval_models().items()}
+        if len(evals) == 1:
+            (only,) = evals.values()
+            return {"val_acc": only["acc"], "val_loss": only["loss"]}
+        row = {f"val_{m}_{k}": v for k, r in evals.items() for m, v in r.items()}
+        top = max(evals.values(), key=lambda r: r["acc"])
+        return {"val_acc": top["acc"], "val_loss": top["loss"], **row}
