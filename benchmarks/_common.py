@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from machine_facts import machine_facts
 
 
 def machine() -> dict[str, Any]:
-    """Date, platform, CPU count, torch threads and accelerator of this run."""
+    """Date, platform, CPU count, torch threads and accelerator of this run, plus :func:`machine_facts`
+    (CPU model, ISA flags, governor/frequency, runtime versions)."""
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
             "processor": platform.processor(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "machine_facts": machine_facts()}
 
 
 def write_results(path: str | Path, benchmark: str, payload: dict[str, Any]) -> Path:

@@ -130,7 +130,7 @@ def pairs_of(b: Budget) -> list[tuple[str, str]]:
 def rewrite(out: Path, result: dict[str, Any]) -> None:
     """Write an updated finished run back to ``out``: today's machine facts, the training date kept."""
     keep = {k: v for k, v in result.items() if k not in ("benchmark", "date", "machine", "processor", "cpu_count",
-                                                          "torch_threads", "gpu")}
+                                                          "torch_threads", "gpu", "machine_facts")}
     write_results(out, "arch_kd", {**keep, "trained_on": result.get("trained_on", result.get("date"))})
 
 

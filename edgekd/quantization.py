@@ -12,7 +12,7 @@ Stages return new values: ``model`` is deep-copied and never changed.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -80,6 +80,7 @@ def quantize(
     calibration: Calibration,
     *,
     per_channel: bool = True,
+    transform: Callable[[torch.fx.GraphModule], Any] | None = None,
 ) -> torch.fx.GraphModule:
     """Post-training int8 quantization (PT2E + XNNPACKQuantizer); ``model`` is left unchanged.
 
@@ -88,6 +89,8 @@ def quantize(
         example_inputs: positional inputs for tracing, e.g. ``(torch.randn(1, 1, 28, 28),)``.
         calibration: a Tensor of samples, or an iterable of batches (``x`` or ``(x, y)``).
         per_channel: per-output-channel weight scales (better accuracy, same speed on XNNPACK).
+        transform: an in-place pass over the captured ATen graph, run before the quantizer annotates
+            it (the ExecuTorch exporter passes ``keepdim_spatial_means`` so XNNPACK takes the mean).
 
     Returns:
         the converted ``GraphModule`` with quantize/dequantize nodes around int8 ops.
@@ -96,6 +99,8 @@ def quantize(
 
     m = copy.deepcopy(model).eval()
     gm = capture(m, example_inputs)
+    if transform is not None:
+        transform(gm)
     prepared = prepare_pt2e(gm, _quantizer(per_channel, is_qat=False))
     n = 0
     with torch.no_grad():

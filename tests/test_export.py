@@ -124,6 +124,50 @@ def test_pte_records_partition_coverage(bundle: Bundle) -> None:
     cov = bundle.file("pte/fp32/executorch").extra["partition"]
     assert cov["delegated_ops"] >= 4  # conv, bn (folded by XNNPACK), conv, linear, relu...
     assert cov["non_delegated_ops"] == sum(cov["non_delegated"].values())
+    assert cov["partitions"] == 1 and bundle.file("pte/int8/executorch").extra["partition"]["partitions"] == 1
+
+
+class TinyResNet(nn.Module):
+    """Stem, an identity residual block, a strided block with a 1x1 projection, global mean, linear:
+    every op kind of the CIFAR ResNets edgekd benchmarks, at toy size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def cbr(cin: int, cout: int, stride: int = 1, k: int = 3) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout))
+
+        self.stem, self.a1, self.a2 = cbr(1, 8), cbr(8, 8), cbr(8, 8)
+        self.b1, self.b2, self.proj = cbr(8, 16, 2), cbr(16, 16), cbr(8, 16, 2, k=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = torch.relu(x + self.a2(torch.relu(self.a1(x))))
+        x = torch.relu(self.proj(x) + self.b2(torch.relu(self.b1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_int8_pte_is_one_static_int8_xnnpack_partition(tmp_path: Path) -> None:
+    """The property that makes ExecuTorch int8 run at TFLite int8's speed (issue 18, RESULTS.md): the
+    whole graph is ONE XNNPACK partition, nothing runs in ExecuTorch's portable kernels, every conv
+    and linear runs as a static int8 XNNPACK operator (QS8 activations, per-channel QC8 weights: the
+    ``qs8_qc8w`` micro-kernels), and float appears only at the two ends (one Convert in, one out)."""
+    from edgekd.convert.executorch import to_pte, xnnpack_operators
+
+    torch.manual_seed(0)
+    model = TinyResNet().eval()
+    x = torch.randn(33, 1, 12, 12)
+    path = tmp_path / "m.pte"
+    cov = to_pte(model, (x[:1],), path, precision="int8", calibration=x[1:])["partition"]
+    assert cov["partitions"] == 1, cov
+    assert cov["non_delegated_ops"] == 0, cov["non_delegated"]
+    ops = xnnpack_operators(path)
+    assert ops["outside"] == {}, f"ops outside the XNNPACK delegate: {ops['outside']}"
+    compute = {k: n for k, n in ops["delegated"].items() if k.startswith(("Convolution", "Fully Connected"))}
+    assert sum(compute.values()) == 7, ops["delegated"]  # 6 convs + fc (a 1x1 conv may run as FC)
+    assert all("QC8" in k and "F32" not in k and "QD8" not in k for k in compute), compute
+    assert ops["delegated"].get("Convert (NC)") == 2, ops["delegated"]
 
 
 def test_onnx2tf_is_offline_nhwc_and_passes_parity(onnx2tf_bundle: Bundle) -> None:
@@ -211,3 +255,24 @@ def test_export_does_not_mutate_model(digits, tmp_path: Path) -> None:  # type: 
     finally:
         model.eval()
     assert np.isfinite(before["conv.weight"].numpy()).all()
+
+
+@pytest.mark.parametrize(("dims", "keepdim", "rank", "rewritten"), [
+    ((2, 3), False, 4, 1), ((-1, -2), False, 4, 1),  # the heads XNNPACK would leave outside
+    ((2, 3), True, 4, 0), ((1,), False, 4, 0), ((1, 2), False, 3, 0),  # already fine / not a spatial mean
+])
+def test_keepdim_spatial_means_rewrites_only_spatial_means_and_keeps_values(
+        dims: tuple[int, ...], keepdim: bool, rank: int, rewritten: int) -> None:
+    from edgekd.convert.executorch import keepdim_spatial_means
+    from edgekd.quantization import capture
+
+    class Head(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(x).mean(dims, keepdim=keepdim) * 2
+
+    x = torch.randn((2, 3, 5, 4)[:rank])
+    gm = capture(Head(), (x,))
+    assert keepdim_spatial_means(gm) == rewritten
+    torch.testing.assert_close(gm(x), Head()(x))
+    means = [n for n in gm.graph.nodes if n.target == torch.ops.aten.mean.dim]
+    assert len(means) == 1 and (means[0].args[2] if len(means[0].args) > 2 else False) == (keepdim or rewritten == 1)

@@ -6,8 +6,14 @@ converted module again, lower the same way. The model is put in eval mode first,
 exported as inference batch norm, which XNNPACK's ``FuseBatchNormPass`` folds into the preceding
 conv during lowering (int8: ``convert_pt2e`` folds it before quantizing the weights).
 
-``ModelFile.extra["partition"]`` records the coverage: how many call_function ops went into XNNPACK
-delegates and the names of those left to ExecuTorch's portable CPU kernels (usually much slower).
+``ModelFile.extra["partition"]`` records the coverage: how many XNNPACK partitions (delegate calls)
+the graph became, how many call_function ops went into them and the names of those left to
+ExecuTorch's portable CPU kernels (usually much slower). A small CNN lowers to ONE partition with
+nothing outside; int8 runs XNNPACK's static int8 operators (``Convolution (NHWC, QC8) IGEMM``, the
+same ``qs8_qc8w`` micro-kernels TFLite runs). :func:`xnnpack_operators` reads what the runtime
+actually executed from an ETDump. See benchmarks/RESULTS.md (issue 18) for why ExecuTorch int8 is
+on a par with TFLite int8 on AVX512-VNNI CPUs but cannot be on AMX Xeons with the executorch wheel
+(its XNNPACK has no AMX kernels).
 """
 
 from __future__ import annotations
@@ -44,12 +50,50 @@ def partition_coverage(edge_program: Any) -> dict[str, Any]:
         if n.op == "call_function" and "executorch_call_delegate" not in str(n.target)
         and "getitem" not in _op_name(n)
     )
+    calls = sum(1 for n in gm.graph.nodes if n.op == "call_function" and "executorch_call_delegate" in str(n.target))
     return {
+        "partitions": calls,
         "delegated_ops": sum(delegated.values()),
         "non_delegated_ops": sum(outside.values()),
         "non_delegated": dict(outside),
         "delegated": dict(delegated),
     }
+
+
+def keepdim_spatial_means(gm: torch.fx.GraphModule) -> int:
+    """Rewrite ``x.mean((2, 3))`` of a 4-D ``x`` as ``x.mean((2, 3), keepdim=True).view(n, c)``, in place.
+
+    XNNPACK lowers a spatial mean to global average pooling only with ``keepdim=True``
+    (``MeanDimConfig`` in executorch 1.5); without it the mean runs in ExecuTorch's portable kernels
+    between two XNNPACK partitions (int8: dequantize, float mean, quantize again). ``nn.AdaptiveAvgPool2d``
+    keeps the dims; hand-written heads (``x.mean((2, 3))``, timm's flattening pool) do not. On resnet8x4
+    the split costs 7% (int8) / 3% (fp32) latency. Returns the number of means rewritten; the graph
+    computes the same values.
+    """
+    mean_dim = torch.ops.aten.mean.dim
+    done = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target != mean_dim or node.kwargs.get("dtype") is not None:
+            continue
+        x, dims = node.args[0], node.args[1]
+        keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+        val, out = getattr(x, "meta", {}).get("val"), node.meta.get("val")
+        if keepdim or not isinstance(val, torch.Tensor) or val.dim() != 4 or not isinstance(out, torch.Tensor):
+            continue
+        if sorted(int(d) % 4 for d in dims) != [2, 3]:
+            continue
+        with gm.graph.inserting_after(node):
+            view = gm.graph.call_function(torch.ops.aten.view.default, (node, [int(s) for s in out.shape]))
+        node.replace_all_uses_with(view, delete_user_cb=lambda user, v=view: user is not v)
+        node.args, node.kwargs = (x, list(dims), True), {}
+        node.meta["val"] = val.mean(list(dims), keepdim=True)
+        view.meta.update({k: v for k, v in node.meta.items() if k not in ("val", "tensor_meta")})
+        view.meta["val"] = out
+        done += 1
+    if done:
+        gm.graph.lint()
+        gm.recompile()
+    return done
 
 
 def _lower(program: torch.export.ExportedProgram) -> tuple[bytes, dict[str, Any]]:
@@ -73,8 +117,14 @@ def to_pte(
     """Write ``path`` (.pte, XNNPACK-lowered) and return notes for ``ModelFile.extra``."""
     from edgekd.quantization import export_program, quantize
 
-    m: torch.nn.Module = quantize(model, example_inputs, calibration) if precision == "int8" else model
-    program = export_program(m, example_inputs, stage=STAGE)
+    if precision == "int8":
+        program = export_program(quantize(model, example_inputs, calibration, transform=keepdim_spatial_means),
+                                 example_inputs, stage=STAGE)
+    else:
+        program = export_program(model, example_inputs, stage=STAGE)
+        gm = program.module()
+        if keepdim_spatial_means(gm):  # re-export so the new nodes get torch.export's metadata and checks
+            program = export_program(gm, example_inputs, stage=STAGE)
     try:
         buffer, coverage = _lower(program)
     except Exception as e:
@@ -85,6 +135,52 @@ def to_pte(
         ) from e
     path.write_bytes(buffer)
     return {"partition": coverage}
+
+
+_FRAMEWORK_EVENTS = {"Method::init", "Program::load_method", "Method::execute", "DELEGATE_CALL"}
+
+
+def xnnpack_operators(path: Path, *, runs: int = 3) -> dict[str, Any]:
+    """What the ExecuTorch runtime executes for ``path``: XNNPACK operators and anything outside them.
+
+    Loads the file with ETDump profiling, runs it ``runs`` times on zeros and reads the dump with
+    ``executorch.devtools.Inspector``. Returns ``{"delegated": {operator type: count}, "outside":
+    {event name: count}, "p50_ms": {event name: p50}}``. Operator types are XNNPACK's own names
+    without the ``#n`` suffix, e.g. ``"Convolution (NHWC, QC8) IGEMM"`` (static int8, per-channel
+    weights) vs ``"Convolution (NHWC, F32) IGEMM"`` (fp32) or ``"Fully Connected (NC, QD8, F32, QC8W)"``
+    (dynamic int8). ``outside`` lists ExecuTorch kernels that ran outside every delegate (framework
+    events such as ``Method::execute`` are left out). Note: this resets ExecuTorch's process-wide
+    thread pool to one thread.
+    """
+    import tempfile
+
+    from executorch.devtools import Inspector
+    from executorch.extension.pybindings import _C
+
+    _C._unsafe_reset_threadpool(1)
+    program = _C._load_program(str(path), enable_etdump=True, debug_buffer_size=0)
+    method = program.load_method("forward")
+    meta = method.method_meta().input_tensor_meta(0)
+    x = torch.zeros(tuple(meta.sizes()))
+    for _ in range(runs):
+        method.call([x])
+    with tempfile.TemporaryDirectory() as tmp:
+        dump = Path(tmp) / "run.etdump"
+        program.write_etdump_result_to_file(str(dump), "")
+        inspector = Inspector(etdump_path=str(dump))
+    delegated: Counter[str] = Counter()
+    outside: Counter[str] = Counter()
+    p50: dict[str, float] = {}
+    for block in inspector.event_blocks:
+        if block.name != "Execute":
+            continue
+        for event in block.events:
+            if event.name in _FRAMEWORK_EVENTS:
+                continue
+            (delegated if event.is_delegated_op else outside)[event.name.split(" #")[0]] += 1
+            if event.perf_data is not None:
+                p50[event.name] = float(event.perf_data.p50)
+    return {"delegated": dict(delegated), "outside": dict(outside), "p50_ms": p50}
 
 
 def first_line(e: BaseException) -> str:

@@ -1,0 +1,103 @@
+"""The barest timing loop for one model file: load it as the device runner does, then time only ``invoke()``.
+
+The device runner (``runtimes/python/edgekd_runner.py``) times ``backend.run(x)`` per sample: for
+TFLite ``set_tensor`` + ``invoke`` + ``get_tensor``, for ExecuTorch a torch tensor from numpy +
+``Method.call`` + ``.numpy()``. This script loads the file through the runner's own backend classes
+(same thread pool setup, same input adaptation), sets the input once, and times just the runtime's
+call: ``Interpreter.invoke()`` for ``.tflite``, ``Method.execute()`` for ``.pte`` (``.pt2``: the module
+call). ``benchmarks/runtime_overhead.py`` compares the two side by side; ``benchmarks/kernels.py`` runs
+it under ``perf record``.
+
+    python benchmarks/bare_loop.py --model m.pte --threads 1 --warmup 20 --runs 300 [--inputs x.npz]
+    python benchmarks/bare_loop.py --model m.tflite --threads 1 --seconds 6 --ready   # for perf -p PID
+
+Prints one JSON line on stdout: file, runtime, threads, p50_ms (+ the runner's other summaries) and
+the samples. With ``--ready`` it first prints ``{"event": "ready", "pid": ...}`` after the warm-up
+and waits one second, so a profiler can attach to the timed loop only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RUNNER = Path(__file__).resolve().parents[1] / "runtimes" / "python" / "edgekd_runner.py"
+
+
+def load_runner() -> Any:
+    """Import the device runner module from runtimes/python (it is a script, not part of edgekd)."""
+    spec = importlib.util.spec_from_file_location("edgekd_runner", RUNNER)
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def invoke_fn(backend: Any, feed: np.ndarray) -> Any:
+    """The runtime's own call with the input already in place (no copies, no output conversion)."""
+    if backend.runtime == "executorch":
+        backend.method.set_inputs([backend.torch.from_numpy(feed)])
+        return backend.method.execute
+    if backend.runtime == "tflite":
+        backend.interp.set_tensor(backend.in_index, feed)
+        return backend.interp.invoke
+    return lambda: backend.run(feed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--seconds", type=float, default=None, help="time for this long instead of --runs")
+    ap.add_argument("--inputs", default=None, help=".npz with x: logical float32 NCHW input (default: zeros)")
+    ap.add_argument("--cpus", default=None, help="pin to these CPUs first (e.g. 0,1)")
+    ap.add_argument("--ready", action="store_true", help="print a ready line with the pid after warm-up")
+    args = ap.parse_args(argv)
+
+    runner = load_runner()
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # native libraries print on fd 1; keep stdout for JSON
+
+    def emit(obj: dict[str, Any]) -> None:
+        os.write(out_fd, (json.dumps(obj) + "\n").encode())
+
+    model = Path(args.model)
+    runner.pin_cpus(args.cpus)
+    backend = runner.BACKENDS[model.suffix]()
+    backend.load(model, args.threads)
+    if args.inputs:
+        with np.load(args.inputs) as data:
+            x = data["x"]
+        feed = runner.to_model_input(x, backend.input, runner.choose_layout(x.shape, backend.input, "auto"))
+    else:
+        feed = np.zeros([s or 1 for s in backend.input.shape], backend.input.dtype)
+    call = invoke_fn(backend, feed)
+    for _ in range(args.warmup):
+        call()
+    if args.ready:
+        emit({"event": "ready", "pid": os.getpid()})
+        time.sleep(1.0)
+    samples: list[float] = []
+    deadline = time.perf_counter() + args.seconds if args.seconds else None
+    while (len(samples) < args.runs) if deadline is None else (time.perf_counter() < deadline):
+        t0 = time.perf_counter_ns()
+        call()
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+    emit({"event": "result", "model": str(model), "runtime": backend.runtime, "runtime_version": backend.version,
+          "threads": args.threads, "loop": "bare", "runs": len(samples), **{f"{k}_ms": v for k, v in
+                                                                        runner.summarize(samples).items()},
+          "latency_samples_ms": samples})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
