@@ -12,7 +12,9 @@ it under ``perf record``.
     python benchmarks/bare_loop.py --model m.tflite --threads 1 --seconds 6 --ready   # for perf -p PID
 
 Prints one JSON line on stdout: file, runtime, threads, p50_ms (+ the runner's other summaries) and
-the samples. With ``--ready`` it first prints ``{"event": "ready", "pid": ...}`` after the warm-up
+the samples. ``--call both`` alternates blocks of ``invoke()`` and of the runner's ``run(x)`` in one
+process and adds ``run_over_invoke`` (median over blocks of the two p50s' ratio): what the runner's
+per-sample work costs, free of the between-process noise of a shared machine. With ``--ready`` it first prints ``{"event": "ready", "pid": ...}`` after the warm-up
 and waits one second, so a profiler can attach to the timed loop only.
 """
 
@@ -51,6 +53,18 @@ def invoke_fn(backend: Any, feed: np.ndarray) -> Any:
     return lambda: backend.run(feed)
 
 
+def time_calls(call: Any, n: int, deadline: float | None = None) -> list[float]:
+    """``n`` timed calls (ms each); with a ``deadline``, stop there (perf_counter seconds)."""
+    out: list[float] = []
+    for _ in range(n):
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+        t0 = time.perf_counter_ns()
+        call()
+        out.append((time.perf_counter_ns() - t0) / 1e6)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
@@ -61,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inputs", default=None, help=".npz with x: logical float32 NCHW input (default: zeros)")
     ap.add_argument("--cpus", default=None, help="pin to these CPUs first (e.g. 0,1)")
     ap.add_argument("--ready", action="store_true", help="print a ready line with the pid after warm-up")
+    ap.add_argument("--call", choices=("invoke", "run", "both"), default="invoke",
+                    help="time the runtime's own call (invoke), the runner's per-sample run(x) as the harness "
+                    "times it (run), or both in alternating blocks in this one process (both)")
+    ap.add_argument("--block", type=int, default=200, help="--call both: calls per block (the order flips every pair)")
     args = ap.parse_args(argv)
 
     runner = load_runner()
@@ -80,22 +98,39 @@ def main(argv: list[str] | None = None) -> int:
         feed = runner.to_model_input(x, backend.input, runner.choose_layout(x.shape, backend.input, "auto"))
     else:
         feed = np.zeros([s or 1 for s in backend.input.shape], backend.input.dtype)
-    call = invoke_fn(backend, feed)
-    for _ in range(args.warmup):
-        call()
+    calls = {"invoke": invoke_fn(backend, feed), "run": lambda: backend.run(feed)}
+    chosen = list(calls) if args.call == "both" else [args.call]
+    for name in chosen:
+        for _ in range(args.warmup):
+            calls[name]()
     if args.ready:
         emit({"event": "ready", "pid": os.getpid()})
         time.sleep(1.0)
-    samples: list[float] = []
+    samples: dict[str, list[float]] = {name: [] for name in chosen}
+    ratios: list[float] = []  # both: p50(run block) / p50(invoke block), block by block
     deadline = time.perf_counter() + args.seconds if args.seconds else None
-    while (len(samples) < args.runs) if deadline is None else (time.perf_counter() < deadline):
-        t0 = time.perf_counter_ns()
-        call()
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
-    emit({"event": "result", "model": str(model), "runtime": backend.runtime, "runtime_version": backend.version,
-          "threads": args.threads, "loop": "bare", "runs": len(samples), **{f"{k}_ms": v for k, v in
-                                                                        runner.summarize(samples).items()},
-          "latency_samples_ms": samples})
+    block = args.block if args.call == "both" else 1 << 30
+    while (min(len(v) for v in samples.values()) < args.runs) if deadline is None else (time.perf_counter() < deadline):
+        p50s = {}
+        for name in (chosen if len(ratios) % 2 == 0 else chosen[::-1]):
+            n = min(block, args.runs - len(samples[name])) if deadline is None else block
+            got = time_calls(calls[name], max(n, 1), deadline)
+            if not got:
+                break
+            samples[name] += got
+            p50s[name] = float(np.median(got))
+        if len(p50s) == 2:
+            ratios.append(p50s["run"] / p50s["invoke"])
+    result = {"event": "result", "model": str(model), "runtime": backend.runtime, "runtime_version": backend.version,
+              "threads": args.threads, "loop": args.call, "runs": min(len(v) for v in samples.values())}
+    for name, v in samples.items():
+        summary = {f"{k}_ms": x for k, x in runner.summarize(v).items()}
+        result.update(summary if len(chosen) == 1 else {f"{name}_{k}": x for k, x in summary.items()})
+        result["latency_samples_ms" if len(chosen) == 1 else f"{name}_samples_ms"] = v
+    if ratios:
+        result["run_over_invoke"] = float(np.median(ratios))
+        result["run_over_invoke_blocks"] = ratios
+    emit(result)
     return 0
 
 

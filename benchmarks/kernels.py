@@ -143,8 +143,12 @@ def profile(model: Path, threads: int, seconds: float, perf_data: Path) -> dict[
         m = PERF_LINE.match(line)
         if m:
             hot.append((float(m.group(1)), m.group(2), m.group(4)))
+    by_tid = subprocess.run(["perf", "report", "-i", str(perf_data), "--stdio", "--no-children", "--sort", "pid",
+                             "--percent-limit", "2"], capture_output=True, text=True).stdout
+    threads = [{"thread": m.group(2), "pct": float(m.group(1))}
+               for m in re.finditer(r"^\s+([\d.]+)%\s+(.+?)\s*$", by_tid, re.M)]
     result.pop("latency_samples_ms", None)
-    return {"loop": result, "hot": hot}
+    return {"loop": result, "hot": hot, "threads": threads}
 
 
 def name_hot(hot: list[tuple[float, str, str]], libs: dict[str, Library], reference: Library | None,
@@ -225,13 +229,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== {key} ({path.name}), {args.threads} thread(s), perf {args.seconds:.0f} s", flush=True)
             prof = profile(path, args.threads, args.seconds, Path(tmp) / "perf.data")
             rows = name_hot(prof["hot"], libs, reference, args.top)
-            print(f"   bare-loop p50 {prof['loop']['p50_ms']:.3f} ms over {prof['loop']['runs']} runs")
+            print(f"   bare-loop p50 {prof['loop']['p50_ms']:.3f} ms over {prof['loop']['runs']} runs; threads with "
+                  "samples: " + ", ".join(f"{t['thread']} {t['pct']:.0f}%" for t in prof["threads"]))
             for r in rows:
                 extra = f"  [similarity {r['similarity']}]" if "similarity" in r else ""
                 insns = " ".join(f"{k}:{v}" for k, v in r.get("isa_insns", {}).items())
                 print(f"   {r['pct']:6.2f}%  {r['dso'][:34]:34s} {r['function']}{extra}  {insns}")
             results.append({"key": key, "file": str(path), "threads": args.threads, "loop": prof["loop"],
-                            "hot": rows})
+                            "busy_threads": prof["threads"], "hot": rows})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "kernels", "machine_facts": machine_facts(), "bundle": str(root),
