@@ -10,11 +10,14 @@ it under ``perf record``.
 
     python benchmarks/bare_loop.py --model m.pte --threads 1 --warmup 20 --runs 300 [--inputs x.npz]
     python benchmarks/bare_loop.py --model m.tflite --threads 1 --seconds 6 --ready   # for perf -p PID
+    python benchmarks/bare_loop.py --model a.pte --model b.tflite --threads 2 --runs 4000 --block 100
 
 Prints one JSON line on stdout: file, runtime, threads, p50_ms (+ the runner's other summaries) and
 the samples. ``--call both`` alternates blocks of ``invoke()`` and of the runner's ``run(x)`` in one
 process and adds ``run_over_invoke`` (median over blocks of the two p50s' ratio): what the runner's
-per-sample work costs, free of the between-process noise of a shared machine. With ``--ready`` it first prints ``{"event": "ready", "pid": ...}`` after the warm-up
+per-sample work costs, free of the between-process noise of a shared machine. Several ``--model``
+files are timed the same way in one process (``files``: each one's summary and ``ratio_to_first``,
+the median over rounds of its block p50 over the first file's). With ``--ready`` it first prints ``{"event": "ready", "pid": ...}`` after the warm-up
 and waits one second, so a profiler can attach to the timed loop only.
 """
 
@@ -65,9 +68,46 @@ def time_calls(call: Any, n: int, deadline: float | None = None) -> list[float]:
     return out
 
 
+def load(runner: Any, model: Path, threads: int, inputs: str | None) -> tuple[Any, np.ndarray]:
+    """Load ``model`` through the runner's backend and adapt the input as the runner does."""
+    backend = runner.BACKENDS[model.suffix]()
+    backend.load(model, threads)
+    if inputs:
+        with np.load(inputs) as data:
+            x = data["x"]
+        return backend, runner.to_model_input(x, backend.input, runner.choose_layout(x.shape, backend.input, "auto"))
+    return backend, np.zeros([s or 1 for s in backend.input.shape], backend.input.dtype)
+
+
+def alternate(calls: dict[str, Any], runs: int, block: int, deadline: float | None
+              ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Time every call in blocks, cycling through them (the order flips every round) until each has
+    ``runs`` samples or the deadline passes. Returns the samples and, per call, each round's
+    p50 divided by the first call's p50 in that round."""
+    names = list(calls)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    ratios: dict[str, list[float]] = {n: [] for n in names[1:]}
+    rnd = 0
+    while (min(len(v) for v in samples.values()) < runs) if deadline is None else (time.perf_counter() < deadline):
+        p50s = {}
+        for name in (names if rnd % 2 == 0 else names[::-1]):
+            n = max(min(block, runs - len(samples[name])), 1) if deadline is None else block
+            got = time_calls(calls[name], n, deadline)
+            if not got:
+                break
+            samples[name] += got
+            p50s[name] = float(np.median(got))
+        if len(p50s) == len(names):
+            for name in names[1:]:
+                ratios[name].append(p50s[name] / p50s[names[0]])
+        rnd += 1
+    return samples, ratios
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", required=True, action="append",
+                    help="model file; give it more than once to time several files in one process, side by side")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--runs", type=int, default=300)
@@ -78,8 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--call", choices=("invoke", "run", "both"), default="invoke",
                     help="time the runtime's own call (invoke), the runner's per-sample run(x) as the harness "
                     "times it (run), or both in alternating blocks in this one process (both)")
-    ap.add_argument("--block", type=int, default=200, help="--call both: calls per block (the order flips every pair)")
+    ap.add_argument("--block", type=int, default=200,
+                    help="calls per block when alternating (--call both, or several --model)")
     args = ap.parse_args(argv)
+    if len(args.model) > 1 and args.call != "invoke":
+        ap.error("several --model files are timed with --call invoke only")
 
     runner = load_runner()
     out_fd = os.dup(1)
@@ -88,48 +131,45 @@ def main(argv: list[str] | None = None) -> int:
     def emit(obj: dict[str, Any]) -> None:
         os.write(out_fd, (json.dumps(obj) + "\n").encode())
 
-    model = Path(args.model)
     runner.pin_cpus(args.cpus)
-    backend = runner.BACKENDS[model.suffix]()
-    backend.load(model, args.threads)
-    if args.inputs:
-        with np.load(args.inputs) as data:
-            x = data["x"]
-        feed = runner.to_model_input(x, backend.input, runner.choose_layout(x.shape, backend.input, "auto"))
+    loaded = [(Path(m), *load(runner, Path(m), args.threads, args.inputs)) for m in args.model]
+    if len(loaded) > 1:
+        calls = {str(path): invoke_fn(backend, feed) for path, backend, feed in loaded}
     else:
-        feed = np.zeros([s or 1 for s in backend.input.shape], backend.input.dtype)
-    calls = {"invoke": invoke_fn(backend, feed), "run": lambda: backend.run(feed)}
-    chosen = list(calls) if args.call == "both" else [args.call]
-    for name in chosen:
+        _, backend, feed = loaded[0]
+        both = {"invoke": invoke_fn(backend, feed), "run": lambda: backend.run(feed)}
+        calls = both if args.call == "both" else {args.call: both[args.call]}
+    for call in calls.values():
         for _ in range(args.warmup):
-            calls[name]()
+            call()
     if args.ready:
         emit({"event": "ready", "pid": os.getpid()})
         time.sleep(1.0)
-    samples: dict[str, list[float]] = {name: [] for name in chosen}
-    ratios: list[float] = []  # both: p50(run block) / p50(invoke block), block by block
     deadline = time.perf_counter() + args.seconds if args.seconds else None
-    block = args.block if args.call == "both" else 1 << 30
-    while (min(len(v) for v in samples.values()) < args.runs) if deadline is None else (time.perf_counter() < deadline):
-        p50s = {}
-        for name in (chosen if len(ratios) % 2 == 0 else chosen[::-1]):
-            n = min(block, args.runs - len(samples[name])) if deadline is None else block
-            got = time_calls(calls[name], max(n, 1), deadline)
-            if not got:
-                break
-            samples[name] += got
-            p50s[name] = float(np.median(got))
-        if len(p50s) == 2:
-            ratios.append(p50s["run"] / p50s["invoke"])
-    result = {"event": "result", "model": str(model), "runtime": backend.runtime, "runtime_version": backend.version,
-              "threads": args.threads, "loop": args.call, "runs": min(len(v) for v in samples.values())}
+    block = args.block if len(calls) > 1 else 1 << 30
+    samples, ratios = alternate(calls, args.runs, block, deadline)
+
+    result: dict[str, Any] = {"event": "result", "threads": args.threads, "loop": args.call,
+                              "runs": min(len(v) for v in samples.values())}
+    if len(loaded) == 1:
+        path, backend, _ = loaded[0]
+        result.update({"model": str(path), "runtime": backend.runtime, "runtime_version": backend.version})
     for name, v in samples.items():
         summary = {f"{k}_ms": x for k, x in runner.summarize(v).items()}
-        result.update(summary if len(chosen) == 1 else {f"{name}_{k}": x for k, x in summary.items()})
-        result["latency_samples_ms" if len(chosen) == 1 else f"{name}_samples_ms"] = v
-    if ratios:
-        result["run_over_invoke"] = float(np.median(ratios))
-        result["run_over_invoke_blocks"] = ratios
+        if len(samples) == 1:
+            result.update({**summary, "latency_samples_ms": v})
+        elif len(loaded) == 1:
+            result.update({f"{name}_{k}": x for k, x in summary.items()})
+            result[f"{name}_samples_ms"] = v
+        else:
+            backend = next(b for p, b, _ in loaded if str(p) == name)
+            result.setdefault("files", {})[name] = {
+                "runtime": backend.runtime, "runtime_version": backend.version, **summary,
+                "ratio_to_first": float(np.median(ratios[name])) if ratios.get(name) else 1.0,
+                "ratio_to_first_rounds": ratios.get(name, [])}
+    if "run" in ratios and ratios["run"]:
+        result["run_over_invoke"] = float(np.median(ratios["run"]))
+        result["run_over_invoke_blocks"] = ratios["run"]
     emit(result)
     return 0
 

@@ -105,9 +105,10 @@ class Library:
         lo, hi = bisect.bisect_left(self.addrs, start), bisect.bisect_left(self.addrs, end)
         return collections.Counter(op for _, op in self.insns[lo:hi])
 
-    def named_mixes(self, prefix: str = "xnn_") -> dict[str, collections.Counter[str]]:
+    def named_mixes(self, prefixes: tuple[str, ...] = ("xnn_", "pthreadpool", "thread_main")
+                    ) -> dict[str, collections.Counter[str]]:
         return {n: collections.Counter(op for _, op in self.insns[a:b]) for n, (a, b) in self.named.items()
-                if n.startswith(prefix)}
+                if n.startswith(prefixes)}
 
 
 def similarity(a: collections.Counter[str], b: collections.Counter[str]) -> float:
@@ -215,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
 
     lib_paths = {"libexecutorch_backend_xnnpack.so": _package_dir("executorch") / "lib" /
                  "libexecutorch_backend_xnnpack.so",
+                 "libexecutorch_threadpool.so": _package_dir("executorch") / "lib" / "libexecutorch_threadpool.so",
                  "libpywrap_litert_common.so": _package_dir("ai_edge_litert") / "libpywrap_litert_common.so"}
-    print("disassembling the XNNPACK copies of both runtimes ...", flush=True)
+    print("disassembling the XNNPACK (and thread pool) copies of both runtimes ...", flush=True)
     libs = {name: Library(p) for name, p in lib_paths.items() if p.is_file()}
     reference = libs.get("libpywrap_litert_common.so")
     isa = {name: lib.isa_counts() for name, lib in libs.items()}

@@ -7,7 +7,7 @@ rewrites such means (``keepdim_spatial_means``) before lowering. This script exp
 that ``benchmarks/runtimes.py`` trained three ways -- its own ``AdaptiveAvgPool2d`` head, a
 ``mean((2, 3))`` head lowered as ExecuTorch would without the rewrite, and the same head with it --
 at fp32 and int8, and times them in ONE process in alternating blocks (``--rounds`` x ``--block``
-calls of ``Method.execute()``), so every ratio is side by side.
+calls of ``Method.execute()``, ``bare_loop.alternate``), so every ratio is side by side.
 
     python benchmarks/pte_mean_head.py                  # needs benchmarks/runtimes.py's checkpoint
     python benchmarks/pte_mean_head.py --threads 2 --rounds 40
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from unittest import mock
 
@@ -39,34 +38,23 @@ class MeanHead(torch.nn.Module):
         return x.mean((2, 3))
 
 
-def interleaved(paths: dict[str, Path], threads: int, rounds: int, block: int) -> dict[str, dict[str, float]]:
-    """p50 of each file and its ratio to the first, from ``rounds`` alternating blocks in this process."""
-    from executorch.extension.pybindings import _C
+def interleaved(paths: dict[str, Path], threads: int, rounds: int, block: int, work: Path
+                ) -> dict[str, dict[str, object]]:
+    """p50 of each file and its ratio to the first, from ``rounds`` alternating blocks in this process
+    (``bare_loop.alternate``: the runner's loading, then only ``Method.execute()`` timed)."""
+    from bare_loop import alternate, invoke_fn, load, load_runner
 
-    _C._unsafe_reset_threadpool(threads)
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32))
-    keep, methods = [], {}
-    for name, path in paths.items():
-        program = _C._load_program(str(path), enable_etdump=False, debug_buffer_size=0)
-        method = program.load_method("forward")
-        method.set_inputs([x])
-        keep.append(program)
-        methods[name] = method
-    for m in methods.values():
+    runner = load_runner()
+    x = work / "inputs.npz"
+    np.savez(x, x=np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32))
+    loaded = {name: load(runner, path, threads, str(x)) for name, path in paths.items()}
+    calls = {name: invoke_fn(backend, feed) for name, (backend, feed) in loaded.items()}
+    for call in calls.values():
         for _ in range(block):
-            m.execute()
-    p50s: dict[str, list[float]] = {k: [] for k in methods}
-    for r in range(rounds):
-        for name in (list(methods) if r % 2 == 0 else list(methods)[::-1]):
-            ts = []
-            for _ in range(block):
-                t0 = time.perf_counter_ns()
-                methods[name].execute()
-                ts.append((time.perf_counter_ns() - t0) / 1e6)
-            p50s[name].append(float(np.median(ts)))
-    first = np.asarray(p50s[next(iter(p50s))])
-    return {k: {"p50_ms": float(np.median(v)), "ratio_to_first": float(np.median(np.asarray(v) / first)),
-                "p50_ms_rounds": v} for k, v in p50s.items()}
+            call()
+    samples, ratios = alternate(calls, rounds * block, block, None)
+    return {name: {"p50_ms": float(np.median(v)), "ratio_to_first": float(np.median(ratios[name])) if name in ratios
+                   else 1.0, "ratio_to_first_rounds": ratios.get(name, [])} for name, v in samples.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                                    else (lambda gm: 0)):
                 cov = ET.to_pte(model, (calib[:1],), path, precision=precision, calibration=calib)["partition"]
             paths[name], partitions[name] = path, cov
-        times = interleaved(paths, args.threads, args.rounds, args.block)
+        times = interleaved(paths, args.threads, args.rounds, args.block, work)
         result["precisions"][precision] = {  # type: ignore[index]
             name: {**times[name], "partitions": partitions[name]["partitions"],
                    "non_delegated": partitions[name]["non_delegated"]} for name in variants}
