@@ -22,6 +22,27 @@ def machine() -> dict[str, Any]:
             "machine_facts": machine_facts()}
 
 
+RUNTIMES_BUNDLE = Path(__file__).resolve().parent / "results" / "runtimes_work" / "bundle"
+
+
+def bundle_files(root: str | Path, keys: list[str], script: str) -> dict[str, Path]:
+    """The paths of the files ``keys`` (``pte/int8/executorch``, ...) of the bundle in ``root``, in order.
+
+    Exits with a message naming ``script`` and the fix when ``root`` is no bundle or lacks a key.
+    """
+    from edgekd.convert.bundle import Bundle
+
+    folder = Path(root)
+    if not (folder / "edgekd.json").is_file():
+        raise SystemExit(f"{script}: {folder} is not a bundle (no edgekd.json); run benchmarks/runtimes.py "
+                         "first or pass --bundle")
+    known = {f.key: folder / f.path for f in Bundle.load(folder).files}
+    missing = [k for k in keys if k not in known]
+    if missing:
+        raise SystemExit(f"{script}: {folder} has no {missing}; it has {', '.join(known)}")
+    return {k: known[k] for k in keys}
+
+
 def write_results(path: str | Path, benchmark: str, payload: dict[str, Any]) -> Path:
     """Write ``payload`` plus :func:`machine` facts as indented JSON to ``path``; print where."""
     out = Path(path)

@@ -39,6 +39,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _common import RUNTIMES_BUNDLE, bundle_files  # noqa: E402
 from machine_facts import machine_facts  # noqa: E402
 
 DEFAULT_FILES = ("pte/int8/executorch", "tflite/int8/litert-torch", "tflite/int8/onnx2tf", "pte/fp32/executorch",
@@ -186,12 +187,10 @@ def name_hot(hot: list[tuple[float, str, str]], libs: dict[str, Library], refere
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgekd.convert.bundle import Bundle
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", default=str(HERE / "results" / "runtimes_work" / "bundle"),
+    ap.add_argument("--bundle", default=str(RUNTIMES_BUNDLE),
                     help="a bundle folder (default: the one benchmarks/runtimes.py exports)")
-    ap.add_argument("--files", nargs="+", default=list(DEFAULT_FILES), help="file keys or paths in the bundle")
+    ap.add_argument("--files", nargs="+", default=list(DEFAULT_FILES), help="file keys in the bundle")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=5.0, help="perf recording time per file")
     ap.add_argument("--top", type=int, default=6)
@@ -202,17 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     _need("readelf", "binutils")
 
     root = Path(args.bundle)
-    if not (root / "edgekd.json").is_file():
-        raise SystemExit(f"kernels: {root} is not a bundle (no edgekd.json); run benchmarks/runtimes.py first "
-                         "or pass --bundle")
-    bundle = Bundle.load(root)
-    by_key = {f.key: root / f.path for f in bundle.files}
-    models = []
-    for key in args.files:
-        path = by_key.get(key) or (root / key)
-        if not path.is_file():
-            raise SystemExit(f"kernels: no file {key!r} in {root}; it has {', '.join(by_key)}")
-        models.append((key, path))
+    models = list(bundle_files(root, args.files, "kernels").items())
 
     lib_paths = {"libexecutorch_backend_xnnpack.so": _package_dir("executorch") / "lib" /
                  "libexecutorch_backend_xnnpack.so",

@@ -35,6 +35,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _common import RUNTIMES_BUNDLE, bundle_files  # noqa: E402
 from machine_facts import machine_facts  # noqa: E402
 
 DEFAULT_FILES = ("pte/int8/executorch", "tflite/int8/litert-torch", "tflite/int8/onnx2tf", "pte/fp32/executorch",
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.convert.bundle import Bundle
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", default=str(HERE / "results" / "runtimes_work" / "bundle"),
+    ap.add_argument("--bundle", default=str(RUNTIMES_BUNDLE),
                     help="a bundle folder (default: the one benchmarks/runtimes.py exports)")
     ap.add_argument("--files", nargs="+", default=list(DEFAULT_FILES), help="file keys in the bundle")
     ap.add_argument("--threads", default="1,2")
@@ -118,14 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "runtime_overhead.json"))
     args = ap.parse_args(argv)
     root = Path(args.bundle)
-    if not (root / "edgekd.json").is_file():
-        raise SystemExit(f"runtime_overhead: {root} is not a bundle (no edgekd.json); run benchmarks/runtimes.py "
-                         "first or pass --bundle")
+    known = bundle_files(root, args.files, "runtime_overhead")
     bundle = Bundle.load(root)
-    known = {f.key: root / f.path for f in bundle.files}
-    missing = [k for k in args.files if k not in known]
-    if missing:
-        raise SystemExit(f"runtime_overhead: {root} has no {missing}; it has {', '.join(known)}")
     work = Path(args.out).with_suffix("")
     work = work.parent / (work.name + "_work")
     work.mkdir(parents=True, exist_ok=True)
