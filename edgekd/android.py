@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.convert.bundle import MANIFEST, Bundle, ModelFile, Preprocessing, TensorSpec
+from edgekd.bundle import MANIFEST, Bundle, ModelFile, Preprocessing, TensorSpec
 from edgekd.errors import ConfigError, ModelFileError
 
 __all__ = [

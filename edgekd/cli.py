@@ -285,7 +285,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # -- parser ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from edgekd import __version__
+    from edgekd._version import __version__
 
     p = argparse.ArgumentParser(prog="edgekd", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from edgekd.convert.parity import file_accuracy
+from edgekd.convert.qat import convert_graph, write_int8
 from edgekd.data import load
-from edgekd.edge.qat import FeatureOutputs, convert, distill_qat, file_accuracy, write_int8
+from edgekd.edge.qat import FeatureOutputs, distill_qat
 from edgekd.errors import ConfigError
 from edgekd.models import create
 
@@ -41,7 +43,7 @@ def test_kd_qat_converts_and_runs_in_both_runtimes(digits: object, tmp_path: obj
     assert fq, "no fake-quantize nodes in the QAT graph"
 
     x, y = digits.test.tensors
-    q = convert(r.prepared)
+    q = convert_graph(r.prepared)
     with torch.no_grad():
         torch_acc = float((q(x).argmax(1) == y).float().mean())
     assert torch_acc > 0.3  # chance is 0.1

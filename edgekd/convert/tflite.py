@@ -131,23 +131,39 @@ def _unlowered_ops(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, .
 
 def _litert_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
                  calibration: torch.Tensor | None) -> Any:
+    """PTQ with litert-torch's quantizer (calibrated on ``calibration``), then :func:`litert_int8`."""
     import copy
 
-    import litert_torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from edgekd.quantization import capture, iter_batches
 
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = litert_quantizer()
     graph = _softmax_as_aten_softmax(capture(copy.deepcopy(model).eval(), example_inputs, stage=STAGE))
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for args in iter_batches(calibration, example_inputs[0].shape[0]):
             prepared(*args)
-    q = convert_pt2e(prepared, fold_quantize=False)
-    return litert_torch.convert(q, example_inputs, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    return litert_int8(convert_pt2e(prepared, fold_quantize=False), example_inputs, quantizer)
+
+
+def litert_quantizer() -> Any:
+    """litert-torch's PT2E quantizer, per-channel symmetric int8: the one scheme its int8 lowering takes."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+    return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+def litert_int8(converted: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], quantizer: Any = None) -> Any:
+    """The one litert-torch int8 path: a ``convert_pt2e(..., fold_quantize=False)`` graph → an int8-in/out
+    TFLite model (call ``.export(path)``). PTQ (:func:`to_tflite_litert`) and QAT
+    (:func:`edgekd.convert.qat.write_int8`) both end here; the graph already holds the q/dq pairs, and
+    the quantizer only tells the converter which scheme to lower them to."""
+    import litert_torch
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    return litert_torch.convert(converted, example_inputs,
+                                quant_config=QuantConfig(pt2e_quantizer=quantizer or litert_quantizer()))
 
 
 def _softmax_as_aten_softmax(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -279,7 +295,7 @@ def tflite_runner(path: Path, layout: str | None = None) -> Any:
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgekd.convert.bundle import Quantization, TensorSpec
+    from edgekd.bundle import Quantization, TensorSpec
 
     it = Interpreter(model_path=str(path), num_threads=1)
     it.allocate_tensors()

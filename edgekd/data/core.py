@@ -21,7 +21,7 @@ from edgekd.errors import ConfigError
 from edgekd.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgekd.convert.bundle import Preprocessing
+    from edgekd.bundle import Preprocessing
 
 
 @dataclass
@@ -70,7 +70,7 @@ class DataSplits:
 
     def preprocessing(self) -> Preprocessing:
         """What an app must do to a raw image before the model (written into bundles)."""
-        from edgekd.convert.bundle import Preprocessing
+        from edgekd.bundle import Preprocessing
 
         return Preprocessing(size=self.image_size, mean=self.mean, std=self.std,
                              channel_order=self.channel_order, scale=self.pixel_scale)

@@ -17,7 +17,7 @@ Strategies (:mod:`edgekd.distillation.strategies`) pick how networks train toget
 
 Offline KD caches the teacher's logits and tapped features by default when that is exact and fits
 in memory (``cache_teacher``).
-Under ``torchrun`` the same call trains data-parallel (:mod:`edgekd.distillation.ddp`).
+Under ``torchrun`` the same call trains data-parallel (:mod:`edgekd.distillation.parallel`; a torchrun entry: :mod:`edgekd.distillation.ddp`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ e.g. with pruning between them). With ``out_dir`` set, every epoch
 writes ``checkpoint.pt`` (student, objective, optimiser, scheduler, epoch, history, RNG state)
 and ``best.pt`` (student weights of the best val accuracy); ``resume=True`` continues from
 ``checkpoint.pt`` and, with the same settings, ends bit-identical to an uninterrupted run.
-Under ``torchrun`` the loop is data-parallel (see :mod:`edgekd.distillation.ddp`); ``batch_size`` is
+Under ``torchrun`` the loop is data-parallel (see :mod:`edgekd.distillation.parallel`); ``batch_size`` is
 then the global batch.
 """
 
@@ -36,8 +36,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from edgekd.data.core import DataSplits, WithIndices
 from edgekd.distillation.cache import TeacherCache
-from edgekd.distillation.ddp import allreduce_grads, broadcast_modules, is_main, shard_batches, world
 from edgekd.distillation.methods import Objective
+from edgekd.distillation.parallel import allreduce_grads, broadcast_modules, is_main, shard_batches, world
 from edgekd.distillation.strategies.base import Losses, Strategy
 from edgekd.distillation.strategies.offline import OfflineStrategy
 from edgekd.errors import ConfigError

@@ -67,7 +67,7 @@ class PipelineResult:
     name: str
     float_model: nn.Module
     int8_model: nn.Module  # converted PT2E module (logits only), runs in PyTorch
-    prepared: torch.fx.GraphModule | None  # the QAT graph when QAT ran (lower with edge.qat.write_int8)
+    prepared: torch.fx.GraphModule | None  # the QAT graph when QAT ran (lower with edgekd.convert.qat.write_int8)
     ratio: float
     metrics: dict[str, float] = field(default_factory=dict)
     budget: BudgetResult | None = None
@@ -183,8 +183,9 @@ def joint(teacher: nn.Module, student: nn.Module, data: DataSplits, opts: EdgeOp
     ``cache``: a :class:`~edgekd.distillation.TeacherCache` of ``teacher`` over ``data.train``, shared by every stage;
     ``gradual``: prune step by step during the KD stage (:func:`gradual_stage`) instead of once after it.
     """
+    from edgekd.convert.qat import convert_graph
     from edgekd.distillation import distill
-    from edgekd.edge.qat import convert, distill_qat
+    from edgekd.edge.qat import distill_qat
 
     calib = calibration_sample(data.train, 256)
     if gradual:
@@ -206,7 +207,7 @@ def joint(teacher: nn.Module, student: nn.Module, data: DataSplits, opts: EdgeOp
     if opts.qat:
         q = distill_qat(teacher, pruned, data, method, epochs=ft_epochs, batch_size=batch_size, seed=seed,
                         progress=progress, cache=cache, **method_kwargs)
-        int8, prepared, history["qat"] = convert(q.prepared), q.prepared, q.history
+        int8, prepared, history["qat"] = convert_graph(q.prepared), q.prepared, q.history
         float_model = pruned
     else:
         ft = distill(teacher, pruned, data, method, epochs=ft_epochs, batch_size=batch_size, seed=seed,

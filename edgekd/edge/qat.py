@@ -3,7 +3,7 @@
 ::
 
     r = distill_qat(teacher, student, data, method="ce:0.1+kd:0.9+fitnet:1", epochs=3)
-    files = write_int8(r.prepared, (x1,), "out/")        # real int8 .pte and .tflite
+    files = write_int8(r.prepared, (x1,), "out/")        # edgekd.convert.qat: real int8 .pte and .tflite
 
 How the pieces fit:
 
@@ -21,9 +21,11 @@ How the pieces fit:
    Inference", CVPR 2018, https://arxiv.org/abs/1712.05877).
 4. **Loss.** The registered methods of :mod:`edgekd.distillation` compose as in ``distill()``; the
    objective's trainable adapters (e.g. FitNet regressors) train with the student.
-5. **Convert.** :func:`convert` drops the feature outputs and runs ``convert_pt2e``;
-   :func:`write_int8` lowers the result to an XNNPACK int8 ``.pte`` and, through litert-torch, to
-   an int8-in/int8-out ``.tflite`` (both from the *same* trained fake-quant parameters).
+5. **Convert.** Lowering is the convert stage's (:mod:`edgekd.convert.qat`): ``convert_graph``
+   drops the feature outputs and runs ``convert_pt2e``; ``write_int8`` lowers the result to an
+   XNNPACK int8 ``.pte`` and, through litert-torch, to an int8-in/int8-out ``.tflite`` (both from
+   the *same* trained fake-quant parameters); ``edgekd.export(..., qat=graph)`` does both and
+   checks parity against the graph.
 
 The loop is edgekd's own (not :class:`~edgekd.distillation.trainer.Trainer`): that Trainer calls
 ``model.eval()``, which a PT2E graph does not support (``move_exported_model_to_eval`` is needed),
@@ -36,14 +38,13 @@ import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from edgekd.convert.qat import set_mode
 from edgekd.data.core import DataSplits, WithIndices
 from edgekd.distillation.cache import TeacherCache
 from edgekd.distillation.methods import StepContext, build_objective
@@ -71,17 +72,6 @@ class FeatureOutputs(nn.Module):
             return (logits, *[taps[p] for p in self.paths])
 
 
-class Logits(nn.Module):
-    """The first output of a ``(logits, *features)`` module: what gets exported."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)[0]
-
-
 def prepare_qat_features(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], taps: Sequence[str] = (),
                          *, per_channel: bool = True) -> torch.fx.GraphModule:
     """Export ``(logits, *taps)`` of a copy of ``model`` with a dynamic batch and insert fake quant.
@@ -104,13 +94,6 @@ def prepare_qat_features(model: nn.Module, example_inputs: tuple[torch.Tensor, .
                           f"{str(e).splitlines()[0][:300]}", stage=STAGE,
                           hint="remove batch-size-dependent Python code from forward()") from e
     return prepare_qat_pt2e(ep.module(), _quantizer(per_channel, is_qat=True))
-
-
-def set_mode(gm: torch.fx.GraphModule, train: bool) -> None:
-    """Train/eval for a PT2E graph (BN and fake-quant observers), in place."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
-
-    (move_exported_model_to_train if train else move_exported_model_to_eval)(gm)
 
 
 @torch.no_grad()
@@ -220,79 +203,3 @@ def distill_qat(teacher: nn.Module | None, student: nn.Module, data: DataSplits,
     test = evaluate_graph(gm, data.test)
     metrics = {"val_acc": history[-1]["val_acc"], "test_acc": test["acc"], "test_loss": test["loss"]}
     return QATResult(prepared=gm, taps=s_taps, history=history, metrics=metrics, objective=objective)
-
-
-def convert(prepared: torch.fx.GraphModule, *, fold_quantize: bool = True) -> nn.Module:
-    """The int8 model of a trained fake-quant graph: ``convert_pt2e``, logits only (input unchanged).
-
-    ``fold_quantize=False`` keeps weights as float + quantize ops (what litert-torch expects).
-    """
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-
-    m = copy.deepcopy(prepared)
-    set_mode(m, train=False)
-    return Logits(convert_pt2e(m, fold_quantize=fold_quantize))
-
-
-def _litert_int8(prepared: torch.fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], path: Path) -> None:
-    import litert_torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
-
-    from edgekd.convert.tflite import quiet
-
-    # The graph already holds the trained q/dq pairs; the quantizer only tells the converter
-    # which (symmetric int8) scheme to lower them to.
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    with quiet(False):
-        litert_torch.convert(convert(prepared, fold_quantize=False), example_inputs,
-                             quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
-
-
-def write_int8(prepared: torch.fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], out_dir: str | Path,
-               formats: Sequence[str] = ("pte", "tflite"), *, name: str = "model_int8",
-               converted: nn.Module | None = None) -> dict[str, Path]:
-    """Lower a trained fake-quant graph to real int8 files: ``{"pte": path, "tflite": path}``.
-
-    ``.pte``: ``convert_pt2e`` → ``torch.export`` at ``example_inputs``' shape → XNNPACK.
-    ``.tflite``: ``convert_pt2e(fold_quantize=False)`` → litert-torch (int8 inputs and outputs).
-    ``converted``: a :func:`convert` result to reuse for the ``.pte`` (each convert costs ~30 s:
-    torchao re-traces its conv-BN patterns; the unfolded one ExecuTorch cannot lower).
-    """
-    from edgekd.convert.executorch import _lower, first_line
-    from edgekd.quantization import export_program
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    unknown = set(formats) - {"pte", "tflite"}
-    if unknown:
-        raise ConfigError(f"unknown int8 format(s) {sorted(unknown)}; known: pte, tflite", stage=STAGE)
-    files: dict[str, Path] = {}
-    for fmt in formats:
-        path = out / f"{name}.{fmt}"
-        try:
-            if fmt == "pte":
-                buffer, _ = _lower(export_program(converted or convert(prepared), example_inputs, stage=STAGE))
-                path.write_bytes(buffer)
-            else:
-                _litert_int8(prepared, example_inputs, path)
-        except ExportError:
-            raise
-        except Exception as e:
-            raise ExportError(f"could not lower the QAT model to int8 .{fmt}: {first_line(e)}", stage=f"{STAGE}/{fmt}",
-                              hint="check the model exports in fp32 first (edgekd.export)") from e
-        files[fmt] = path
-    return files
-
-
-def file_accuracy(path: str | Path, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Top-1 accuracy of a ``.pte`` / ``.tflite`` file run by its real runtime, one sample at a time
-    (files are exported at batch 1)."""
-    from edgekd.convert import EXPORTERS, format_of
-
-    fmt = format_of(path)
-    exporter = next(e for (f, c), e in EXPORTERS.items() if f == fmt and e.layout == "NCHW")
-    run, _, _ = exporter.load("runner")(Path(path), exporter.layout)
-    xs = x.numpy().astype(np.float32)
-    preds = np.array([int(run(xs[i : i + 1]).argmax(-1)[0]) for i in range(len(xs))])
-    return float(np.mean(preds == y.numpy()))

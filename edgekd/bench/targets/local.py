@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import edgekd
 from edgekd.bench.targets import TARGETS, RunnerArgs, RunnerOutcome, Target
 from edgekd.errors import TargetError
 
 
 def runner_path() -> Path:
     """``runtimes/python/edgekd_runner.py`` next to the package (source checkout or editable install)."""
-    path = Path(edgekd.__file__).resolve().parents[1] / "runtimes" / "python" / "edgekd_runner.py"
+    path = Path(__file__).resolve().parents[3] / "runtimes" / "python" / "edgekd_runner.py"
     if not path.is_file():
         raise TargetError(f"device runner not found at {path}", stage="bench/local",
                           hint="install edgekd from a source checkout (pip install -e .) so runtimes/ is present")
@@ -46,6 +45,10 @@ class LocalTarget(Target):
             return RunnerOutcome(-9, _text(e.stdout), _text(e.stderr), timed_out=True,
                                  wall_s=time.perf_counter() - t0)
         return RunnerOutcome(p.returncode, p.stdout, p.stderr, wall_s=time.perf_counter() - t0)
+
+    @classmethod
+    def discover(cls) -> list[str]:
+        return ["local"]
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "local", "url": self.url, "hostname": platform.node(), "python": self.python,
