@@ -1,7 +1,7 @@
 """``edgekd`` command line: a thin shell over the Python API (each subcommand parses, calls, prints).
 
     edgekd demo [--quick] [--out DIR]
-    edgekd list models|methods|datasets|targets
+    edgekd list models|methods|datasets|strategies|targets
     edgekd train   --model resnet20 --data mnist5k --epochs 5 --out runs/teacher
     edgekd distill --teacher runs/teacher/model.pt --student resnet8 --method ce+kd --out runs/kd
     edgekd distill --student resnet8 --peers 2 --method dml --out runs/dml
@@ -62,6 +62,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         from edgekd.distillation import methods as names
     elif args.what == "datasets":
         from edgekd.data import list_datasets as names
+    elif args.what == "strategies":
+        from edgekd.distillation.strategies import STRATEGIES
+
+        names = STRATEGIES.names
     else:
         from edgekd.bench.targets import list_targets as names
     print("\n".join(names()))
@@ -300,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     ls = sub.add_parser("list", help="list registered names")
-    ls.add_argument("what", choices=("models", "methods", "datasets", "targets"))
+    ls.add_argument("what", choices=("models", "methods", "datasets", "strategies", "targets"))
     ls.set_defaults(func=cmd_list)
 
     for name, func, hlp in (("train", cmd_train, "train a model from scratch (cross-entropy)"),

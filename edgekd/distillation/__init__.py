@@ -45,7 +45,8 @@ from edgekd.distillation.methods import (
 )
 from edgekd.distillation.strategies import EnsembleTeacher, Strategy, make_strategy
 from edgekd.distillation.taps import Taps
-from edgekd.distillation.trainer import TrainConfig, Trainer, evaluate
+from edgekd.distillation.trainer import TrainConfig, Trainer
+from edgekd.eval.classification import evaluate
 
 __all__ = [
     "DistillLoss",
