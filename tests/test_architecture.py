@@ -20,12 +20,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "edgekd"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "registry", "extras", "_version", "formats", "bundle"),  # stdlib + numpy, no torch
+    ("errors", "registry", "extras", "settings", "_version", "formats", "bundle"),  # stdlib + numpy, no torch
     ("data", "models", "eval"),
     ("distillation",),
     ("quantization",),
-    ("convert",),
-    ("bench", "android"),
+    ("convert", "android"),  # the app side of a bundle: reads edgekd.json and the format table only
+    ("bench",),
     ("edge",),
     ("demo",),
     ("cli", "__init__"),

@@ -19,6 +19,8 @@ then the global batch.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 import os
 import random
@@ -37,31 +39,27 @@ from torch.utils.data import DataLoader
 
 from edgekd.data.core import DataSplits, WithIndices
 from edgekd.distillation.cache import TeacherCache
-from edgekd.distillation.methods import Objective
+from edgekd.distillation.methods import METHODS, Objective
 from edgekd.distillation.parallel import allreduce_grads, broadcast_modules, is_main, shard_batches, world
 from edgekd.distillation.strategies.base import Losses, Strategy
 from edgekd.distillation.strategies.offline import OfflineStrategy
 from edgekd.errors import ConfigError
+from edgekd.settings import LoopSettings
 
 STAGE = "distill/train"
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 2
 BEST = "best.pt"
-DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.05}
+DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.05}  # LoopSettings.optimizer's choices
 DEFAULT_WD = {"adamw": 1e-2, "sgd": 5e-4}
 
 
 @dataclass
-class TrainConfig:
-    """Loop settings. ``lr``/``weight_decay`` None pick per-optimiser defaults (:data:`DEFAULT_LR`)."""
+class TrainConfig(LoopSettings):
+    """Everything the loop reads: the :class:`LoopSettings` plus what code sets. ``distill()``'s and
+    ``Trainer``'s keyword arguments are these fields; ``lr``/``weight_decay`` None pick per-optimiser
+    defaults (:data:`DEFAULT_LR`, :data:`DEFAULT_WD`)."""
 
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float | None = None
-    optimizer: str = "adamw"  # "adamw" | "sgd" (momentum 0.9, Nesterov)
-    weight_decay: float | None = None
-    seed: int = 0
-    device: str = "cpu"
     progress: bool = True
     out_dir: Path | None = None
     resume: bool = False
@@ -69,6 +67,23 @@ class TrainConfig:
     warmup: float = 0.0  # fraction of the steps with a linear warm-up before the cosine
     clip_grad_norm: float | None = None  # clip each optimiser group's gradient norm to this
     drop_last: bool = False  # skip a last batch smaller than batch_size
+
+    @classmethod
+    def split(cls, kwargs: dict[str, Any], base: TrainConfig | None = None) -> tuple[TrainConfig, dict[str, Any]]:
+        """``(config, rest)``: the keyword arguments that are fields of this class, on top of ``base``, and
+        the others (a method's options). A near miss of a field name (``epoch=3``) is an error here,
+        rather than a confusing "option belongs to no method" later."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        mine = {k: v for k, v in kwargs.items() if k in known}
+        rest = {k: v for k, v in kwargs.items() if k not in known}
+        for k in rest:
+            if k not in METHODS and not any(k.startswith(m + "_") for m in METHODS.names()):
+                close = difflib.get_close_matches(k, known, n=1)
+                if close:
+                    raise ConfigError(f"unknown setting {k!r}; did you mean {close[0]!r}?", stage=STAGE,
+                                      hint=f"the loop settings are: {', '.join(known)}")
+        config = dataclasses.replace(base, **mine) if base is not None else cls(**mine)
+        return config, rest
 
     def __post_init__(self) -> None:
         self.optimizer = self.optimizer.lower()
@@ -82,6 +97,7 @@ class TrainConfig:
             raise ConfigError("resume=True needs out_dir (where checkpoint.pt lives)", stage=STAGE,
                               hint="pass out_dir= the folder of the interrupted run")
         self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
+        self.schedule_span = (float(self.schedule_span[0]), float(self.schedule_span[1]))
         a, b = self.schedule_span
         if not 0.0 <= a < b <= 1.0:
             raise ConfigError(f"schedule_span={self.schedule_span} must satisfy 0 <= start < end <= 1", stage=STAGE,
