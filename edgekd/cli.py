@@ -190,6 +190,7 @@ def _add_run_flags(p: argparse.ArgumentParser, func: object) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from edgekd._version import __version__
+    from edgekd.formats import formats, suffixes
 
     p = argparse.ArgumentParser(prog="edgekd", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -244,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="model.pt from `edgekd train` / `edgekd distill`")
     add_flags(e, RunSettings, only=("data_root", "limit", "seed"))
     e.add_argument("--data", default=None, help="data set for calibration and parity (default: the checkpoint's)")
-    e.add_argument("--formats", default="pte,tflite", help="comma list of pte, tflite, pt2")
+    e.add_argument("--formats", default="pte,tflite", help=f"comma list of {', '.join(formats())}")
     e.add_argument("--precision", default="fp32,int8", help="comma list of fp32, int8")
     e.add_argument("--tflite-converter", default="litert-torch", help="litert-torch, onnx2tf, or both (comma)")
     e.add_argument("--calibration", type=int, default=128, help="calibration samples for int8")
@@ -260,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="benchmark a bundle or a model file on a target")
-    b.add_argument("model", help="bundle folder, or a .pte/.tflite/.pt2 file")
+    b.add_argument("model", help=f"bundle folder, or a {'/'.join(suffixes())} file")
     b.add_argument("--target", action="append", default=None,
                    help="local (default), ssh://user@host[:port], adb://SERIAL; repeat to run targets in parallel")
     b.add_argument("--warmup", type=int, default=10)

@@ -7,6 +7,7 @@ the layout of a 4-D image input and whether an int8 file takes and returns int8 
 (argument checks, dispatch, file names), parity, the bench harness (suffix → format, which runner
 backend, which layout to feed) and the Android helper all read this table; adding a format is one
 row here plus its backend file under ``edgekd/convert/`` (and a backend class in the runner).
+The functions at the end are the host side's one copy of the tensor conventions (NHWC, int8 I/O).
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import ConfigError
+import numpy as np
+
+from edgekd.bundle import TensorSpec
+from edgekd.errors import ConfigError, ModelFileError
 
 PRECISIONS = ("fp32", "int8")
 
@@ -35,6 +39,7 @@ class Format:
     layout: str  # layout of a 4-D image input in the file: "NCHW" or "NHWC"
     int8_io: bool  # int8 files take int8 input and return int8 output (scale, zero point in the file)
     extra: str | None  # `pip install 'edgekd[<extra>]'` for the converter and its host runtime
+    app: bool  # the Android demo app loads it (ExecuTorch / LiteRT on the phone)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -50,13 +55,13 @@ FORMATS: dict[tuple[str, str], Format] = {
     f.key: f
     for f in (
         Format("pte", "executorch", "pte", PRECISIONS, "edgekd.convert.executorch:to_pte",
-               "edgekd.convert.executorch:pte_runner", "executorch", "NCHW", False, "executorch"),
+               "edgekd.convert.executorch:pte_runner", "executorch", "NCHW", False, "executorch", True),
         Format("tflite", "litert-torch", "tflite", PRECISIONS, "edgekd.convert.tflite:to_tflite_litert",
-               "edgekd.convert.tflite:tflite_runner", "tflite", "NCHW", True, "tflite"),
+               "edgekd.convert.tflite:tflite_runner", "tflite", "NCHW", True, "tflite", True),
         Format("tflite", "onnx2tf", "tflite", PRECISIONS, "edgekd.convert.tflite:to_tflite_onnx2tf",
-               "edgekd.convert.tflite:tflite_runner", "tflite", "NHWC", True, "onnx2tf"),
+               "edgekd.convert.tflite:tflite_runner", "tflite", "NHWC", True, "onnx2tf", True),
         Format("pt2", "torch", "pt2", ("fp32",), "edgekd.convert.torch_program:to_pt2",
-               "edgekd.convert.torch_program:pt2_runner", "torch", "NCHW", False, None),
+               "edgekd.convert.torch_program:pt2_runner", "torch", "NCHW", False, None, False),
     )
 }
 
@@ -64,6 +69,11 @@ FORMATS: dict[tuple[str, str], Format] = {
 def formats() -> list[str]:
     """Every format name, in table order (``pte``, ``tflite``, ``pt2``)."""
     return list(dict.fromkeys(f for f, _ in FORMATS))
+
+
+def app_formats() -> tuple[str, ...]:
+    """The formats the Android app's runtimes load (``pte``, ``tflite``)."""
+    return tuple(dict.fromkeys(f.format for f in FORMATS.values() if f.app))
 
 
 def suffixes() -> list[str]:
@@ -109,3 +119,31 @@ def guess_row(path: str | Path) -> Format | None:
         return rows[0]
     named = [r for r in rows if r.converter.replace("-torch", "") in name]
     return named[0] if len(named) == 1 else None
+
+
+# -- tensor conventions, host side (the device runner keeps its own copy: it never imports edgekd) ------
+def to_layout(x: np.ndarray, layout: str | None) -> np.ndarray:
+    """A logical NCHW array in a file's layout: ``"NHWC"`` transposes a 4-D array; anything else is as is."""
+    return x.transpose(0, 2, 3, 1) if layout == "NHWC" and x.ndim == 4 else x
+
+
+def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Float input → a file's int8/uint8 input: ``clip(round(x / scale) + zero_point)`` (round half to
+    even), in float32 arithmetic as the Android core does it; a float input is cast to its dtype."""
+    if spec.quantization is None or not spec.quantization.scale or np.dtype(spec.dtype).kind == "f":
+        return np.asarray(x).astype(spec.dtype)
+    q, info = spec.quantization, np.iinfo(spec.dtype)
+    r = np.round(np.asarray(x, dtype=np.float32) / np.float32(q.scale)) + np.float32(q.zero_point)
+    return np.clip(r, info.min, info.max).astype(spec.dtype)
+
+
+def dequantize(raw: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Float32 from a file's raw output: ``(q - zero_point) * scale`` for an int8/uint8 output."""
+    a = np.asarray(raw)
+    if np.issubdtype(a.dtype, np.floating):
+        return a.astype(np.float32)
+    if spec.quantization is None or not spec.quantization.scale:
+        raise ModelFileError(f"output {spec.name!r} is {a.dtype} without a quantization scale", stage="formats",
+                             hint="re-export the bundle (its edgekd.json lost the output's scale)")
+    q = spec.quantization
+    return (a.astype(np.float32) - np.float32(q.zero_point)) * np.float32(q.scale)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,12 @@ from edgekd.bench.stats import Stats
 from edgekd.bench.targets import RunnerArgs, RunnerOutcome, Target, get_target
 from edgekd.bundle import MANIFEST, Bundle, ModelFile, sha256_of
 from edgekd.errors import BenchError, ConfigError, DataError, EdgekdError
+from edgekd.formats import FORMATS, format_of, guess_row, suffixes
 
 
 @dataclass(frozen=True)
 class _Job:
-    """One model file to measure, with what the manifest (or the file name) says about it."""
+    """One model file to measure, with what the manifest (or the format table) says about it."""
 
     path: Path
     model_name: str
@@ -37,6 +38,7 @@ class _Job:
     precision: str
     converter: str
     sha256: str | None = None
+    layout: str = "auto"  # the layout of the file's image input, passed to the runner (--layout)
 
     @property
     def key(self) -> str:
@@ -44,13 +46,14 @@ class _Job:
 
 
 def _job_from_file(path: Path) -> _Job:
-    """Describe a loose model file from its suffix and name tokens (``*_int8.tflite``)."""
-    fmt = path.suffix.lstrip(".").lower()
+    """Describe a loose model file from the format table: its suffix (an unknown one is a ConfigError listing
+    the known suffixes), its converter where the name says (``*_onnx2tf.tflite``), precision from the name."""
+    fmt = format_of(path)
+    r = guess_row(path)
     name = path.stem.lower()
-    precision = next((p for p in ("int8", "fp16", "fp32") if p in name), "fp32" if fmt == "pt2" else "unknown")
-    converter = {"pte": "executorch", "pt2": "torch"}.get(fmt) or next(
-        (c for c in ("onnx2tf", "litert-torch") if c.replace("-torch", "") in name), "unknown")
-    return _Job(path, path.stem, fmt, precision, converter)
+    precision = next((p for p in ("int8", "fp16", "fp32") if p in name),
+                     r.precisions[0] if r is not None and len(r.precisions) == 1 else "unknown")
+    return _Job(path, path.stem, fmt, precision, r.converter if r else "unknown", layout=r.layout if r else "auto")
 
 
 def _jobs(source: str | Path | Bundle, files: Sequence[str] | None) -> tuple[list[_Job], Bundle | None]:
@@ -62,10 +65,18 @@ def _jobs(source: str | Path | Bundle, files: Sequence[str] | None) -> tuple[lis
         return [_job_from_file(Path(source))], None
     else:
         raise ConfigError(f"no model file or bundle at {source}", stage="bench",
-                          hint="pass a bundle folder (with edgekd.json) or a .pte/.tflite/.pt2 file")
+                          hint=f"pass a bundle folder (with edgekd.json) or a {'/'.join(suffixes())} file")
     chosen: list[ModelFile] = [bundle.file(k) for k in files] if files else list(bundle.files)
-    return [_Job(bundle.path_of(f), bundle.model_name, f.format, f.precision, f.converter, f.sha256)
-            for f in chosen], bundle
+    return [_Job(bundle.path_of(f), bundle.model_name, f.format, f.precision, f.converter, f.sha256,
+                 _layout(f)) for f in chosen], bundle
+
+
+def _layout(f: ModelFile) -> str:
+    """The layout the runner feeds a bundle file: its recorded input layout, else its format row's."""
+    if f.inputs and len(f.inputs[0].shape) == 4 and f.inputs[0].layout:
+        return f.inputs[0].layout
+    r = FORMATS.get((f.format, f.converter))
+    return r.layout if r is not None and f.inputs and len(f.inputs[0].shape) == 4 else "auto"
 
 
 def _as_array(a: Any) -> np.ndarray:
@@ -203,7 +214,8 @@ def _measure(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, 
         return _failed(r, "file does not match its sha256 in edgekd.json (truncated or modified; "
                           "re-export the bundle or copy it again)", "checksum")
     try:
-        outcome = tgt.run_runner(job.path, inputs_npz, args, timeout_s, eval_npz=eval_npz)
+        outcome = tgt.run_runner(job.path, inputs_npz, replace(args, layout=job.layout), timeout_s,
+                                 eval_npz=eval_npz)
     except (EdgekdError, OSError) as e:  # the target itself failed (lost device, copy error)
         return _failed(r, str(e), "target" if isinstance(e, BenchError) else type(e).__name__)
     data, text, error_type = _parse(outcome, timeout_s)

@@ -33,6 +33,7 @@ import torch
 
 from edgekd.convert.executorch import first_line
 from edgekd.errors import ExportError
+from edgekd.formats import to_layout
 
 STAGE = "export/tflite"
 
@@ -214,17 +215,13 @@ def to_tflite_onnx2tf(
                                   input_names=["input"], output_names=["output"])
         except Exception as e:
             raise _converter_error("torch.onnx (TorchScript exporter)", precision, e, "litert-torch") from e
-        nhwc = _to_nhwc(samples.detach().cpu().numpy().astype(np.float32))
+        nhwc = to_layout(samples.detach().cpu().numpy().astype(np.float32), "NHWC")
         _run_onnx2tf(onnx_path, work / "tf", nhwc, verbose, precision)
         if precision == "int8":
             _full_integer(work / "tf", nhwc, x.shape[0], path, verbose)
         else:
             shutil.move(str(work / "tf" / "model_float32.tflite"), path)
     return {**graph_summary(path), "onnx_exporter": "torchscript"}
-
-
-def _to_nhwc(a: np.ndarray) -> np.ndarray:
-    return a.transpose(0, 2, 3, 1) if a.ndim == 4 else a
 
 
 def _full_integer(saved_model: Path, samples_nhwc: np.ndarray, batch: int, path: Path, verbose: bool) -> None:
@@ -296,6 +293,7 @@ def tflite_runner(path: Path, layout: str | None = None) -> Any:
     from ai_edge_litert.interpreter import Interpreter
 
     from edgekd.bundle import Quantization, TensorSpec
+    from edgekd.formats import dequantize, quantize, to_layout
 
     it = Interpreter(model_path=str(path), num_threads=1)
     it.allocate_tensors()
@@ -310,17 +308,8 @@ def tflite_runner(path: Path, layout: str | None = None) -> Any:
     inputs, outputs = (spec(ind, in_layout),), (spec(outd, None),)
 
     def run(x: np.ndarray) -> np.ndarray:
-        a = _to_nhwc(x) if in_layout == "NHWC" else x
-        s = inputs[0]
-        if s.quantization is not None:
-            info = np.iinfo(s.dtype)
-            a = np.clip(np.round(a / s.quantization.scale) + s.quantization.zero_point, info.min, info.max)
-        it.set_tensor(ind["index"], a.astype(s.dtype))
+        it.set_tensor(ind["index"], quantize(to_layout(x, in_layout), inputs[0]))
         it.invoke()
-        y = it.get_tensor(outd["index"])
-        o = outputs[0]
-        if o.quantization is not None:
-            y = (y.astype(np.float32) - o.quantization.zero_point) * o.quantization.scale
-        return y.astype(np.float32)
+        return dequantize(it.get_tensor(outd["index"]), outputs[0])
 
     return run, inputs, outputs
