@@ -13,14 +13,19 @@ from typing import Any
 from edgekd.bench.targets import TARGETS, RunnerArgs, RunnerOutcome, Target
 from edgekd.errors import TargetError
 
+RUNNER = "edgekd_runner.py"
+
 
 def runner_path() -> Path:
-    """``runtimes/python/edgekd_runner.py`` next to the package (source checkout or editable install)."""
-    path = Path(__file__).resolve().parents[3] / "runtimes" / "python" / "edgekd_runner.py"
-    if not path.is_file():
-        raise TargetError(f"device runner not found at {path}", stage="bench/local",
-                          hint="install edgekd from a source checkout (pip install -e .) so runtimes/ is present")
-    return path
+    """The device runner: the copy a built wheel ships (``edgekd/runtimes/``, see ``setup.py``), else
+    ``runtimes/python/`` of the source checkout this package runs from (the runner's one source)."""
+    package = Path(__file__).resolve().parents[2]
+    for path in (package / "runtimes" / RUNNER, package.parent / "runtimes" / "python" / RUNNER):
+        if path.is_file():
+            return path
+    raise TargetError(f"device runner {RUNNER} not found in {package / 'runtimes'} nor in a source checkout",
+                      stage="bench/local",
+                      hint="reinstall edgekd from its wheel (it ships the runner), or pip install -e . from a checkout")
 
 
 @TARGETS.register("local")
