@@ -22,6 +22,7 @@ import torch
 
 from edgekd.bundle import Bundle, ModelFile, Preprocessing, TensorSpec, sha256_of
 from edgekd.errors import ConfigError, EdgekdError, ExportError
+from edgekd.extras import check as check_extra
 from edgekd.formats import FORMATS, PRECISIONS, Format, converters, format_of, row
 
 __all__ = ["FORMATS", "Bundle", "Format", "export", "format_of"]
@@ -170,6 +171,8 @@ def export(
     ex, y_ex = _check_inputs(model, example_inputs)
     calib, px, py = _split(calibration, parity_data, ex[0])
     jobs = _plan(formats, precision, tflite_converter, calib is not None or qat is not None)
+    for r in dict.fromkeys(e for e, _, _ in jobs):  # a missing backend fails now, not after the first file
+        check_extra(r.extra, f"{r.format} export through {r.converter}")
     y_qat = _qat_reference(qat, jobs, px, batch=ex[0].shape[0]) if qat is not None else None
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import ConfigError, ExportError
+from edgekd.extras import requires
 
 STAGE = "export/qat"
 FORMATS = ("pte", "tflite")  # what a PT2E graph lowers to ...
@@ -36,7 +37,8 @@ class Logits(nn.Module):
 
 def set_mode(gm: torch.fx.GraphModule, train: bool) -> None:
     """Train/eval for a PT2E graph (BN and fake-quant observers), in place (``.train()`` does not work on one)."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+    with requires("executorch", "PT2E QAT"):
+        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 
     (move_exported_model_to_train if train else move_exported_model_to_eval)(gm)
 
@@ -46,7 +48,8 @@ def convert_graph(prepared: torch.fx.GraphModule, *, fold_quantize: bool = True)
 
     ``fold_quantize=False`` keeps weights as float + quantize ops (what litert-torch expects).
     """
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+    with requires("executorch", "PT2E QAT"):
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     m = copy.deepcopy(prepared)
     set_mode(m, train=False)

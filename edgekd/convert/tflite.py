@@ -33,6 +33,7 @@ import torch
 
 from edgekd.convert.executorch import first_line
 from edgekd.errors import ExportError
+from edgekd.extras import requires
 from edgekd.formats import to_layout
 
 STAGE = "export/tflite"
@@ -65,7 +66,8 @@ def quiet(verbose: bool) -> Iterator[None]:
 
 def graph_summary(path: Path) -> dict[str, Any]:
     """Op-type counts and tensor-dtype counts of a .tflite file, read with the LiteRT interpreter."""
-    from ai_edge_litert.interpreter import Interpreter
+    with requires("tflite", "reading .tflite files (the LiteRT interpreter)"):
+        from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path))
     ops = Counter(op["op_name"] for op in it._get_ops_details())
@@ -99,7 +101,8 @@ def to_tflite_litert(
     verbose: bool = False,
 ) -> dict[str, Any]:
     """Write ``path`` with litert-torch (fp32, or int8 in/out via its PT2EQuantizer)."""
-    import litert_torch
+    with requires("tflite"):
+        import litert_torch
 
     try:
         with quiet(verbose):
@@ -150,7 +153,8 @@ def _litert_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
 
 def litert_quantizer() -> Any:
     """litert-torch's PT2E quantizer, per-channel symmetric int8: the one scheme its int8 lowering takes."""
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    with requires("tflite"):
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
     return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
 
@@ -160,8 +164,9 @@ def litert_int8(converted: torch.nn.Module, example_inputs: tuple[torch.Tensor, 
     TFLite model (call ``.export(path)``). PTQ (:func:`to_tflite_litert`) and QAT
     (:func:`edgekd.convert.qat.write_int8`) both end here; the graph already holds the q/dq pairs, and
     the quantizer only tells the converter which scheme to lower them to."""
-    import litert_torch
-    from litert_torch.quantize.quant_config import QuantConfig
+    with requires("tflite"):
+        import litert_torch
+        from litert_torch.quantize.quant_config import QuantConfig
 
     return litert_torch.convert(converted, example_inputs,
                                 quant_config=QuantConfig(pt2e_quantizer=quantizer or litert_quantizer()))
@@ -206,6 +211,8 @@ def to_tflite_onnx2tf(
                           stage=STAGE, hint="use tflite_converter='litert-torch' for multi-input models")
     x = example_inputs[0]
     samples = calibration if calibration is not None else x
+    with requires("onnx2tf", "the ONNX export before onnx2tf"):
+        import onnx  # noqa: F401  (torch.onnx.export needs it; checked here, not inside the converter's try)
     with tempfile.TemporaryDirectory(prefix="edgekd_onnx2tf_") as tmp:
         work = Path(tmp)
         onnx_path = work / "model.onnx"
@@ -231,7 +238,8 @@ def _full_integer(saved_model: Path, samples_nhwc: np.ndarray, batch: int, path:
     whose batch differs from the model's (1.29.24 drops the NHWC→NCHW transpose), so edgekd runs
     the same TF converter step itself.
     """
-    import tensorflow as tf
+    with requires("onnx2tf", "onnx2tf's full-integer int8 (the TFLite converter)"):
+        import tensorflow as tf
 
     def representative() -> Iterator[list[np.ndarray]]:
         for i in range(0, len(samples_nhwc) - batch + 1, batch):
@@ -251,7 +259,7 @@ def _full_integer(saved_model: Path, samples_nhwc: np.ndarray, batch: int, path:
 
 
 def _run_onnx2tf(onnx_path: Path, out: Path, samples_nhwc: np.ndarray, verbose: bool, precision: str) -> None:
-    with quiet(verbose):
+    with quiet(verbose), requires("onnx2tf"):
         import onnx2tf
         import onnx2tf.onnx2tf as core
 
@@ -290,7 +298,8 @@ def tflite_runner(path: Path, layout: str | None = None) -> Any:
     ``run`` converts to the file's layout (NHWC for 4-D inputs when ``layout == "NHWC"``) and, for
     int8 inputs/outputs, quantizes/dequantizes with the file's own scale and zero point.
     """
-    from ai_edge_litert.interpreter import Interpreter
+    with requires("tflite", "running .tflite files (the LiteRT interpreter)"):
+        from ai_edge_litert.interpreter import Interpreter
 
     from edgekd.bundle import Quantization, TensorSpec
     from edgekd.formats import dequantize, quantize, to_layout

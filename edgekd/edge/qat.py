@@ -55,6 +55,7 @@ from edgekd.distillation.taps import Taps
 from edgekd.distillation.trainer import TrainConfig, Trainer
 from edgekd.errors import ConfigError, ExportError
 from edgekd.eval.classification import evaluate
+from edgekd.extras import requires
 
 STAGE = "edge/qat"
 
@@ -83,7 +84,8 @@ def prepare_qat_features(model: nn.Module, example_inputs: tuple[torch.Tensor, .
 
     ``model`` is not changed. The result is in train mode and returns a tuple.
     """
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    with requires("executorch", "KD + QAT (PT2E fake quantization)"):
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     from edgekd.quantization import _quantizer
 
