@@ -14,14 +14,14 @@ DEMO_ARGS ?=
 
 install: $(STAMP)
 
-# Order matters: torch first (pinned, CPU build), then edgekd and its stack, then onnx2tf with
-# --no-deps (its metadata pins old numpy/TF/onnx that conflict with executorch; what it imports
-# is already in edgekd's dependencies).
+# Order matters: torch first (pinned, CPU build), then edgekd with every extra ([all]: executorch,
+# tflite, onnx2tf, devices, text), then onnx2tf with --no-deps (its metadata pins old numpy/TF/onnx
+# that conflict with executorch; what it imports is already in the onnx2tf extra).
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install -e '.[all,test]'
 	$(BIN)/pip install --no-deps onnx2tf==1.29.24 simple-onnx-processing-tools==1.1.32
 	touch $(STAMP)
 

@@ -94,7 +94,7 @@ def slug(name: str) -> str:
 
 def measure_side_by_side(names: list[str], work: Path, runs: int, rounds: int) -> dict[str, dict[str, Any]]:
     """Every file of every exported model's bundle, interleaved (``_common.side_by_side``), keyed ``model|file``."""
-    from edgekd.convert.bundle import Bundle
+    from edgekd.bundle import Bundle
 
     files = {}
     for name in names:

@@ -46,10 +46,11 @@ from _common import side_by_side, write_results  # noqa: E402
 
 from edgekd.bench.harness import benchmark  # noqa: E402
 from edgekd.convert import export  # noqa: E402
+from edgekd.convert.parity import file_accuracy  # noqa: E402
+from edgekd.convert.qat import write_int8  # noqa: E402
 from edgekd.data import load  # noqa: E402
 from edgekd.distillation import TeacherCache, evaluate, train  # noqa: E402
 from edgekd.edge.pipeline import EdgeOptions, PipelineResult, distill_stage, joint, ptq_only, sequential  # noqa: E402
-from edgekd.edge.qat import file_accuracy, write_int8  # noqa: E402
 from edgekd.models import count_params, create  # noqa: E402
 from edgekd.models.saved import load_model  # noqa: E402
 

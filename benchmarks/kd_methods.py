@@ -170,7 +170,8 @@ def _summary(rows: list[dict[str, Any]], teacher_acc: float) -> list[dict[str, A
 
 def _exits(data: Any, cfg: dict[str, Any], work: Path, device: str) -> dict[str, Any]:
     """Self-distillation (``self``) of a teacher-sized net: each exit's test accuracy and fp32 .pte latency."""
-    from edgekd.models.exits import benchmark_exits, exit_accuracy
+    from edgekd.bench.exits import benchmark_exits
+    from edgekd.models.exits import exit_accuracy
 
     torch.manual_seed(0)
     t = time.perf_counter()

@@ -35,7 +35,8 @@ from edgekd.bench.harness import benchmark  # noqa: E402
 from edgekd.convert import export  # noqa: E402
 from edgekd.convert.executorch import first_line  # noqa: E402
 from edgekd.data.text import attach_tokenizer, load_text  # noqa: E402
-from edgekd.distillation.text import distill_text, teacher_outputs  # noqa: E402
+from edgekd.distillation.cache import TeacherCache  # noqa: E402
+from edgekd.distillation.text import distill_text  # noqa: E402
 from edgekd.eval.embeddings import compare_embeddings  # noqa: E402
 from edgekd.models import count_params, create  # noqa: E402
 from edgekd.models.bert import load_hf_encoder  # noqa: E402
@@ -153,13 +154,13 @@ def main(argv: list[str] | None = None) -> int:
                   "command": " ".join(["python", "benchmarks/minilm.py", *(argv if argv is not None else sys.argv[1:])]),
                   "runs": [], "edge": [], "phases_s": phases, "complete": False}
         t0 = time.perf_counter()
-        cache = teacher_outputs(teacher, data.train, teacher.qkv_paths(-1), progress=False)
+        cache = TeacherCache(teacher, data.train, taps=teacher.qkv_paths(-1), feature_dtype=torch.float16)
         phase("teacher_cache", t0)
         t0 = time.perf_counter()
         torch.manual_seed(0)
         result["untrained_student"] = compare_embeddings(
             create(cfg["students"][0], max_length=cfg["max_length"], vocab_size=teacher.vocab_size),
-            cache.held_out_embeddings(teacher, "test", data.test), data.test).to_dict()
+            cache.held_out(teacher, "test", data.test), data.test).to_dict()
         phase("untrained_eval", t0)
         trained = _train_all(teacher, data, cache, cfg, work, out, result, phase)
     t0 = time.perf_counter()

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     mflops = flops(model, tuple(x1.shape)) / 1e6
     calib = D.calibration_sample(splits.train, n=128, seed=0)
     if args.reuse_bundle and (work / "bundle" / "edgekd.json").exists():
-        from edgekd.convert.bundle import Bundle
+        from edgekd.bundle import Bundle
 
         bundle = Bundle.load(work / "bundle")
         print(f"reusing the exported bundle in {bundle.root}")

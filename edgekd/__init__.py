@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 __all__ = [
     "Bundle",
     "EdgekdError",
@@ -25,16 +23,18 @@ __all__ = [
     "quantize",
 ]
 
-from edgekd.convert.bundle import Bundle
+from edgekd._version import __version__
 from edgekd.errors import EdgekdError
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekd.bench.harness import benchmark
+    from edgekd.bundle import Bundle
     from edgekd.convert import export
     from edgekd.distillation import distill
     from edgekd.quantization import quantize
 
 _LAZY = {
+    "Bundle": ("edgekd.bundle", "Bundle"),
     "distill": ("edgekd.distillation", "distill"),
     "quantize": ("edgekd.quantization", "quantize"),
     "export": ("edgekd.convert", "export"),

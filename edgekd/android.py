@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.convert.bundle import MANIFEST, Bundle, ModelFile, Preprocessing, TensorSpec
+from edgekd.bundle import MANIFEST, Bundle, ModelFile, Preprocessing, TensorSpec
 from edgekd.errors import ConfigError, ModelFileError
+from edgekd.formats import app_formats, dequantize, quantize, to_layout
 
 __all__ = [
     "ANDROID_FORMATS",
@@ -52,7 +53,7 @@ __all__ = [
     "write_pnm",
 ]
 
-ANDROID_FORMATS = ("pte", "tflite")  # what the app's runtimes (ExecuTorch, LiteRT) load
+ANDROID_FORMATS = app_formats()  # what the app's runtimes (ExecuTorch, LiteRT) load: from the format table
 _STAGE = "android"
 
 
@@ -151,10 +152,7 @@ def _quantize(x: np.ndarray, spec: TensorSpec, key: str) -> np.ndarray:
     if spec.dtype not in ("int8", "uint8") or spec.quantization is None or not spec.quantization.scale:
         raise ModelFileError(f"{key} takes {spec.dtype} input without a quantization scale; "
                              "an image cannot feed it", stage=_STAGE)
-    q = spec.quantization
-    info = np.iinfo(spec.dtype)
-    r = np.round(x / np.float32(q.scale)) + np.float32(q.zero_point)
-    return np.clip(r, info.min, info.max).astype(spec.dtype)
+    return quantize(x, spec)
 
 
 def preprocess(image: np.ndarray, bundle: Bundle | str | Path, file_key: str) -> np.ndarray:
@@ -171,24 +169,10 @@ def preprocess(image: np.ndarray, bundle: Bundle | str | Path, file_key: str) ->
     r = resize_bilinear(_to_planes(image, pre), (h, w))
     x = r.astype(np.float32) * np.float32(pre.scale)
     x = (x - _per_channel(pre.mean, c, "mean")[:, None, None]) / _per_channel(pre.std, c, "std")[:, None, None]
-    x = x[None]
-    if layout == "NHWC":
-        x = x.transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(_quantize(x, f.inputs[0], f.key))
+    return np.ascontiguousarray(_quantize(to_layout(x[None], layout), f.inputs[0], f.key))
 
 
 # -- postprocessing ----------------------------------------------------------------------------------
-def dequantize(raw: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    """Float32 logits from a file's raw output: ``(q - zero_point) * scale`` for int8/uint8 outputs."""
-    a = np.asarray(raw)
-    if np.issubdtype(a.dtype, np.floating):
-        return a.astype(np.float32)
-    if spec.quantization is None or not spec.quantization.scale:
-        raise ModelFileError(f"output {spec.name!r} is {a.dtype} without a quantization scale", stage=_STAGE)
-    q = spec.quantization
-    return (a.astype(np.float32) - np.float32(q.zero_point)) * np.float32(q.scale)
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over the flattened logits, in float64."""
     z = np.asarray(logits, dtype=np.float64).ravel()

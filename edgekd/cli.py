@@ -1,7 +1,7 @@
 """``edgekd`` command line: a thin shell over the Python API (each subcommand parses, calls, prints).
 
     edgekd demo [--quick] [--out DIR]
-    edgekd list models|methods|datasets|targets
+    edgekd list models|methods|datasets|strategies|targets
     edgekd train   --model resnet20 --data mnist5k --epochs 5 --out runs/teacher
     edgekd distill --teacher runs/teacher/model.pt --student resnet8 --method ce+kd --out runs/kd
     edgekd distill --student resnet8 --peers 2 --method dml --out runs/dml
@@ -22,26 +22,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from edgekd.errors import ConfigError, EdgekdError
+from edgekd.errors import EdgekdError
+from edgekd.settings import RunSettings, add_flags, given
 
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
-
-
-def _add_data_args(p: argparse.ArgumentParser, default: str | None = "mnist5k") -> None:
-    p.add_argument("--data", default=default, help="data set name (`edgekd list datasets`)")
-    p.add_argument("--data-root", default=None, help="folder holding the data set files, where it needs one")
-    p.add_argument("--limit", type=int, default=None, help="use at most this many samples")
-    p.add_argument("--seed", type=int, default=0)
-
-
-def _load_data(args: argparse.Namespace):  # -> DataSplits
-    from edgekd import data as D
-
-    return D.load(args.data, root=args.data_root, seed=args.seed, limit=args.limit)
 
 
 # -- subcommands -----------------------------------------------------------------------------------
@@ -62,161 +49,76 @@ def cmd_list(args: argparse.Namespace) -> int:
         from edgekd.distillation import methods as names
     elif args.what == "datasets":
         from edgekd.data import list_datasets as names
+    elif args.what == "strategies":
+        from edgekd.distillation.strategies import STRATEGIES
+
+        names = STRATEGIES.names
     else:
         from edgekd.bench.targets import list_targets as names
     print("\n".join(names()))
     return 0
 
 
-def _train_or_distill(args: argparse.Namespace, teacher_path: str | None,
-                      distill_kw: dict | None = None) -> int:
-    """Train (no teacher) or distil; ``distill_kw`` (from a config) replaces the loop flags."""
-    import torch
-    from torch import nn
-
-    from edgekd import models as M
-    from edgekd.distillation import distill
-    from edgekd.models.saved import load_model, save_model
-
-    splits = _load_data(args)
-    if getattr(args, "augment", False):
-        from edgekd.data.augment import augmented
-
-        splits = augmented(splits)
-    kw = {"num_classes": splits.num_classes, "in_channels": splits.in_channels}
-    teachers = [load_model(p)[0] for p in _csv(teacher_path)] if teacher_path else []
-    teacher = teachers[0] if len(teachers) == 1 else (teachers or None)  # several -> an ensemble
-    name = getattr(args, "student", None) or args.model
-    out = Path(args.out)
-    if distill_kw is None:
-        distill_kw = {"method": args.method, "epochs": args.epochs, "batch_size": args.batch_size,
-                      "lr": args.lr, "seed": args.seed}
-    extra: dict = {}
-    if getattr(args, "teacher_weights", None):
-        extra["teacher_weights"] = [float(w) for w in _csv(args.teacher_weights)]
-    if getattr(args, "cache_teacher", "auto") != "auto":
-        extra["cache_teacher"] = args.cache_teacher == "on"
-    peers = getattr(args, "peers", 1)
-    torch.manual_seed(int(distill_kw.get("seed") or 0))  # the student's initial weights follow --seed too
-    student = [M.create(name, **kw) for _ in range(peers)] if peers > 1 else M.create(name, **kw)
-    if _edge_requested(args):
-        if not isinstance(teacher, nn.Module) or peers > 1:
-            raise ConfigError("--qat/--prune/--budget distil one student from one teacher", stage="cli/distill",
-                              hint="pass a single --teacher checkpoint and no --peers")
-        return _edge_distill(args, teacher, student, splits, name, kw, distill_kw)
-    res = distill(teacher, student, splits, out_dir=out, resume=args.resume,
-                  progress=not args.no_progress, **distill_kw, **extra)
-    meta = {"data": args.data, "metrics": res.metrics}
-    if peers > 1:
-        for i, m in enumerate(res.models):
-            save_model(m, out / f"model_peer{i}.pt", name, meta=meta, **kw)
-    path = save_model(res.model, out / "model.pt", name, meta=meta, **kw)
-    print(" ".join(f"{k}={v:.4f}" for k, v in res.metrics.items() if isinstance(v, float)))
-    print(f"saved {path}")
+def _print_run(r) -> int:  # noqa: ANN001  (a distillation.config.RunResult)
+    print(" ".join(f"{k}={v:.4f}" for k, v in r.result.metrics.items() if isinstance(v, float)))
+    print(f"saved {r.model_path}")
     return 0
 
 
-def _edge_requested(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "qat", False) or getattr(args, "prune", None) is not None
-                or getattr(args, "budget", None))
+def cmd_train(args: argparse.Namespace) -> int:
+    from edgekd.distillation.config import DistillConfig, MethodTerm, run
+
+    cfg = DistillConfig(student=args.model, method=[MethodTerm("ce")]).override(**given(args, RunSettings))
+    return _print_run(run(cfg, resume=args.resume, progress=not args.no_progress, augment=args.augment))
 
 
-def _edge_distill(args: argparse.Namespace, teacher, student, splits, name: str, kw: dict, distill_kw: dict) -> int:
+def cmd_distill(args: argparse.Namespace) -> int:
+    """``--config run.yaml`` gives every setting; flags given on the command line override it."""
+    from edgekd.distillation.config import DistillConfig, load_config, run
+
+    cfg = (load_config(args.config) if args.config else DistillConfig()).override(**given(args, RunSettings))
+    if args.qat or args.prune is not None or args.budget or args.gradual:
+        return _edge(args, cfg)
+    weights = [float(w) for w in _csv(args.teacher_weights)] if args.teacher_weights else None
+    cache = None if args.cache_teacher == "auto" else args.cache_teacher == "on"
+    return _print_run(run(cfg, peers=args.peers, teacher_weights=weights, cache_teacher=cache, resume=args.resume,
+                          progress=not args.no_progress))
+
+
+def _edge(args: argparse.Namespace, cfg) -> int:  # noqa: ANN001  (a DistillConfig)
     """``distill --qat/--prune/--budget``: the joint pipeline (KD → prune → KD+QAT), then the int8 bundle."""
-    from edgekd import data as D
-    from edgekd.convert import export
-    from edgekd.edge.pipeline import joint, parse_edge_options
+    from edgekd.edge.pipeline import parse_edge_options, run_edge
     from edgekd.models import count_params
-    from edgekd.models.saved import save_model
 
-    opts = parse_edge_options(qat=args.qat, prune=args.prune, budget=args.budget, importance=args.prune_importance)
-    run_kw = {k: v for k, v in distill_kw.items() if v is not None and k not in ("optimizer", "device")}
-    kd_epochs = run_kw.pop("epochs")  # the joint pipeline trains with AdamW on the CPU
-    r = joint(teacher, student, splits, opts, kd_epochs=kd_epochs, ft_epochs=args.ft_epochs,
-              progress=not args.no_progress, gradual=args.gradual, **run_kw)
-    out = Path(args.out)
-    meta = {"data": args.data, "metrics": r.metrics, "prune_ratio": r.ratio, "qat": opts.qat}
-    path = save_model(r.float_model, out / "model.pt", name, meta=meta, **kw)
+    opts = parse_edge_options(qat=args.qat, prune=args.prune, budget=args.budget, importance=args.prune_importance,
+                              gradual=args.gradual)
+    e = run_edge(cfg, opts, ft_epochs=args.ft_epochs, formats=_csv(args.formats), peers=args.peers,
+                 progress=not args.no_progress)
+    r = e.pipeline
     print(f"prune ratio {r.ratio:.3f}  params {count_params(r.float_model)}  "
           + "  ".join(f"{k}={v:.4f}" for k, v in r.metrics.items()))
     if r.budget is not None:
         b = r.budget
         print(f"budget {b.budget.kind} <= {b.budget.limit:g}: cost {b.cost:g}, margin {b.margin:+.1%}"
               + (f", measured margin {b.measured_margin:+.1%}" if b.measured_margin is not None else ""))
-    print(f"saved {path} (float, pruned)")
-    if r.prepared is not None:
-        x_test, y_test = D.as_tensors(splits.test)
-        bundle = export(r.float_model, (x_test[:1],), formats=_csv(args.formats), precision=("int8",),
-                        out_dir=out / "bundle", labels=list(splits.labels), preprocessing=splits.preprocessing(),
-                        model_name=name, parity_data=(x_test[:200], y_test[:200]), qat=r.prepared,
-                        progress=not args.no_progress)
-        for f in bundle.files:
+    print(f"saved {e.model_path} (float, pruned)")
+    if e.bundle is not None:
+        for f in e.bundle.files:
             print(f"{f.path:24s} {f.bytes / 1024:8.1f} KB  top-1 agree with the QAT graph "
                   f"{100 * f.parity.top1_agreement:.1f}%  acc {100 * (f.parity.accuracy or 0):.2f}%")
-        print(f"wrote {bundle.root / 'edgekd.json'} (int8 from the QAT graph)")
+        print(f"wrote {e.bundle.root / 'edgekd.json'} (int8 from the QAT graph)")
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    return _train_or_distill(args, None)
-
-
-def cmd_distill(args: argparse.Namespace) -> int:
-    """``--config run.yaml`` gives every setting; flags given on the command line override it."""
-    from edgekd.distillation.config import DistillConfig, load_config
-
-    cfg = load_config(args.config) if args.config else DistillConfig()
-    cfg = cfg.override(**{k: getattr(args, k) for k in _DISTILL_FLAGS})
-    from edgekd.distillation import build_objective
-
-    needs_teacher = args.peers == 1 and build_objective([(t.name, t.weight) for t in cfg.method]).needs_teacher
-    required = ("teacher", "student", "out") if needs_teacher else ("student", "out")
-    missing = [f"--{k}" for k in required if getattr(cfg, k) is None]
-    if missing:
-        raise ConfigError(f"distill needs {', '.join(missing)}", stage="cli/distill",
-                          hint="pass them as flags, or set them in the --config YAML")
-    if args.gradual and args.prune is None and args.budget is None:
-        raise ConfigError("--gradual needs a pruning target", stage="cli/distill",
-                          hint="add --prune RATIO or --budget KIND=VALUE")
-    unsupported = {k: v for k, v in (("optimizer", cfg.optimizer), ("device", cfg.device))
-                   if v not in (None, "adamw", "cpu")}
-    if _edge_requested(args) and unsupported:
-        raise ConfigError(f"--qat/--prune/--budget train with AdamW on the CPU, but the config asks for {unsupported}",
-                          stage="cli/distill", hint="remove optimizer/device from the config for the edge pipeline")
-    for k in _DISTILL_FLAGS:
-        setattr(args, k, getattr(cfg, k))
-    return _train_or_distill(args, cfg.teacher, cfg.distill_kwargs())
-
-
-_DISTILL_FLAGS = ("teacher", "student", "method", "data", "data_root", "limit", "seed", "epochs", "batch_size",
-                  "lr", "out")
-
-
 def cmd_export(args: argparse.Namespace) -> int:
-    from edgekd import data as D
-    from edgekd.convert import export
-    from edgekd.models.saved import load_model
+    from edgekd.convert.checkpoint import export_checkpoint
 
-    model, meta = load_model(args.checkpoint)
-    if args.exit:
-        from edgekd.models.exits import ExitModel, truncate
-
-        if not isinstance(model, ExitModel):
-            raise ConfigError(f"{args.checkpoint} has no early exits, so --exit {args.exit} cannot cut it",
-                              stage="cli/export", hint="distil with --method self first, or drop --exit")
-        model = truncate(model, args.exit)
-        meta["name"] = f"{meta['name']}@{args.exit}"
-    args.data = args.data or meta.get("data") or "mnist5k"
-    splits = _load_data(args)
-    x_test, y_test = D.as_tensors(splits.test)
-    calib = D.calibration_sample(splits.train, n=args.calibration, seed=args.seed)
     converters = _csv(args.tflite_converter)
-    bundle = export(model, (x_test[:1],), formats=_csv(args.formats), precision=_csv(args.precision),
-                    calibration=calib, out_dir=args.out, labels=list(splits.labels), preprocessing=splits.preprocessing(),
-                    model_name=args.name or meta["name"],
-                    tflite_converter=converters[0] if len(converters) == 1 else converters,
-                    parity_data=(x_test[: args.parity_samples], y_test[: args.parity_samples]),
-                    progress=not args.no_progress)
+    bundle = export_checkpoint(args.checkpoint, args.out, data=args.data, data_root=args.data_root, seed=args.seed,
+                               limit=args.limit, formats=_csv(args.formats), precision=_csv(args.precision),
+                               tflite_converter=converters[0] if len(converters) == 1 else converters,
+                               calibration=args.calibration, parity_samples=args.parity_samples, name=args.name,
+                               exit=args.exit, android_assets=args.android_assets, progress=not args.no_progress)
     for f in bundle.files:
         p = f.parity
         acc = f"acc {100 * p.accuracy:.2f}%" if p and p.accuracy is not None else ""
@@ -224,10 +126,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"{f.path:34s} {f.bytes / 1024:9.1f} KB  {err}  {acc}")
     print(f"wrote {bundle.root / 'edgekd.json'}")
     if args.android_assets:
-        from edgekd.android import copy_to_android_assets, samples_from_tensors
-
-        samples = samples_from_tensors(x_test, y_test, bundle.preprocessing, list(splits.labels))
-        copy_to_android_assets(bundle, args.android_assets, samples=samples)
         print(f"copied the bundle into {args.android_assets}")
     return 0
 
@@ -284,8 +182,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 # -- parser ----------------------------------------------------------------------------------------
+def _add_run_flags(p: argparse.ArgumentParser, func: object) -> None:
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from edgekd import __version__
+    from edgekd._version import __version__
+    from edgekd.formats import formats, suffixes
 
     p = argparse.ArgumentParser(prog="edgekd", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -300,58 +205,47 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     ls = sub.add_parser("list", help="list registered names")
-    ls.add_argument("what", choices=("models", "methods", "datasets", "targets"))
+    ls.add_argument("what", choices=("models", "methods", "datasets", "strategies", "targets"))
     ls.set_defaults(func=cmd_list)
 
-    for name, func, hlp in (("train", cmd_train, "train a model from scratch (cross-entropy)"),
-                            ("distill", cmd_distill, "distil a student from a trained teacher")):
-        t = sub.add_parser(name, help=hlp)
-        if name == "train":
-            t.add_argument("--model", required=True, help="model name (`edgekd list models`)")
-            t.add_argument("--augment", action="store_true",
-                           help="train on randomly shifted (±2 px) and mirrored images: a teacher that does not "
-                                "memorise its train set, so its soft labels carry more for KD")
-            t.set_defaults(method="ce")
-        else:
-            t.add_argument("--config", default=None, help="YAML run config (examples/*.yaml); flags override it")
-            t.add_argument("--teacher", default=None,
-                           help="teacher checkpoint (model.pt from `edgekd train`); a comma list is an ensemble")
-            t.add_argument("--teacher-weights", default=None, help="ensemble weights, e.g. 2,1")
-            t.add_argument("--peers", type=int, default=1,
-                           help="train K copies of --student together (online methods: --method dml or afd)")
-            t.add_argument("--cache-teacher", choices=("auto", "on", "off"), default="auto",
-                           help="reuse the teacher's logits and tapped features across epochs "
-                                "(auto: when exact and under 1 GiB)")
-            g = t.add_argument_group("edge objectives (joint pipeline: KD → prune → KD+QAT → int8 bundle)")
-            g.add_argument("--qat", action="store_true",
-                           help="fine-tune with fake quantization while distilling; writes OUT/bundle (int8)")
-            g.add_argument("--prune", type=float, default=None, metavar="RATIO",
-                           help="remove this fraction of each block's inner channels (physically smaller model)")
-            g.add_argument("--budget", default=None, metavar="KIND=VALUE",
-                           help="pick the pruning ratio that meets params=N, bytes=N or latency_ms=X")
-            g.add_argument("--prune-importance", choices=("l1", "bn"), default="l1")
-            g.add_argument("--gradual", action="store_true",
-                           help="prune step by step during the KD epochs (widths fall linearly) instead of once after")
-            g.add_argument("--ft-epochs", type=int, default=2, help="epochs of the fine-tune after pruning")
-            g.add_argument("--formats", default="pte,tflite", help="int8 files to write after --qat")
-            t.add_argument("--student", default=None, help="student model name")
-            t.add_argument("--method", default=None,
-                           help="e.g. 'kd', 'ce+kd', 'ce:1 + kd:0.9 + crd:0.8' (default ce+kd; `edgekd list methods`)")
-        _add_data_args(t)
-        t.add_argument("--epochs", type=int, default=10)
-        t.add_argument("--batch-size", type=int, default=128)
-        t.add_argument("--lr", type=float, default=None)
-        t.add_argument("--out", required=name == "train", help="output folder (checkpoint, model.pt)")
-        if name == "distill":  # None = not given: the config (or its defaults) decides
-            t.set_defaults(data=None, seed=None, epochs=None, batch_size=None)
-        t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-        t.add_argument("--no-progress", action="store_true")
-        t.set_defaults(func=func)
+    t = sub.add_parser("train", help="train a model from scratch (cross-entropy)")
+    t.add_argument("--model", required=True, help="model name (`edgekd list models`)")
+    t.add_argument("--augment", action="store_true",
+                   help="train on randomly shifted (±2 px) and mirrored images: a teacher that does not "
+                        "memorise its train set, so its soft labels carry more for KD")
+    add_flags(t, RunSettings, skip=("teacher", "student", "method", "out"))
+    t.add_argument("--out", required=True, help="output folder (checkpoint, model.pt)")
+    _add_run_flags(t, cmd_train)
+
+    d = sub.add_parser("distill", help="distil a student from a trained teacher")
+    d.add_argument("--config", default=None, help="YAML run config (examples/*.yaml); flags override it")
+    add_flags(d, RunSettings, help={
+        "teacher": "teacher checkpoint (model.pt from `edgekd train`); a comma list is an ensemble"})
+    d.add_argument("--teacher-weights", default=None, help="ensemble weights, e.g. 2,1")
+    d.add_argument("--peers", type=int, default=1,
+                   help="train K copies of --student together (online methods: --method dml or afd)")
+    d.add_argument("--cache-teacher", choices=("auto", "on", "off"), default="auto",
+                   help="reuse the teacher's logits and tapped features across epochs "
+                        "(auto: when exact and under 1 GiB)")
+    g = d.add_argument_group("edge objectives (joint pipeline: KD → prune → KD+QAT → int8 bundle)")
+    g.add_argument("--qat", action="store_true",
+                   help="fine-tune with fake quantization while distilling; writes OUT/bundle (int8)")
+    g.add_argument("--prune", type=float, default=None, metavar="RATIO",
+                   help="remove this fraction of each block's inner channels (physically smaller model)")
+    g.add_argument("--budget", default=None, metavar="KIND=VALUE",
+                   help="pick the pruning ratio that meets params=N, bytes=N or latency_ms=X")
+    g.add_argument("--prune-importance", choices=("l1", "bn"), default="l1")
+    g.add_argument("--gradual", action="store_true",
+                   help="prune step by step during the KD epochs (widths fall linearly) instead of once after")
+    g.add_argument("--ft-epochs", type=int, default=2, help="epochs of the fine-tune after pruning")
+    g.add_argument("--formats", default="pte,tflite", help="int8 files to write after --qat")
+    _add_run_flags(d, cmd_distill)
 
     e = sub.add_parser("export", help="export a checkpoint to a parity-checked .pte/.tflite bundle")
     e.add_argument("checkpoint", help="model.pt from `edgekd train` / `edgekd distill`")
-    _add_data_args(e, default=None)
-    e.add_argument("--formats", default="pte,tflite", help="comma list of pte, tflite, pt2")
+    add_flags(e, RunSettings, only=("data_root", "limit", "seed"))
+    e.add_argument("--data", default=None, help="data set for calibration and parity (default: the checkpoint's)")
+    e.add_argument("--formats", default="pte,tflite", help=f"comma list of {', '.join(formats())}")
     e.add_argument("--precision", default="fp32,int8", help="comma list of fp32, int8")
     e.add_argument("--tflite-converter", default="litert-torch", help="litert-torch, onnx2tf, or both (comma)")
     e.add_argument("--calibration", type=int, default=128, help="calibration samples for int8")
@@ -367,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="benchmark a bundle or a model file on a target")
-    b.add_argument("model", help="bundle folder, or a .pte/.tflite/.pt2 file")
+    b.add_argument("model", help=f"bundle folder, or a {'/'.join(suffixes())} file")
     b.add_argument("--target", action="append", default=None,
                    help="local (default), ssh://user@host[:port], adb://SERIAL; repeat to run targets in parallel")
     b.add_argument("--warmup", type=int, default=10)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from edgekd.bench.harness import BenchResult
+from edgekd.bench.results import BenchResult
 
 
 @dataclass(frozen=True)

@@ -53,3 +53,7 @@ class BenchError(EdgekdError):
 
 class TargetError(BenchError):
     """A target could not be reached or is missing what the runner needs."""
+
+
+class MissingExtraError(EdgekdError, ImportError):
+    """An optional backend is not installed; the hint is the ``pip install 'edgekd[...]'`` to run."""

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from edgekd.errors import ConfigError, ExportError
+from edgekd.extras import requires
 
 STAGE = "quantize"
 
@@ -25,10 +26,11 @@ Calibration = torch.Tensor | Iterable[Any]
 
 
 def _quantizer(per_channel: bool, is_qat: bool) -> Any:
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
+    with requires("executorch", "PT2E int8 with the XNNPACK quantizer"):
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
 
     config = get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=is_qat)
     return XNNPACKQuantizer().set_global(config)
@@ -95,7 +97,8 @@ def quantize(
     Returns:
         the converted ``GraphModule`` with quantize/dequantize nodes around int8 ops.
     """
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    with requires("executorch", "PT2E int8"):
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     m = copy.deepcopy(model).eval()
     gm = capture(m, example_inputs)
@@ -117,7 +120,8 @@ def prepare_qat(model: torch.nn.Module, example_inputs: tuple[Any, ...], *, per_
 
     Train the returned module as usual (it is in train mode), then call :func:`convert_qat`.
     """
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    with requires("executorch", "PT2E QAT"):
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     m = copy.deepcopy(model).train()
     gm = capture(m, example_inputs)
@@ -126,8 +130,9 @@ def prepare_qat(model: torch.nn.Module, example_inputs: tuple[Any, ...], *, per_
 
 def convert_qat(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """Turn a QAT-prepared (and trained) module into an int8 ``GraphModule`` in eval mode."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+    with requires("executorch", "PT2E QAT"):
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     m = copy.deepcopy(prepared)
     move_exported_model_to_eval(m)

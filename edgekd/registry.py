@@ -41,8 +41,12 @@ class Registry(Generic[T]):
             raise RegistryError(
                 f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}",
                 stage=self.kind,
-                hint=f"pick one of the known names (edgekd lists them with `edgekd list {self.kind}s`)",
+                hint=f"pick one of the known names (edgekd lists them with `edgekd list {self.plural}`)",
             ) from None
+
+    @property
+    def plural(self) -> str:
+        return self.kind[:-1] + "ies" if self.kind.endswith("y") else self.kind + "s"
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._items

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from edgekd import android
-from edgekd.convert.bundle import MANIFEST, Bundle, ModelFile, Preprocessing, Quantization, TensorSpec
+from edgekd.bundle import MANIFEST, Bundle, ModelFile, Preprocessing, Quantization, TensorSpec
 
 REPO = Path(__file__).resolve().parents[1]
 CORE_SRC = REPO / "android_demo" / "core" / "src" / "main" / "java"

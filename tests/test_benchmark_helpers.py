@@ -70,3 +70,24 @@ def test_bad_method_keeps_finished_runs(kd_methods, tmp_path, monkeypatch) -> No
         kd_methods.main(["--budget", "long", "--only", "kd_t2,nosuch"])
     assert runs.read_text().startswith('{"method": "vanilla"')
     assert not runs.with_name("runs.jsonl.bak").exists()
+
+
+SCRIPTS = sorted(p for p in ROOT.glob("*.py") if not p.name.startswith("_"))
+
+
+def test_every_benchmark_script_imports_and_parses_help() -> None:
+    """Each script under benchmarks/ still imports the package as it is laid out now and builds its parser."""
+    import os
+    import subprocess
+
+    assert SCRIPTS, "no benchmark scripts found"
+    env = {**os.environ, "PYTHONPATH": str(ROOT.parent)}
+    failed = []
+    for pair in (SCRIPTS[i:i + 2] for i in range(0, len(SCRIPTS), 2)):  # two at a time: a 2-core machine
+        procs = [(p, subprocess.Popen([sys.executable, str(p), "--help"], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT.parent)) for p in pair]
+        for p, proc in procs:
+            out, err = proc.communicate(timeout=300)
+            if proc.returncode != 0 or "usage:" not in out:
+                failed.append(f"{p.name}: exit {proc.returncode}\n{err[-1500:]}")
+    assert not failed, "\n\n".join(failed)

@@ -128,3 +128,45 @@ def test_cli_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_defaults_match_the_cli() -> None:
     cfg = DistillConfig()
     assert cfg.spec == "ce:1 + kd:1" and cfg.data == "mnist5k" and cfg.epochs == 10 and cfg.batch_size == 128
+
+
+def test_one_declaration_drives_yaml_flags_and_distill_kwargs() -> None:
+    """Every RunSettings field is a YAML key and an `edgekd distill` flag; every loop setting is a TrainConfig
+    field and so a distill() keyword; nothing is declared twice."""
+    import dataclasses
+
+    from edgekd.cli import build_parser
+    from edgekd.distillation import TrainConfig
+    from edgekd.settings import LoopSettings, RunSettings, names
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    flags = {a.dest for a in sub["distill"]._actions}
+    assert set(names(RunSettings)) <= flags
+    assert set(names(RunSettings)) - {"teacher", "student", "method"} <= {a.dest for a in sub["train"]._actions}
+    assert set(names(LoopSettings)) <= {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(DistillConfig().distill_kwargs()) == {"method", *names(LoopSettings)}
+    help_text = sub["distill"].format_help()
+    assert "--weight-decay" in help_text and "training epochs (default: 10)" in help_text
+
+
+@pytest.mark.parametrize(("key", "value", "ok"), [
+    ("lr", 1, 1.0), ("lr", None, None), ("limit", 5, 5), ("device", "cuda", "cuda"),
+    ("limit", 2.5, None), ("batch_size", True, None), ("data", 3, None),
+])
+def test_yaml_types_come_from_the_annotations(tmp_path: Path, key: str, value: object, ok: object) -> None:
+    import yaml
+
+    path = _write(tmp_path, yaml.safe_dump({key: value}))
+    if ok is None and value is not None:
+        with pytest.raises(ConfigError, match=f"{key} is .* expected"):
+            load_config(path)
+    else:
+        assert getattr(load_config(path), key) == ok
+
+
+def test_a_misspelt_loop_setting_is_named(tmp_path: Path) -> None:
+    from edgekd import data, models
+    from edgekd.distillation import distill
+
+    with pytest.raises(ConfigError, match="unknown setting 'epoch'; did you mean 'epochs'"):
+        distill(None, models.create("resnet8", in_channels=1), data.load("digits", limit=100), "ce", epoch=1)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from edgekd.convert.parity import file_accuracy
+from edgekd.convert.qat import convert_graph, write_int8
 from edgekd.data import load
-from edgekd.edge.qat import FeatureOutputs, convert, distill_qat, file_accuracy, write_int8
+from edgekd.edge.qat import FeatureOutputs, distill_qat
 from edgekd.errors import ConfigError
 from edgekd.models import create
 
@@ -33,15 +35,15 @@ def test_kd_qat_converts_and_runs_in_both_runtimes(digits: object, tmp_path: obj
     r = distill_qat(teacher, student, digits, "ce:0.5+kd:0.5+fitnet:1", epochs=2, batch_size=64, lr=3e-3,
                     fitnet_student_taps=["layer2"])
     assert r.taps == ["layer2"]
-    assert len(r.history) == 2 and np.isfinite(r.history[-1]["loss_fitnet"])
-    assert r.history[-1]["loss_ce"] < r.history[0]["loss_ce"]  # it learns under fake quant
+    assert len(r.history) == 2 and np.isfinite(r.history[-1]["train_fitnet"])
+    assert r.history[-1]["train_ce"] < r.history[0]["train_ce"]  # it learns under fake quant
     out = r.prepared(torch.randn(5, 1, 8, 8))  # any batch size; logits + the tapped feature
     assert out[0].shape == (5, 10) and out[1].shape == (5, 32, 4, 4)
     fq = [n for n in r.prepared.graph.nodes if "fake_quant" in str(n.target) or "activation_post_process" in n.name]
     assert fq, "no fake-quantize nodes in the QAT graph"
 
     x, y = digits.test.tensors
-    q = convert(r.prepared)
+    q = convert_graph(r.prepared)
     with torch.no_grad():
         torch_acc = float((q(x).argmax(1) == y).float().mean())
     assert torch_acc > 0.3  # chance is 0.1
@@ -74,9 +76,36 @@ def test_cached_teacher_matches_live_teacher(digits: object) -> None:
     student = create("resnet8", num_classes=10, in_channels=1)
     cache = TeacherCache(teacher, digits.train)
     runs = [distill_qat(teacher, student, digits, "ce:0.5+kd:0.5", epochs=1, batch_size=64, cache=c)
-            for c in (None, cache)]
+            for c in (False, cache)]
     assert cache.computed == 1  # ensure() found the cache current and did not rebuild it
     x = digits.test.tensors[0][:32]
     live, cached = (r.prepared(x)[0].detach() for r in runs)
     assert torch.allclose(live, cached, atol=1e-4), (live - cached).abs().max()
-    assert runs[0].history[0]["loss_kd"] == pytest.approx(runs[1].history[0]["loss_kd"], rel=1e-4)
+    assert runs[0].history[0]["train_kd"] == pytest.approx(runs[1].history[0]["train_kd"], rel=1e-4)
+
+
+def test_qat_runs_in_the_trainer_and_resumes_exactly(digits: object, tmp_path: object) -> None:
+    """QAT is a Trainer strategy: an interrupted run resumed from its checkpoint ends where an uninterrupted
+    one does (graph weights, observers, optimiser, schedule and RNG all restored)."""
+
+    class Stop(Exception):
+        pass
+
+    def stop(row: dict) -> None:
+        raise Stop
+
+    torch.manual_seed(0)
+    teacher = create("resnet8", num_classes=10, in_channels=1).eval()
+    student = torch.nn.Sequential(  # two conv-BN pairs: a fast fake-quant graph with observers and BN stats
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    kw = dict(method="ce:0.5+kd:0.5", epochs=2, batch_size=64)
+    full = distill_qat(teacher, student, digits, out_dir=tmp_path / "full", **kw)
+    with pytest.raises(Stop):
+        distill_qat(teacher, student, digits, out_dir=tmp_path / "cut", on_epoch_end=stop, **kw)
+    resumed = distill_qat(teacher, student, digits, out_dir=tmp_path / "cut", resume=True, **kw)
+    assert [r["epoch"] for r in resumed.history] == [1, 2] and (tmp_path / "cut" / "checkpoint.pt").is_file()
+    x = digits.test.tensors[0][:32]
+    assert torch.equal(full.prepared(x)[0], resumed.prepared(x)[0])
+    assert resumed.history[-1]["train_loss"] == full.history[-1]["train_loss"]

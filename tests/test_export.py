@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
+from edgekd.bundle import MANIFEST, sha256_of
 from edgekd.convert import Bundle, _plan, export, format_of
-from edgekd.convert.bundle import MANIFEST, sha256_of
 from edgekd.errors import ConfigError, ExportError, ParityError
 
 

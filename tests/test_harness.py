@@ -10,7 +10,7 @@ import pytest
 
 from edgekd.bench import BenchResult, benchmark, format_table
 from edgekd.bench.targets import get_target
-from edgekd.convert.bundle import Bundle, ModelFile, TensorSpec, sha256_of
+from edgekd.bundle import Bundle, ModelFile, TensorSpec, sha256_of
 from edgekd.errors import ConfigError, RegistryError
 
 X = TensorSpec("x", (1, 1, 8, 8), "float32", "NCHW")

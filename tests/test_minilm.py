@@ -200,20 +200,23 @@ def test_v2_checks_relation_heads_when_bound() -> None:
 
 
 def test_teacher_cache_computes_held_out_embeddings_once() -> None:
-    from edgekd.distillation.text import teacher_outputs
+    """Text distillation uses the one TeacherCache: train Q/K/V in float16, val/test embeddings kept once."""
+    from edgekd.distillation.cache import TeacherCache
 
     torch.manual_seed(0)
     teacher = create("minilm_tiny", max_length=8, vocab_size=200)
     calls: list[int] = []
     teacher.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
     ids = torch.randint(1, 200, (12, 8))
-    cache = teacher_outputs(teacher, ids[:8], teacher.qkv_paths(-1))
+    cache = TeacherCache(teacher, ids[:8], taps=teacher.qkv_paths(-1), feature_dtype=torch.float16)
+    assert cache.logits.shape == (8, 48) and cache.feature_maps[teacher.qkv_paths(-1)[0]].dtype == torch.float16
     n = len(calls)
-    first = cache.held_out_embeddings(teacher, "val", ids[8:])
+    first = cache.held_out(teacher, "val", ids[8:])
     assert len(calls) == n + 1 and first.shape == (4, 48)
-    assert cache.held_out_embeddings(teacher, "val", ids[8:]) is first and len(calls) == n + 1  # reused
-    cache.held_out_embeddings(teacher, "val", ids[:4])  # other ids under the same name: recomputed
+    assert cache.held_out(teacher, "val", ids[8:]) is first and len(calls) == n + 1  # reused
+    cache.held_out(teacher, "val", ids[:4])  # other ids under the same name: recomputed
     assert len(calls) == n + 2
+    assert cache.ensure(teacher, ids[:8], teacher.qkv_paths(-1)) is cache and len(calls) == n + 2  # still current
 
 
 def test_softmax_rewritten_for_litert_int8() -> None:
@@ -248,3 +251,32 @@ def test_litert_int8_transformer_loads_and_matches(tmp_path: Path) -> None:
                out_dir=tmp_path / "b", task="embedding", progress=False)
     p = b.files[0].parity
     assert p is not None and p.passed and p.cosine_min is not None and p.cosine_min > 0.95
+
+
+def test_text_distillation_runs_in_the_trainer_and_resumes_exactly(tmp_path: Path) -> None:
+    """distill_text is a Trainer strategy: warm-up + cosine, clipping, checkpoints, exact resume."""
+    from edgekd.data.text import TextSplits
+    from edgekd.distillation.text import distill_text
+
+    class Stop(Exception):
+        pass
+
+    def stop(row: dict) -> None:
+        raise Stop
+
+    torch.manual_seed(0)
+    teacher = create("minilm_tiny", max_length=8, vocab_size=200)
+    student = create("minilm_tiny", max_length=8, vocab_size=200)
+    ids = torch.randint(1, 200, (160, 8))
+    data = TextSplits("random", ids[:96], ids[96:128], ids[128:], max_length=8, pad_token_id=0)
+    kw = dict(method="minilm_v2 + emb_mse", minilm_v2_relation_heads=4, epochs=2, batch_size=32, progress=False)
+    full = distill_text(teacher, student, data, out_dir=tmp_path / "full", **kw)
+    assert [r["epoch"] for r in full.history] == [1, 2] and full.history[0]["lr"] > full.history[1]["lr"]
+    assert {"train_loss", "train_minilm_v2", "val_cosine_mean", "val_topk_overlap"} <= set(full.history[-1])
+    assert "test_cosine_mean" in full.metrics and (tmp_path / "full" / "student.pt").is_file()
+    with pytest.raises(Stop):
+        distill_text(teacher, student, data, out_dir=tmp_path / "cut", on_epoch_end=stop, **kw)
+    resumed = distill_text(teacher, student, data, out_dir=tmp_path / "cut", resume=True, **kw)
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert resumed.metrics == full.metrics

@@ -41,6 +41,21 @@ def test_strategy_methods_are_registered() -> None:
     assert {"dml", "afd", "feat_l1", "ensemble", "self"} <= set(methods())
 
 
+def test_strategies_registry_picks_by_the_losses_declared_kind() -> None:
+    from edgekd.distillation.strategies import STRATEGIES, ResidualStrategy, SelfStrategy, make_strategy
+    from edgekd.errors import RegistryError
+
+    assert STRATEGIES.names() == ["offline", "online", "progressive", "residual", "self"]
+    assert isinstance(make_strategy(build_objective("self"), _net(0)), SelfStrategy)
+    assert isinstance(make_strategy(build_objective("resdistill"), _net(0, "resnet8_plain"), _net(1)),
+                      ResidualStrategy)
+    assert isinstance(make_strategy(build_objective("dml"), [_net(0), _net(1)]), OnlineStrategy)
+    objective = build_objective("ce")
+    objective.losses["ce"].strategy = "swarm"  # a loss naming a kind nobody registered
+    with pytest.raises(RegistryError, match="unknown strategy 'swarm'; known: offline, online, progressive"):
+        make_strategy(objective, _net(0))
+
+
 def test_ensemble_teacher_averages_soft_targets_and_features() -> None:
     a, b = _net(1).eval(), _net(2).eval()
     ens = EnsembleTeacher([a, b], weights=[3, 1], T=4.0, features=["layer3"]).eval()

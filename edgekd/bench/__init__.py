@@ -6,8 +6,9 @@ JSONL file as each file finishes, so an interrupted run loses nothing and can re
 
 from __future__ import annotations
 
-from edgekd.bench.harness import BenchResult, benchmark
+from edgekd.bench.harness import benchmark
 from edgekd.bench.report import format_table, write_summary
+from edgekd.bench.results import BenchResult
 from edgekd.bench.stats import Stats
 
 __all__ = ["BenchResult", "Stats", "benchmark", "format_table", "write_summary"]

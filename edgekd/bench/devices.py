@@ -127,14 +127,11 @@ def wait_until_cool(read_c: Callable[[], float | None], below_c: float, timeout_
 
 
 def list_devices(urls: Sequence[str] = (), discover: bool = True) -> list[dict[str, Any]]:
-    """Describe ``local``, every device ``adb devices`` lists (when ``discover``) and each URL given."""
-    from edgekd.bench.targets import get_target
+    """Describe every device the targets discover (``local``, what ``adb devices`` lists) and each URL given."""
+    from edgekd.bench.targets import TARGETS, get_target, list_targets
 
-    found = ["local"] if discover else []
-    if discover:
-        from edgekd.bench.targets.adb import adb_serials
-
-        found += [f"adb://{s}" for s in adb_serials()]
+    found = [url for scheme in list_targets() for url in TARGETS.get(scheme).discover()] if discover else []
+    found.sort(key=lambda url: url != "local")  # this machine first, then in registry order
     out = []
     for url in dict.fromkeys([*found, *urls]):
         try:

@@ -10,10 +10,9 @@ others down), turns its JSON line into a :class:`BenchResult` and appends that t
 from __future__ import annotations
 
 import json
-import os
 import signal
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,68 +20,17 @@ from typing import Any
 import numpy as np
 
 from edgekd.bench.report import write_summary
+from edgekd.bench.results import RESULTS, SUMMARY, BenchResult, append_result, load_results
 from edgekd.bench.stats import Stats
 from edgekd.bench.targets import RunnerArgs, RunnerOutcome, Target, get_target
-from edgekd.convert.bundle import MANIFEST, Bundle, ModelFile, sha256_of
+from edgekd.bundle import MANIFEST, Bundle, ModelFile, sha256_of
 from edgekd.errors import BenchError, ConfigError, DataError, EdgekdError
-
-RESULTS = "results.jsonl"
-SUMMARY = "summary.json"
-
-
-@dataclass
-class BenchResult:
-    """One model file measured on one target. Times in ms, memory in MB, accuracy in [0, 1]."""
-
-    target: str
-    model: str  # path of the model file on the host
-    model_name: str  # the bundle's model name (or the file's stem): column "model" in tables
-    key: str  # format/precision/converter
-    format: str
-    precision: str
-    converter: str
-    bytes: int
-    runtime: str | None = None
-    runtime_version: str | None = None
-    interpreter: str | None = None
-    threads: int = 0
-    warmup: int = 0
-    runs: int = 0
-    load_ms: float | None = None
-    first_inference_ms: float | None = None
-    latency_ms: Stats | None = None  # derived from latency_samples_ms
-    latency_samples_ms: list[float] = field(default_factory=list)
-    peak_mem_mb: float | None = None
-    baseline_mem_mb: float | None = None
-    accuracy: float | None = None
-    eval_samples: int = 0
-    machine: dict[str, Any] = field(default_factory=dict)
-    input: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    error_type: str | None = None
-    exit_code: int | None = None
-    created: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["latency_ms"] = self.latency_ms.to_dict() if self.latency_ms else None
-        return d
-
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> BenchResult:
-        known = {f.name for f in fields(BenchResult)}
-        kw = {k: v for k, v in d.items() if k in known}
-        kw["latency_ms"] = Stats.from_dict(d["latency_ms"]) if d.get("latency_ms") else None
-        return BenchResult(**kw)
+from edgekd.formats import FORMATS, format_of, guess_row, suffixes
 
 
 @dataclass(frozen=True)
 class _Job:
-    """One model file to measure, with what the manifest (or the file name) says about it."""
+    """One model file to measure, with what the manifest (or the format table) says about it."""
 
     path: Path
     model_name: str
@@ -90,6 +38,7 @@ class _Job:
     precision: str
     converter: str
     sha256: str | None = None
+    layout: str = "auto"  # the layout of the file's image input, passed to the runner (--layout)
 
     @property
     def key(self) -> str:
@@ -97,13 +46,14 @@ class _Job:
 
 
 def _job_from_file(path: Path) -> _Job:
-    """Describe a loose model file from its suffix and name tokens (``*_int8.tflite``)."""
-    fmt = path.suffix.lstrip(".").lower()
+    """Describe a loose model file from the format table: its suffix (an unknown one is a ConfigError listing
+    the known suffixes), its converter where the name says (``*_onnx2tf.tflite``), precision from the name."""
+    fmt = format_of(path)
+    r = guess_row(path)
     name = path.stem.lower()
-    precision = next((p for p in ("int8", "fp16", "fp32") if p in name), "fp32" if fmt == "pt2" else "unknown")
-    converter = {"pte": "executorch", "pt2": "torch"}.get(fmt) or next(
-        (c for c in ("onnx2tf", "litert-torch") if c.replace("-torch", "") in name), "unknown")
-    return _Job(path, path.stem, fmt, precision, converter)
+    precision = next((p for p in ("int8", "fp16", "fp32") if p in name),
+                     r.precisions[0] if r is not None and len(r.precisions) == 1 else "unknown")
+    return _Job(path, path.stem, fmt, precision, r.converter if r else "unknown", layout=r.layout if r else "auto")
 
 
 def _jobs(source: str | Path | Bundle, files: Sequence[str] | None) -> tuple[list[_Job], Bundle | None]:
@@ -115,10 +65,18 @@ def _jobs(source: str | Path | Bundle, files: Sequence[str] | None) -> tuple[lis
         return [_job_from_file(Path(source))], None
     else:
         raise ConfigError(f"no model file or bundle at {source}", stage="bench",
-                          hint="pass a bundle folder (with edgekd.json) or a .pte/.tflite/.pt2 file")
+                          hint=f"pass a bundle folder (with edgekd.json) or a {'/'.join(suffixes())} file")
     chosen: list[ModelFile] = [bundle.file(k) for k in files] if files else list(bundle.files)
-    return [_Job(bundle.path_of(f), bundle.model_name, f.format, f.precision, f.converter, f.sha256)
-            for f in chosen], bundle
+    return [_Job(bundle.path_of(f), bundle.model_name, f.format, f.precision, f.converter, f.sha256,
+                 _layout(f)) for f in chosen], bundle
+
+
+def _layout(f: ModelFile) -> str:
+    """The layout the runner feeds a bundle file: its recorded input layout, else its format row's."""
+    if f.inputs and len(f.inputs[0].shape) == 4 and f.inputs[0].layout:
+        return f.inputs[0].layout
+    r = FORMATS.get((f.format, f.converter))
+    return r.layout if r is not None and f.inputs and len(f.inputs[0].shape) == 4 else "auto"
 
 
 def _as_array(a: Any) -> np.ndarray:
@@ -207,27 +165,6 @@ def _filled(r: BenchResult, data: dict[str, Any]) -> BenchResult:
     return r
 
 
-def _append(path: Path, result: BenchResult) -> None:
-    with open(path, "a+b") as f:
-        if f.tell() and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n":
-            f.write(b"\n")  # a line cut off by an earlier interruption stays on its own line
-        f.write((json.dumps(result.to_dict()) + "\n").encode())
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def load_results(path: str | Path) -> list[BenchResult]:
-    """Read a ``results.jsonl``; a line cut off by an interruption is skipped."""
-    out = []
-    p = Path(path)
-    for line in p.read_text().splitlines() if p.exists() else []:
-        try:
-            out.append(BenchResult.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, TypeError, KeyError):
-            continue
-    return out
-
-
 def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local", *, warmup: int = 10,
               runs: int = 50, threads: int = 2, eval_data: Any = None, inputs: Any = None,
               out_dir: str | Path | None = None, files: Sequence[str] | None = None, resume: bool = False,
@@ -261,7 +198,7 @@ def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local
             results.append(previous)
             continue
         results.append(_measure(job, tgt, args, inputs_npz, eval_npz, timeout_s))
-        _append(jsonl, results[-1])
+        append_result(jsonl, results[-1])
     latest = {(r.target, r.model): r for r in load_results(jsonl)}  # every file this folder has seen
     write_summary(list(latest.values()), out / SUMMARY, extra={"target": tgt.describe(), "results_jsonl": str(jsonl)})
     return results
@@ -277,7 +214,8 @@ def _measure(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, 
         return _failed(r, "file does not match its sha256 in edgekd.json (truncated or modified; "
                           "re-export the bundle or copy it again)", "checksum")
     try:
-        outcome = tgt.run_runner(job.path, inputs_npz, args, timeout_s, eval_npz=eval_npz)
+        outcome = tgt.run_runner(job.path, inputs_npz, replace(args, layout=job.layout), timeout_s,
+                                 eval_npz=eval_npz)
     except (EdgekdError, OSError) as e:  # the target itself failed (lost device, copy error)
         return _failed(r, str(e), "target" if isinstance(e, BenchError) else type(e).__name__)
     data, text, error_type = _parse(outcome, timeout_s)

@@ -16,8 +16,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgekd.bench.harness import RESULTS, BenchResult, load_results
 from edgekd.bench.report import format_table
+from edgekd.bench.results import RESULTS, BenchResult, load_results
 from edgekd.errors import ConfigError
 
 

@@ -16,21 +16,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edgekd.bench.harness import (
-    RESULTS,
-    SUMMARY,
-    BenchResult,
-    _append,
-    _blank,
-    _failed,
-    _jobs,
-    _measure,
-    _prepare_npz,
-    load_results,
-)
+from edgekd.bench.harness import _blank, _failed, _jobs, _measure, _prepare_npz
 from edgekd.bench.report import write_summary
+from edgekd.bench.results import RESULTS, SUMMARY, BenchResult, append_result, load_results
 from edgekd.bench.targets import RunnerArgs, Target, get_target
-from edgekd.convert.bundle import Bundle
+from edgekd.bundle import Bundle
 from edgekd.errors import ConfigError, EdgekdError
 
 
@@ -78,7 +68,7 @@ def bench_pool(bundle_or_file: str | Path | Bundle, targets: Sequence[str | Targ
                 r = _measure(job, tgt, args, inputs_npz, eval_npz, timeout_s) if tgt else _failed(
                     _blank(job, _Named(urls[ti]), args), error, "target")
                 with lock:
-                    _append(jsonl, r)
+                    append_result(jsonl, r)
             with lock:
                 results[ti, ji] = r
                 bar.update(1)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgekd.bench.harness import BenchResult
+    from edgekd.bench.results import BenchResult
 
 
 def _num(fmt: str) -> Callable[[Any], str]:

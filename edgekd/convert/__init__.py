@@ -1,7 +1,7 @@
 """The export stage: one PyTorch model → a bundle of ``.pte`` / ``.tflite`` / ``.pt2`` files + ``edgekd.json``.
 
-One table, :data:`EXPORTERS`, keyed by ``(format, converter)``, drives the argument checks, the
-dispatch, the file suffixes and the runtimes parity uses::
+The format table (:data:`edgekd.formats.FORMATS`, one row per ``(format, converter)``) drives the
+argument checks, the dispatch, the file suffixes and the runtimes parity uses::
 
     bundle = export(model, (x,), formats=("pte", "tflite"), precision=("fp32", "int8"),
                     calibration=calib, out_dir="bundle")
@@ -13,93 +13,39 @@ Every file is run with its real runtime and compared with the eager model (see
 from __future__ import annotations
 
 import copy
-import importlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from edgekd.convert.bundle import Bundle, ModelFile, Preprocessing, TensorSpec, sha256_of
+from edgekd.bundle import Bundle, ModelFile, Preprocessing, TensorSpec, sha256_of
 from edgekd.errors import ConfigError, EdgekdError, ExportError
+from edgekd.extras import check as check_extra
+from edgekd.formats import FORMATS, PRECISIONS, Format, converters, format_of, row
 
-__all__ = ["EXPORTERS", "Bundle", "Exporter", "export", "format_of"]
+__all__ = ["FORMATS", "Bundle", "Format", "export", "format_of"]
 
-PRECISIONS = ("fp32", "int8")
-
-
-@dataclass(frozen=True)
-class Exporter:
-    """One row of the export table. ``export``/``runner`` are ``"module:function"`` (imported lazily)."""
-
-    format: str
-    converter: str
-    suffix: str
-    precisions: tuple[str, ...]
-    export: str  # (model, example_inputs, path, *, precision, calibration, verbose) -> extra dict
-    runner: str  # (path, layout) -> (run(x_nchw) -> y, inputs | None, outputs | None)
-    layout: str  # layout of a 4-D image input in the file
-
-    def load(self, attr: str) -> Any:
-        module, _, name = getattr(self, attr).partition(":")
-        return getattr(importlib.import_module(module), name)
-
-
-EXPORTERS: dict[tuple[str, str], Exporter] = {
-    (e.format, e.converter): e
-    for e in (
-        Exporter("pte", "executorch", "pte", PRECISIONS, "edgekd.convert.executorch:to_pte",
-                 "edgekd.convert.executorch:pte_runner", "NCHW"),
-        Exporter("tflite", "litert-torch", "tflite", PRECISIONS, "edgekd.convert.tflite:to_tflite_litert",
-                 "edgekd.convert.tflite:tflite_runner", "NCHW"),
-        Exporter("tflite", "onnx2tf", "tflite", PRECISIONS, "edgekd.convert.tflite:to_tflite_onnx2tf",
-                 "edgekd.convert.tflite:tflite_runner", "NHWC"),
-        Exporter("pt2", "torch", "pt2", ("fp32",), "edgekd.convert.torch_program:to_pt2",
-                 "edgekd.convert.torch_program:pt2_runner", "NCHW"),
-    )
-}
-
-
-def format_of(path: str | Path) -> str:
-    """The format of a model file from its suffix (``model_int8.tflite`` → ``"tflite"``)."""
-    suffix = Path(path).suffix.lstrip(".").lower()
-    for e in EXPORTERS.values():
-        if e.suffix == suffix:
-            return e.format
-    known = sorted({e.suffix for e in EXPORTERS.values()})
-    raise ConfigError(f"unknown model file suffix {suffix!r} in {path}", stage="export",
-                      hint=f"use one of: {', '.join('.' + s for s in known)}")
-
-
-def _plan(formats: Sequence[str], precision: Sequence[str], tflite_converter: str | Sequence[str],
-          has_calibration: bool) -> list[tuple[Exporter, str, str]]:
-    """Check the arguments against the table; return ``(exporter, precision, file name)`` jobs."""
-    formats = (formats,) if isinstance(formats, str) else tuple(formats)
+def _plan(formats_: Sequence[str], precision: Sequence[str], tflite_converter: str | Sequence[str],
+          has_calibration: bool) -> list[tuple[Format, str, str]]:
+    """Check the arguments against the table; return ``(row, precision, file name)`` jobs."""
+    formats_ = (formats_,) if isinstance(formats_, str) else tuple(formats_)
     precision = (precision,) if isinstance(precision, str) else tuple(precision)
     wanted = {"tflite": (tflite_converter,) if isinstance(tflite_converter, str) else tuple(tflite_converter)}
-    known_formats = sorted({f for f, _ in EXPORTERS})
-    for f in formats:
-        if f not in known_formats:
-            raise ConfigError(f"unknown format {f!r}; known: {', '.join(known_formats)}", stage="export",
-                              hint="pass formats=('pte', 'tflite') or a subset")
+    for f in formats_:
+        row(f)  # an unknown format fails here, naming the known ones
     for p in precision:
         if p not in PRECISIONS:
             raise ConfigError(f"unknown precision {p!r}; known: {', '.join(PRECISIONS)}", stage="export")
     jobs = []
-    for f in formats:
-        converters = [c for (ff, c) in EXPORTERS if ff == f]
-        chosen = wanted.get(f, converters[:1])
-        for c in chosen:
-            if c not in converters:
-                raise ConfigError(f"unknown {f} converter {c!r}; known: {', '.join(converters)}", stage="export")
-        for c in chosen:
-            e = EXPORTERS[(f, c)]
+    for f in formats_:
+        chosen = [row(f, c) for c in wanted.get(f, converters(f)[:1])]
+        for r in chosen:
             for p in precision:
-                if p in e.precisions:
-                    tag = f"_{c}" if len(chosen) > 1 else ""
-                    jobs.append((e, p, f"model_{p}{tag}.{e.suffix}"))
+                if p in r.precisions:
+                    tag = f"_{r.converter}" if len(chosen) > 1 else ""
+                    jobs.append((r, p, f"model_{p}{tag}.{r.suffix}"))
     if "int8" in precision and not has_calibration:
         raise ConfigError("int8 export needs calibration data and none was given", stage="export",
                           hint="pass calibration=<Tensor of ~100-500 training samples or a DataLoader>, "
@@ -218,13 +164,15 @@ def export(
     Returns:
         the :class:`Bundle`, saved as ``out_dir/edgekd.json``.
     """
-    from edgekd import __version__
+    from edgekd._version import __version__
     from edgekd.convert.parity import check, eager_outputs, measure, thresholds_for
 
     model = copy.deepcopy(model).eval()
     ex, y_ex = _check_inputs(model, example_inputs)
     calib, px, py = _split(calibration, parity_data, ex[0])
     jobs = _plan(formats, precision, tflite_converter, calib is not None or qat is not None)
+    for r in dict.fromkeys(e for e, _, _ in jobs):  # a missing backend fails now, not after the first file
+        check_extra(r.extra, f"{r.format} export through {r.converter}")
     y_qat = _qat_reference(qat, jobs, px, batch=ex[0].shape[0]) if qat is not None else None
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -239,12 +187,12 @@ def export(
             bar.set_description(f"export {exporter.format}/{prec}/{exporter.converter}")
         ref = y_qat if y_qat is not None and prec == "int8" else y_eager
         if ref is y_qat:
-            from edgekd.edge.qat import write_int8
+            from edgekd.convert.qat import write_int8
 
             write_int8(qat, ex, root, formats=(exporter.format,), name=path.stem)  # type: ignore[arg-type]
             extra = {"quantization": "qat"}
         else:
-            extra = exporter.load("export")(model, ex, path, precision=prec, calibration=calib, verbose=verbose)
+            extra = exporter.load("exporter")(model, ex, path, precision=prec, calibration=calib, verbose=verbose)
         y, f_in, f_out = _run_written(exporter, path, px, batch, prec)
         t = thresholds_for(prec, thresholds, task)
         p = measure(y, ref[: len(y)], py, t)
@@ -260,13 +208,13 @@ def export(
     return bundle
 
 
-def _qat_reference(qat: torch.fx.GraphModule, jobs: list[tuple[Exporter, str, str]], px: np.ndarray,
+def _qat_reference(qat: torch.fx.GraphModule, jobs: list[tuple[Format, str, str]], px: np.ndarray,
                    batch: int) -> np.ndarray:
     """Logits of the trained fake-quant graph (eval mode) on the parity inputs: what int8 files must match."""
     from edgekd.convert.parity import eager_outputs
-    from edgekd.edge.qat import Logits, set_mode
+    from edgekd.convert.qat import CONVERTERS, Logits, set_mode
 
-    bad = sorted({e.converter for e, p, _ in jobs if p == "int8" and e.converter not in ("executorch", "litert-torch")})
+    bad = sorted({e.converter for e, p, _ in jobs if p == "int8" and e.converter not in CONVERTERS})
     if bad:
         raise ConfigError(f"a QAT graph cannot be lowered by {', '.join(bad)}", stage="export",
                           hint="use tflite_converter='litert-torch' (and .pte) for QAT int8 files")
@@ -274,7 +222,7 @@ def _qat_reference(qat: torch.fx.GraphModule, jobs: list[tuple[Exporter, str, st
     return eager_outputs(Logits(qat), px, batch)
 
 
-def _run_written(exporter: Exporter, path: Path, px: np.ndarray, batch: int, precision: str
+def _run_written(exporter: Format, path: Path, px: np.ndarray, batch: int, precision: str
                  ) -> tuple[np.ndarray, Any, Any]:
     """Load a just-written file in its real runtime and run the parity inputs through it.
 
@@ -285,12 +233,12 @@ def _run_written(exporter: Exporter, path: Path, px: np.ndarray, batch: int, pre
     from edgekd.convert.parity import run_batches
 
     try:
-        run, f_in, f_out = exporter.load("runner")(path, exporter.layout)
+        run, f_in, f_out = exporter.load("host_runner")(path, exporter.layout)
         return run_batches(run, px, batch), f_in, f_out
     except EdgekdError:
         raise
     except Exception as e:  # runtimes raise RuntimeError, ValueError, their own types
-        other = [c for (f, c) in EXPORTERS if f == exporter.format and c != exporter.converter]
+        other = [c for c in converters(exporter.format) if c != exporter.converter]
         raise ExportError(f"{path} was written, but {exporter.converter}'s {exporter.format} runtime cannot run it "
                           f"({precision}): {first_line(e)}", stage=f"export/{exporter.format}",
                           hint="export this precision with another converter"

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from edgekd.errors import ExportError
+from edgekd.extras import requires
 
 STAGE = "export/pte"
 
@@ -97,8 +98,9 @@ def keepdim_spatial_means(gm: torch.fx.GraphModule) -> int:
 
 
 def _lower(program: torch.export.ExportedProgram) -> tuple[bytes, dict[str, Any]]:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    with requires("executorch"):
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
 
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     coverage = partition_coverage(edge.exported_program())
@@ -197,7 +199,8 @@ def pte_runner(path: Path, layout: str | None = None) -> Any:
     A .pte file keeps PyTorch's float32 NCHW view (int8 files too: the q/dq is inside), so the
     specs are left to the caller (``None``).
     """
-    from executorch.runtime import Runtime
+    with requires("executorch"):
+        from executorch.runtime import Runtime
 
     method = Runtime.get().load_program(str(path)).load_method("forward")
 

@@ -29,12 +29,14 @@ its value and the threshold.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from edgekd.convert.bundle import Parity
+from edgekd.bundle import Parity
 from edgekd.errors import ConfigError, ParityError
+from edgekd.formats import format_of, guess_row, row
 
 DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
     "fp32": {"max_abs_error_rel": 1e-3, "top1_agreement": 0.99},
@@ -123,3 +125,13 @@ def check(p: Parity, y_eager: np.ndarray, *, stage: str, what: str, precision: s
                 "try the other converter, or loosen thresholds={'int8': {...}} if the drop is acceptable")
         raise ParityError(f"{what}: {precision} " + "; ".join(bad) + f" vs eager on {p.n_samples} samples",
                           stage=stage, hint=hint)
+
+
+def file_accuracy(path: str | Path, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy of a model file run by its real host runtime, one sample at a time (files are
+    exported at batch 1); the file's layout and int8 conventions come from the format table."""
+    r = guess_row(path) or row(format_of(path))
+    run, _, _ = r.load("host_runner")(Path(path), r.layout)
+    xs = x.numpy().astype(np.float32)
+    preds = np.array([int(run(xs[i : i + 1]).argmax(-1)[0]) for i in range(len(xs))])
+    return float(np.mean(preds == y.numpy()))

@@ -33,6 +33,8 @@ import torch
 
 from edgekd.convert.executorch import first_line
 from edgekd.errors import ExportError
+from edgekd.extras import requires
+from edgekd.formats import to_layout
 
 STAGE = "export/tflite"
 
@@ -64,7 +66,8 @@ def quiet(verbose: bool) -> Iterator[None]:
 
 def graph_summary(path: Path) -> dict[str, Any]:
     """Op-type counts and tensor-dtype counts of a .tflite file, read with the LiteRT interpreter."""
-    from ai_edge_litert.interpreter import Interpreter
+    with requires("tflite", "reading .tflite files (the LiteRT interpreter)"):
+        from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path))
     ops = Counter(op["op_name"] for op in it._get_ops_details())
@@ -98,7 +101,8 @@ def to_tflite_litert(
     verbose: bool = False,
 ) -> dict[str, Any]:
     """Write ``path`` with litert-torch (fp32, or int8 in/out via its PT2EQuantizer)."""
-    import litert_torch
+    with requires("tflite"):
+        import litert_torch
 
     try:
         with quiet(verbose):
@@ -131,23 +135,41 @@ def _unlowered_ops(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, .
 
 def _litert_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
                  calibration: torch.Tensor | None) -> Any:
+    """PTQ with litert-torch's quantizer (calibrated on ``calibration``), then :func:`litert_int8`."""
     import copy
 
-    import litert_torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from edgekd.quantization import capture, iter_batches
 
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = litert_quantizer()
     graph = _softmax_as_aten_softmax(capture(copy.deepcopy(model).eval(), example_inputs, stage=STAGE))
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for args in iter_batches(calibration, example_inputs[0].shape[0]):
             prepared(*args)
-    q = convert_pt2e(prepared, fold_quantize=False)
-    return litert_torch.convert(q, example_inputs, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    return litert_int8(convert_pt2e(prepared, fold_quantize=False), example_inputs, quantizer)
+
+
+def litert_quantizer() -> Any:
+    """litert-torch's PT2E quantizer, per-channel symmetric int8: the one scheme its int8 lowering takes."""
+    with requires("tflite"):
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+    return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+def litert_int8(converted: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], quantizer: Any = None) -> Any:
+    """The one litert-torch int8 path: a ``convert_pt2e(..., fold_quantize=False)`` graph → an int8-in/out
+    TFLite model (call ``.export(path)``). PTQ (:func:`to_tflite_litert`) and QAT
+    (:func:`edgekd.convert.qat.write_int8`) both end here; the graph already holds the q/dq pairs, and
+    the quantizer only tells the converter which scheme to lower them to."""
+    with requires("tflite"):
+        import litert_torch
+        from litert_torch.quantize.quant_config import QuantConfig
+
+    return litert_torch.convert(converted, example_inputs,
+                                quant_config=QuantConfig(pt2e_quantizer=quantizer or litert_quantizer()))
 
 
 def _softmax_as_aten_softmax(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -189,6 +211,8 @@ def to_tflite_onnx2tf(
                           stage=STAGE, hint="use tflite_converter='litert-torch' for multi-input models")
     x = example_inputs[0]
     samples = calibration if calibration is not None else x
+    with requires("onnx2tf", "the ONNX export before onnx2tf"):
+        import onnx  # noqa: F401  (torch.onnx.export needs it; checked here, not inside the converter's try)
     with tempfile.TemporaryDirectory(prefix="edgekd_onnx2tf_") as tmp:
         work = Path(tmp)
         onnx_path = work / "model.onnx"
@@ -198,17 +222,13 @@ def to_tflite_onnx2tf(
                                   input_names=["input"], output_names=["output"])
         except Exception as e:
             raise _converter_error("torch.onnx (TorchScript exporter)", precision, e, "litert-torch") from e
-        nhwc = _to_nhwc(samples.detach().cpu().numpy().astype(np.float32))
+        nhwc = to_layout(samples.detach().cpu().numpy().astype(np.float32), "NHWC")
         _run_onnx2tf(onnx_path, work / "tf", nhwc, verbose, precision)
         if precision == "int8":
             _full_integer(work / "tf", nhwc, x.shape[0], path, verbose)
         else:
             shutil.move(str(work / "tf" / "model_float32.tflite"), path)
     return {**graph_summary(path), "onnx_exporter": "torchscript"}
-
-
-def _to_nhwc(a: np.ndarray) -> np.ndarray:
-    return a.transpose(0, 2, 3, 1) if a.ndim == 4 else a
 
 
 def _full_integer(saved_model: Path, samples_nhwc: np.ndarray, batch: int, path: Path, verbose: bool) -> None:
@@ -218,7 +238,8 @@ def _full_integer(saved_model: Path, samples_nhwc: np.ndarray, batch: int, path:
     whose batch differs from the model's (1.29.24 drops the NHWC→NCHW transpose), so edgekd runs
     the same TF converter step itself.
     """
-    import tensorflow as tf
+    with requires("onnx2tf", "onnx2tf's full-integer int8 (the TFLite converter)"):
+        import tensorflow as tf
 
     def representative() -> Iterator[list[np.ndarray]]:
         for i in range(0, len(samples_nhwc) - batch + 1, batch):
@@ -238,7 +259,7 @@ def _full_integer(saved_model: Path, samples_nhwc: np.ndarray, batch: int, path:
 
 
 def _run_onnx2tf(onnx_path: Path, out: Path, samples_nhwc: np.ndarray, verbose: bool, precision: str) -> None:
-    with quiet(verbose):
+    with quiet(verbose), requires("onnx2tf"):
         import onnx2tf
         import onnx2tf.onnx2tf as core
 
@@ -277,9 +298,11 @@ def tflite_runner(path: Path, layout: str | None = None) -> Any:
     ``run`` converts to the file's layout (NHWC for 4-D inputs when ``layout == "NHWC"``) and, for
     int8 inputs/outputs, quantizes/dequantizes with the file's own scale and zero point.
     """
-    from ai_edge_litert.interpreter import Interpreter
+    with requires("tflite", "running .tflite files (the LiteRT interpreter)"):
+        from ai_edge_litert.interpreter import Interpreter
 
-    from edgekd.convert.bundle import Quantization, TensorSpec
+    from edgekd.bundle import Quantization, TensorSpec
+    from edgekd.formats import dequantize, quantize, to_layout
 
     it = Interpreter(model_path=str(path), num_threads=1)
     it.allocate_tensors()
@@ -294,17 +317,8 @@ def tflite_runner(path: Path, layout: str | None = None) -> Any:
     inputs, outputs = (spec(ind, in_layout),), (spec(outd, None),)
 
     def run(x: np.ndarray) -> np.ndarray:
-        a = _to_nhwc(x) if in_layout == "NHWC" else x
-        s = inputs[0]
-        if s.quantization is not None:
-            info = np.iinfo(s.dtype)
-            a = np.clip(np.round(a / s.quantization.scale) + s.quantization.zero_point, info.min, info.max)
-        it.set_tensor(ind["index"], a.astype(s.dtype))
+        it.set_tensor(ind["index"], quantize(to_layout(x, in_layout), inputs[0]))
         it.invoke()
-        y = it.get_tensor(outd["index"])
-        o = outputs[0]
-        if o.quantization is not None:
-            y = (y.astype(np.float32) - o.quantization.zero_point) * o.quantization.scale
-        return y.astype(np.float32)
+        return dequantize(it.get_tensor(outd["index"]), outputs[0])
 
     return run, inputs, outputs

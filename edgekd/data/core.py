@@ -21,7 +21,7 @@ from edgekd.errors import ConfigError
 from edgekd.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgekd.convert.bundle import Preprocessing
+    from edgekd.bundle import Preprocessing
 
 
 @dataclass
@@ -70,7 +70,7 @@ class DataSplits:
 
     def preprocessing(self) -> Preprocessing:
         """What an app must do to a raw image before the model (written into bundles)."""
-        from edgekd.convert.bundle import Preprocessing
+        from edgekd.bundle import Preprocessing
 
         return Preprocessing(size=self.image_size, mean=self.mean, std=self.std,
                              channel_order=self.channel_order, scale=self.pixel_scale)
@@ -82,7 +82,10 @@ class DataSplits:
 
 
 class WithIndices(Dataset):
-    """Wrap a data set so items are ``(x, y, idx)``; contrastive losses (CRD) need the index."""
+    """Wrap a data set so items are ``(x, y, idx)``; contrastive losses (CRD) need the index.
+
+    Items without a label (a tensor of token ids, a one-tensor ``TensorDataset``) get ``y = -1``.
+    """
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -90,9 +93,11 @@ class WithIndices(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        x, y = self.dataset[i]
-        return x, y, i
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor | int, int]:
+        item = self.dataset[i]
+        if isinstance(item, (tuple, list)):
+            return item[0], (item[1] if len(item) > 1 else -1), i
+        return item, -1, i
 
 
 def _quotas(counts: np.ndarray, frac: float) -> np.ndarray:

@@ -17,7 +17,7 @@ Strategies (:mod:`edgekd.distillation.strategies`) pick how networks train toget
 
 Offline KD caches the teacher's logits and tapped features by default when that is exact and fits
 in memory (``cache_teacher``).
-Under ``torchrun`` the same call trains data-parallel (:mod:`edgekd.distillation.ddp`).
+Under ``torchrun`` the same call trains data-parallel (:mod:`edgekd.distillation.parallel`; a torchrun entry: :mod:`edgekd.distillation.ddp`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ from edgekd.distillation.methods import (
 )
 from edgekd.distillation.strategies import EnsembleTeacher, Strategy, make_strategy
 from edgekd.distillation.taps import Taps
-from edgekd.distillation.trainer import TrainConfig, Trainer, evaluate
+from edgekd.distillation.trainer import TrainConfig, Trainer
+from edgekd.eval.classification import evaluate
 
 __all__ = [
     "DistillLoss",
@@ -89,30 +90,27 @@ class DistillResult:
 
 def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module | Sequence[nn.Module],
             data: DataSplits, method: str | Sequence[tuple[str, float]] | Mapping[str, float] = "ce+kd", *,
-            epochs: int = 10, batch_size: int = 128, lr: float | None = None, optimizer: str = "adamw",
-            weight_decay: float | None = None, seed: int = 0, out_dir: str | Path | None = None,
-            resume: bool = False, device: str = "cpu", progress: bool = True,
             on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
             cache_teacher: bool | TeacherCache | None = None, teacher_weights: Sequence[float] | None = None,
-            schedule_span: tuple[float, float] = (0.0, 1.0), **method_kwargs: Any) -> DistillResult:
+            config: TrainConfig | None = None, **kwargs: Any) -> DistillResult:
     """Train a copy of ``student`` on ``data`` with ``method``, against a frozen ``teacher``.
 
-    The ``student`` passed in is not modified (a deep copy is trained and returned); the teacher
-    is put back in its original mode and ``requires_grad`` flags afterwards. ``lr`` None picks
-    2e-3 for AdamW, 0.05 for SGD. With ``out_dir``, checkpoints go to ``out_dir/checkpoint.pt``
-    and ``resume=True`` continues an interrupted run exactly.
+    The loop settings are :class:`TrainConfig`'s fields, passed as keywords (``epochs=10``,
+    ``batch_size=128``, ``lr``, ``optimizer="adamw"``, ``weight_decay``, ``seed=0``, ``device="cpu"``,
+    ``progress=True``, ``out_dir``, ``resume``, ``schedule_span``, ...) or as ``config=`` (keywords
+    override it); every other keyword is a method option (``kd_T=4.0``). ``lr`` None picks 2e-3 for
+    AdamW, 0.05 for SGD. With ``out_dir``, checkpoints go to ``out_dir/checkpoint.pt`` and
+    ``resume=True`` continues an interrupted run exactly; ``schedule_span=(a, b)`` runs only the part of
+    the cosine learning-rate schedule from fraction ``a`` to ``b`` (a long schedule split over calls).
 
-    ``teacher`` may be a list (an :class:`EnsembleTeacher` with ``teacher_weights``, at the
-    method's temperature); ``student`` a list of peers for online methods (``"dml"``, ``"afd"``).
-    ``cache_teacher``: None caches teacher outputs when exact and under 1 GiB, True insists, False never, or a
-    :class:`TeacherCache` to reuse across runs. ``schedule_span=(a, b)`` runs only the part of the cosine
-    learning-rate schedule from fraction ``a`` to ``b`` (a long schedule split over several calls).
+    The ``student`` passed in is not modified (a deep copy is trained and returned); the teacher
+    is put back in its original mode and ``requires_grad`` flags afterwards. ``teacher`` may be a list
+    (an :class:`EnsembleTeacher` with ``teacher_weights``, at the method's temperature); ``student`` a
+    list of peers for online methods (``"dml"``, ``"afd"``). ``cache_teacher``: None caches teacher
+    outputs when exact and under 1 GiB, True insists, False never, or a :class:`TeacherCache` to reuse.
     """
+    config, method_kwargs = TrainConfig.split(kwargs, config)
     objective = build_objective(method, **method_kwargs)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                         weight_decay=weight_decay, seed=seed, device=device, progress=progress,
-                         out_dir=Path(out_dir) if out_dir is not None else None, resume=resume,
-                         schedule_span=(float(schedule_span[0]), float(schedule_span[1])))
     if isinstance(teacher, Sequence):
         T = next((float(loss.T) for loss in objective.losses.values() if hasattr(loss, "T")), 1.0)
         teacher = EnsembleTeacher(list(teacher), teacher_weights, T=T, features=objective.teacher_taps)
@@ -129,7 +127,7 @@ def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module 
     history = trainer.fit()
     last = history[-1]
     evals = strategy.eval_models()
-    tests = {k: evaluate(m, data.test, device=device) for k, m in evals.items()}
+    tests = {k: evaluate(m, data.test, device=config.device) for k, m in evals.items()}
     metrics = {"val_acc": last["val_acc"], "val_loss": last["val_loss"], "best_val_acc": trainer.best["val_acc"],
                "best_epoch": trainer.best["epoch"]}
     best = next(iter(evals))

@@ -28,48 +28,30 @@ relative to the working directory. Nothing in the file is executed.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from edgekd.data.core import DataSplits
 from edgekd.distillation.methods import build_objective, parse_method
 from edgekd.errors import ConfigError
+from edgekd.settings import LoopSettings, MethodTerm, RunSettings, names
+from edgekd.settings import check as check_setting
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from edgekd.distillation import DistillResult
 
 STAGE = "distill/config"
 
 
 @dataclass
-class MethodTerm:
-    """One weighted loss of the objective, with its constructor options (e.g. ``{"T": 4}``)."""
-
-    name: str
-    weight: float = 1.0
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-def _default_method() -> list[MethodTerm]:
-    return [MethodTerm("ce"), MethodTerm("kd")]
-
-
-@dataclass
-class DistillConfig:
-    """A whole distillation run. ``teacher`` is a checkpoint path, ``student`` a model name."""
-
-    teacher: str | None = None
-    student: str | None = None
-    data: str = "mnist5k"
-    data_root: str | None = None
-    limit: int | None = None
-    seed: int = 0
-    method: list[MethodTerm] = field(default_factory=_default_method)
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float | None = None
-    optimizer: str = "adamw"
-    weight_decay: float | None = None
-    device: str = "cpu"
-    out: str | None = None
+class DistillConfig(RunSettings):
+    """A whole distillation run: the fields of :class:`~edgekd.settings.RunSettings` (the models, the data,
+    the method and the loop settings: the YAML keys and the ``edgekd distill`` flags), checked and turned
+    into ``distill()``'s keyword arguments (:meth:`distill_kwargs`)."""
 
     @property
     def spec(self) -> str:
@@ -81,11 +63,10 @@ class DistillConfig:
         return {t.name: dict(t.options) for t in self.method if t.options}
 
     def distill_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`~edgekd.distillation.distill` (everything but the models and data)."""
-        return {"method": [(t.name, t.weight) for t in self.method], "epochs": self.epochs,
-                "batch_size": self.batch_size, "lr": self.lr, "optimizer": self.optimizer,
-                "weight_decay": self.weight_decay, "seed": self.seed, "device": self.device,
-                **self.method_kwargs()}
+        """Keyword arguments for :func:`~edgekd.distillation.distill` (everything but the models and data):
+        the method, the loop settings and the methods' options."""
+        return {"method": [(t.name, t.weight) for t in self.method],
+                **{n: getattr(self, n) for n in names(LoopSettings)}, **self.method_kwargs()}
 
     def override(self, **values: Any) -> DistillConfig:
         """A copy with every non-None value replaced (CLI flags over the file).
@@ -104,9 +85,8 @@ class DistillConfig:
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{source}: top level is {type(raw).__name__}, not a mapping", stage=STAGE,
                               hint="write `key: value` lines (teacher, student, data, method, ...)")
-        _no_unknown(raw, [f.name for f in dataclasses.fields(cls)] + ["options", "taps"], source)
-        values = {f.name: _typed(f.name, raw[f.name], source) for f in dataclasses.fields(cls)
-                  if f.name in raw and f.name != "method"}
+        _no_unknown(raw, [*names(cls), "options", "taps"], source)
+        values = {k: check_setting(cls, k, raw[k], source, STAGE) for k in names(cls) if k in raw and k != "method"}
         terms = _terms(raw.get("method", "ce+kd"), source)
         by_name = {t.name: t for t in terms}
         for key in ("options", "taps"):
@@ -120,6 +100,74 @@ class DistillConfig:
                                       f"({', '.join(by_name)})", stage=STAGE, hint=f"add {name} to method, or drop it")
                 by_name[name].options.update(_taps(name, opts, source) if key == "taps" else _mapping(opts, f"{key}.{name}", source))
         return check(cls(**values, method=terms), source)
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` trained and where it saved it (``model.pt``; ``model_peer<i>.pt`` for peers)."""
+
+    result: DistillResult
+    model_path: Path
+    peer_paths: list[Path] = field(default_factory=list)
+
+
+def prepare(cfg: DistillConfig, *, peers: int = 1, augment: bool = False
+            ) -> tuple[DataSplits, nn.Module | list[nn.Module] | None, nn.Module | list[nn.Module], dict[str, int]]:
+    """Load a run's data and teacher checkpoint(s) and build its student(s): ``(splits, teacher, student,
+    model kwargs)``. A comma list of teachers is an ensemble; the student's initial weights follow ``seed``."""
+    import torch
+
+    from edgekd import data as D
+    from edgekd import models as M
+    from edgekd.models.saved import load_model
+
+    splits = D.load(cfg.data, root=cfg.data_root, seed=cfg.seed, limit=cfg.limit)
+    if augment:
+        from edgekd.data.augment import augmented
+
+        splits = augmented(splits)
+    kw = {"num_classes": splits.num_classes, "in_channels": splits.in_channels}
+    paths = [p.strip() for p in (cfg.teacher or "").split(",") if p.strip()]
+    teachers = [load_model(p)[0] for p in paths]
+    teacher = teachers[0] if len(teachers) == 1 else (teachers or None)
+    torch.manual_seed(cfg.seed)  # the student's initial weights follow the seed too
+    student = [M.create(cfg.student, **kw) for _ in range(peers)] if peers > 1 else M.create(cfg.student, **kw)  # type: ignore[arg-type]
+    return splits, teacher, student, kw
+
+
+def require(cfg: DistillConfig, *, peers: int = 1) -> None:
+    """Raise naming every setting the run lacks: ``student``, ``out``, and ``teacher`` when the method needs one."""
+    needs_teacher = peers == 1 and build_objective([(t.name, t.weight) for t in cfg.method]).needs_teacher
+    required = ("teacher", "student", "out") if needs_teacher else ("student", "out")
+    missing = [f"--{k}" for k in required if getattr(cfg, k) is None]
+    if missing:
+        raise ConfigError(f"distill needs {', '.join(missing)}", stage="cli/distill",
+                          hint="pass them as flags, or set them in the --config YAML (teacher:, student:, out:)")
+
+
+def run(cfg: DistillConfig, *, peers: int = 1, teacher_weights: Sequence[float] | None = None,
+        cache_teacher: bool | None = None, resume: bool = False, progress: bool = True,
+        augment: bool = False) -> RunResult:
+    """Run a whole :class:`DistillConfig` (``edgekd train`` / ``edgekd distill``): load, distil, and save the
+    student as ``cfg.out/model.pt`` (a self-describing checkpoint, :mod:`edgekd.models.saved`).
+
+    ``peers`` > 1 trains that many students together (online methods), saved as ``model_peer<i>.pt`` too;
+    ``augment`` trains on shifted/mirrored images (:mod:`edgekd.data.augment`).
+    """
+    from edgekd.distillation import distill
+    from edgekd.models.saved import save_model
+
+    require(cfg, peers=peers)
+    splits, teacher, student, kw = prepare(cfg, peers=peers, augment=augment)
+    out = Path(cfg.out)  # type: ignore[arg-type]  (require() checked it)
+    extra: dict[str, Any] = {} if cache_teacher is None else {"cache_teacher": cache_teacher}
+    res = distill(teacher, student, splits, out_dir=out, resume=resume, progress=progress,
+                  teacher_weights=teacher_weights, **cfg.distill_kwargs(), **extra)
+    meta = {"data": cfg.data, "metrics": res.metrics}
+    peer_paths = [save_model(m, out / f"model_peer{i}.pt", cfg.student, meta=meta, **kw)  # type: ignore[arg-type]
+                  for i, m in enumerate(res.models)] if peers > 1 else []
+    path = save_model(res.model, out / "model.pt", cfg.student, meta=meta, **kw)  # type: ignore[arg-type]
+    return RunResult(res, path, peer_paths)
 
 
 def load_config(path: str | Path) -> DistillConfig:
@@ -147,22 +195,6 @@ def check(cfg: DistillConfig, source: str = "config") -> DistillConfig:
 
 
 # -- parsing helpers -------------------------------------------------------------------------------
-_TYPES: dict[str, tuple[type, ...]] = {
-    "teacher": (str,), "student": (str,), "data": (str,), "data_root": (str,), "limit": (int,), "seed": (int,),
-    "epochs": (int,), "batch_size": (int,), "lr": (int, float), "optimizer": (str,),
-    "weight_decay": (int, float), "device": (str,), "out": (str,),
-}
-
-
-def _typed(key: str, value: Any, source: str) -> Any:
-    kinds = _TYPES[key]
-    if value is None or (isinstance(value, kinds) and not isinstance(value, bool)):
-        return float(value) if float in kinds and value is not None else value
-    names = " or ".join(k.__name__ for k in kinds)
-    raise ConfigError(f"{source}: {key} is {value!r} ({type(value).__name__}), expected {names}", stage=STAGE,
-                      hint=f"write e.g. `{key}: {'1' if int in kinds else 'name'}`")
-
-
 def _no_unknown(raw: Mapping[str, Any], known: list[str], where: str) -> None:
     unknown = [str(k) for k in raw if k not in known]
     if unknown:

@@ -57,6 +57,7 @@ class DistillLoss(nn.Module):
     needs_teacher: bool = True
     student_taps: Sequence[str] = ()
     teacher_taps: Sequence[str] = ()
+    strategy: str = "offline"  # how networks train for this loss: a key of strategies.STRATEGIES
 
     def setup(self, ctx: StepContext, num_train: int) -> None:
         """Create shape-dependent submodules from a probe batch (default: nothing)."""

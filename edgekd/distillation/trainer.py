@@ -1,22 +1,26 @@
 """The one training loop: seeded, progress bar per epoch, eval on val, checkpoint, exact resume, DDP.
 
 *How* networks train together is a :class:`~edgekd.distillation.strategies.base.Strategy` (offline
-teacher → student by default; online DML/AFD peers; self-distillation with early exits); this
-loop owns everything else. The networks train in place; a teacher, when given, is frozen for the
+teacher → student by default; online DML/AFD peers; self-distillation with early exits; a sentence
+encoder against a frozen one, :mod:`edgekd.distillation.text`; a fake-quantized PT2E graph,
+:mod:`edgekd.edge.qat`); this loop owns everything else, and the strategy says how its networks
+switch train/eval mode, how they are validated and by which metric the best epoch is kept. The networks train in place; a teacher, when given, is frozen for the
 run (eval mode, ``requires_grad=False``, its logits cached or computed under ``no_grad``) and
 restored afterwards. The learning rate
 follows a per-step cosine from ``lr`` to 0 over ``epochs`` (``schedule_span=(a, b)``: only the part
 from fraction ``a`` to ``b`` of that cosine, so a longer schedule can be split over several runs,
-e.g. with pruning between them). With ``out_dir`` set, every epoch
+e.g. with pruning between them; ``warmup``: a linear warm-up over that fraction of the steps first). With ``out_dir`` set, every epoch
 writes ``checkpoint.pt`` (student, objective, optimiser, scheduler, epoch, history, RNG state)
 and ``best.pt`` (student weights of the best val accuracy); ``resume=True`` continues from
 ``checkpoint.pt`` and, with the same settings, ends bit-identical to an uninterrupted run.
-Under ``torchrun`` the loop is data-parallel (see :mod:`edgekd.distillation.ddp`); ``batch_size`` is
+Under ``torchrun`` the loop is data-parallel (see :mod:`edgekd.distillation.parallel`); ``batch_size`` is
 then the global batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 import os
 import random
@@ -30,41 +34,56 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from edgekd.data.core import DataSplits, WithIndices
 from edgekd.distillation.cache import TeacherCache
-from edgekd.distillation.ddp import allreduce_grads, broadcast_modules, is_main, shard_batches, world
-from edgekd.distillation.methods import Objective
+from edgekd.distillation.methods import METHODS, Objective
+from edgekd.distillation.parallel import allreduce_grads, broadcast_modules, is_main, shard_batches, world
 from edgekd.distillation.strategies.base import Losses, Strategy
 from edgekd.distillation.strategies.offline import OfflineStrategy
 from edgekd.errors import ConfigError
+from edgekd.settings import LoopSettings
 
 STAGE = "distill/train"
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 2
 BEST = "best.pt"
-DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.05}
+DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.05}  # LoopSettings.optimizer's choices
 DEFAULT_WD = {"adamw": 1e-2, "sgd": 5e-4}
 
 
 @dataclass
-class TrainConfig:
-    """Loop settings. ``lr``/``weight_decay`` None pick per-optimiser defaults (:data:`DEFAULT_LR`)."""
+class TrainConfig(LoopSettings):
+    """Everything the loop reads: the :class:`LoopSettings` plus what code sets. ``distill()``'s and
+    ``Trainer``'s keyword arguments are these fields; ``lr``/``weight_decay`` None pick per-optimiser
+    defaults (:data:`DEFAULT_LR`, :data:`DEFAULT_WD`)."""
 
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float | None = None
-    optimizer: str = "adamw"  # "adamw" | "sgd" (momentum 0.9, Nesterov)
-    weight_decay: float | None = None
-    seed: int = 0
-    device: str = "cpu"
     progress: bool = True
     out_dir: Path | None = None
     resume: bool = False
     schedule_span: tuple[float, float] = (0.0, 1.0)  # the part of the cosine this run covers
+    warmup: float = 0.0  # fraction of the steps with a linear warm-up before the cosine
+    clip_grad_norm: float | None = None  # clip each optimiser group's gradient norm to this
+    drop_last: bool = False  # skip a last batch smaller than batch_size
+
+    @classmethod
+    def split(cls, kwargs: dict[str, Any], base: TrainConfig | None = None) -> tuple[TrainConfig, dict[str, Any]]:
+        """``(config, rest)``: the keyword arguments that are fields of this class, on top of ``base``, and
+        the others (a method's options). A near miss of a field name (``epoch=3``) is an error here,
+        rather than a confusing "option belongs to no method" later."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        mine = {k: v for k, v in kwargs.items() if k in known}
+        rest = {k: v for k, v in kwargs.items() if k not in known}
+        for k in rest:
+            if k not in METHODS and not any(k.startswith(m + "_") for m in METHODS.names()):
+                close = difflib.get_close_matches(k, known, n=1)
+                if close:
+                    raise ConfigError(f"unknown setting {k!r}; did you mean {close[0]!r}?", stage=STAGE,
+                                      hint=f"the loop settings are: {', '.join(known)}")
+        config = dataclasses.replace(base, **mine) if base is not None else cls(**mine)
+        return config, rest
 
     def __post_init__(self) -> None:
         self.optimizer = self.optimizer.lower()
@@ -78,10 +97,14 @@ class TrainConfig:
             raise ConfigError("resume=True needs out_dir (where checkpoint.pt lives)", stage=STAGE,
                               hint="pass out_dir= the folder of the interrupted run")
         self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
+        self.schedule_span = (float(self.schedule_span[0]), float(self.schedule_span[1]))
         a, b = self.schedule_span
         if not 0.0 <= a < b <= 1.0:
             raise ConfigError(f"schedule_span={self.schedule_span} must satisfy 0 <= start < end <= 1", stage=STAGE,
                               hint="e.g. (0.5, 1.0) for the second half of a cosine schedule")
+        if not 0.0 <= self.warmup < 1.0 or (self.warmup and (a, b) != (0.0, 1.0)):
+            raise ConfigError(f"warmup={self.warmup} must be in [0, 1), and 0 with a schedule_span", stage=STAGE,
+                              hint="e.g. warmup=0.06 (6 % of the steps), over the whole schedule")
 
 
 MAX_EPOCHS_ENV = "EDGEKD_MAX_EPOCHS"
@@ -105,20 +128,20 @@ def capped_epochs(epochs: int) -> int:
     return min(epochs, cap)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: str = "cpu") -> dict[str, float]:
-    """Top-1 accuracy and mean cross-entropy of ``model`` on ``dataset`` (eval mode, then restored)."""
-    was_training = model.training
-    model.eval()
-    correct, loss_sum, n = 0, 0.0, 0
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        x, y = batch[0].to(device), batch[1].to(device)
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        n += len(y)
-    model.train(was_training)
-    return {"acc": correct / max(n, 1), "loss": loss_sum / max(n, 1)}
+def lr_factor(config: TrainConfig, total: int) -> Callable[[int], float]:
+    """The learning-rate multiplier at each step: an optional linear warm-up over ``config.warmup`` of the
+    ``total`` steps, then a cosine to 0 (only its ``schedule_span`` part)."""
+    a, b = config.schedule_span
+    ramp = max(1, int(config.warmup * total)) if config.warmup else 0
+
+    def factor(step: int) -> float:
+        if step < ramp:
+            return (step + 1) / ramp
+        if ramp:
+            return 0.5 * (1.0 + math.cos(math.pi * (step - ramp) / max(1, total - ramp)))
+        return 0.5 * (1.0 + math.cos(math.pi * (a + (b - a) * min(step, total) / total)))
+
+    return factor
 
 
 def seed_everything(seed: int) -> None:
@@ -161,10 +184,9 @@ class Trainer:
             strategy = OfflineStrategy(student, objective, teacher, cache=cache_teacher)
         self.strategy, self.data, self.objective, self.config = strategy, data, objective, config
         self.student = next(iter(strategy.eval_models().values()))
-        self.teacher: nn.Module | None = getattr(strategy, "teacher", None)
         self.on_epoch_end = on_epoch_end
         self.history: list[dict[str, Any]] = []
-        self.best = {"val_acc": -1.0, "epoch": -1}
+        self.best: dict[str, float] = {strategy.score: -math.inf, "epoch": -1}
         self.step = 0
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
@@ -185,8 +207,14 @@ class Trainer:
         if self.config.batch_size % size:
             raise ConfigError(f"global batch_size={self.config.batch_size} does not split over {size} processes",
                               stage=STAGE, hint=f"pass a batch_size divisible by {size}")
-        return shard_batches(len(self.data.train), self.config.batch_size,  # type: ignore[arg-type]
-                             self.config.seed * 1_000_003 + epoch, rank, size)
+        batches = shard_batches(len(self.data.train), self.config.batch_size,  # type: ignore[arg-type]
+                                self.config.seed * 1_000_003 + epoch, rank, size)
+        if self.config.drop_last:
+            batches = [b for b in batches if b[1] == self.config.batch_size]
+        if not batches:
+            raise ConfigError(f"{len(self.data.train)} training samples make no full batch of "  # type: ignore[arg-type]
+                              f"{self.config.batch_size}", stage=STAGE, hint="lower batch_size or load more data")
+        return batches
 
     def _optimizer(self, params: list[nn.Parameter], lr_scale: float) -> torch.optim.Optimizer:
         c = self.config
@@ -249,7 +277,8 @@ class Trainer:
         seed_everything(c.seed)
         modules = self.strategy.modules()
         for m in modules.values():
-            m.to(c.device).train()
+            m.to(c.device)
+        self.strategy.train_mode(True)
         with ExitStack() as stack:
             self.strategy.enter(stack, c.device, self.data.train)
             self._probe()
@@ -259,11 +288,8 @@ class Trainer:
             groups = self.strategy.param_groups()
             self._groups = {k: params for k, (params, _) in groups.items()}
             self.optimizers = {k: self._optimizer(params, scale) for k, (params, scale) in groups.items()}
-            total = c.epochs * len(self._batches(0))
-            a, b = c.schedule_span
-            self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(
-                o, lambda step: 0.5 * (1.0 + math.cos(math.pi * (a + (b - a) * min(step, total) / total))))
-                for k, o in self.optimizers.items()}
+            factor = lr_factor(c, c.epochs * len(self._batches(0)))
+            self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
             start = self._load() if c.resume else 0
             for epoch in range(start, c.epochs):
                 self._epoch(epoch)
@@ -278,6 +304,8 @@ class Trainer:
             loss.backward()
             for k in keys:
                 allreduce_grads([p for p in self._groups[k] if p.grad is not None], local_fraction)
+                if self.config.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(self._groups[k], self.config.clip_grad_norm)
                 self.optimizers[k].step()
         with warnings.catch_warnings():  # a group that did not step this batch (a frozen teacher) keeps the shared cosine
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
@@ -294,8 +322,7 @@ class Trainer:
         bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{c.epochs}", disable=not (c.progress and is_main()),
                    leave=True, dynamic_ncols=True)
         modules = self.strategy.modules()
-        for m in modules.values():
-            m.train()
+        self.strategy.train_mode(True)
         for n_done, ((x, y, idx), (_, n_global)) in enumerate(zip(loader, batches, strict=True), start=1):
             dev = c.device
             losses, parts = self.strategy.step(x.to(dev), y.to(dev), idx.to(dev), epoch, self.step)
@@ -310,11 +337,12 @@ class Trainer:
         row = {"epoch": epoch + 1, **{f"train_{k}": v / max(len(batches), 1) for k, v in sums.items()},
                **self._validate(), "lr": next(iter(self.optimizers.values())).param_groups[0]["lr"],
                "time_s": time.perf_counter() - t0}
-        bar.set_postfix(loss=f"{row.get('train_loss', math.nan):.4f}", val_acc=f"{row['val_acc']:.4f}")
+        score = self.strategy.score
+        bar.set_postfix(loss=f"{row.get('train_loss', math.nan):.4f}", **{score: f"{row[score]:.4f}"})
         bar.close()
         self.history.append(row)
-        if row["val_acc"] > self.best["val_acc"]:
-            self.best = {"val_acc": row["val_acc"], "epoch": epoch + 1}
+        if row[score] > self.best.get(score, -math.inf):
+            self.best = {score: row[score], "epoch": epoch + 1}
             if self.best_path is not None and is_main():
                 self.best_path.parent.mkdir(parents=True, exist_ok=True)
                 evals = self.strategy.eval_models()
@@ -325,12 +353,4 @@ class Trainer:
             self.on_epoch_end(row)
 
     def _validate(self) -> dict[str, float]:
-        """Val accuracy/loss of each eval model; ``val_acc`` is the best of them."""
-        evals = {k: evaluate(m, self.data.val, device=self.config.device)
-                 for k, m in self.strategy.eval_models().items()}
-        if len(evals) == 1:
-            (only,) = evals.values()
-            return {"val_acc": only["acc"], "val_loss": only["loss"]}
-        row = {f"val_{m}_{k}": v for k, r in evals.items() for m, v in r.items()}
-        top = max(evals.values(), key=lambda r: r["acc"])
-        return {"val_acc": top["acc"], "val_loss": top["loss"], **row}
+        return self.strategy.validate(self.data, self.config.device)

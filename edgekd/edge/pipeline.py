@@ -12,13 +12,15 @@
 =============  ===========================================================================
 
 Every stage returns new models; the student passed in is not changed. The CLI reaches
-:func:`joint` through :func:`parse_edge_options` (``edgekd distill … --qat --prune 0.5
---budget latency_ms=2``).
+:func:`joint` through :func:`parse_edge_options` and :func:`run_edge` (``edgekd distill … --qat
+--prune 0.5 --budget latency_ms=2``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -31,7 +33,9 @@ from edgekd.edge.prune import channels_of, prune, prune_to
 from edgekd.errors import ConfigError
 
 if TYPE_CHECKING:
+    from edgekd.bundle import Bundle
     from edgekd.distillation import DistillResult
+    from edgekd.distillation.config import DistillConfig
 
 STAGE = "edge/pipeline"
 
@@ -45,11 +49,15 @@ class EdgeOptions:
     budget: Budget | None = None
     importance: str = "l1"
     latency_precision: str = "int8"  # how a latency budget's table is measured (.pte)
+    gradual: bool = False  # prune step by step during the KD stage (joint(gradual=True))
 
 
 def parse_edge_options(qat: bool = False, prune: float | None = None, budget: str | None = None,
-                       importance: str = "l1") -> EdgeOptions:
-    """The CLI's ``--qat --prune R --budget KIND=VALUE --prune-importance l1|bn`` as options."""
+                       importance: str = "l1", gradual: bool = False) -> EdgeOptions:
+    """The CLI's ``--qat --prune R --budget KIND=VALUE --prune-importance l1|bn --gradual`` as options."""
+    if gradual and prune is None and budget is None:
+        raise ConfigError("--gradual needs a pruning target", stage="cli/distill",
+                          hint="add --prune RATIO or --budget KIND=VALUE")
     if prune is not None and budget is not None:
         raise ConfigError("--prune and --budget both set the pruning ratio", stage=STAGE,
                           hint="pass --prune RATIO or --budget KIND=VALUE (the ratio is then searched)")
@@ -57,7 +65,8 @@ def parse_edge_options(qat: bool = False, prune: float | None = None, budget: st
         raise ConfigError(f"--prune {prune} must be in [0, 1)", stage=STAGE, hint="e.g. --prune 0.5")
     if importance not in ("l1", "bn"):
         raise ConfigError(f"unknown importance {importance!r}; known: bn, l1", stage=STAGE)
-    return EdgeOptions(qat=qat, prune=prune, budget=parse_budget(budget) if budget else None, importance=importance)
+    return EdgeOptions(qat=qat, prune=prune, budget=parse_budget(budget) if budget else None, importance=importance,
+                       gradual=gradual)
 
 
 @dataclass
@@ -67,7 +76,7 @@ class PipelineResult:
     name: str
     float_model: nn.Module
     int8_model: nn.Module  # converted PT2E module (logits only), runs in PyTorch
-    prepared: torch.fx.GraphModule | None  # the QAT graph when QAT ran (lower with edge.qat.write_int8)
+    prepared: torch.fx.GraphModule | None  # the QAT graph when QAT ran (lower with edgekd.convert.qat.write_int8)
     ratio: float
     metrics: dict[str, float] = field(default_factory=dict)
     budget: BudgetResult | None = None
@@ -183,8 +192,9 @@ def joint(teacher: nn.Module, student: nn.Module, data: DataSplits, opts: EdgeOp
     ``cache``: a :class:`~edgekd.distillation.TeacherCache` of ``teacher`` over ``data.train``, shared by every stage;
     ``gradual``: prune step by step during the KD stage (:func:`gradual_stage`) instead of once after it.
     """
+    from edgekd.convert.qat import convert_graph
     from edgekd.distillation import distill
-    from edgekd.edge.qat import convert, distill_qat
+    from edgekd.edge.qat import distill_qat
 
     calib = calibration_sample(data.train, 256)
     if gradual:
@@ -206,7 +216,7 @@ def joint(teacher: nn.Module, student: nn.Module, data: DataSplits, opts: EdgeOp
     if opts.qat:
         q = distill_qat(teacher, pruned, data, method, epochs=ft_epochs, batch_size=batch_size, seed=seed,
                         progress=progress, cache=cache, **method_kwargs)
-        int8, prepared, history["qat"] = convert(q.prepared), q.prepared, q.history
+        int8, prepared, history["qat"] = convert_graph(q.prepared), q.prepared, q.history
         float_model = pruned
     else:
         ft = distill(teacher, pruned, data, method, epochs=ft_epochs, batch_size=batch_size, seed=seed,
@@ -251,3 +261,47 @@ def ptq_only(teacher: nn.Module, student: nn.Module, data: DataSplits, *, kd_epo
     int8 = _ptq(kd.model, data)
     metrics = {"kd_fp32_acc": kd.metrics["test_acc"], "fp32_acc": kd.metrics["test_acc"], "int8_acc": _acc(int8, data)}
     return PipelineResult("ptq_only", kd.model, int8, None, 0.0, metrics, None, {"kd": kd.history})
+
+
+@dataclass
+class EdgeRun:
+    """What :func:`run_edge` produced: the pipeline's result, the saved float model and the int8 bundle."""
+
+    pipeline: PipelineResult
+    model_path: Path
+    bundle: Bundle | None = None  # after QAT: int8 files lowered from the trained graph
+
+
+def run_edge(cfg: DistillConfig, opts: EdgeOptions, *, ft_epochs: int = 2, formats: Sequence[str] = ("pte", "tflite"),
+             peers: int = 1, progress: bool = True) -> EdgeRun:
+    """``edgekd distill --qat/--prune/--budget``: :func:`joint` on a run config (KD for ``cfg.epochs`` → prune
+    → KD + QAT for ``ft_epochs``), the pruned float student saved as ``cfg.out/model.pt`` (it records its
+    widths), and after QAT the int8 ``formats`` lowered from the trained graph into ``cfg.out/bundle``,
+    parity-checked against that graph on 200 test samples."""
+    from edgekd.convert import export
+    from edgekd.data import as_tensors
+    from edgekd.distillation.config import prepare, require
+    from edgekd.models.saved import save_model
+
+    require(cfg)
+    unsupported = {k: v for k, v in (("optimizer", cfg.optimizer), ("device", cfg.device)) if v not in ("adamw", "cpu")}
+    if unsupported:
+        raise ConfigError(f"--qat/--prune/--budget train with AdamW on the CPU, but the config asks for {unsupported}",
+                          stage="cli/distill", hint="remove optimizer/device from the config for the edge pipeline")
+    if peers > 1 or "," in (cfg.teacher or ""):
+        raise ConfigError("--qat/--prune/--budget distil one student from one teacher", stage="cli/distill",
+                          hint="pass a single --teacher checkpoint and no --peers")
+    splits, teacher, student, kw = prepare(cfg)
+    run_kw = {k: v for k, v in cfg.distill_kwargs().items() if v is not None and k not in ("optimizer", "device", "epochs")}
+    r = joint(teacher, student, splits, opts, kd_epochs=cfg.epochs, ft_epochs=ft_epochs,  # type: ignore[arg-type]
+              progress=progress, gradual=opts.gradual, **run_kw)
+    out = Path(cfg.out)  # type: ignore[arg-type]  (require() checked it)
+    meta = {"data": cfg.data, "metrics": r.metrics, "prune_ratio": r.ratio, "qat": opts.qat}
+    path = save_model(r.float_model, out / "model.pt", cfg.student, meta=meta, **kw)  # type: ignore[arg-type]
+    bundle = None
+    if r.prepared is not None:
+        x_test, y_test = as_tensors(splits.test)
+        bundle = export(r.float_model, (x_test[:1],), formats=formats, precision=("int8",), out_dir=out / "bundle",
+                        labels=list(splits.labels), preprocessing=splits.preprocessing(), model_name=cfg.student,
+                        parity_data=(x_test[:200], y_test[:200]), qat=r.prepared, progress=progress)
+    return EdgeRun(r, path, bundle)

@@ -3,7 +3,7 @@
 ::
 
     r = distill_qat(teacher, student, data, method="ce:0.1+kd:0.9+fitnet:1", epochs=3)
-    files = write_int8(r.prepared, (x1,), "out/")        # real int8 .pte and .tflite
+    files = write_int8(r.prepared, (x1,), "out/")        # edgekd.convert.qat: real int8 .pte and .tflite
 
 How the pieces fit:
 
@@ -21,34 +21,41 @@ How the pieces fit:
    Inference", CVPR 2018, https://arxiv.org/abs/1712.05877).
 4. **Loss.** The registered methods of :mod:`edgekd.distillation` compose as in ``distill()``; the
    objective's trainable adapters (e.g. FitNet regressors) train with the student.
-5. **Convert.** :func:`convert` drops the feature outputs and runs ``convert_pt2e``;
-   :func:`write_int8` lowers the result to an XNNPACK int8 ``.pte`` and, through litert-torch, to
-   an int8-in/int8-out ``.tflite`` (both from the *same* trained fake-quant parameters).
+5. **Convert.** Lowering is the convert stage's (:mod:`edgekd.convert.qat`): ``convert_graph``
+   drops the feature outputs and runs ``convert_pt2e``; ``write_int8`` lowers the result to an
+   XNNPACK int8 ``.pte`` and, through litert-torch, to an int8-in/int8-out ``.tflite`` (both from
+   the *same* trained fake-quant parameters); ``edgekd.export(..., qat=graph)`` does both and
+   checks parity against the graph.
 
-The loop is edgekd's own (not :class:`~edgekd.distillation.trainer.Trainer`): that Trainer calls
-``model.eval()``, which a PT2E graph does not support (``move_exported_model_to_eval`` is needed),
-and it taps features by hooks. See the report for the Trainer hook that would let it run this.
+The loop is the :class:`~edgekd.distillation.trainer.Trainer`'s, with :class:`QATStrategy`: a PT2E
+graph switches mode through torchao's ``move_exported_model_to_eval``/``_train`` (not ``.eval()``),
+and its features are graph outputs, not hooks; the teacher side (frozen, cached or tapped) is offline
+KD's. So QAT gets progress, checkpoints and resume, DDP and the teacher cache like any other run.
 """
 
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from edgekd.data.core import DataSplits, WithIndices
+from edgekd.convert.qat import Logits, set_mode
+from edgekd.data.core import DataSplits
 from edgekd.distillation.cache import TeacherCache
-from edgekd.distillation.methods import StepContext, build_objective
+from edgekd.distillation.methods import Objective, StepContext, build_objective
+from edgekd.distillation.strategies.offline import OfflineStrategy
 from edgekd.distillation.taps import Taps
+from edgekd.distillation.trainer import TrainConfig, Trainer
 from edgekd.errors import ConfigError, ExportError
+from edgekd.eval.classification import evaluate
+from edgekd.extras import requires
 
 STAGE = "edge/qat"
 
@@ -71,24 +78,14 @@ class FeatureOutputs(nn.Module):
             return (logits, *[taps[p] for p in self.paths])
 
 
-class Logits(nn.Module):
-    """The first output of a ``(logits, *features)`` module: what gets exported."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)[0]
-
-
 def prepare_qat_features(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], taps: Sequence[str] = (),
                          *, per_channel: bool = True) -> torch.fx.GraphModule:
     """Export ``(logits, *taps)`` of a copy of ``model`` with a dynamic batch and insert fake quant.
 
     ``model`` is not changed. The result is in train mode and returns a tuple.
     """
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    with requires("executorch", "KD + QAT (PT2E fake quantization)"):
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     from edgekd.quantization import _quantizer
 
@@ -106,26 +103,19 @@ def prepare_qat_features(model: nn.Module, example_inputs: tuple[torch.Tensor, .
     return prepare_qat_pt2e(ep.module(), _quantizer(per_channel, is_qat=True))
 
 
-def set_mode(gm: torch.fx.GraphModule, train: bool) -> None:
-    """Train/eval for a PT2E graph (BN and fake-quant observers), in place."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
-
-    (move_exported_model_to_train if train else move_exported_model_to_eval)(gm)
-
-
-@torch.no_grad()
 def evaluate_graph(gm: torch.fx.GraphModule, dataset: Dataset, batch_size: int = 512) -> dict[str, float]:
     """Top-1 accuracy and cross-entropy of a ``(logits, ...)`` graph (eval mode, then train mode)."""
     set_mode(gm, train=False)
-    correct, loss, n = 0, 0.0, 0
-    for x, y, *_ in DataLoader(dataset, batch_size=batch_size):
-        out = gm(x)
-        logits = out[0] if isinstance(out, (tuple, list)) else out
-        loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-        n += len(y)
-    set_mode(gm, train=True)
-    return {"acc": correct / max(n, 1), "loss": loss / max(n, 1)}
+    try:
+        return graph_accuracy(gm, dataset, batch_size)
+    finally:
+        set_mode(gm, train=True)
+
+
+@torch.no_grad()
+def graph_accuracy(gm: torch.fx.GraphModule, dataset: Dataset, batch_size: int = 512) -> dict[str, float]:
+    """:func:`~edgekd.eval.evaluate` for a ``(logits, ...)`` graph, in the mode it is in."""
+    return evaluate(Logits(gm), dataset, batch_size, keep_mode=True)
 
 
 @dataclass
@@ -139,160 +129,75 @@ class QATResult:
     objective: nn.Module | None = None
 
 
+class QATStrategy(OfflineStrategy):
+    """Offline KD into a fake-quantized graph that returns ``(logits, *features)`` (:func:`prepare_qat_features`).
+
+    The student's features are the graph's extra outputs (hooks cannot reach into a flat graph); the
+    teacher is frozen, cached or tapped exactly as in offline KD. A PT2E graph switches train/eval
+    mode through torchao (``.train()`` does not work on it), and is validated by :func:`evaluate_graph`.
+    """
+
+    kind = "qat"
+
+    def __init__(self, graph: torch.fx.GraphModule, taps: Sequence[str], objective: Objective,
+                 teacher: nn.Module | None = None, cache: bool | TeacherCache | None = None) -> None:
+        super().__init__(graph, objective, teacher, cache=cache)
+        self.taps = list(taps)
+        self._training = True  # prepare_qat_features returns the graph in train mode
+
+    def student_mode(self, train: bool) -> None:
+        if train != self._training:  # each switch rewrites the graph (~1-2 s): only when it changes
+            set_mode(self.student, train)  # type: ignore[arg-type]
+            self._training = train
+
+    def enter(self, stack: ExitStack, device: str, train: Dataset) -> None:
+        self.enter_teacher(stack, device, train)  # no hooks on the graph: its features are outputs
+
+    def context(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int) -> StepContext:
+        t_logits, t_feats = self.teacher_outputs(x, idx)
+        out = self.student(x)
+        return StepContext(student_logits=out[0], teacher_logits=t_logits, targets=y, indices=idx,
+                           student_features=dict(zip(self.taps, out[1:], strict=True)),
+                           teacher_features=t_feats, epoch=epoch, step=step, inputs=x)
+
+    def validate(self, data: Any, device: str) -> dict[str, float]:
+        self.student_mode(False)  # the next epoch switches back
+        r = graph_accuracy(self.student, data.val)  # type: ignore[arg-type]
+        return {"val_acc": r["acc"], "val_loss": r["loss"]}
+
+
 def distill_qat(teacher: nn.Module | None, student: nn.Module, data: DataSplits, method: str = "ce:0.1+kd:0.9", *,
                 epochs: int = 3, batch_size: int = 128, lr: float = 2e-3, weight_decay: float = 0.0,
                 seed: int = 0, per_channel: bool = True, progress: bool = False,
-                cache: TeacherCache | None = None, **method_kwargs: Any) -> QATResult:
+                cache: bool | TeacherCache | None = None, out_dir: str | Path | None = None, resume: bool = False,
+                on_epoch_end: Callable[[dict[str, Any]], None] | None = None, **method_kwargs: Any) -> QATResult:
     """Distil ``teacher`` into a fake-quantized copy of ``student`` (``student`` is not changed).
 
     ``method`` composes registered losses exactly as :func:`edgekd.distillation.distill` (e.g.
     ``"ce:0.1+kd:0.9+fitnet:1"`` with ``fitnet_student_taps=["layer2"]``); the student's taps are
     traced as extra outputs, the teacher's are recorded by hooks on the float teacher. Starts from
     the student's current weights (QAT is a fine-tuning stage: give it a trained student). ``lr``
-    matches distill()'s AdamW default, so the joint and sequential fine-tunes compare fairly.
-    ``cache``: a :class:`~edgekd.distillation.TeacherCache` of ``teacher`` over ``data.train`` (checked
-    by fingerprint, widened to the objective's taps): the teacher's outputs are read by sample index
-    instead of running the teacher every step.
+    matches distill()'s AdamW default, so the joint and sequential fine-tunes compare fairly; no
+    weight decay, the last partial batch is dropped. The loop is the Trainer's: progress, ``out_dir``
+    checkpoints and ``resume=True``, DDP, and the teacher cache: ``cache`` as ``distill``'s
+    ``cache_teacher`` (None: cache when exact and small; a :class:`~edgekd.distillation.TeacherCache`
+    of ``teacher`` over ``data.train`` is checked by fingerprint and widened to the objective's taps).
     """
-    if epochs < 1 or batch_size < 2:
-        raise ConfigError(f"epochs={epochs} and batch_size={batch_size} must be >= 1 and >= 2", stage=STAGE)
+    if batch_size < 2:
+        raise ConfigError(f"batch_size={batch_size} must be >= 2 (BatchNorm in train mode)", stage=STAGE)
     objective = build_objective(method, **method_kwargs)
     if objective.needs_teacher and teacher is None:
         raise ConfigError(f"method {objective.spec!r} needs a teacher and none was given", stage=STAGE,
                           hint="pass the float teacher, or method='ce' for plain QAT")
     torch.manual_seed(seed)
-    s_taps, t_taps = objective.student_taps, objective.teacher_taps
-    train = WithIndices(data.train)
-    probe_x, probe_y, probe_i = next(iter(DataLoader(train, batch_size=batch_size)))
-    gm = prepare_qat_features(student, (probe_x,), s_taps, per_channel=per_channel)
-    teacher_mode = teacher.training if teacher is not None else False
-    if teacher is not None:
-        teacher.eval()
-    if cache is not None and teacher is not None and objective.needs_teacher:
-        cache.ensure(teacher, data.train, t_taps)
-    else:
-        cache = None
-
-    def step_ctx(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int) -> StepContext:
-        out = gm(x)
-        t_logits, t_feats = None, {}
-        if cache is not None:
-            t_logits, t_feats = cache[idx], cache.features(idx, t_taps)
-        elif teacher is not None and objective.needs_teacher:
-            with torch.no_grad(), Taps(teacher, t_taps) as tt:
-                t_logits = teacher(x)
-                t_feats = {p: tt[p] for p in t_taps}
-        return StepContext(student_logits=out[0], teacher_logits=t_logits, targets=y,
-                           student_features=dict(zip(s_taps, out[1:], strict=True)),
-                           teacher_features=t_feats, epoch=epoch, step=step, inputs=x, indices=idx)
-
-    try:
-        gen = torch.Generator().manual_seed(seed)
-        loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=gen, drop_last=True)
-        objective.setup(step_ctx(probe_x, probe_y, probe_i, 0, 0), len(data.train))
-        params = list(gm.parameters()) + list(objective.parameters())
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * max(1, len(loader)))
-        history: list[dict[str, Any]] = []
-        step = 0
-        for epoch in range(epochs):
-            t0, total, parts_sum, n = time.perf_counter(), 0.0, {}, 0
-            for x, y, idx in loader:
-                loss, parts = objective(step_ctx(x, y, idx, epoch, step))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                total += float(loss.detach())
-                for k, v in parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
-                n += 1
-            val = evaluate_graph(gm, data.val)
-            row = {"epoch": epoch, "loss": total / max(n, 1), **{f"loss_{k}": v / max(n, 1) for k, v in parts_sum.items()},
-                   "val_acc": val["acc"], "val_loss": val["loss"], "seconds": time.perf_counter() - t0}
-            history.append(row)
-            if progress:
-                print(f"[qat] epoch {epoch + 1}/{epochs} loss {row['loss']:.4f} val_acc {row['val_acc']:.4f}")
-    finally:
-        if teacher is not None:
-            teacher.train(teacher_mode)
+    probe_x = next(iter(DataLoader(data.train, batch_size=batch_size)))[0]
+    gm = prepare_qat_features(student, (probe_x,), objective.student_taps, per_channel=per_channel)
+    strategy = QATStrategy(gm, objective.student_taps, objective, teacher, cache=cache)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                         progress=progress, out_dir=Path(out_dir) if out_dir is not None else None, resume=resume,
+                         drop_last=True)
+    history = Trainer(None, data, objective, config, strategy=strategy, on_epoch_end=on_epoch_end).fit()
     test = evaluate_graph(gm, data.test)
     metrics = {"val_acc": history[-1]["val_acc"], "test_acc": test["acc"], "test_loss": test["loss"]}
-    return QATResult(prepared=gm, taps=s_taps, history=history, metrics=metrics, objective=objective)
-
-
-def convert(prepared: torch.fx.GraphModule, *, fold_quantize: bool = True) -> nn.Module:
-    """The int8 model of a trained fake-quant graph: ``convert_pt2e``, logits only (input unchanged).
-
-    ``fold_quantize=False`` keeps weights as float + quantize ops (what litert-torch expects).
-    """
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-
-    m = copy.deepcopy(prepared)
-    set_mode(m, train=False)
-    return Logits(convert_pt2e(m, fold_quantize=fold_quantize))
-
-
-def _litert_int8(prepared: torch.fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], path: Path) -> None:
-    import litert_torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
-
-    from edgekd.convert.tflite import quiet
-
-    # The graph already holds the trained q/dq pairs; the quantizer only tells the converter
-    # which (symmetric int8) scheme to lower them to.
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    with quiet(False):
-        litert_torch.convert(convert(prepared, fold_quantize=False), example_inputs,
-                             quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
-
-
-def write_int8(prepared: torch.fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], out_dir: str | Path,
-               formats: Sequence[str] = ("pte", "tflite"), *, name: str = "model_int8",
-               converted: nn.Module | None = None) -> dict[str, Path]:
-    """Lower a trained fake-quant graph to real int8 files: ``{"pte": path, "tflite": path}``.
-
-    ``.pte``: ``convert_pt2e`` → ``torch.export`` at ``example_inputs``' shape → XNNPACK.
-    ``.tflite``: ``convert_pt2e(fold_quantize=False)`` → litert-torch (int8 inputs and outputs).
-    ``converted``: a :func:`convert` result to reuse for the ``.pte`` (each convert costs ~30 s:
-    torchao re-traces its conv-BN patterns; the unfolded one ExecuTorch cannot lower).
-    """
-    from edgekd.convert.executorch import _lower, first_line
-    from edgekd.quantization import export_program
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    unknown = set(formats) - {"pte", "tflite"}
-    if unknown:
-        raise ConfigError(f"unknown int8 format(s) {sorted(unknown)}; known: pte, tflite", stage=STAGE)
-    files: dict[str, Path] = {}
-    for fmt in formats:
-        path = out / f"{name}.{fmt}"
-        try:
-            if fmt == "pte":
-                buffer, _ = _lower(export_program(converted or convert(prepared), example_inputs, stage=STAGE))
-                path.write_bytes(buffer)
-            else:
-                _litert_int8(prepared, example_inputs, path)
-        except ExportError:
-            raise
-        except Exception as e:
-            raise ExportError(f"could not lower the QAT model to int8 .{fmt}: {first_line(e)}", stage=f"{STAGE}/{fmt}",
-                              hint="check the model exports in fp32 first (edgekd.export)") from e
-        files[fmt] = path
-    return files
-
-
-def file_accuracy(path: str | Path, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Top-1 accuracy of a ``.pte`` / ``.tflite`` file run by its real runtime, one sample at a time
-    (files are exported at batch 1)."""
-    from edgekd.convert import EXPORTERS, format_of
-
-    fmt = format_of(path)
-    exporter = next(e for (f, c), e in EXPORTERS.items() if f == fmt and e.layout == "NCHW")
-    run, _, _ = exporter.load("runner")(Path(path), exporter.layout)
-    xs = x.numpy().astype(np.float32)
-    preds = np.array([int(run(xs[i : i + 1]).argmax(-1)[0]) for i in range(len(xs))])
-    return float(np.mean(preds == y.numpy()))
+    return QATResult(prepared=gm, taps=list(objective.student_taps), history=history, metrics=metrics,
+                     objective=objective)

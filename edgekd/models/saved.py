@@ -3,7 +3,7 @@
 A saved model records the registry name and the keyword arguments that rebuild it, so
 ``load_model(path)`` needs no code from the user: ``{"edgekd_model": 1, "name", "kwargs",
 "state_dict", "meta"}``, plus ``"channels"`` (kept channels per group) for a model made smaller by
-:func:`edgekd.edge.prune.prune`, which is rebuilt at that width before its weights load, and
+:func:`edgekd.edge.prune.prune` (:mod:`edgekd.models.channels`), which is rebuilt at that width before its weights load, and
 ``"exits"`` for a self-distilled :class:`~edgekd.models.exits.ExitModel` (backbone + exit heads). The CLI stages (`edgekd train`, `distill`, `export`) pass these files along.
 """
 
@@ -37,7 +37,7 @@ def save_model(model: nn.Module, path: str | Path, name: str, *, meta: dict[str,
     else:
         fresh = create(name, **kwargs).state_dict()
     if any(k in fresh and fresh[k].shape != v.shape for k, v in blob["state_dict"].items()):
-        from edgekd.edge.prune import channels_of
+        from edgekd.models.channels import channels_of
 
         blob["channels"] = channels_of(model)  # pruned: record the widths that rebuild it
     torch.save(blob, path)
@@ -62,7 +62,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
                              stage="models", hint="save models with edgekd.models.saved.save_model")
     model = create(blob["name"], **blob["kwargs"])
     if blob.get("channels"):
-        from edgekd.edge.prune import shrink_to
+        from edgekd.models.channels import shrink_to
 
         model = shrink_to(model, blob["channels"])
     if blob.get("exits"):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +74,13 @@ class Target(ABC):
     def describe(self) -> dict[str, Any]:
         """A JSON-able description of the target (kind, url, host facts) for the run summary."""
 
+    @classmethod
+    def discover(cls) -> list[str]:
+        """URLs of the devices of this kind that are reachable now, for ``edgekd devices`` (default: none)."""
+        return []
 
-TARGETS: Registry[Callable[[str], Target]] = Registry("target")
+
+TARGETS: Registry[type[Target]] = Registry("target")
 
 
 def scheme_of(url: str) -> str:

@@ -67,6 +67,10 @@ class ADBTarget(RemoteTarget):
         self.adb = adb_path(opts.get("adb"))
         self._connected = False
 
+    @classmethod
+    def discover(cls) -> list[str]:
+        return [f"adb://{s}" for s in adb_serials()]
+
     def facts_script(self) -> str:
         return FACTS_SCRIPT + ANDROID_FACTS
 

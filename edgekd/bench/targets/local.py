@@ -10,18 +10,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-import edgekd
 from edgekd.bench.targets import TARGETS, RunnerArgs, RunnerOutcome, Target
 from edgekd.errors import TargetError
 
+RUNNER = "edgekd_runner.py"
+
 
 def runner_path() -> Path:
-    """``runtimes/python/edgekd_runner.py`` next to the package (source checkout or editable install)."""
-    path = Path(edgekd.__file__).resolve().parents[1] / "runtimes" / "python" / "edgekd_runner.py"
-    if not path.is_file():
-        raise TargetError(f"device runner not found at {path}", stage="bench/local",
-                          hint="install edgekd from a source checkout (pip install -e .) so runtimes/ is present")
-    return path
+    """The device runner: the copy a built wheel ships (``edgekd/runtimes/``, see ``setup.py``), else
+    ``runtimes/python/`` of the source checkout this package runs from (the runner's one source)."""
+    package = Path(__file__).resolve().parents[2]
+    for path in (package / "runtimes" / RUNNER, package.parent / "runtimes" / "python" / RUNNER):
+        if path.is_file():
+            return path
+    raise TargetError(f"device runner {RUNNER} not found in {package / 'runtimes'} nor in a source checkout",
+                      stage="bench/local",
+                      hint="reinstall edgekd from its wheel (it ships the runner), or pip install -e . from a checkout")
 
 
 @TARGETS.register("local")
@@ -46,6 +50,10 @@ class LocalTarget(Target):
             return RunnerOutcome(-9, _text(e.stdout), _text(e.stderr), timed_out=True,
                                  wall_s=time.perf_counter() - t0)
         return RunnerOutcome(p.returncode, p.stdout, p.stderr, wall_s=time.perf_counter() - t0)
+
+    @classmethod
+    def discover(cls) -> list[str]:
+        return ["local"]
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "local", "url": self.url, "hostname": platform.node(), "python": self.python,

@@ -19,6 +19,13 @@ from pathlib import Path
 from edgekd.bench.targets import TARGETS, RunnerOutcome
 from edgekd.bench.targets.remote import RemoteTarget, url_options
 from edgekd.errors import TargetError
+from edgekd.extras import requires
+
+
+def _paramiko():  # -> the paramiko module
+    with requires("devices", "ssh:// targets"):
+        import paramiko
+    return paramiko
 
 
 def _ssh_hint(host: str, port: int) -> str:
@@ -49,7 +56,7 @@ class SSHTarget(RemoteTarget):
 
     # -- connection --------------------------------------------------------------------------------
     def _connect(self):  # -> paramiko.SSHClient
-        import paramiko
+        paramiko = _paramiko()
 
         if self._client is not None and self._client.get_transport() and self._client.get_transport().is_active():
             return self._client
@@ -95,7 +102,7 @@ class SSHTarget(RemoteTarget):
 
     # -- transport primitives ----------------------------------------------------------------------
     def exec(self, command: str, timeout_s: float) -> RunnerOutcome:
-        import paramiko
+        paramiko = _paramiko()
 
         client = self._connect()
         t0 = time.perf_counter()
@@ -138,7 +145,7 @@ class SSHTarget(RemoteTarget):
         return self._sftp
 
     def put(self, local: Path, remote: str) -> None:
-        import paramiko
+        paramiko = _paramiko()
 
         try:
             self._sftp_client().put(str(local), remote)
@@ -148,7 +155,7 @@ class SSHTarget(RemoteTarget):
             raise self.upload_error(local, remote, str(e.strerror or e)) from None
 
     def read_text(self, remote: str) -> str:
-        import paramiko
+        paramiko = _paramiko()
 
         try:
             with self._sftp_client().open(remote, "rb") as f:

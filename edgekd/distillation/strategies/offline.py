@@ -13,6 +13,7 @@ fixed tensors: ``cache=None`` (the default) caches when the cache fits in
 from __future__ import annotations
 
 from contextlib import ExitStack
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -24,25 +25,35 @@ from edgekd.distillation.methods import Objective, StepContext
 from edgekd.distillation.strategies.base import (
     STAGE,
     Losses,
+    Networks,
     Strategy,
     check_classes,
     freeze,
+    one_network,
     only_kind,
+    register_strategy,
     restore,
 )
 from edgekd.distillation.taps import Taps
 from edgekd.errors import ConfigError
 
 
+@register_strategy
 class OfflineStrategy(Strategy):
     """``student`` learns from the objective, reading a frozen ``teacher`` when the objective needs one."""
 
     kind = "offline"
+    method_kind: ClassVar[str] = "offline"  # the loss kind it runs (subclasses that only change the networks keep it)
+
+    @classmethod
+    def build(cls, objective: Objective, student: Networks, teacher: nn.Module | None,
+              cache: bool | TeacherCache | None) -> Strategy:
+        return cls(one_network(objective, student), objective, teacher, cache=cache)
 
     def __init__(self, student: nn.Module, objective: Objective, teacher: nn.Module | None = None,
                  cache: bool | TeacherCache | None = None) -> None:
         super().__init__(objective)
-        only_kind(objective, self.kind)
+        only_kind(objective, self.method_kind)
         if objective.needs_teacher and teacher is None:
             raise ConfigError(f"method {objective.spec!r} needs a teacher, none given", stage=STAGE,
                               hint="pass a trained teacher, or use method='ce' (see edgekd.distillation.train)")
@@ -59,8 +70,20 @@ class OfflineStrategy(Strategy):
     def eval_models(self) -> dict[str, nn.Module]:
         return {"student": self.student}
 
+    def student_mode(self, train: bool) -> None:
+        """Train/eval mode of the student alone (the probe batch runs it in eval mode)."""
+        self.student.train(train)
+
+    def train_mode(self, train: bool) -> None:
+        self.student_mode(train)
+        self.objective.train(train)
+
     def enter(self, stack: ExitStack, device: str, train: Dataset) -> None:
         self.s_taps = stack.enter_context(Taps(self.student, self.objective.student_taps))
+        self.enter_teacher(stack, device, train)
+
+    def enter_teacher(self, stack: ExitStack, device: str, train: Dataset) -> None:
+        """Freeze the teacher for the run and cache its outputs, or tap it to run live each step."""
         if self.teacher is None:
             return
         stack.callback(restore, self.teacher, freeze(self.teacher, device))
@@ -85,26 +108,29 @@ class OfflineStrategy(Strategy):
         # an explicit request is refused cleanly (ConfigError) rather than exhausting the RAM
         return TeacherCache(teacher, train, taps=taps, device=device, max_bytes=memory_limit() if opt else None)
 
+    def teacher_outputs(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, Any]]:
+        """The teacher's logits and tapped features for one batch: from the cache by index, or run live."""
+        if self.teacher is None:
+            return None, {}
+        if self.cache is not None:
+            return self.cache[idx], self.cache.features(idx, self.objective.teacher_taps)
+        with torch.no_grad():
+            t_logits = self.teacher(x)
+        return t_logits, dict(self.t_taps.outputs) if self.t_taps else {}
+
     def context(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int) -> StepContext:
         """Run the student (and teacher or cache) on one batch."""
-        t_logits, t_feats = None, {}
-        if self.teacher is not None:
-            if self.cache is not None:
-                t_logits, t_feats = self.cache[idx], self.cache.features(idx, self.objective.teacher_taps)
-            else:
-                with torch.no_grad():
-                    t_logits = self.teacher(x)
-                t_feats = dict(self.t_taps.outputs) if self.t_taps else {}
+        t_logits, t_feats = self.teacher_outputs(x, idx)
         s_logits = self.student(x)
         return StepContext(student_logits=s_logits, teacher_logits=t_logits, targets=y, indices=idx,
                            student_features=dict(self.s_taps.outputs) if self.s_taps else {},
                            teacher_features=t_feats, epoch=epoch, step=step, inputs=x)
 
     def setup(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], data: DataSplits) -> None:
-        self.student.eval()
+        self.student_mode(False)
         with torch.no_grad():
             ctx = self.context(*batch, epoch=0, step=0)
-        self.student.train()
+        self.student_mode(True)
         check_classes("student", ctx.student_logits, data)
         check_classes("teacher", ctx.teacher_logits, data)
         self.objective.setup(ctx, len(data.train))  # type: ignore[arg-type]

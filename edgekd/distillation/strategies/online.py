@@ -28,8 +28,18 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edgekd.data.core import DataSplits
+from edgekd.distillation.cache import TeacherCache
 from edgekd.distillation.methods import DistillLoss, Objective, StepContext, register_method
-from edgekd.distillation.strategies.base import Losses, ParamGroups, Strategy, check_classes, only_kind
+from edgekd.distillation.strategies.base import (
+    STAGE,
+    Losses,
+    Networks,
+    ParamGroups,
+    Strategy,
+    check_classes,
+    only_kind,
+    register_strategy,
+)
 from edgekd.distillation.taps import Taps
 from edgekd.errors import ConfigError
 
@@ -71,11 +81,21 @@ class DMLLoss(DistillLoss):
         return self.ce * peers_ce(ctx.student_logits, ctx.targets) + mutual_kl(ctx.student_logits, self.T)
 
 
+@register_strategy
 class OnlineStrategy(Strategy):
     """Peers trained together: each has its own optimiser (``net0``...); loss-owned modules (AFD's
     discriminators) get the groups their loss declares in ``param_groups()``."""
 
     kind = "online"
+
+    @classmethod
+    def build(cls, objective: Objective, student: Networks, teacher: nn.Module | None,
+              cache: bool | TeacherCache | None) -> Strategy:
+        if isinstance(student, nn.Module) or len(student) < 2:
+            raise ConfigError(f"online method {objective.spec!r} trains two or more networks together; "
+                              "got one", stage=STAGE,
+                              hint="pass a list of peers: distill(None, [net1, net2], data, method='dml')")
+        return cls(list(student), objective)
 
     def __init__(self, peers: list[nn.Module], objective: Objective) -> None:
         super().__init__(objective)

@@ -25,9 +25,19 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edgekd.data.core import DataSplits
+from edgekd.distillation.cache import TeacherCache
 from edgekd.distillation.losses.pkkd import PKKDLoss
 from edgekd.distillation.methods import Objective, StepContext
-from edgekd.distillation.strategies.base import Losses, ParamGroups, Strategy, check_classes, only_kind
+from edgekd.distillation.strategies.base import (
+    Losses,
+    Networks,
+    ParamGroups,
+    Strategy,
+    check_classes,
+    one_network,
+    only_kind,
+    register_strategy,
+)
 from edgekd.errors import ConfigError
 from edgekd.models.adder import adaptive_lr
 
@@ -52,10 +62,16 @@ class IOTaps:
         self._handles.clear()
 
 
+@register_strategy
 class ProgressiveStrategy(Strategy):
     """AdderNet student + same-shape CNN teacher trained together (module docstring)."""
 
     kind = "progressive"
+
+    @classmethod
+    def build(cls, objective: Objective, student: Networks, teacher: nn.Module | None,
+              cache: bool | TeacherCache | None) -> Strategy:
+        return cls(one_network(objective, student), teacher, objective)
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, objective: Objective) -> None:
         super().__init__(objective)

@@ -56,15 +56,19 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edgekd.data.core import DataSplits
+from edgekd.distillation.cache import TeacherCache
 from edgekd.distillation.losses.ofd import OFDLoss
 from edgekd.distillation.methods import DistillLoss, Objective, StepContext, register_method
 from edgekd.distillation.strategies.base import (
     Losses,
+    Networks,
     ParamGroups,
     Strategy,
     check_classes,
     freeze,
+    one_network,
     only_kind,
+    register_strategy,
     restore,
 )
 from edgekd.distillation.taps import Taps
@@ -171,11 +175,17 @@ def routing(teacher: nn.Module) -> Iterator[None]:
         restore(teacher, state)
 
 
+@register_strategy
 class ResidualStrategy(Strategy):
     """Plain student + ResNet teacher trained together (module docstring). The teacher is a copy:
     ``strategy.teacher`` holds the jointly trained one, the caller's stays as it was."""
 
     kind = "residual"
+
+    @classmethod
+    def build(cls, objective: Objective, student: Networks, teacher: nn.Module | None,
+              cache: bool | TeacherCache | None) -> Strategy:
+        return cls(one_network(objective, student), teacher, objective)
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, objective: Objective) -> None:
         super().__init__(objective)

@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekd.distillation.cache import TeacherCache
 from edgekd.distillation.methods import DistillLoss, Objective, StepContext, register_method
+from edgekd.distillation.strategies.base import Networks, Strategy, one_network, register_strategy
 from edgekd.distillation.strategies.offline import OfflineStrategy
 from edgekd.errors import ConfigError
 from edgekd.models.exits import FINAL, ExitModel, ExitOutputs
@@ -68,10 +70,17 @@ class SelfDistillLoss(DistillLoss):
         return total
 
 
+@register_strategy
 class SelfStrategy(OfflineStrategy):
     """Offline training without a teacher where the student's exits are read each step."""
 
     kind = "self"
+    method_kind = "self"
+
+    @classmethod
+    def build(cls, objective: Objective, student: Networks, teacher: nn.Module | None,
+              cache: bool | TeacherCache | None) -> Strategy:
+        return cls(one_network(objective, student), objective)
 
     def __init__(self, student: nn.Module, objective: Objective) -> None:
         if not isinstance(student, ExitModel):
