@@ -30,7 +30,7 @@ def bundle_files(root: str | Path, keys: list[str], script: str) -> dict[str, Pa
 
     Exits with a message naming ``script`` and the fix when ``root`` is no bundle or lacks a key.
     """
-    from edgekd.convert.bundle import Bundle
+    from edgekd.bundle import Bundle
 
     folder = Path(root)
     if not (folder / "edgekd.json").is_file():

@@ -103,7 +103,7 @@ def summarize(rounds: list[dict[str, dict[str, float]]], keys: list[str]) -> dic
 def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
-    from edgekd.convert.bundle import Bundle
+    from edgekd.bundle import Bundle
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", default=str(RUNTIMES_BUNDLE),

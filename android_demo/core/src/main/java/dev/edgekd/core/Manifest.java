@@ -10,7 +10,7 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * The bundle manifest {@code edgekd.json}, as written by {@code edgekd/convert/bundle.py}.
+ * The bundle manifest {@code edgekd.json}, as written by {@code edgekd/bundle.py}.
  *
  * <p>{@link #inputs}/{@link #outputs} are the logical view (float32, NCHW); each {@link ModelFile}
  * carries its own view (layout NCHW/NHWC, dtype, quantization). Unknown keys are ignored so that

@@ -2,7 +2,7 @@ package dev.edgekd.core;
 
 import java.util.Locale;
 
-/** Manifests shaped like those edgekd/convert/bundle.py writes, built from a few parameters. */
+/** Manifests shaped like those edgekd/bundle.py writes, built from a few parameters. */
 final class Fixtures {
     private Fixtures() {
     }
