@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from machine_facts import machine_facts
+
+from edgekd.bench.machine import machine_facts
 
 
 def machine() -> dict[str, Any]:

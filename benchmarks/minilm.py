@@ -104,7 +104,7 @@ def _profile(model: torch.nn.Module, ids: torch.Tensor, calib: torch.Tensor, out
 
 def _save(out: Path, result: dict[str, Any]) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from machine_facts import machine_facts
+    from edgekd.bench.machine import machine_facts
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**result, "machine_facts": machine_facts()}, indent=2) + "\n")

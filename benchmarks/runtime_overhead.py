@@ -36,7 +36,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import RUNTIMES_BUNDLE, bundle_files  # noqa: E402
-from machine_facts import machine_facts  # noqa: E402
+
+from edgekd.bench.machine import machine_facts  # noqa: E402
 
 DEFAULT_FILES = ("pte/int8/executorch", "tflite/int8/litert-torch", "tflite/int8/onnx2tf", "pte/fp32/executorch",
                  "tflite/fp32/litert-torch")

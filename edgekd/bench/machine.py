@@ -2,7 +2,7 @@
 
 Standard library only (no torch, no numpy), so a device runner or any script can copy or import it::
 
-    from machine_facts import machine_facts
+    from edgekd.bench.machine import machine_facts
     facts = machine_facts()          # {"cpu_model": "AMD EPYC", "isa": {"avx512_vnni": True, ...}, ...}
 
 Linux reads ``/proc/cpuinfo`` and ``/sys/devices/system/cpu``; macOS asks ``sysctl``; anything it
