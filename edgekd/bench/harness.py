@@ -22,7 +22,7 @@ import numpy as np
 from edgekd.bench.report import write_summary
 from edgekd.bench.results import RESULTS, SUMMARY, BenchResult, append_result, load_results
 from edgekd.bench.stats import Stats
-from edgekd.bench.targets import RunnerArgs, RunnerOutcome, Target, get_target
+from edgekd.bench.targets import RUNNERS, RunnerArgs, RunnerOutcome, Target, get_target
 from edgekd.bundle import MANIFEST, Bundle, ModelFile, sha256_of
 from edgekd.errors import BenchError, ConfigError, DataError, EdgekdError
 from edgekd.formats import FORMATS, format_of, guess_row, suffixes
@@ -168,10 +168,13 @@ def _filled(r: BenchResult, data: dict[str, Any]) -> BenchResult:
 def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local", *, warmup: int = 10,
               runs: int = 50, threads: int = 2, eval_data: Any = None, inputs: Any = None,
               out_dir: str | Path | None = None, files: Sequence[str] | None = None, resume: bool = False,
-              timeout_s: float = 300, progress: bool = True, cpus: str | None = None) -> list[BenchResult]:
+              timeout_s: float = 300, progress: bool = True, cpus: str | None = None,
+              runner: str = "auto") -> list[BenchResult]:
     """Measure every model file of a bundle (or one file) on ``target``; see the module docstring.
 
     ``cpus`` pins the runner to those CPUs ("0,1") before the runtime starts its thread pool.
+    ``runner``: ``auto`` (the Python runner where the device has Python, numpy and the runtime, else the
+    native one), ``python`` or ``native``; every result says which ran (``result.runner``).
 
     ``eval_data``/``inputs``: an ``.npz`` path or arrays/tensors (``(x, y)`` for eval data);
     ``files``: keys (``pte/int8/executorch``) or paths within the bundle. Returns one
@@ -185,7 +188,9 @@ def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local
     out = Path(out_dir) if out_dir else Path("edgekd_runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     inputs_npz, eval_npz = _prepare_npz(out, eval_data, inputs, bundle)
-    args = RunnerArgs(warmup=warmup, runs=runs, threads=threads, cpus=cpus)
+    if runner not in RUNNERS:
+        raise ConfigError(f"unknown runner {runner!r}", stage="bench", hint=f"use one of {', '.join(RUNNERS)}")
+    args = RunnerArgs(warmup=warmup, runs=runs, threads=threads, cpus=cpus, runner=runner)
     jsonl = out / RESULTS
     done = {(r.target, r.model): r for r in load_results(jsonl) if r.ok} if resume else {}
 
@@ -218,5 +223,6 @@ def _measure(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, 
                                  eval_npz=eval_npz)
     except (EdgekdError, OSError) as e:  # the target itself failed (lost device, copy error)
         return _failed(r, str(e), "target" if isinstance(e, BenchError) else type(e).__name__)
+    r.runner = outcome.runner
     data, text, error_type = _parse(outcome, timeout_s)
     return _filled(r, data) if data is not None else _failed(r, str(text), error_type, outcome.returncode)

@@ -33,6 +33,7 @@ class BenchResult:
     runtime: str | None = None
     runtime_version: str | None = None
     interpreter: str | None = None
+    runner: str | None = None  # which device runner ran: "python" (edgekd_runner.py) or "native" (runtimes/cpp)
     threads: int = 0
     warmup: int = 0
     runs: int = 0

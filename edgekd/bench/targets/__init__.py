@@ -21,6 +21,8 @@ from typing import Any
 from edgekd.errors import TargetError
 from edgekd.registry import Registry
 
+RUNNERS = ("auto", "python", "native")  # runner=auto picks Python where the device can run it, else native
+
 
 @dataclass(frozen=True)
 class RunnerArgs:
@@ -32,6 +34,7 @@ class RunnerArgs:
     layout: str = "auto"
     keep_samples: bool = False
     cpus: str | None = None  # pin the runner to these CPUs ("0,1", "4-7") before the runtime loads
+    runner: str = "auto"  # which runner: "auto" (Python where the device can, else native), "python", "native"
 
     def argv(self, model: str, inputs: str | None, eval_npz: str | None) -> list[str]:
         """Command-line arguments for the runner, given the paths as the device sees them."""
@@ -57,6 +60,7 @@ class RunnerOutcome:
     stderr: str
     timed_out: bool = False
     wall_s: float = 0.0
+    runner: str = "python"  # which runner ran: "python" (edgekd_runner.py) or "native" (runtimes/cpp)
 
 
 class Target(ABC):
