@@ -33,7 +33,7 @@ ABIS = {  # abi -> (glibc loader name, the toolchain's glibc folders)
     "aarch64": ("ld-linux-aarch64.so.1", ["/usr/aarch64-linux-gnu/lib", "/usr/aarch64-linux-gnu/lib64"]),
     "x86_64": ("ld-linux-x86-64.so.2", ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64"]),
 }
-ELF_MACHINE = {"aarch64": "AArch64", "x86_64": "X86-64"}
+ELF_MACHINE = {"aarch64": "AArch64", "x86_64": "X86-64"}  # readelf -h "Machine:" ends with these
 
 
 def fail(message: str, fix: str) -> None:
@@ -80,7 +80,7 @@ def closure(runner: Path, extras: list[Path], lib_dirs: list[Path], arch: str) -
     while todo:
         path = todo.pop()
         machine, needed = readelf(path)
-        if machine != want:
+        if not machine.endswith(want):
             fail(f"{path} is built for {machine}, not {want}", f"build for {arch}: runtimes/cpp/build.sh --arch {arch}")
         for name in needed:
             if name in files:

@@ -40,7 +40,7 @@ from edgekd.bench.devices import (
 from edgekd.bench.runner_bundle import RunnerBundle, abi_of, find_bundle, unsupported_abi
 from edgekd.bench.targets import RUNNERS, RunnerArgs, RunnerOutcome, Target
 from edgekd.bench.targets.local import runner_path
-from edgekd.errors import TargetError
+from edgekd.errors import ConfigError, TargetError
 from edgekd.formats import guess_row
 
 RUNNER_NAME = "edgekd_runner.py"
@@ -325,7 +325,10 @@ _SHA256SUM = ("if command -v sha256sum >/dev/null 2>&1; then set -- sha256sum; "
 
 def _backend_of(model: Path) -> str:
     """The runner backend for a model file (``tflite``, ``executorch``, ...) from the format table."""
-    r = guess_row(model)
+    try:
+        r = guess_row(model)
+    except ConfigError:
+        r = None
     return r.backend if r is not None else model.suffix.lstrip(".")
 
 
