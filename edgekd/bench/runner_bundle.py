@@ -33,14 +33,13 @@ def abi_of(machine: str) -> str | None:
     return _ALIASES.get(machine.strip().lower())
 
 
-def unsupported_abi(machine: str, where: str) -> TargetError:
-    """The error for a device whose ABI has no native runner."""
-    return TargetError(
-        f"{where}: the device's ABI is {machine.strip() or 'unknown'!r}; the native runner is built for "
-        f"{' and '.join(ABIS)} only", stage="bench/native",
-        hint="use a 64-bit OS on the board (aarch64), or runner=python with Python 3.10+, numpy and the runtime "
-             "installed there, or cross-build runtimes/cpp for this ABI with your own CMake toolchain "
-             "(runtimes/README.md)")
+def unsupported_abi(machine: str) -> tuple[str, str]:
+    """(message, fix) for a device whose ABI has no native runner."""
+    return (f"the device's ABI is {machine.strip() or 'unknown'!r}; the native runner is built for "
+            f"{' and '.join(ABIS)} only",
+            "use a 64-bit OS on the board (aarch64), or runner=python with Python 3.10+, numpy and the runtime "
+            "installed there, or cross-build runtimes/cpp for this ABI with your own CMake toolchain "
+            "(runtimes/README.md)")
 
 
 def native_root() -> Path:

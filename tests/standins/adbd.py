@@ -20,11 +20,13 @@ import argparse
 import contextlib
 import os
 import queue
+import shutil
 import socket
 import struct
 import subprocess
 import threading
 
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"  # found now: the daemon's PATH may lack /usr/sbin
 A_VERSION, MAX_DATA = 0x01000001, 256 * 1024
 CMD = {name: struct.unpack("<I", name.encode())[0] for name in ("CNXN", "OPEN", "OKAY", "WRTE", "CLSE", "AUTH")}
 
@@ -144,7 +146,7 @@ class Stream:
                 self.close()
 
     def _spawn(self, cmd: str, merge: bool) -> subprocess.Popen[bytes]:
-        shell = ["chroot", self.conn.root, "/bin/sh", "-c", cmd] if self.conn.root else ["/bin/sh", "-c", cmd]
+        shell = [CHROOT, self.conn.root, "/bin/sh", "-c", cmd] if self.conn.root else ["/bin/sh", "-c", cmd]
         self.proc = subprocess.Popen(shell, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT if merge else subprocess.PIPE, env=self.conn.env,
                                      cwd="/")

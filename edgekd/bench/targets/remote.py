@@ -148,8 +148,7 @@ class RemoteTarget(Target):
             machine = r.stdout.strip()
             abi = abi_of(machine) if r.returncode == 0 else None
             if abi is None:
-                e = unsupported_abi(machine or f"uname -m failed: {r.stderr.strip()[-100:]}", self.name)
-                raise self._err(e.message, str(e.hint))
+                raise self._err(*unsupported_abi(machine or f"uname -m failed: {r.stderr.strip()[-100:]}"))
             self._abi = abi
         return self._abi
 
