@@ -138,7 +138,9 @@ class RemoteTarget(Target):
         if self.mode == "python":
             message, _, hint = str(why).partition("; fix: ")
             raise self._err(message, hint)
-        self._probe = {"runner": "native", "abi": self.device_abi(), "python": probe, "python_missing": why}
+        bundle = self.host_bundle()
+        self._probe = {"runner": "native", "abi": bundle.abi, "bundle_sha256": bundle.sha256, "python": probe,
+                       "python_missing": why}
         return self._probe
 
     def device_abi(self) -> str:
@@ -170,15 +172,22 @@ class RemoteTarget(Target):
         backend = _backend_of(model)
         return "python" if why is None and python_can_run(probe, backend) else "native"
 
-    def native_bundle(self) -> tuple[RunnerBundle, str]:
-        """The host bundle for the device's ABI and its folder on the device, pushed there once (by sha256)."""
+    def host_bundle(self) -> RunnerBundle:
+        """The host's bundle for the device's ABI; where it is missing the error also says why Python will not do."""
         abi = self.device_abi()
         try:
-            bundle = find_bundle(abi)
+            return find_bundle(abi)
         except TargetError as e:
-            _, why = self._python if self._python else (None, None)
-            extra = f" (and {why.split('; fix: ')[0]})" if why else ""
-            raise self._err(f"{e.message}{extra}", str(e.hint)) from None
+            why = self._python[1] if self._python else None
+            if not why:
+                raise self._err(e.message, str(e.hint)) from None
+            message, _, fix = why.partition("; fix: ")
+            raise self._err(f"{e.message}, and {message}", f"{e.hint}; or for the Python runner: {fix}") from None
+
+    def native_bundle(self) -> tuple[RunnerBundle, str]:
+        """The host bundle for the device's ABI and its folder on the device, pushed there once (by sha256)."""
+        bundle = self.host_bundle()
+        abi = bundle.abi
         folder = f"{self.workdir.rstrip('/')}/native/{abi}-{bundle.sha256[:16]}"
         if self._pushed != folder:
             self._push_bundle(bundle, folder)
