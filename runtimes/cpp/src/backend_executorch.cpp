@@ -110,6 +110,9 @@ class ExecuTorchBackend : public Backend {
     if (e != Error::Ok) refuse("the program does not load (" + err(e) + ")");
     e = module_->load_method("forward");
     if (e != Error::Ok) refuse("method forward does not load (" + err(e) + "; an operator or delegate missing?)");
+    auto method = module_->method("forward");  // the Method itself: the timed loop calls execute() only
+    if (!method.ok()) refuse("method forward is not available");
+    method_ = *method;
     auto meta = module_->method_meta("forward");
     if (!meta.ok()) refuse("no method meta for forward");
     const std::string name = path.substr(path.find_last_of('/') + 1);
@@ -126,6 +129,7 @@ class ExecuTorchBackend : public Backend {
 
   void close() override {
     tensor_.reset();
+    method_ = nullptr;
     module_.reset();
     etdump_ = nullptr;
   }
@@ -133,15 +137,25 @@ class ExecuTorchBackend : public Backend {
   const TensorInfo& input() const override { return input_; }
   const TensorInfo& output() const override { return output_; }
 
-  void run(const Array& x, Array& out) override {
-    if (!tensor_ || fed_ != x.data.data()) {  // the same feed is reused across timed runs
+  void set_input(const Array& x) override {
+    if (!tensor_ || fed_ != x.data.data()) {
       std::vector<executorch::aten::SizesType> sizes(x.shape.begin(), x.shape.end());
       tensor_ = executorch::extension::from_blob(const_cast<uint8_t*>(x.data.data()), sizes, to_scalar_type(x.dtype));
       fed_ = x.data.data();
     }
-    auto result = module_->execute("forward", et::EValue(*tensor_));
-    if (!result.ok()) throw std::runtime_error("ExecuTorch forward failed (" + err(result.error()) + ")");
-    const auto& t = (*result)[0].toTensor();
+    const Error e = method_->set_input(et::EValue(*tensor_), 0);
+    if (e != Error::Ok) throw std::runtime_error("ExecuTorch set_input failed (" + err(e) + ")");
+  }
+
+  void invoke() override {
+    const Error e = method_->execute();
+    if (e != Error::Ok) throw std::runtime_error("ExecuTorch forward failed (" + err(e) + ")");
+  }
+
+  void read_output(Array& out) override {
+    const et::EValue& value = method_->get_output(0);
+    if (!value.isTensor()) throw std::runtime_error("ExecuTorch forward has no tensor output 0");
+    const auto& t = value.toTensor();
     out.dtype = from_scalar_type(t.scalar_type());
     out.shape.assign(t.sizes().begin(), t.sizes().end());
     const auto* src = static_cast<const uint8_t*>(t.const_data_ptr());
@@ -165,6 +179,7 @@ class ExecuTorchBackend : public Backend {
 
  private:
   std::unique_ptr<Module> module_;
+  et::Method* method_ = nullptr;
   executorch::etdump::ETDumpGen* etdump_ = nullptr;
   std::string profile_path_;
   executorch::extension::TensorPtr tensor_;

@@ -48,7 +48,17 @@ struct HostBuffer {  // 64-byte aligned host memory wrapped as a LiteRtTensorBuf
 
 class LiteRtBackend : public Backend {
  public:
-  ~LiteRtBackend() override { close(); }
+  // The environment is the runtime's start-up (the Python runner's import): made once, before the
+  // baseline memory is read, and kept across load()/close().
+  LiteRtBackend() {
+    if (LiteRtCreateEnvironment(0, nullptr, &env_) != kLiteRtStatusOk)
+      throw RunnerError(kExitRuntime, "runtime_missing", "LiteRT could not create its environment",
+                        "check that libLiteRt.so matches the runner's build (runtimes/README.md, native runner)");
+  }
+  ~LiteRtBackend() override {
+    close();
+    if (env_) LiteRtDestroyEnvironment(env_);
+  }
   const char* runtime() const override { return "tflite"; }
   const char* version() const override { return EDGEKD_LITERT_VERSION; }
   const char* interpreter() const override {
@@ -59,7 +69,6 @@ class LiteRtBackend : public Backend {
     (void)profile_path;  // no per-operator profile through this C API (see runtimes/README.md)
     path_ = path;
     name_ = path.substr(path.find_last_of('/') + 1);
-    check(LiteRtCreateEnvironment(0, nullptr, &env_), "create a LiteRT environment", kExitOther);
     check(LiteRtCreateModelFromFile(env_, path.c_str(), &model_), "read the model", kExitModel);
     LiteRtParamIndex n_sig = 0;
     LiteRtSignature sig = nullptr;
@@ -124,23 +133,27 @@ class LiteRtBackend : public Backend {
     out_.clear();
     if (compiled_) LiteRtDestroyCompiledModel(compiled_);
     if (model_) LiteRtDestroyModel(model_);
-    if (env_) LiteRtDestroyEnvironment(env_);
     compiled_ = nullptr;
     model_ = nullptr;
-    env_ = nullptr;
   }
 
   const TensorInfo& input() const override { return input_; }
   const TensorInfo& output() const override { return output_; }
 
-  void run(const Array& x, Array& out) override {
+  void set_input(const Array& x) override {
     if (x.data.size() != in_[0].bytes)
       throw RunnerError(kExitInput, "input_mismatch", "the input has " + std::to_string(x.data.size()) +
                         " bytes; " + name_ + " takes " + std::to_string(in_[0].bytes), "check the input shape and dtype");
-    std::memcpy(in_[0].mem, x.data.data(), x.data.size());  // the Python runner's set_tensor copies too
+    std::memcpy(in_[0].mem, x.data.data(), x.data.size());  // as the Python runner's set_tensor
+  }
+
+  void invoke() override {
     const LiteRtStatus st = LiteRtRunCompiledModel(compiled_, 0, 1, in_handles_.data(), out_handles_.size(),
                                                    out_handles_.data());
     if (st != kLiteRtStatusOk) throw std::runtime_error("LiteRtRunCompiledModel failed with status " + std::to_string(st));
+  }
+
+  void read_output(Array& out) override {
     out.dtype = output_.dtype;
     out.shape = output_.shape;
     const auto* src = static_cast<const uint8_t*>(out_[0].mem);
