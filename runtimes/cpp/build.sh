@@ -26,10 +26,10 @@ done
 
 out="$repo/build/native/$arch"
 extra=()
+if [[ -z "$python" ]]; then
+  if [[ -x "$repo/.venv/bin/python" ]]; then python="$repo/.venv/bin/python"; else python="$(command -v python3)"; fi
+fi
 if [[ "$arch" == "$(uname -m)" ]]; then
-  if [[ -z "$python" ]]; then
-    if [[ -x "$repo/.venv/bin/python" ]]; then python="$repo/.venv/bin/python"; else python="$(command -v python3)"; fi
-  fi
   site="$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   et_root="${EXECUTORCH_ROOT:-$site/executorch}"
   lt_root="${LITERT_ROOT:-$site/ai_edge_litert}"
@@ -37,7 +37,7 @@ elif [[ "$arch" == "aarch64" ]]; then
   if [[ ! -x "$here/fetch_wheels.sh" ]]; then
     echo "build.sh: cross-building needs runtimes/cpp/fetch_wheels.sh (the aarch64 wheels)" >&2; exit 2
   fi
-  "$here/fetch_wheels.sh" aarch64
+  PYTHON="$python" "$here/fetch_wheels.sh" aarch64  # the versions installed for $python, for the device too
   sdk="$out/sdk"
   et_root="${EXECUTORCH_ROOT:-$sdk/executorch}"
   lt_root="${LITERT_ROOT:-$sdk/ai_edge_litert}"

@@ -7,8 +7,9 @@ The bundle runs on any Linux kernel of that ABI without the device's libc (a sto
 board): ``./ld-linux-aarch64.so.1 --library-path . ./edgekd_runner ...``. Which libraries go in is read
 from the ELF files themselves (``readelf -d``, DT_NEEDED, recursively), found first in the runtime
 folders (the wheels' ``executorch/lib``, ``ai_edge_litert``) and then in the toolchain's glibc
-(``/usr/aarch64-linux-gnu/lib`` for aarch64, ``/lib/x86_64-linux-gnu`` for x86_64). ``--extra`` adds
-libraries the runner ``dlopen``s (not in DT_NEEDED).
+(``/usr/aarch64-linux-gnu/lib`` for aarch64, ``/lib/x86_64-linux-gnu`` for x86_64). Every file named in the
+build's ``MANIFEST`` (beside the runner: the backend plugins it ``dlopen``s, the runtime libraries) goes in,
+and ``--extra`` adds more.
 
 Out: ``build/native/<arch>/bundle/`` with the files, ``SHA256SUMS`` (``sha256sum`` format, sorted) and
 ``bundle.json`` (abi, entry, loader, files with sha256 and size, ``sha256`` = sha256 of SHA256SUMS, which
@@ -137,15 +138,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="recorded in bundle.json (default: the VERSION files of the unpacked wheels)")
     ap.add_argument("--out", type=Path, help="default build/native/ARCH/bundle")
     a = ap.parse_args(argv)
-    runner = a.runner or ROOT / "build" / "native" / a.arch / ENTRY
-    lib_dirs = [*(a.lib_dir or _default_lib_dirs(a.arch)), *(a.sysroot_lib or map(Path, ABIS[a.arch][1]))]
+    build = ROOT / "build" / "native" / a.arch
+    runner = a.runner or build / ENTRY
+    extras = list(a.extra)
+    listed = runner.parent / "MANIFEST"  # build.sh lists what it put beside the runner (plugins it dlopens too)
+    if listed.is_file():
+        extras += [runner.parent / n for n in listed.read_text().split() if n != ENTRY and "/" not in n]
+    lib_dirs = [runner.parent, *(a.lib_dir or _default_lib_dirs(a.arch)), *(a.sysroot_lib or map(Path, ABIS[a.arch][1]))]
     runtimes = dict(r.split("=", 1) for r in a.runtime)
     for d in _default_lib_dirs(a.arch):
         v = d.parent / "VERSION" if d.name == "lib" else d / "VERSION"
         if v.is_file() and not a.runtime:
             runtimes[d.parent.name if d.name == "lib" else d.name] = v.read_text().strip()
     out = a.out or ROOT / "build" / "native" / a.arch / "bundle"
-    m = make(a.arch, runner, a.extra, [d for d in lib_dirs if d.is_dir()], out, runtimes)
+    m = make(a.arch, runner, extras, [d for d in lib_dirs if d.is_dir()], out, runtimes)
     total = sum(f["bytes"] for f in m["files"].values())
     print(f"make_bundle: {out} ({len(m['files'])} files, {total / 1e6:.1f} MB, sha256 {m['sha256'][:16]})")
     print(f"  run on the device: ./{m['loader']} --library-path . ./{ENTRY} --model M.pte ...")
