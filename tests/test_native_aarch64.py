@@ -3,7 +3,11 @@
 
 The "device" is a folder holding only a static arm64 busybox (Debian's ``busybox-static:arm64``) as
 ``/bin/sh`` with its applets, ``/proc``, ``/dev`` nodes and ``/tmp``: no libc, no Python, like a stock
-phone's userland as far as the runner is concerned. OpenSSH's sshd (``ChrootDirectory``) and the adbd
+phone's userland as far as the runner is concerned. Two kernel files an arm64 device has are made to
+look like one: ``/sys/devices/system/cpu`` (bound read-only from this kernel; XNNPACK's cpuinfo reads it,
+without it ExecuTorch reports "XnnpackBackend is not available") and ``/proc/cpuinfo`` (an arm64
+listing bound over it: qemu-user 7.2 shows the guest the host's x86 file, on which LiteRT's cpuinfo
+dereferences NULL; a real arm64 kernel writes its own). A whole sysfs makes LiteRT crash under qemu. OpenSSH's sshd (``ChrootDirectory``) and the adbd
 stand-in (``--root``) serve it through the real clients (paramiko, adb); every arm64 program there runs
 through qemu-aarch64-static via binfmt_misc. ``runner=auto`` finds no Python, pushes the bundle
 (``make native-aarch64``) once and runs it as ``ld-linux-aarch64.so.1 --library-path DIR DIR/edgekd_runner``.
@@ -78,8 +82,8 @@ def bare_root() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="bare-arm64-", dir=BASE))
     root.chmod(0o755)
     try:
-        for d in ("bin", "proc", "dev", "tmp", "root"):
-            (root / d).mkdir()
+        for d in ("bin", "proc", "dev", "tmp", "root", "sys/devices/system/cpu"):
+            (root / d).mkdir(parents=True)
         (root / "tmp").chmod(0o1777)
         shutil.copy(busybox, root / "bin" / "busybox")
         subprocess.run(["chroot", str(root), "/bin/busybox", "--install", "-s", "/bin"], check=True, timeout=120)
@@ -91,12 +95,25 @@ def bare_root() -> Iterator[Path]:
         files = [p.name for p in root.rglob("*")]
         assert not [n for n in files if n.startswith(("libc.so", "ld-linux", "python"))], files  # bare: no libc, no Python
         subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
+        (root / "tmp" / ".cpuinfo").write_text(_arm64_cpuinfo(os.cpu_count() or 1))
+        subprocess.run(["mount", "--bind", str(root / "tmp" / ".cpuinfo"), str(root / "proc" / "cpuinfo")], check=True)
+        subprocess.run(["mount", "--bind", "-o", "ro", "/sys/devices/system/cpu", str(root / "sys/devices/system/cpu")],
+                       check=True)
         uname = subprocess.run(["chroot", str(root), "/bin/sh", "-c", "uname -m"], capture_output=True, text=True)
         assert uname.stdout.strip() == "aarch64", uname
         yield root
     finally:
-        subprocess.run(["umount", "-l", str(root / "proc")], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        for m in ("proc/cpuinfo", "proc", "sys/devices/system/cpu"):
+            subprocess.run(["umount", "-l", str(root / m)], capture_output=True)
+        if not any(os.path.ismount(root / m) for m in ("proc", "sys/devices/system/cpu")):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _arm64_cpuinfo(n: int) -> str:
+    """/proc/cpuinfo as an arm64 kernel writes it (Cortex-A72 cores), for the n CPUs sysfs lists."""
+    core = ("BogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid\n"
+            "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n")
+    return "".join(f"processor\t: {i}\n{core}\n" for i in range(n))
 
 
 @pytest.fixture(scope="module")

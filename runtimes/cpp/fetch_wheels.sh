@@ -42,7 +42,7 @@ with zipfile.ZipFile(whl) as z:
 PY
 }
 unpack "$(fetch executorch "$et" executorch)" executorch executorch/lib/ executorch/include/ executorch/share/
-unpack "$(fetch ai-edge-litert "$lr" ai_edge_litert)" ai_edge_litert ai_edge_litert/libLiteRt.so
+unpack "$(fetch ai-edge-litert "$lr" ai_edge_litert)" ai_edge_litert ai_edge_litert/libLiteRt.so ai_edge_litert/__init__.py
 echo "$et" > "$sdk/executorch/VERSION"; echo "$lr" > "$sdk/ai_edge_litert/VERSION"
 for f in executorch/lib/libexecutorch.so executorch/include executorch/share/cmake ai_edge_litert/libLiteRt.so; do
   [ -e "$sdk/$f" ] || { echo "fetch_wheels: $f missing from the unpacked wheel in $sdk" >&2; exit 1; }
