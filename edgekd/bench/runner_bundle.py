@@ -12,10 +12,10 @@ per device into a folder named by the bundle's sha256 (see :mod:`edgekd.bench.ta
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekd.bench.native import native_root
 from edgekd.bundle import sha256_of
 from edgekd.errors import TargetError
 
@@ -40,12 +40,6 @@ def unsupported_abi(machine: str) -> tuple[str, str]:
             "use a 64-bit OS on the board (aarch64), or runner=python with Python 3.10+, numpy and the runtime "
             "installed there, or cross-build runtimes/cpp for this ABI with your own CMake toolchain "
             "(runtimes/README.md)")
-
-
-def native_root() -> Path:
-    """The folder holding ``<abi>/bundle``: ``$EDGEKD_NATIVE_DIR``, else ``build/native`` of the checkout."""
-    env = os.environ.get("EDGEKD_NATIVE_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "build" / "native"
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,9 @@ from edgekd.bench.devices import (
     python_can_run,
     wait_until_cool,
 )
+from edgekd.bench.native import RUNNERS
 from edgekd.bench.runner_bundle import RunnerBundle, abi_of, find_bundle, unsupported_abi
-from edgekd.bench.targets import RUNNERS, RunnerArgs, RunnerOutcome, Target
+from edgekd.bench.targets import RunnerArgs, RunnerOutcome, Target
 from edgekd.bench.targets.local import runner_path
 from edgekd.errors import ConfigError, TargetError
 from edgekd.formats import guess_row
