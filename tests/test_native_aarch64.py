@@ -7,7 +7,11 @@ phone's userland as far as the runner is concerned. Two kernel files an arm64 de
 look like one: ``/sys/devices/system/cpu`` (bound read-only from this kernel; XNNPACK's cpuinfo reads it,
 without it ExecuTorch reports "XnnpackBackend is not available") and ``/proc/cpuinfo`` (an arm64
 listing bound over it: qemu-user 7.2 shows the guest the host's x86 file, on which LiteRT's cpuinfo
-dereferences NULL; a real arm64 kernel writes its own). A whole sysfs makes LiteRT crash under qemu. OpenSSH's sshd (``ChrootDirectory``) and the adbd
+dereferences NULL; a real arm64 kernel writes its own). A whole sysfs makes LiteRT crash under qemu.
+The emulated CPU is a Neoverse-N1 (``QEMU_CPU=neoverse-n1``, the Cortex-A76 class of a Pi 5 or a recent
+phone): with qemu 7.2's default ``max`` CPU, XNNPACK's int8 kernels compute wrong results (accuracy 0.12
+instead of 0.85 on the tiny CNN, for .pte and .tflite alike; fp32 is right), while Cortex-A53/A72 and
+Neoverse-N1 agree with the host: an emulator bug in the newest instructions, not the runner's. OpenSSH's sshd (``ChrootDirectory``) and the adbd
 stand-in (``--root``) serve it through the real clients (paramiko, adb); every arm64 program there runs
 through qemu-aarch64-static via binfmt_misc. ``runner=auto`` finds no Python, pushes the bundle
 (``make native-aarch64``) once and runs it as ``ld-linux-aarch64.so.1 --library-path DIR DIR/edgekd_runner``.
@@ -43,6 +47,7 @@ QEMU = Path("/usr/bin/qemu-aarch64-static")
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 BASE = Path(os.environ.get("EDGEKD_BARE_ROOT_BASE", "/var/lib/edgekd-tests"))  # root-owned, for sshd's chroot
 WORKDIR = "/tmp/edgekd"  # as the device sees it
+DEVICE_ENV = {"QEMU_CPU": "neoverse-n1"}  # read by qemu-user for every arm64 program the device runs
 
 
 def _need(ok: bool, what: str, fix: str) -> None:
@@ -126,8 +131,8 @@ def arm_bundle() -> RunnerBundle:
 
 @pytest.fixture(scope="module")
 def devices(bare_root: Path, adb_server: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Daemon]]:
-    ssh = start_sshd(tmp_path_factory.mktemp("bare_sshd"), device_root=bare_root)
-    adb = start_adbd(tmp_path_factory.mktemp("bare_adbd"), adb_server, device_root=bare_root)
+    ssh = start_sshd(tmp_path_factory.mktemp("bare_sshd"), device_root=bare_root, env=DEVICE_ENV)
+    adb = start_adbd(tmp_path_factory.mktemp("bare_adbd"), adb_server, device_root=bare_root, env=DEVICE_ENV)
     yield {"ssh": ssh, "adb": adb}
     ssh.stop()
     adb.stop()
@@ -209,5 +214,5 @@ def test_a_runner_without_its_libraries_fails_naming_the_fix(devices, bare_root:
     lone.chmod(0o755)
     [r] = benchmark(tiny_models.tflite, target=devices["ssh"].url(workdir=WORKDIR, runner="/tmp/lone_runner"),
                     runs=1, warmup=0, out_dir=tmp_path, timeout_s=300, progress=False)
-    assert not r.ok and r.runner == "native" and r.exit_code == 127
+    assert not r.ok and r.runner == "native" and r.exit_code not in (0, None)  # 127 on a kernel; 255 from qemu
     assert "could not start on the device" in r.error and "make native-aarch64" in r.error

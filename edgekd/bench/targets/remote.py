@@ -321,7 +321,7 @@ class RemoteTarget(Target):
         if 128 < code < 160:  # the shell reports "killed by signal N" as 128 + N
             code = 128 - code
         out, err = self.read_text(f"{run}/out.jsonl"), self.read_text(f"{run}/err.txt")
-        if which == "native" and code == 127 and not out.strip():
+        if which == "native" and code > 0 and not out.strip():  # not one JSON line: it did not even start
             err = _loader_hint(err, exe[0])
         return RunnerOutcome(code, out, err, timed_out=outcome.timed_out, wall_s=outcome.wall_s, runner=which)
 
