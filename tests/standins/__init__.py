@@ -141,10 +141,10 @@ def start_adbd(root: Path, adb_server_port: int, device_root: Path | None = None
     port = free_port()
     while 5555 <= port <= 5585:  # adb probes that range as emulators
         port = free_port()
-    env = {**os.environ, "PATH": f"{shim}:{VENV_BIN}:/usr/bin:/bin"}
-    env = {**os.environ, **(env or {}), "PATH": f"{shim}:{VENV_BIN}:/usr/bin:/bin"}
+    daemon_env = {**os.environ, **(env or {}), "PATH": f"{shim}:{VENV_BIN}:/usr/bin:/bin"}
     extra = ["--root", str(device_root)] if device_root else []
-    proc = subprocess.Popen([sys.executable, str(ADBD), "--port", str(port), "--shim", str(shim), *extra], env=env,
+    proc = subprocess.Popen([sys.executable, str(ADBD), "--port", str(port), "--shim", str(shim), *extra],
+                            env=daemon_env,
                             stdout=subprocess.DEVNULL, start_new_session=True)
     _wait_port(port, proc, "adbd stand-in")
     assert os.environ.get("ANDROID_ADB_SERVER_PORT") == str(adb_server_port)
