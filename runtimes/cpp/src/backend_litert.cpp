@@ -3,6 +3,10 @@
 // compiled model -> host-memory tensor buffers -> LiteRtRunCompiledModel. Signature 0 is run; its
 // input 0 is fed and its output 0 is read (the Python runner reads the interpreter's output 0:
 // the same tensor for single-output models, which is what the runner times).
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -124,6 +128,35 @@ class LiteRtBackend : public Backend {
     in_handles_ = {in_[0].buffer};
     out_handles_.clear();
     for (const HostBuffer& b : out_) out_handles_.push_back(b.buffer);
+  }
+
+  // LiteRT does not verify a .tflite flatbuffer before walking it: a truncated file crashes the
+  // process (SIGSEGV) inside LiteRtCreateModelFromFile. So the file is first loaded and compiled
+  // once in a forked child; a child that dies or fails makes the file corrupt_model, with no
+  // effect on the measurement (the child's memory and time are its own).
+  void vet(const std::string& path, int threads) override {
+    std::fflush(nullptr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      try {
+        load(path, threads, "");
+        close();
+      } catch (...) {
+        _exit(3);
+      }
+      _exit(0);
+    }
+    if (pid < 0) return;  // no fork: load() in this process is the only check
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFSIGNALED(status)) {
+      const std::string sig = strsignal(WTERMSIG(status)) ? strsignal(WTERMSIG(status)) : "a signal";
+      throw RunnerError(kExitModel, "corrupt_model",
+                        "tflite cannot load " + path + ": LiteRT crashed reading it (" + sig +
+                            "): the flatbuffer is truncated or damaged",
+                        "re-export the model or copy it again; compare its sha256 with edgekd.json");
+    }
   }
 
   void close() override {

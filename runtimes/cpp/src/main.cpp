@@ -40,7 +40,7 @@ namespace {
 
 // -- arguments ---------------------------------------------------------------------------------
 struct Args {
-  std::string model, inputs, eval, layout = "auto", cpus, profile;
+  std::string model, inputs, eval, layout = "auto", cpus, profile, save_output;
   int warmup = 10, runs = 50, threads = 1;
   double min_duration = 0.0;
   bool keep_samples = false;
@@ -53,7 +53,8 @@ struct Args {
 const char* kUsage =
     "usage: edgekd_runner --model MODEL [--inputs INPUTS] [--warmup WARMUP] [--runs RUNS]\n"
     "                     [--min-duration SECONDS] [--threads THREADS] [--eval EVAL]\n"
-    "                     [--layout {auto,NCHW,NHWC}] [--cpus CPUS] [--keep-samples] [--profile PATH]\n\n"
+    "                     [--layout {auto,NCHW,NHWC}] [--cpus CPUS] [--keep-samples] [--profile PATH]\n"
+    "                     [--save-output OUT.npy]\n\n"
     "Time one .pte/.tflite model and print JSON lines on stdout (edgekd's native runner).\n";
 
 bool is_file(const std::string& p) {
@@ -128,7 +129,8 @@ Args parse_args(int argc, char** argv) {
       continue;
     }
     static const std::set<std::string> with_value = {"--model", "--inputs", "--warmup", "--runs", "--threads", "--eval",
-                                                     "--layout", "--cpus", "--min-duration", "--profile"};
+                                                     "--layout", "--cpus", "--min-duration", "--profile",
+                                                     "--save-output"};
     if (!with_value.count(flag)) arg_error("unrecognized arguments: " + std::string(argv[i]));
     if (!has_value) {
       if (i + 1 >= argc) arg_error("argument " + flag + ": expected one argument");
@@ -140,6 +142,7 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--eval") a.eval = value;
     else if (flag == "--cpus") a.cpus = value;
     else if (flag == "--profile") a.profile = value;
+    else if (flag == "--save-output") a.save_output = value;
     else if (flag == "--warmup") a.warmup = parse_int(flag, value);
     else if (flag == "--runs") a.runs = parse_int(flag, value);
     else if (flag == "--threads") a.threads = parse_int(flag, value);
@@ -405,6 +408,24 @@ double evaluate(Backend& backend, const Array& x, const Array& y, const std::str
   return n ? static_cast<double>(correct) / static_cast<double>(n) : std::nan("");
 }
 
+void save_npy(const std::string& path, const std::vector<float>& values, const std::vector<int64_t>& shape) {
+  // The first inference's output as float32 (dequantized), for parity checks against other runtimes.
+  std::string dims;
+  for (int64_t d : shape) dims += std::to_string(d) + ", ";
+  if (shape.size() > 1) dims.erase(dims.size() - 2);
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }";
+  while ((10 + header.size() + 1) % 64) header += ' ';
+  header += '\n';
+  std::ofstream f(path, std::ios::binary);
+  const uint16_t len = static_cast<uint16_t>(header.size());
+  f.write("\x93NUMPY\x01\x00", 8);
+  f.put(static_cast<char>(len & 0xff));
+  f.put(static_cast<char>(len >> 8));
+  f << header;
+  f.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(float)));
+  if (!f) throw RunnerError(kExitArgs, "bad_arguments", "cannot write --save-output " + path, "pass a writable path");
+}
+
 // -- backends: plugins next to the binary ------------------------------------------------------
 std::string self_dir(const char* argv0) {
   std::string p = argv0 ? argv0 : "";
@@ -448,6 +469,7 @@ std::string measure(const Args& args, const char* argv0) {
   int64_t t0 = now_ns();
   std::unique_ptr<Backend> backend = open_backend(suffix_of(args.model), argv0);
   const double import_ms = ms_since(t0);
+  backend->vet(args.model, args.threads);
   reset_peak_rss();
   const double baseline = peak_rss_mb();
 
@@ -476,6 +498,7 @@ std::string measure(const Args& args, const char* argv0) {
   backend->run(feed, out);
   const double first_ms = ms_since(t0);
   const std::vector<int64_t> output_shape = out.shape;
+  if (!args.save_output.empty()) save_npy(args.save_output, from_model_output(out, backend->output()), out.shape);
   // The timed call: the input does not change, so it is set once and each run is invoke() alone
   // (as the Python runner's timed_call) -- allowed where running again on the same input leaves the
   // output unchanged (no planned buffer reuses the input's memory); otherwise every run sets it again.

@@ -65,6 +65,8 @@ class Backend {
   // profile, written by write_profile(). Throws RunnerError (kExitModel for a file the runtime refuses).
   virtual void load(const std::string& path, int threads, const std::string& profile_path) = 0;
   virtual void close() = 0;  // free what load() made
+  // Called once before measuring: throw RunnerError(kExitModel) for a file the runtime would crash on.
+  virtual void vet(const std::string& path, int threads) { (void)path; (void)threads; }
   virtual const TensorInfo& input() const = 0;
   virtual const TensorInfo& output() const = 0;
   // Set the input (already in the file's shape and dtype; `x` outlives the runs that use it).
