@@ -2,10 +2,11 @@
 stand-in): the native bundle is pushed once per device (by sha256), an interrupted or altered push is never
 used, a device ABI without a native runner and a missing host bundle are clear errors.
 
-The bundle here is made by ``runtimes/cpp/make_bundle.py --arch x86_64`` around a small C++ program that
-prints one protocol result line (it stands in for the runner: these tests are about the transport; the
-real runner's results are checked in tests/test_native_aarch64.py under qemu). It is started the way a
-phone starts it: ``DIR/ld-linux-x86-64.so.2 --library-path DIR DIR/edgekd_runner``.
+Most tests use a bundle made by ``runtimes/cpp/make_bundle.py --arch x86_64`` around a small C++ program
+that prints one protocol result line (it stands in for the runner: those tests are about the transport).
+The last test builds the real x86_64 bundle (``runtimes/cpp/build.sh``) and checks it against the Python
+runner over both transports; the aarch64 bundle is checked in tests/test_native_aarch64.py under qemu.
+A bundle is started the way a phone starts it: ``DIR/ld-linux-x86-64.so.2 --library-path DIR DIR/edgekd_runner``.
 """
 
 # ruff: noqa: F811  (pytest fixtures imported from standins.fixtures are re-bound as arguments)
@@ -22,7 +23,7 @@ import pytest
 from standins.fixtures import adb_server, adbd, own_adbd, own_sshd, sshd  # noqa: F401
 
 from edgekd.bench import benchmark
-from edgekd.bench.runner_bundle import RunnerBundle, abi_of
+from edgekd.bench.runner_bundle import RunnerBundle, abi_of, find_bundle
 from edgekd.bench.targets import RunnerArgs, get_target
 from edgekd.bench.targets.remote import RemoteTarget
 from edgekd.errors import TargetError
@@ -221,3 +222,28 @@ def test_a_device_without_sha256sum_is_refused(sshd, bundle_env: RunnerBundle, t
     t.exec = lambda cmd, timeout_s: real(cmd.replace("command -v", "false"), timeout_s)  # type: ignore[method-assign]
     with pytest.raises(TargetError, match="no sha256sum"):
         t.run_runner(tmp_path / "m.tflite", None, RunnerArgs(runs=1, warmup=0), 30)
+
+
+@pytest.fixture(scope="module")
+def real_bundle() -> RunnerBundle:
+    """The real x86_64 bundle: build.sh builds the runner (incrementally) and make_bundle.py bundles it."""
+    assert shutil.which("cmake") and shutil.which("g++"), "needs cmake and g++ (apt-get install cmake g++)"
+    p = subprocess.run(["bash", str(ROOT / "runtimes/cpp/build.sh"), "--arch", "x86_64", "--python", sys.executable],
+                       capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, f"build.sh failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
+    return find_bundle("x86_64")
+
+
+def test_the_real_bundle_over_both_transports_agrees_with_the_python_runner(
+        tiny_models, daemon, real_bundle: RunnerBundle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("EDGEKD_NATIVE_DIR", raising=False)
+    url = daemon.url(python=NO_PYTHON, workdir=str(tmp_path / "dev"))
+    for i, model in enumerate((tiny_models.pte, tiny_models.tflite, tiny_models.tflite_int8)):
+        kw = dict(runs=2, warmup=0, threads=1, eval_data=tiny_models.eval, progress=False)
+        [nat] = benchmark(model, target=url, out_dir=tmp_path / f"n{i}", **kw)
+        [py] = benchmark(model, target="local", runner="python", out_dir=tmp_path / f"p{i}", **kw)
+        assert nat.ok and py.ok, (nat.error, py.error)
+        assert nat.runner == "native" and py.runner == "python" and nat.interpreter.startswith("edgekd_runner (native")
+        assert nat.accuracy == py.accuracy and nat.eval_samples == py.eval_samples == 60
+        assert (nat.input["shape"], nat.input["dtype"]) == (py.input["shape"], py.input["dtype"])
+    assert [p.name for p in (tmp_path / "dev" / "native").iterdir()] == [f"x86_64-{real_bundle.sha256[:16]}"]
