@@ -189,6 +189,9 @@ def test_bundle_in_a_bare_arm64_root_agrees_with_the_host(transport: str, model:
     assert got["input"]["shape"] == want["input"]["shape"] and got["input"]["dtype"] == want["input"]["dtype"]
     folder = bare_root / WORKDIR.lstrip("/") / "native" / f"aarch64-{arm_bundle.sha256[:16]}"
     assert folder.is_dir() and not Path(f"{folder}.partial").exists()
+    print(f"AGREES {model} over {transport}: accuracy {got['accuracy']:.4f} (host {want['accuracy']:.4f}), "
+          f"input {got['input']['shape']} {got['input']['dtype']}, output {got['output_shape']}, "
+          f"runtime {got['runtime']} {got['runtime_version']}")  # for benchmarks/RESULTS.md (pytest -rP)
 
 
 def test_benchmark_rows_say_native_and_the_bundle_is_pushed_once(devices, bare_root: Path, arm_bundle: RunnerBundle,
