@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -175,10 +176,9 @@ def test_bundle_in_a_bare_arm64_root_agrees_with_the_host(transport: str, model:
                                                           tmp_path: Path) -> None:
     path = pte_int8 if model == "pte_int8" else getattr(tiny_models, model)
     url = devices[transport].url(workdir=WORKDIR, timeout="300")  # python3 there: none at all
-    args = RunnerArgs(warmup=0, runs=2, threads=1)
-    host = get_target("local").run_runner(path, tiny_models.inputs, RunnerArgs(warmup=0, runs=2, threads=1,
-                                                                               runner="python"),
-                                          300, eval_npz=tiny_models.eval)
+    args = RunnerArgs(warmup=0, runs=2, threads=1, keep_samples=True)
+    host = get_target("local").run_runner(path, tiny_models.inputs, replace(args, runner="python"), 300,
+                                          eval_npz=tiny_models.eval)
     want = _result(host.stdout)
     out = get_target(url).run_runner(path, tiny_models.inputs, args, 900, eval_npz=tiny_models.eval)
     assert out.returncode == 0 and out.runner == "native", (out.stdout[-500:], out.stderr[-1500:])
@@ -186,6 +186,7 @@ def test_bundle_in_a_bare_arm64_root_agrees_with_the_host(transport: str, model:
     assert got["machine"]["machine"] == "aarch64"
     assert got["accuracy"] == want["accuracy"] and got["eval_samples"] == want["eval_samples"] == 60
     assert got["output_shape"] == want["output_shape"]
+    assert got["eval_predictions"] == want["eval_predictions"]  # the same class for every one of the 60 samples
     assert got["input"]["shape"] == want["input"]["shape"] and got["input"]["dtype"] == want["input"]["dtype"]
     folder = bare_root / WORKDIR.lstrip("/") / "native" / f"aarch64-{arm_bundle.sha256[:16]}"
     assert folder.is_dir() and not Path(f"{folder}.partial").exists()
