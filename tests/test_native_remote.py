@@ -26,6 +26,7 @@ from edgekd.bench import benchmark
 from edgekd.bench.runner_bundle import RunnerBundle, abi_of, find_bundle
 from edgekd.bench.targets import RunnerArgs, get_target
 from edgekd.bench.targets.remote import RemoteTarget
+from edgekd.cli import main
 from edgekd.errors import TargetError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,7 +196,8 @@ def _sha(path: Path) -> str:
     return sha256_of(path)
 
 
-def test_an_abi_without_a_native_runner_is_a_clear_error(tiny_models, own_adbd, bundle_env, tmp_path: Path) -> None:
+def test_an_abi_without_a_native_runner_is_a_clear_error(tiny_models, own_adbd, bundle_env, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     uname = own_adbd.shim / "uname"
     uname.write_text("#!/bin/sh\necho armv7l\n")
     uname.chmod(0o755)
@@ -203,6 +205,9 @@ def test_an_abi_without_a_native_runner_is_a_clear_error(tiny_models, own_adbd, 
                     out_dir=tmp_path, progress=False)
     assert not r.ok and r.error_type == "target"
     assert "'armv7l'" in r.error and "aarch64 and x86_64 only" in r.error and "64-bit OS" in r.error
+    code = main(["bench", str(tiny_models.tflite), "--target", own_adbd.url(python=NO_PYTHON), "--runs", "1",
+                 "--warmup", "0", "--out", str(tmp_path / "cli"), "--no-progress"])
+    assert code == 1 and "'armv7l'" in capsys.readouterr().err
 
 
 def test_a_missing_host_bundle_names_the_folder_and_the_make_target(
