@@ -257,14 +257,15 @@ def test_harness_runner_choice_and_rows(native_runner, tiny_models, tmp_path, mo
     assert not r.ok and "make native" in r.error
 
 
-def test_profile_stores_the_etdump_operator_table(native_runner, tiny_models, tmp_path) -> None:
+@pytest.mark.parametrize(("which", "source"), [("pte", "etdump"), ("tflite", "litert-profiler")])
+def test_profile_stores_the_operator_table(native_runner, tiny_models, tmp_path, which, source) -> None:
     from edgekd.bench.harness import benchmark
 
-    [r] = benchmark(tiny_models.pte, runner="native", profile=True, warmup=1, runs=3, threads=1, progress=False,
-                    out_dir=tmp_path)
+    [r] = benchmark(getattr(tiny_models, which), runner="native", profile=True, warmup=1, runs=3, threads=1,
+                    progress=False, out_dir=tmp_path)
     assert r.ok and r.profile == "profiles/tiny__1t.ops.json", (r.error, r.profile)
     table = json.loads((tmp_path / r.profile).read_text())
-    assert table["source"] == "etdump" and table["total_ms"] > 0
+    assert table["source"] == source and table["total_ms"] > 0
     names = {op["name"]: op for op in table["ops"]}
     convs = names["Convolution (NHWC, F32) IGEMM"]
     assert convs["count"] == 2 and convs["delegated"] is True  # XNNPACK reports its operators: no blob
