@@ -271,3 +271,13 @@ def test_profile_stores_the_operator_table(native_runner, tiny_models, tmp_path,
     assert convs["count"] == 2 and convs["delegated"] is True  # XNNPACK reports its operators: no blob
     assert table["note"] is None
     assert [op["total_ms"] for op in table["ops"]] == sorted((op["total_ms"] for op in table["ops"]), reverse=True)
+
+
+def test_cli_bench_runner_native(native_runner, tiny_models, tmp_path) -> None:
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "edgekd.cli", "bench", str(tiny_models.tflite_int8), "--runner", "native",
+                        "--warmup", "0", "--runs", "2", "--threads", "1", "--out", str(out), "--no-progress"],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-2000:]
+    [row] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert row["runner"] == "native" and row["interpreter"].startswith("edgekd_runner (native C++)")
