@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="device runner: python (runtimes/python), native (the C++ runner, `make native`), or auto: "
                         "python where the target's Python has the runtime, else native (runtimes/README.md)")
     b.add_argument("--profile", action="store_true",
-                   help="with the native runner, store a per-operator table of each .pte (ETDump) for edgekd report")
+                   help="with the native runner, store a per-operator table of each file (ETDump / LiteRT profiler) "
+                        "for edgekd report")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 

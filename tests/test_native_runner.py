@@ -257,16 +257,27 @@ def test_harness_runner_choice_and_rows(native_runner, tiny_models, tmp_path, mo
     assert not r.ok and "make native" in r.error
 
 
-def test_profile_stores_the_etdump_operator_table(native_runner, tiny_models, tmp_path) -> None:
+@pytest.mark.parametrize(("which", "source"), [("pte", "etdump"), ("tflite", "litert-profiler")])
+def test_profile_stores_the_operator_table(native_runner, tiny_models, tmp_path, which, source) -> None:
     from edgekd.bench.harness import benchmark
 
-    [r] = benchmark(tiny_models.pte, runner="native", profile=True, warmup=1, runs=3, threads=1, progress=False,
-                    out_dir=tmp_path)
+    [r] = benchmark(getattr(tiny_models, which), runner="native", profile=True, warmup=1, runs=3, threads=1,
+                    progress=False, out_dir=tmp_path)
     assert r.ok and r.profile == "profiles/tiny__1t.ops.json", (r.error, r.profile)
     table = json.loads((tmp_path / r.profile).read_text())
-    assert table["source"] == "etdump" and table["total_ms"] > 0
+    assert table["source"] == source and table["total_ms"] > 0
     names = {op["name"]: op for op in table["ops"]}
     convs = names["Convolution (NHWC, F32) IGEMM"]
     assert convs["count"] == 2 and convs["delegated"] is True  # XNNPACK reports its operators: no blob
     assert table["note"] is None
     assert [op["total_ms"] for op in table["ops"]] == sorted((op["total_ms"] for op in table["ops"]), reverse=True)
+
+
+def test_cli_bench_runner_native(native_runner, tiny_models, tmp_path) -> None:
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "edgekd.cli", "bench", str(tiny_models.tflite_int8), "--runner", "native",
+                        "--warmup", "0", "--runs", "2", "--threads", "1", "--out", str(out), "--no-progress"],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-2000:]
+    [row] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert row["runner"] == "native" and row["interpreter"].startswith("edgekd_runner (native C++)")

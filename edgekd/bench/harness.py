@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.bench.native import check_runner
-from edgekd.bench.native_profile import PROFILES, profile_stem, store_op_table
+from edgekd.bench.native_profile import PROFILES, dump_name, store_op_table
 from edgekd.bench.report import write_summary
 from edgekd.bench.results import RESULTS, SUMMARY, BenchResult, append_result, load_results
 from edgekd.bench.stats import Stats
@@ -177,7 +177,7 @@ def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local
 
     ``cpus`` pins the runner to those CPUs ("0,1") before the runtime starts its thread pool.
     ``runner``: ``auto`` | ``python`` | ``native`` (:mod:`edgekd.bench.native`; each result says which ran).
-    ``profile``: where the native runner runs a ``.pte``, also store its per-operator table
+    ``profile``: where the native runner runs a file, also store its per-operator table
     (:mod:`edgekd.bench.native_profile`) and set the result's ``profile``.
 
     ``eval_data``/``inputs``: an ``.npz`` path or arrays/tensors (``(x, y)`` for eval data);
@@ -223,7 +223,7 @@ def _measure(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, 
     if job.sha256 and sha256_of(job.path) != job.sha256:
         return _failed(r, "file does not match its sha256 in edgekd.json (truncated or modified; "
                           "re-export the bundle or copy it again)", "checksum")
-    dump = profile_dir / PROFILES / f"{profile_stem(job.path, args.threads)}.etdump" if profile_dir else None
+    dump = profile_dir / PROFILES / dump_name(job.path, args.threads) if profile_dir else None
     if dump is not None:
         dump.parent.mkdir(parents=True, exist_ok=True)
         dump.unlink(missing_ok=True)
@@ -241,7 +241,7 @@ def _measure(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, 
     if dump is not None and dump.is_file() and profile_dir is not None:
         try:
             r.profile = store_op_table(profile_dir, job.path, args.threads, dump)
-        except (EdgekdError, OSError, ValueError, RuntimeError) as e:  # the result stands without its table
-            warnings.warn(f"bench: cannot read the ETDump {dump} ({e}); {job.path.name} has no operator table",
+        except (EdgekdError, OSError, ValueError, KeyError, RuntimeError) as e:  # the result stands without it
+            warnings.warn(f"bench: cannot read the profile {dump} ({e}); {job.path.name} has no operator table",
                           stacklevel=2)
     return r

@@ -106,6 +106,27 @@ LiteRtStatus LiteRtRunCompiledModel(LiteRtCompiledModel compiled_model, LiteRtPa
                                     size_t num_input_buffers, LiteRtTensorBuffer* input_buffers,
                                     size_t num_output_buffers, LiteRtTensorBuffer* output_buffers);
 
+// litert_profiler.h / litert_profiler_event.h. The C header mirrors tflite::profiling::memory::MemoryUsage
+// with two fields, but this build copies events with a 104-byte stride (LiteRtGetProfilerEvents divides
+// by 104): MemoryUsage has three 8-byte fields here. The struct below has that layout; the runner checks
+// every event it reads (non-null tag, known source) and drops the table if one looks wrong.
+typedef struct LiteRtProfilerT* LiteRtProfiler;
+typedef struct {
+  const char* tag;
+  int event_type;  // 1 default, 2 operator invoke, 4 delegate-internal operator, 8 delegate-profiled op, 16 runtime
+  uint64_t start_timestamp_us;
+  uint64_t elapsed_time_us;
+  int64_t begin_mem_usage[3];
+  int64_t end_mem_usage[3];
+  uint64_t event_metadata1;  // operator invoke: the node index
+  uint64_t event_metadata2;
+  int event_source;  // 0 LiteRT, 1 TFLite interpreter, 2 TFLite delegate
+} LiteRtProfiledEventData;
+LiteRtStatus LiteRtCompiledModelGetProfiler(LiteRtCompiledModel compiled_model, LiteRtProfiler* profiler);
+LiteRtStatus LiteRtStartProfiler(LiteRtProfiler profiler);
+LiteRtStatus LiteRtGetNumProfilerEvents(LiteRtProfiler profiler, int* num_events);
+LiteRtStatus LiteRtGetProfilerEvents(LiteRtProfiler profiler, int num_events, LiteRtProfiledEventData* events);
+
 // litert_tensor_buffer.h
 LiteRtStatus LiteRtCreateTensorBufferFromHostMemory(const LiteRtRankedTensorType* tensor_type, void* host_buffer_addr,
                                                     size_t host_buffer_size, LiteRtHostMemoryDeallocator deallocator,
@@ -116,3 +137,4 @@ void LiteRtDestroyTensorBuffer(LiteRtTensorBuffer buffer);
 static_assert(sizeof(LiteRtLayout) == 68, "LiteRtLayout ABI");
 static_assert(sizeof(LiteRtRankedTensorType) == 72, "LiteRtRankedTensorType ABI");
 static_assert(sizeof(LiteRtQuantizationPerTensor) == 16, "LiteRtQuantizationPerTensor ABI");
+static_assert(sizeof(void*) != 8 || sizeof(LiteRtProfiledEventData) == 104, "ProfiledEventData ABI (64-bit)");
