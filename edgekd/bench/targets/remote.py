@@ -4,17 +4,24 @@ A subclass supplies three transport primitives (run a shell command with a timeo
 to the device, read a file back); :class:`RemoteTarget` builds everything else on them, so both
 transports run the runner the same way:
 
-1. check once that the device has Python >= 3.10 and numpy (or that the native runner exists),
-   and say exactly what to install where it does not;
+1. check once what the device can run: its Python (>= 3.10, numpy, the runtime for the file's format)
+   or the native runner bundle for its ABI (``uname -m``: aarch64 or x86_64), and say exactly what to
+   install where neither will do. ``runner=auto`` (default) takes Python where it can run the file,
+   else the bundle; ``runner=python`` / ``runner=native`` force one (the benchmark option, or ``?runner=``);
 2. wait until the board is cool, when asked (``?cool=60`` in the URL: degrees C);
-3. ``mkdir`` a fresh ``WORKDIR/run-XXXXXXXX`` and copy the runner, the model and the ``.npz`` files;
-4. ``cd RUN && echo $$ > pid && exec [taskset MASK] PYTHON edgekd_runner.py ... > out.jsonl 2> err.txt``
-   with a timeout; on timeout the remote process is killed by the pid it wrote;
-5. read ``out.jsonl`` / ``err.txt`` back, remove the folder.
+3. native only: make sure ``WORKDIR/native/<abi>-<sha256>/`` holds the bundle (every file's sha256 is
+   checked on the device; a missing or different one means a fresh push to ``<folder>.partial``, checked
+   again, then renamed: an interrupted push is never used), once per target object;
+4. ``mkdir`` a fresh ``WORKDIR/run-XXXXXXXX`` and copy the runner (Python), the model and the ``.npz`` files;
+5. ``cd RUN && echo $$ > pid && exec [taskset MASK] PYTHON edgekd_runner.py ... > out.jsonl 2> err.txt``
+   (native: ``DIR/ld-linux-<abi>.so.N --library-path DIR DIR/edgekd_runner ...``) with a timeout; on
+   timeout the remote process is killed by the pid it wrote; the outcome says which runner ran;
+6. read ``out.jsonl`` / ``err.txt`` back, remove the folder.
 
 Every argument that reaches the device's shell goes through :func:`shlex.quote`, so model paths and
 folders with spaces, quotes or ``;`` are safe. Query options shared by both URL schemes:
-``workdir``, ``python``, ``runner`` (a native runner on the device, same protocol), ``cool``,
+``workdir``, ``python``, ``runner`` (``auto|python|native``, or the path of a runner binary already on
+the device, same protocol), ``cool``,
 ``cool_timeout``, ``timeout`` (seconds for each remote command other than the runner), ``pin``.
 """
 
