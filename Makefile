@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgekd-installed
 DEMO_ARGS ?=
 
-.PHONY: install system-deps demo test lint java-test clean
+.PHONY: install system-deps demo test lint java-test clean native native-aarch64
 
 install: $(STAMP)
 
@@ -30,6 +30,13 @@ demo: install
 
 system-deps:
 	bash scripts/system-deps.sh
+
+# The native C++ runner (runtimes/cpp, runtimes/README.md "Native runner"): build/native/<arch>/
+native: install
+	runtimes/cpp/build.sh --arch x86_64 --python $(BIN)/python
+
+native-aarch64: install
+	runtimes/cpp/build.sh --arch aarch64 --python $(BIN)/python
 
 lint: install
 	$(BIN)/ruff check edgekd runtimes benchmarks tests

@@ -149,9 +149,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     kw = dict(warmup=args.warmup, runs=args.runs, threads=args.threads, eval_data=_eval_data(args.eval_data, args),
               out_dir=args.out or args.resume, files=_csv(args.files) if args.files else None,
-              resume=bool(args.resume), timeout_s=args.timeout, progress=not args.no_progress)
+              resume=bool(args.resume), timeout_s=args.timeout, progress=not args.no_progress, runner=args.runner)
     if len(args.target) == 1:
-        results = benchmark(args.model, target=args.target[0], **kw)
+        results = benchmark(args.model, target=args.target[0], profile=args.profile, **kw)
     else:  # several targets in parallel, one shared results.jsonl
         results = bench_pool(args.model, args.target, **kw)
     for url in dict.fromkeys(r.target for r in results):
@@ -275,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, help="run folder (results.jsonl, summary.json)")
     b.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
     b.add_argument("--timeout", type=float, default=300.0, help="seconds per model file")
+    b.add_argument("--runner", choices=("auto", "python", "native"), default="auto",
+                   help="device runner: python (runtimes/python), native (the C++ runner, `make native`), or auto: "
+                        "python where the target's Python has the runtime, else native (runtimes/README.md)")
+    b.add_argument("--profile", action="store_true",
+                   help="with the native runner, store a per-operator table of each file (ETDump / LiteRT profiler) "
+                        "for edgekd report")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 

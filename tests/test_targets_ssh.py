@@ -50,11 +50,11 @@ def test_host_keys_are_checked_and_trust_on_first_use_is_explicit(sshd, tmp_path
 
 
 def test_missing_python_or_numpy_says_what_to_install(sshd) -> None:
-    with pytest.raises(TargetError, match="install Python 3.10"):
-        get_target(sshd.url(python="/no/such/python3")).check()
+    with pytest.raises(TargetError, match="install Python 3.10"):  # runner=auto would use the native bundle
+        get_target(sshd.url(python="/no/such/python3", runner="python")).check()
     if shutil.which("python3", path="/usr/bin"):
         with pytest.raises(TargetError, match="pip install numpy"):
-            get_target(sshd.url(python="/usr/bin/python3")).check()
+            get_target(sshd.url(python="/usr/bin/python3", runner="python")).check()
 
 
 def test_waits_until_the_board_is_cool(tiny_models, own_sshd, tmp_path: Path) -> None:

@@ -47,6 +47,12 @@ print("probe=" + json.dumps({"python": platform.python_version(), "machine": pla
 """
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow", "executorch", "torch")
+# runner backend (formats.Format.backend) -> the module sets any one of which lets the Python runner run it
+PYTHON_BACKENDS: dict[str, tuple[frozenset[str], ...]] = {
+    "tflite": (frozenset({"ai_edge_litert"}), frozenset({"tflite_runtime"}), frozenset({"tensorflow"})),
+    "executorch": (frozenset({"executorch", "torch"}),),  # ExecuTorch's Python bindings link libtorch
+    "torch": (frozenset({"torch"}),),
+}
 
 
 def _number(text: str) -> float | None:
@@ -100,6 +106,14 @@ def missing_runtime_hint(probe: dict[str, Any] | None, python: str) -> str | Non
                 + ("tflite-runtime 'numpy<2' (32-bit OS; for ai-edge-litert install the 64-bit OS)" if arm32 else
                    "ai-edge-litert (.tflite) and/or executorch (.pte); see runtimes/README.md"))
     return None
+
+
+def python_can_run(probe: dict[str, Any] | None, backend: str) -> bool:
+    """Whether the device's Python (as probed) has numpy and a runtime for that runner backend."""
+    if probe is None:
+        return False
+    mods = set(probe.get("modules", ()))
+    return "numpy" in mods and any(need <= mods for need in PYTHON_BACKENDS.get(backend, ()))
 
 
 def big_core_mask(facts: dict[str, Any]) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -19,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.bench.native import check_runner
+from edgekd.bench.native_profile import PROFILES, dump_name, store_op_table
 from edgekd.bench.report import write_summary
 from edgekd.bench.results import RESULTS, SUMMARY, BenchResult, append_result, load_results
 from edgekd.bench.stats import Stats
@@ -168,10 +171,14 @@ def _filled(r: BenchResult, data: dict[str, Any]) -> BenchResult:
 def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local", *, warmup: int = 10,
               runs: int = 50, threads: int = 2, eval_data: Any = None, inputs: Any = None,
               out_dir: str | Path | None = None, files: Sequence[str] | None = None, resume: bool = False,
-              timeout_s: float = 300, progress: bool = True, cpus: str | None = None) -> list[BenchResult]:
+              timeout_s: float = 300, progress: bool = True, cpus: str | None = None, runner: str = "auto",
+              profile: bool = False) -> list[BenchResult]:
     """Measure every model file of a bundle (or one file) on ``target``; see the module docstring.
 
     ``cpus`` pins the runner to those CPUs ("0,1") before the runtime starts its thread pool.
+    ``runner``: ``auto`` | ``python`` | ``native`` (:mod:`edgekd.bench.native`; each result says which ran).
+    ``profile``: where the native runner runs a file, also store its per-operator table
+    (:mod:`edgekd.bench.native_profile`) and set the result's ``profile``.
 
     ``eval_data``/``inputs``: an ``.npz`` path or arrays/tensors (``(x, y)`` for eval data);
     ``files``: keys (``pte/int8/executorch``) or paths within the bundle. Returns one
@@ -185,7 +192,7 @@ def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local
     out = Path(out_dir) if out_dir else Path("edgekd_runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     inputs_npz, eval_npz = _prepare_npz(out, eval_data, inputs, bundle)
-    args = RunnerArgs(warmup=warmup, runs=runs, threads=threads, cpus=cpus)
+    args = RunnerArgs(warmup=warmup, runs=runs, threads=threads, cpus=cpus, runner=check_runner(runner))
     jsonl = out / RESULTS
     done = {(r.target, r.model): r for r in load_results(jsonl) if r.ok} if resume else {}
 
@@ -197,7 +204,7 @@ def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local
         if previous is not None:
             results.append(previous)
             continue
-        results.append(_measure(job, tgt, args, inputs_npz, eval_npz, timeout_s))
+        results.append(_measure(job, tgt, args, inputs_npz, eval_npz, timeout_s, profile_dir=out if profile else None))
         append_result(jsonl, results[-1])
     latest = {(r.target, r.model): r for r in load_results(jsonl)}  # every file this folder has seen
     write_summary(list(latest.values()), out / SUMMARY, extra={"target": tgt.describe(), "results_jsonl": str(jsonl)})
@@ -205,18 +212,36 @@ def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local
 
 
 def _measure(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, eval_npz: Path | None,
-             timeout_s: float) -> BenchResult:
-    """Check the file against its manifest entry, run it, and never raise for a per-file failure."""
+             timeout_s: float, profile_dir: Path | None = None) -> BenchResult:
+    """Check the file against its manifest entry, run it, and never raise for a per-file failure.
+
+    With ``profile_dir`` (the run folder) the runner is asked for a per-operator dump, which becomes
+    ``profiles/<stem>__<threads>t.ops.json`` there (a dump that cannot be read leaves ``profile`` unset)."""
     r = _blank(job, tgt, args)
     if not job.path.is_file():
         return _failed(r, f"{job.path} is missing (copy the whole bundle folder)", "missing_file")
     if job.sha256 and sha256_of(job.path) != job.sha256:
         return _failed(r, "file does not match its sha256 in edgekd.json (truncated or modified; "
                           "re-export the bundle or copy it again)", "checksum")
+    dump = profile_dir / PROFILES / dump_name(job.path, args.threads) if profile_dir else None
+    if dump is not None:
+        dump.parent.mkdir(parents=True, exist_ok=True)
+        dump.unlink(missing_ok=True)
     try:
-        outcome = tgt.run_runner(job.path, inputs_npz, replace(args, layout=job.layout), timeout_s,
-                                 eval_npz=eval_npz)
+        outcome = tgt.run_runner(job.path, inputs_npz, replace(args, layout=job.layout,
+                                                               profile_path=str(dump) if dump else None),
+                                 timeout_s, eval_npz=eval_npz)
     except (EdgekdError, OSError) as e:  # the target itself failed (lost device, copy error)
         return _failed(r, str(e), "target" if isinstance(e, BenchError) else type(e).__name__)
+    r.runner = outcome.runner
     data, text, error_type = _parse(outcome, timeout_s)
-    return _filled(r, data) if data is not None else _failed(r, str(text), error_type, outcome.returncode)
+    if data is None:
+        return _failed(r, str(text), error_type, outcome.returncode)
+    r = _filled(r, data)
+    if dump is not None and dump.is_file() and profile_dir is not None:
+        try:
+            r.profile = store_op_table(profile_dir, job.path, args.threads, dump)
+        except (EdgekdError, OSError, ValueError, KeyError, RuntimeError) as e:  # the result stands without it
+            warnings.warn(f"bench: cannot read the profile {dump} ({e}); {job.path.name} has no operator table",
+                          stacklevel=2)
+    return r

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.bench.harness import _blank, _failed, _jobs, _measure, _prepare_npz
+from edgekd.bench.native import check_runner
 from edgekd.bench.report import write_summary
 from edgekd.bench.results import RESULTS, SUMMARY, BenchResult, append_result, load_results
 from edgekd.bench.targets import RunnerArgs, Target, get_target
@@ -27,7 +28,7 @@ from edgekd.errors import ConfigError, EdgekdError
 def bench_pool(bundle_or_file: str | Path | Bundle, targets: Sequence[str | Target], *, warmup: int = 10,
                runs: int = 50, threads: int = 2, eval_data: Any = None, inputs: Any = None,
                out_dir: str | Path | None = None, files: Sequence[str] | None = None, resume: bool = False,
-               timeout_s: float = 300, progress: bool = True) -> list[BenchResult]:
+               timeout_s: float = 300, progress: bool = True, runner: str = "auto") -> list[BenchResult]:
     """Measure every file on every target in parallel; arguments as :func:`edgekd.bench.benchmark`.
 
     Returns the results in (target, file) order, failures included.
@@ -41,7 +42,7 @@ def bench_pool(bundle_or_file: str | Path | Bundle, targets: Sequence[str | Targ
     out = Path(out_dir) if out_dir else Path("edgekd_runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     inputs_npz, eval_npz = _prepare_npz(out, eval_data, inputs, bundle)
-    args = RunnerArgs(warmup=warmup, runs=runs, threads=threads)
+    args = RunnerArgs(warmup=warmup, runs=runs, threads=threads, runner=check_runner(runner))
     jsonl = out / RESULTS
     done = {(r.target, r.model): r for r in load_results(jsonl) if r.ok} if resume else {}
     urls = [t.url if isinstance(t, Target) else t for t in targets]

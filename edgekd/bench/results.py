@@ -33,6 +33,7 @@ class BenchResult:
     runtime: str | None = None
     runtime_version: str | None = None
     interpreter: str | None = None
+    runner: str | None = None  # "python" | "native": which device runner measured it
     threads: int = 0
     warmup: int = 0
     runs: int = 0
@@ -46,6 +47,7 @@ class BenchResult:
     eval_samples: int = 0
     machine: dict[str, Any] = field(default_factory=dict)
     input: dict[str, Any] = field(default_factory=dict)
+    profile: str | None = None  # the operator table's path relative to the run folder (profiles/*.ops.json)
     error: str | None = None
     error_type: str | None = None
     exit_code: int | None = None

@@ -156,7 +156,6 @@ def xnnpack_operators(path: Path, *, runs: int = 3) -> dict[str, Any]:
     """
     import tempfile
 
-    from executorch.devtools import Inspector
     from executorch.extension.pybindings import _C
 
     _C._unsafe_reset_threadpool(1)
@@ -169,20 +168,36 @@ def xnnpack_operators(path: Path, *, runs: int = 3) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         dump = Path(tmp) / "run.etdump"
         program.write_etdump_result_to_file(str(dump), "")
-        inspector = Inspector(etdump_path=str(dump))
+        events = etdump_events(dump)
     delegated: Counter[str] = Counter()
     outside: Counter[str] = Counter()
     p50: dict[str, float] = {}
+    for name, is_delegated, samples in events:
+        if name in _FRAMEWORK_EVENTS:
+            continue
+        (delegated if is_delegated else outside)[name.split(" #")[0]] += 1
+        if samples:
+            p50[name] = float(np.median(samples))
+    return {"delegated": dict(delegated), "outside": dict(outside), "p50_ms": p50}
+
+
+def etdump_events(dump: Path) -> list[tuple[str, bool, list[float]]]:
+    """The events of an ETDump file's ``Execute`` blocks, read with ``executorch.devtools.Inspector``:
+    ``(name, is_delegated_op, milliseconds per run)``, in the order the runtime ran them. Framework
+    events (``Method::execute``, ``DELEGATE_CALL``, ``OPERATOR_CALL``) are included; a delegate that
+    reports no per-operator events shows up as its ``DELEGATE_CALL`` alone."""
+    with requires("executorch"):
+        from executorch.devtools import Inspector
+
+    inspector = Inspector(etdump_path=str(dump))
+    out = []
     for block in inspector.event_blocks:
         if block.name != "Execute":
             continue
         for event in block.events:
-            if event.name in _FRAMEWORK_EVENTS:
-                continue
-            (delegated if event.is_delegated_op else outside)[event.name.split(" #")[0]] += 1
-            if event.perf_data is not None:
-                p50[event.name] = float(event.perf_data.p50)
-    return {"delegated": dict(delegated), "outside": dict(outside), "p50_ms": p50}
+            raw = [float(v) for v in event.perf_data.raw] if event.perf_data is not None else []
+            out.append((str(event.name), bool(event.is_delegated_op), raw))
+    return out
 
 
 def first_line(e: BaseException) -> str:

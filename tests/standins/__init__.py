@@ -98,8 +98,12 @@ class Daemon:
         self.proc.wait(timeout=10)
 
 
-def start_sshd(root: Path) -> Daemon:
-    """sshd on 127.0.0.1:PORT with a fresh host key, a client key and a known_hosts that trusts it."""
+def start_sshd(root: Path, device_root: Path | None = None, env: dict[str, str] | None = None) -> Daemon:
+    """sshd on 127.0.0.1:PORT with a fresh host key, a client key and a known_hosts that trusts it.
+
+    ``device_root``: sshd's ``ChrootDirectory`` (commands and sftp see it as ``/``; it must be owned by root
+    and writable by nobody else, path components included); the login shell ``/bin/bash`` there is a
+    script handing over to its ``/bin/sh``. ``env``: more variables for every session (besides PATH)."""
     if not Path(SSHD).exists() or not shutil.which("ssh-keygen"):
         pytest.skip("sshd not installed (scripts/system-deps.sh)")
     root.mkdir(parents=True, exist_ok=True)
@@ -107,13 +111,14 @@ def start_sshd(root: Path) -> Daemon:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
     shim = make_shim(root / "shim")
     path = f"{shim}:{VENV_BIN}:/usr/local/bin:/usr/bin:/bin"
-    (root / "authorized_keys").write_text(f'environment="PATH={path}" ' + (root / "client.pub").read_text())
+    more = "".join(f'environment="{k}={v}",' for k, v in (env or {}).items())
+    (root / "authorized_keys").write_text(f'{more}environment="PATH={path}" ' + (root / "client.pub").read_text())
     port = free_port()
     (root / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host'}\nAuthorizedKeysFile {root / 'authorized_keys'}\n"
         f"PidFile {root / 'sshd.pid'}\nUsePAM no\nStrictModes no\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPermitRootLogin yes\nPermitUserEnvironment yes\nLogLevel ERROR\n"
-        "Subsystem sftp internal-sftp\n")
+        "Subsystem sftp internal-sftp\n" + (f"ChrootDirectory {device_root}\n" if device_root else ""))
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation folder sshd insists on
     with open(root / "sshd.log", "wb") as log:
         proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")], stderr=log)
@@ -126,14 +131,20 @@ def start_sshd(root: Path) -> Daemon:
                    "python": str(VENV_BIN / "python3")})
 
 
-def start_adbd(root: Path, adb_server_port: int) -> Daemon:
-    """The adbd stand-in on 127.0.0.1:PORT; the adb client reaches it as serial 127.0.0.1:PORT."""
+def start_adbd(root: Path, adb_server_port: int, device_root: Path | None = None,
+               env: dict[str, str] | None = None) -> Daemon:
+    """The adbd stand-in on 127.0.0.1:PORT; the adb client reaches it as serial 127.0.0.1:PORT.
+
+    ``device_root``: the device's ``/`` (``adbd.py --root``: commands run chrooted, files land inside);
+    ``env``: more variables for every command it runs."""
     shim = make_shim(root / "shim")
     port = free_port()
     while 5555 <= port <= 5585:  # adb probes that range as emulators
         port = free_port()
-    env = {**os.environ, "PATH": f"{shim}:{VENV_BIN}:/usr/bin:/bin"}
-    proc = subprocess.Popen([sys.executable, str(ADBD), "--port", str(port), "--shim", str(shim)], env=env,
+    daemon_env = {**os.environ, **(env or {}), "PATH": f"{shim}:{VENV_BIN}:/usr/bin:/bin"}
+    extra = ["--root", str(device_root)] if device_root else []
+    proc = subprocess.Popen([sys.executable, str(ADBD), "--port", str(port), "--shim", str(shim), *extra],
+                            env=daemon_env,
                             stdout=subprocess.DEVNULL, start_new_session=True)
     _wait_port(port, proc, "adbd stand-in")
     assert os.environ.get("ANDROID_ADB_SERVER_PORT") == str(adb_server_port)

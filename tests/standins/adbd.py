@@ -6,6 +6,8 @@ Real ``adb`` clients (Debian's adb 29, the adb 36 that adbutils bundles) reach i
 serves ``shell:CMD`` (v1, output merged), ``shell,v2,raw:CMD`` (stdout/stderr/exit code framing),
 ``exec:CMD`` and ``sync:`` (STAT, LIST, SEND, RECV, QUIT). Commands run with ``/bin/sh -c`` on
 this machine, with ``--shim DIR`` first on PATH (the tests put ``getprop`` and ``dumpsys`` there).
+``--root DIR`` makes DIR the device's ``/``: commands run in ``chroot DIR /bin/sh -c CMD`` and file
+paths are taken inside DIR (the bare arm64 root of tests/test_native_aarch64.py, run through qemu-user).
 
     python adbd.py --port 47001 --model "Pixel Stand-in" [--shim DIR]
 
@@ -18,11 +20,13 @@ import argparse
 import contextlib
 import os
 import queue
+import shutil
 import socket
 import struct
 import subprocess
 import threading
 
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"  # found now: the daemon's PATH may lack /usr/sbin
 A_VERSION, MAX_DATA = 0x01000001, 256 * 1024
 CMD = {name: struct.unpack("<I", name.encode())[0] for name in ("CNXN", "OPEN", "OKAY", "WRTE", "CLSE", "AUTH")}
 
@@ -30,8 +34,8 @@ CMD = {name: struct.unpack("<I", name.encode())[0] for name in ("CNXN", "OPEN", 
 class Conn:
     """One host connection: a reader loop dispatching to stream threads."""
 
-    def __init__(self, sock: socket.socket, banner: bytes, env: dict[str, str]) -> None:
-        self.sock, self.banner, self.env = sock, banner, env
+    def __init__(self, sock: socket.socket, banner: bytes, env: dict[str, str], root: str | None = None) -> None:
+        self.sock, self.banner, self.env, self.root = sock, banner, env, root
         self.send_lock = threading.Lock()
         self.streams: dict[int, Stream] = {}
         self.next_id = 1
@@ -142,7 +146,8 @@ class Stream:
                 self.close()
 
     def _spawn(self, cmd: str, merge: bool) -> subprocess.Popen[bytes]:
-        self.proc = subprocess.Popen(["/bin/sh", "-c", cmd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        shell = [CHROOT, self.conn.root, "/bin/sh", "-c", cmd] if self.conn.root else ["/bin/sh", "-c", cmd]
+        self.proc = subprocess.Popen(shell, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT if merge else subprocess.PIPE, env=self.conn.env,
                                      cwd="/")
         return self.proc
@@ -174,6 +179,8 @@ class Stream:
             if ident == b"QUIT":
                 return
             path = self.read(length).decode()
+            if self.conn.root:  # the device's / is the root folder
+                path = os.path.join(self.conn.root, path.lstrip("/"))
             if ident == b"STAT":
                 try:
                     st = os.stat(path)
@@ -237,6 +244,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--model", default="edgekd stand-in")
     ap.add_argument("--shim", default=None, help="folder put first on PATH (getprop, dumpsys)")
+    ap.add_argument("--root", default=None, help="the device's / (commands run chrooted there)")
     args = ap.parse_args()
     props = f"ro.product.name=standin;ro.product.model={args.model};ro.product.device=standin;"
     banner = f"device::{props}features=shell_v2,cmd".encode()
@@ -248,7 +256,7 @@ def main() -> None:
     while True:
         sock, _ = srv.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=Conn(sock, banner, env).serve, daemon=True).start()
+        threading.Thread(target=Conn(sock, banner, env, args.root).serve, daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ class RunnerArgs:
     layout: str = "auto"
     keep_samples: bool = False
     cpus: str | None = None  # pin the runner to these CPUs ("0,1", "4-7") before the runtime loads
+    runner: str = "auto"  # auto | python | native (edgekd.bench.native); chosen by the target, not an argument
+    profile_path: str | None = None  # host path for the native runner's per-operator dump (--profile), if any
 
     def argv(self, model: str, inputs: str | None, eval_npz: str | None) -> list[str]:
         """Command-line arguments for the runner, given the paths as the device sees them."""
@@ -57,6 +59,7 @@ class RunnerOutcome:
     stderr: str
     timed_out: bool = False
     wall_s: float = 0.0
+    runner: str = "python"  # which runner ran: "python" | "native"
 
 
 class Target(ABC):

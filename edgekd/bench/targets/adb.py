@@ -5,7 +5,8 @@ A serial of the form ``host:port`` is ``adb connect``-ed first. Files go to a pe
 ``/data/local/tmp/edgekd`` (``?workdir=``) with ``adb push`` and results come back with ``adb pull``;
 the device's own ``sh`` runs the command, with every argument quoted by :func:`shlex.quote`.
 The Python runner runs where the device has Python (Termux: ``?python=/data/data/com.termux/files/usr/bin/python3``);
-otherwise ``?runner=/data/local/tmp/edgekd_runner`` names a native runner (same protocol).
+otherwise (a stock phone) ``runner=auto`` pushes the self-contained aarch64 bundle once (``make native-aarch64``,
+see :mod:`edgekd.bench.runner_bundle`); ``?runner=/data/local/tmp/edgekd_runner`` names a runner already there.
 Facts come from ``getprop``, the temperature from ``dumpsys battery`` / the thermal zones, and the
 runner is pinned to the big cores with ``taskset`` where the cores differ (``?pin=0`` to turn off).
 """

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgekd.bench.native import choose_local_runner, find_native_runner
 from edgekd.bench.targets import TARGETS, RunnerArgs, RunnerOutcome, Target
 from edgekd.errors import TargetError
 
@@ -30,7 +31,8 @@ def runner_path() -> Path:
 
 @TARGETS.register("local")
 class LocalTarget(Target):
-    """This machine, with the interpreter that runs edgekd (``sys.executable``)."""
+    """This machine, with the interpreter that runs edgekd (``sys.executable``), or the native runner
+    built for it (``RunnerArgs.runner``; ``auto`` as :func:`edgekd.bench.native.choose_local_runner`)."""
 
     def __init__(self, url: str = "local", python: str | None = None) -> None:
         super().__init__(url)
@@ -42,22 +44,29 @@ class LocalTarget(Target):
     def run_runner(self, model_path: Path, inputs_npz: Path | None, args: RunnerArgs, timeout_s: float,
                    eval_npz: Path | None = None) -> RunnerOutcome:
         argv = args.argv(str(model_path), inputs_npz and str(inputs_npz), eval_npz and str(eval_npz))
+        which, native = choose_local_runner(args.runner, model_path)
+        if native is not None:
+            cmd = [str(native), *argv] + (["--profile", args.profile_path] if args.profile_path else [])
+        else:
+            cmd = [self.python, str(self.runner), *argv]
         t0 = time.perf_counter()
         try:
-            p = subprocess.run([self.python, str(self.runner), *argv], capture_output=True, text=True,
-                               timeout=timeout_s, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
         except subprocess.TimeoutExpired as e:
             return RunnerOutcome(-9, _text(e.stdout), _text(e.stderr), timed_out=True,
-                                 wall_s=time.perf_counter() - t0)
-        return RunnerOutcome(p.returncode, p.stdout, p.stderr, wall_s=time.perf_counter() - t0)
+                                 wall_s=time.perf_counter() - t0, runner=which)
+        return RunnerOutcome(p.returncode, p.stdout, p.stderr, wall_s=time.perf_counter() - t0, runner=which)
 
     @classmethod
     def discover(cls) -> list[str]:
         return ["local"]
 
     def describe(self) -> dict[str, Any]:
+        native = find_native_runner()
         return {"kind": "local", "url": self.url, "hostname": platform.node(), "python": self.python,
-                "runner": str(self.runner), "cpu_count": os.cpu_count()}
+                "runner": str(self.runner), "native_runner": str(native) if native else None,
+                "cpu_count": os.cpu_count()}
 
 
 def _text(b: bytes | str | None) -> str:

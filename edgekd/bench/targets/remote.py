@@ -4,17 +4,24 @@ A subclass supplies three transport primitives (run a shell command with a timeo
 to the device, read a file back); :class:`RemoteTarget` builds everything else on them, so both
 transports run the runner the same way:
 
-1. check once that the device has Python >= 3.10 and numpy (or that the native runner exists),
-   and say exactly what to install where it does not;
+1. check once what the device can run: its Python (>= 3.10, numpy, the runtime for the file's format)
+   or the native runner bundle for its ABI (``uname -m``: aarch64 or x86_64), and say exactly what to
+   install where neither will do. ``runner=auto`` (default) takes Python where it can run the file,
+   else the bundle; ``runner=python`` / ``runner=native`` force one (the benchmark option, or ``?runner=``);
 2. wait until the board is cool, when asked (``?cool=60`` in the URL: degrees C);
-3. ``mkdir`` a fresh ``WORKDIR/run-XXXXXXXX`` and copy the runner, the model and the ``.npz`` files;
-4. ``cd RUN && echo $$ > pid && exec [taskset MASK] PYTHON edgekd_runner.py ... > out.jsonl 2> err.txt``
-   with a timeout; on timeout the remote process is killed by the pid it wrote;
-5. read ``out.jsonl`` / ``err.txt`` back, remove the folder.
+3. native only: make sure ``WORKDIR/native/<abi>-<sha256>/`` holds the bundle (every file's sha256 is
+   checked on the device; a missing or different one means a fresh push to ``<folder>.partial``, checked
+   again, then renamed: an interrupted push is never used), once per target object;
+4. ``mkdir`` a fresh ``WORKDIR/run-XXXXXXXX`` and copy the runner (Python), the model and the ``.npz`` files;
+5. ``cd RUN && echo $$ > pid && exec [taskset MASK] PYTHON edgekd_runner.py ... > out.jsonl 2> err.txt``
+   (native: ``DIR/ld-linux-<abi>.so.N --library-path DIR DIR/edgekd_runner ...``) with a timeout; on
+   timeout the remote process is killed by the pid it wrote; the outcome says which runner ran;
+6. read ``out.jsonl`` / ``err.txt`` back, remove the folder.
 
 Every argument that reaches the device's shell goes through :func:`shlex.quote`, so model paths and
 folders with spaces, quotes or ``;`` are safe. Query options shared by both URL schemes:
-``workdir``, ``python``, ``runner`` (a native runner on the device, same protocol), ``cool``,
+``workdir``, ``python``, ``runner`` (``auto|python|native``, or the path of a runner binary already on
+the device, same protocol), ``cool``,
 ``cool_timeout``, ``timeout`` (seconds for each remote command other than the runner), ``pin``.
 """
 
@@ -34,11 +41,15 @@ from edgekd.bench.devices import (
     big_core_mask,
     missing_runtime_hint,
     parse_facts,
+    python_can_run,
     wait_until_cool,
 )
+from edgekd.bench.native import RUNNERS
+from edgekd.bench.runner_bundle import RunnerBundle, abi_of, find_bundle, unsupported_abi
 from edgekd.bench.targets import RunnerArgs, RunnerOutcome, Target
 from edgekd.bench.targets.local import runner_path
-from edgekd.errors import TargetError
+from edgekd.errors import ConfigError, TargetError
+from edgekd.formats import guess_row
 
 RUNNER_NAME = "edgekd_runner.py"
 
@@ -71,13 +82,18 @@ class RemoteTarget(Target):
         self.name = url.split("?", 1)[0]  # for messages: the URL without its options
         self.workdir = opts.get("workdir") or self.default_workdir
         self.python = opts.get("python") or "python3"
-        self.native_runner = opts.get("runner")  # a runner binary already on the device
+        runner = opts.get("runner")  # auto | python | native, or the path of a runner binary already on the device
+        self.mode = runner if runner in RUNNERS else "auto"
+        self.native_runner = runner if runner and runner not in RUNNERS else None
         self.cmd_timeout_s = float(opts.get("timeout") or 60)
         self.cool_c = float(opts["cool"]) if opts.get("cool") else None
         self.cool_timeout_s = float(opts.get("cool_timeout") or 600)
         self.pin = _flag(opts.get("pin"), self.default_pin)
         self.runner = runner_path()
         self._probe: dict[str, Any] | None = None
+        self._python: tuple[dict[str, Any] | None, str | None] | None = None
+        self._abi: str | None = None
+        self._pushed: str | None = None  # the bundle folder verified on the device by this target
         self._facts: dict[str, Any] | None = None
 
     # -- transport primitives ----------------------------------------------------------------------
@@ -97,8 +113,23 @@ class RemoteTarget(Target):
     def _err(self, message: str, hint: str) -> TargetError:
         return TargetError(f"{self.name}: {message}", stage=self.stage, hint=hint)
 
+    def python_probe(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(what the device's Python has, what to install where it cannot run the runner), probed once."""
+        if self._python is None:
+            r = self.exec(f"{sh_path(self.python)} -c {shlex.quote(PROBE_SCRIPT)}", self.cmd_timeout_s)
+            probe = parse_facts(r.stdout).get("probe") if r.returncode == 0 else None
+            hint = missing_runtime_hint(probe, self.python)
+            found = f"exit {r.returncode}: {(r.stderr or r.stdout).strip()[-200:]}" if probe is None else probe
+            self._python = (probe, None if probe is not None and not hint else
+                            f"the device cannot run the Python runner ({found}); fix: {hint or 'see runtimes/README.md'}")
+        return self._python
+
     def check(self) -> dict[str, Any]:
-        """Probe the device's Python and runtimes once; raise saying what is missing and how to install it."""
+        """What the device can run (its Python, or the native runner); raise saying what to install where neither.
+
+        With ``runner=python`` (URL ``?runner=python`` or the benchmark option) the Python runner must work;
+        with ``runner=native`` the native runner must; ``auto`` (the default) needs one of them.
+        """
         if self._probe is not None:
             return self._probe
         if self.native_runner:
@@ -108,14 +139,117 @@ class RemoteTarget(Target):
                                 "build it (runtimes/README.md) and copy it there, or drop ?runner= to use Python")
             self._probe = {"runner": self.native_runner}
             return self._probe
-        r = self.exec(f"{sh_path(self.python)} -c {shlex.quote(PROBE_SCRIPT)}", self.cmd_timeout_s)
-        probe = parse_facts(r.stdout).get("probe") if r.returncode == 0 else None
-        hint = missing_runtime_hint(probe, self.python)
-        if probe is None or hint:
-            found = f"exit {r.returncode}: {(r.stderr or r.stdout).strip()[-200:]}" if probe is None else probe
-            raise self._err(f"the device cannot run the Python runner ({found})", hint or "see runtimes/README.md")
-        self._probe = probe
-        return probe
+        probe, why = self.python_probe() if self.mode != "native" else (None, "runner=native")
+        if probe is not None and why is None:
+            self._probe = probe
+            return probe
+        if self.mode == "python":
+            message, _, hint = str(why).partition("; fix: ")
+            raise self._err(message, hint)
+        bundle = self.host_bundle()
+        self._probe = {"runner": "native", "abi": bundle.abi, "bundle_sha256": bundle.sha256, "python": probe,
+                       "python_missing": why}
+        return self._probe
+
+    def device_abi(self) -> str:
+        """The device's bundle ABI from ``uname -m``; an ABI without a native runner is a TargetError."""
+        if self._abi is None:
+            r = self.exec("uname -m", self.cmd_timeout_s)
+            machine = r.stdout.strip()
+            abi = abi_of(machine) if r.returncode == 0 else None
+            if abi is None:
+                raise self._err(*unsupported_abi(machine or f"uname -m failed: {r.stderr.strip()[-100:]}"))
+            self._abi = abi
+        return self._abi
+
+    def choose_runner(self, model: Path, mode: str) -> str:
+        """``python`` or ``native`` for this model file (``mode``: auto | python | native)."""
+        mode = self.mode if self.mode != "auto" else mode
+        if self.native_runner:
+            return "native"
+        if mode not in RUNNERS:
+            raise self._err(f"unknown runner {mode!r}", f"use one of {', '.join(RUNNERS)}")
+        if mode == "native":
+            return "native"
+        probe, why = self.python_probe()
+        if mode == "python":
+            if why:
+                message, _, hint = why.partition("; fix: ")
+                raise self._err(message, hint)
+            return "python"
+        backend = _backend_of(model)
+        return "python" if why is None and python_can_run(probe, backend) else "native"
+
+    def host_bundle(self) -> RunnerBundle:
+        """The host's bundle for the device's ABI; where it is missing the error also says why Python will not do."""
+        abi = self.device_abi()
+        try:
+            return find_bundle(abi)
+        except TargetError as e:
+            why = self._python[1] if self._python else None
+            if not why:
+                raise self._err(e.message, str(e.hint)) from None
+            message, _, fix = why.partition("; fix: ")
+            raise self._err(f"{e.message}, and {message}", f"{e.hint}; or for the Python runner: {fix}") from None
+
+    def native_bundle(self) -> tuple[RunnerBundle, str]:
+        """The host bundle for the device's ABI and its folder on the device, pushed there once (by sha256)."""
+        bundle = self.host_bundle()
+        abi = bundle.abi
+        folder = f"{self.workdir.rstrip('/')}/native/{abi}-{bundle.sha256[:16]}"
+        if self._pushed != folder:
+            self._push_bundle(bundle, folder)
+            self._pushed = folder
+        return bundle, folder
+
+    def _device_sums(self, folder: str, names: list[str]) -> dict[str, str]:
+        """``sha256sum`` (or busybox's / toybox's) of those files in a device folder: name -> hash."""
+        q = shlex.quote
+        script = (f"{_SHA256SUM}; cd {q(folder)} 2>/dev/null || exit 0; "
+                  f"\"$@\" {' '.join(q(n) for n in names)} 2>/dev/null; true")
+        r = self.exec(script, max(self.cmd_timeout_s, 120))
+        if r.returncode == 3 and "NO_SHA256SUM" in r.stdout:
+            raise self._err("the device has no sha256sum (nor busybox or toybox) to check the native runner bundle",
+                            "install coreutils or busybox on the device, or use runner=python")
+        out = {}
+        for line in r.stdout.splitlines():
+            digest, _, name = line.strip().partition("  ")
+            if len(digest) == 64 and name:
+                out[name.lstrip("*")] = digest
+        return out
+
+    def _push_bundle(self, bundle: RunnerBundle, folder: str) -> None:
+        """Make sure ``folder`` on the device holds exactly ``bundle``: check its sha256s, else push it again.
+
+        The copy goes to ``folder.partial`` and is renamed only once every file's sha256 matches on the
+        device, so an interrupted push leaves nothing that is ever used; a folder that does not match
+        (changed or cut short) is replaced.
+        """
+        want = bundle.expected_sums()
+        if self._device_sums(folder, sorted(want)) == want:
+            return
+        q = shlex.quote
+        part = f"{folder}.partial"
+        mk = self.exec(f"rm -rf {q(part)} && mkdir -p {q(part)}", self.cmd_timeout_s)
+        if mk.returncode != 0:
+            raise self._err(f"cannot create {part!r} for the native runner bundle: {mk.stderr.strip()[-200:]}",
+                            "pass a writable folder with free space: ?workdir=/path/on/device")
+        for name in bundle.upload_order():
+            self.put(bundle.path / name, f"{part}/{name}")
+        self.exec(f"chmod 755 {q(part + '/' + bundle.loader)} {q(part + '/' + bundle.entry)}", self.cmd_timeout_s)
+        got = self._device_sums(part, sorted(want))
+        if got != want:
+            bad = sorted(n for n in want if got.get(n) != want[n])
+            raise self._err(f"the native runner bundle copied to {part!r} does not match its sha256 "
+                            f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); it is not used",
+                            "check the free space on the device and run again (the bundle is pushed again)")
+        base = folder.rsplit("/", 1)[0]
+        prefix = folder.rsplit("/", 1)[1].split("-", 1)[0]
+        mv = self.exec(f"rm -rf {q(folder)} && mv {q(part)} {q(folder)} && for d in {q(base)}/{prefix}-*; do "
+                       f"[ \"$d\" = {q(folder)} ] || rm -rf \"$d\"; done", self.cmd_timeout_s)
+        if mv.returncode != 0:
+            raise self._err(f"cannot move the checked bundle into {folder!r}: {mv.stderr.strip()[-200:]}",
+                            "check the device folder's permissions, or pass ?workdir=")
 
     def upload_error(self, local: Path, remote: str, detail: str) -> TargetError:
         """The error for a failed copy, with the free space in the destination folder where ``df`` says it."""
@@ -168,14 +302,20 @@ class RemoteTarget(Target):
 
     def _run_in(self, run: str, model: Path, inputs: Path | None, eval_npz: Path | None, args: RunnerArgs,
                 timeout_s: float) -> RunnerOutcome:
+        which = self.choose_runner(model, args.runner)
         remote = {p: f"{run}/{name}" for p, name in ((model, model.name), (inputs, "inputs.npz"),
                                                      (eval_npz, "eval.npz")) if p is not None}
-        if not self.native_runner:
+        if which == "python":
             remote[self.runner] = f"{run}/{RUNNER_NAME}"
+            exe = [self.python, remote[self.runner]]
+        elif self.native_runner:
+            exe = [self.native_runner]
+        else:
+            bundle, folder = self.native_bundle()
+            exe = bundle.command(folder)
         for local, dest in remote.items():
             self.put(local, dest)
         argv = args.argv(remote[model], inputs and remote[inputs], eval_npz and remote[eval_npz])
-        exe = [self.native_runner] if self.native_runner else [self.python, remote[self.runner]]
         mask = big_core_mask(self.facts()) if self.pin and "taskset" in self.facts().get("tools", ()) else None
         pin = f"taskset {mask} " if mask else ""
         q = shlex.quote
@@ -187,5 +327,29 @@ class RemoteTarget(Target):
         code = outcome.returncode
         if 128 < code < 160:  # the shell reports "killed by signal N" as 128 + N
             code = 128 - code
-        return RunnerOutcome(code, self.read_text(f"{run}/out.jsonl"), self.read_text(f"{run}/err.txt"),
-                             timed_out=outcome.timed_out, wall_s=outcome.wall_s)
+        out, err = self.read_text(f"{run}/out.jsonl"), self.read_text(f"{run}/err.txt")
+        if which == "native" and code > 0 and not out.strip():  # not one JSON line: it did not even start
+            err = _loader_hint(err, exe[0])
+        return RunnerOutcome(code, out, err, timed_out=outcome.timed_out, wall_s=outcome.wall_s, runner=which)
+
+
+_SHA256SUM = ("if command -v sha256sum >/dev/null 2>&1; then set -- sha256sum; "
+              "elif command -v busybox >/dev/null 2>&1; then set -- busybox sha256sum; "
+              "elif command -v toybox >/dev/null 2>&1; then set -- toybox sha256sum; "
+              "else echo NO_SHA256SUM; exit 3; fi")
+
+
+def _backend_of(model: Path) -> str:
+    """The runner backend for a model file (``tflite``, ``executorch``, ...) from the format table."""
+    try:
+        r = guess_row(model)
+    except ConfigError:
+        r = None
+    return r.backend if r is not None else model.suffix.lstrip(".")
+
+
+def _loader_hint(stderr: str, exe: str) -> str:
+    """stderr of a native runner that could not start, with the fix appended (a library missing, mostly)."""
+    return (f"{stderr.strip()}\nthe native runner {exe} could not start on the device (a library or the loader is "
+            "missing or not executable); fix: rebuild the bundle (make native-aarch64 / make native) — the harness "
+            "re-pushes it when its sha256 differs")

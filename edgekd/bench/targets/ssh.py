@@ -4,7 +4,8 @@ Key authentication only (the SSH agent, ``~/.ssh/id_*``, or ``?key=PATH``). The 
 checked against ``~/.ssh/known_hosts`` (or ``?known_hosts=PATH``) and an unknown host is refused
 unless ``?trust=1`` asks to trust it on first use (the key is then saved); a *changed* key is
 always refused. Files travel over SFTP, commands over exec channels, each with a timeout.
-Other options (``workdir``, ``python``, ``runner``, ``cool``, ``pin``): see :mod:`.remote`.
+Other options (``workdir``, ``python``, ``runner``, ``cool``, ``pin``): see :mod:`.remote`; a board without
+Python (or without torch for ``.pte``) runs the native runner bundle (``runner=auto``).
 
     ssh://pi@raspberrypi.local?cool=60            wait until the SoC is at most 60 C
     ssh://me@127.0.0.1:2222?trust=1&workdir=/tmp/x

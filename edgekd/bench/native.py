@@ -1,0 +1,101 @@
+"""The native C++ runner (``runtimes/cpp``): where a build lives, what it runs, which runner ``auto`` picks.
+
+``runtimes/cpp/build.sh --arch ARCH`` (``make native``) puts ``edgekd_runner``, its backend plugins
+and the runtime libraries it needs into ``build/native/<arch>/`` of the checkout (``MANIFEST`` lists
+them); ``EDGEKD_NATIVE_DIR`` points elsewhere (a folder holding ``<arch>/``). The native runner speaks
+the Python runner's protocol (``runtimes/README.md``) for ``.pte`` and ``.tflite`` files.
+
+``runner="auto"`` (the default) picks, per file and target, the Python runner where the target's
+Python can run the file's format, else the native runner where one is built for the target's
+architecture and reads the format, else the Python runner (whose error then says what to install).
+A target with edgekd's Python environment (``local``) therefore keeps the Python runner unless asked
+for ``runner="native"``; a device without a usable Python gets the native one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+from pathlib import Path
+
+from edgekd.errors import TargetError
+
+NATIVE_DIR_ENV = "EDGEKD_NATIVE_DIR"
+RUNNER_NAME = "edgekd_runner"
+RUNNERS = ("auto", "python", "native")
+NATIVE_SUFFIXES = (".pte", ".tflite")  # .pt2 needs torch: the Python runner only
+PLUGINS = {".pte": "libedgekd_backend_executorch.so", ".tflite": "libedgekd_backend_litert.so"}
+
+# What the Python runner imports for a format (runtimes/python/edgekd_runner.py): any one of them will do.
+_PYTHON_RUNTIMES = {".pte": (("torch", "executorch"),), ".tflite": (("ai_edge_litert",), ("tflite_runtime",),
+                                                                    ("tensorflow",)),
+                    ".pt2": (("torch",),)}
+
+
+def host_arch() -> str:
+    """This machine's architecture as the build names it (``x86_64``, ``aarch64``)."""
+    m = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
+
+
+def native_root() -> Path:
+    """The folder holding one build folder per architecture: ``$EDGEKD_NATIVE_DIR`` or ``<checkout>/build/native``."""
+    env = os.environ.get(NATIVE_DIR_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "build" / "native"
+
+
+def native_dir(arch: str | None = None) -> Path:
+    """The build folder of ``arch`` (default: this machine's)."""
+    return native_root() / (arch or host_arch())
+
+
+def find_native_runner(arch: str | None = None) -> Path | None:
+    """The built ``edgekd_runner`` for ``arch``, or None when there is none."""
+    p = native_dir(arch) / RUNNER_NAME
+    return p if p.is_file() and os.access(p, os.X_OK) else None
+
+
+def runtime_files(arch: str | None = None) -> list[Path]:
+    """Every file of the runner folder as its ``MANIFEST`` lists it (the runner first); [] without a build."""
+    d = native_dir(arch)
+    manifest = d / "MANIFEST"
+    if not manifest.is_file():
+        return []
+    return [d / name for name in manifest.read_text().split() if name]
+
+
+def native_supports(model: str | Path, arch: str | None = None) -> bool:
+    """Whether the native build of ``arch`` can run ``model`` (its suffix and the backend plugin for it)."""
+    suffix = Path(model).suffix.lower()
+    return suffix in NATIVE_SUFFIXES and (native_dir(arch) / PLUGINS[suffix]).is_file()
+
+
+def python_can_run(model: str | Path) -> bool:
+    """Whether this Python environment has a runtime the Python runner uses for ``model`` (nothing is imported)."""
+    options = _PYTHON_RUNTIMES.get(Path(model).suffix.lower(), ())
+    return any(all(importlib.util.find_spec(m) is not None for m in mods) for mods in options)
+
+
+def check_runner(runner: str) -> str:
+    """``runner`` if it names a runner, else a TargetError listing the choices."""
+    if runner not in RUNNERS:
+        raise TargetError(f"unknown runner {runner!r}", stage="bench", hint=f"use one of: {', '.join(RUNNERS)}")
+    return runner
+
+
+def choose_local_runner(runner: str, model: str | Path) -> tuple[str, Path | None]:
+    """For the ``local`` target: ``("native", path)`` or ``("python", None)``, by the rule in the module docstring.
+
+    ``runner="native"`` without a build is a TargetError saying how to build it.
+    """
+    check_runner(runner)
+    exe = find_native_runner()
+    if runner == "native":
+        if exe is None:
+            raise TargetError(f"no native runner built in {native_dir()}", stage="bench/local",
+                              hint="build it with `make native` (runtimes/cpp/build.sh), or pass runner=python")
+        return "native", exe
+    if runner == "auto" and not python_can_run(model) and exe is not None and native_supports(model):
+        return "native", exe
+    return "python", None

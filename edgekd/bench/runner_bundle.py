@@ -1,0 +1,106 @@
+"""The native runner bundle on the host: find it for a device's ABI, check it, say how to start it.
+
+``runtimes/cpp/make_bundle.py`` writes the bundle (``build/native/<abi>/bundle/``): the C++ runner,
+the runtime ``.so`` files and glibc's own loader and libraries, with ``SHA256SUMS`` and ``bundle.json``.
+It runs on any Linux kernel of its ABI without the device's libc, as
+``DIR/ld-linux-aarch64.so.1 --library-path DIR DIR/edgekd_runner ...``. The remote targets push it once
+per device into a folder named by the bundle's sha256 (see :mod:`edgekd.bench.targets.remote`).
+
+``$EDGEKD_NATIVE_DIR`` (a folder holding ``<abi>/bundle``) overrides the checkout's ``build/native``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekd.bench.native import native_root
+from edgekd.bundle import sha256_of
+from edgekd.errors import TargetError
+
+FORMAT = "edgekd-native-bundle/1"
+MANIFEST = "bundle.json"
+SUMS = "SHA256SUMS"
+ABIS = ("aarch64", "x86_64")
+_ALIASES = {"aarch64": "aarch64", "arm64": "aarch64", "arm64-v8a": "aarch64", "armv8": "aarch64",
+            "x86_64": "x86_64", "amd64": "x86_64", "x86-64": "x86_64"}
+_MAKE = {"aarch64": "make native-aarch64", "x86_64": "make native"}
+
+
+def abi_of(machine: str) -> str | None:
+    """``uname -m`` -> the bundle ABI (``aarch64``/``x86_64``), or None where no bundle is built for it."""
+    return _ALIASES.get(machine.strip().lower())
+
+
+def unsupported_abi(machine: str) -> tuple[str, str]:
+    """(message, fix) for a device whose ABI has no native runner."""
+    return (f"the device's ABI is {machine.strip() or 'unknown'!r}; the native runner is built for "
+            f"{' and '.join(ABIS)} only",
+            "use a 64-bit OS on the board (aarch64), or runner=python with Python 3.10+, numpy and the runtime "
+            "installed there, or cross-build runtimes/cpp for this ABI with your own CMake toolchain "
+            "(runtimes/README.md)")
+
+
+@dataclass(frozen=True)
+class RunnerBundle:
+    """A checked bundle folder: ``files`` maps each file name to its sha256; ``sha256`` names the bundle."""
+
+    path: Path
+    abi: str
+    entry: str
+    loader: str
+    files: dict[str, str]
+    sha256: str
+    runtimes: dict[str, str]
+
+    @staticmethod
+    def load(path: str | Path, verify: bool = True) -> RunnerBundle:
+        """Read ``bundle.json``; with ``verify`` every file must match its sha256 (else a TargetError)."""
+        path = Path(path)
+        make = _MAKE.get(path.parent.name, "runtimes/cpp/build.sh --arch ABI")
+        try:
+            m = json.loads((path / MANIFEST).read_text())
+        except (OSError, ValueError) as e:
+            raise TargetError(f"no readable native runner bundle at {path} ({e.__class__.__name__}: {e})",
+                              stage="bench/native", hint=f"build it: {make}") from None
+        if m.get("format") != FORMAT:
+            raise TargetError(f"{path / MANIFEST} is not a {FORMAT} manifest", stage="bench/native",
+                              hint=f"rebuild the bundle: {make}")
+        b = RunnerBundle(path, m["abi"], m["entry"], m["loader"],
+                         {n: f["sha256"] for n, f in m["files"].items()}, m["sha256"], m.get("runtimes", {}))
+        if verify:
+            for name, want in {**b.files, SUMS: b.sha256}.items():
+                f = path / name
+                if not f.is_file() or sha256_of(f) != want:
+                    raise TargetError(f"native runner bundle file {f} is missing or does not match bundle.json",
+                                      stage="bench/native", hint=f"rebuild the bundle: {make}")
+        return b
+
+    def upload_order(self) -> list[str]:
+        """Every file to copy to the device (``SHA256SUMS`` too), the runner and the loader last."""
+        last = (self.loader, self.entry)
+        return sorted(n for n in [*self.files, SUMS] if n not in last) + list(last)
+
+    def expected_sums(self) -> dict[str, str]:
+        """What ``sha256sum`` of every uploaded file must print on the device."""
+        return {**self.files, SUMS: self.sha256}
+
+    def command(self, device_dir: str) -> list[str]:
+        """How to start the runner from its folder on the device (absolute paths, any cwd)."""
+        d = device_dir.rstrip("/")
+        return [f"{d}/{self.loader}", "--library-path", d, f"{d}/{self.entry}"]
+
+
+def find_bundle(abi: str) -> RunnerBundle:
+    """The checked host bundle for ``abi``; the error names the folder and the make target that builds it."""
+    path = native_root() / abi / "bundle"
+    if not (path / MANIFEST).is_file():
+        raise TargetError(f"no native runner bundle for {abi} at {path}", stage="bench/native",
+                          hint=f"build it once on this machine: {_MAKE.get(abi, 'runtimes/cpp/build.sh --arch ' + abi)}"
+                               " (or point $EDGEKD_NATIVE_DIR at a folder holding <abi>/bundle)")
+    b = RunnerBundle.load(path)
+    if b.abi != abi:
+        raise TargetError(f"the bundle at {path} is for {b.abi}, not {abi}", stage="bench/native",
+                          hint=f"rebuild it: {_MAKE.get(abi, 'runtimes/cpp/build.sh --arch ' + abi)}")
+    return b

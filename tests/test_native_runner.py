@@ -1,0 +1,283 @@
+"""The native C++ runner (runtimes/cpp): built here, then held to the Python runner's protocol.
+
+The build runs once per session (``runtimes/cpp/build.sh``, incremental); a failing build fails the
+tests. Without cmake or a C++ compiler they are skipped with the install line (CI installs both, and
+a skip under CI is a failure: tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgekd.bench.native import find_native_runner, host_arch, native_dir, runtime_files
+from edgekd.bench.stats import Stats
+
+REPO = Path(__file__).resolve().parents[1]
+PY_RUNNER = REPO / "runtimes" / "python" / "edgekd_runner.py"
+BUILD = REPO / "runtimes" / "cpp" / "build.sh"
+PY_ONLY = {"python"}  # machine keys only the Python runner has
+NEW_FIELDS = {"min_duration_s", "warm_load_ms"}  # native has them; the Python runner once branch profiling lands
+
+
+@pytest.fixture(scope="session")
+def native_runner() -> Path:
+    if shutil.which("cmake") is None or (shutil.which("c++") is None and shutil.which("g++") is None):
+        pytest.skip("the native runner needs cmake and a C++17 compiler: apt install cmake g++")
+    p = subprocess.run(["bash", str(BUILD), "--arch", host_arch(), "--python", sys.executable],
+                       capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, f"runtimes/cpp/build.sh failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    exe = find_native_runner()
+    assert exe is not None, f"build.sh succeeded but {native_dir()}/edgekd_runner is missing"
+    return exe
+
+
+@pytest.fixture(scope="session")
+def tiny_pte_int8(tiny_models, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny CNN of tests/conftest.py, trained the same way, as an int8 (PT2E, XNNPACK) .pte."""
+    import torch
+    from conftest import _tiny_cnn
+    from sklearn.datasets import load_digits
+
+    from edgekd.convert.executorch import to_pte
+
+    digits = load_digits()
+    x_all = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    y_all = torch.tensor(digits.target)
+    torch.manual_seed(0)
+    model = _tiny_cnn()
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(40):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x_all[:1500]), y_all[:1500]).backward()
+        opt.step()
+    model.eval()
+    path = tmp_path_factory.mktemp("native") / "tiny_int8.pte"
+    to_pte(model, (x_all[1500:1501],), path, precision="int8", calibration=x_all[:64])
+    return path
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+    lines = [json.loads(line) for line in p.stdout.splitlines()]
+    assert len(lines) == 1, f"want one JSON line, got {p.stdout!r}; stderr: {p.stderr[-2000:]}"
+    return p.returncode, lines[0], p.stderr
+
+
+def both(native: Path, model: Path | str, *extra: str) -> tuple[tuple[int, dict[str, Any]], tuple[int, dict[str, Any]]]:
+    rc_n, r_n, _ = run([str(native), "--model", str(model), *extra])
+    rc_p, r_p, _ = run([sys.executable, str(PY_RUNNER), "--model", str(model), *extra])
+    return (rc_n, r_n), (rc_p, r_p)
+
+
+def _model(tiny_models, tiny_pte_int8: Path, which: str) -> Path:
+    return tiny_pte_int8 if which == "pte_int8" else getattr(tiny_models, which)
+
+
+@pytest.mark.parametrize("which", ["pte", "pte_int8", "tflite", "tflite_int8"])
+def test_same_protocol_and_results_as_the_python_runner(native_runner, tiny_models, tiny_pte_int8, which, tmp_path) -> None:
+    model = _model(tiny_models, tiny_pte_int8, which)
+    args = ("--inputs", str(tiny_models.inputs), "--warmup", "2", "--runs", "7", "--threads", "2",
+            "--eval", str(tiny_models.eval), "--keep-samples")
+    (rc_n, n), (rc_p, p) = both(native_runner, model, *args)
+    assert rc_n == rc_p == 0, (n, p)
+    assert set(p) - set(n) == set(), "the native result lacks fields of the Python runner's"
+    assert set(n) - set(p) <= NEW_FIELDS
+    assert set(n["machine"]) == set(p["machine"]) - PY_ONLY
+    for key in ("event", "runtime", "runtime_version", "model", "model_bytes", "threads", "cpus", "warmup",
+                "runs", "eval_samples", "input", "output_shape", "accuracy", "eval_predictions"):
+        assert n[key] == p[key], (key, n[key], p[key])
+    assert n["interpreter"].startswith("edgekd_runner (native C++)") and n["interpreter"] != p["interpreter"]
+    assert n["latency_ms"] == pytest.approx(Stats.from_samples(n["latency_samples_ms"]).to_dict(), rel=1e-9)
+    assert len(n["latency_samples_ms"]) == 7 and len(n["warmup_samples_ms"]) == 2
+    assert all(v > 0 for v in (n["load_ms"], n["warm_load_ms"], n["first_inference_ms"], *n["latency_samples_ms"]))
+    assert n["peak_mem_mb"] >= 0 and n["baseline_mem_mb"] < p["baseline_mem_mb"]  # no interpreter, no numpy
+    assert n["accuracy"] > 0.5  # a trained model: identical predictions mean something
+
+    # outputs close to the runtime's own Python API on the same input (dequantized for int8 files)
+    out = tmp_path / "out.npy"
+    rc, _, _ = run([str(native_runner), "--model", str(model), "--inputs", str(tiny_models.inputs), "--warmup", "0",
+                    "--runs", "1", "--save-output", str(out)])
+    assert rc == 0
+    with np.load(tiny_models.inputs) as f:
+        x = f["x"]
+    np.testing.assert_allclose(np.load(out), _reference_output(model, x), rtol=1e-5, atol=1e-5)
+
+
+def _reference_output(model: Path, x: np.ndarray) -> np.ndarray:
+    if model.suffix == ".tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=str(model), num_threads=1)
+        it.allocate_tensors()
+        i, o = it.get_input_details()[0], it.get_output_details()[0]
+        scale, zp = i["quantization"]
+        it.set_tensor(i["index"], np.clip(np.round(x / scale) + zp, -128, 127).astype(np.int8) if scale else x)
+        it.invoke()
+        y = it.get_tensor(o["index"])
+        scale, zp = o["quantization"]
+        return (y.astype(np.float32) - zp) * scale if scale else y
+    import torch
+    from executorch.extension.pybindings import _C
+
+    method = _C._load_program(str(model)).load_method("forward")
+    return method.call([torch.from_numpy(x)])[0].numpy()
+
+
+def test_nhwc_layout_is_chosen_and_transposed_like_the_python_runner(native_runner, tiny_models, tmp_path) -> None:
+    """x written as (N, W, C, H)... i.e. a logical NCHW array whose NHWC transpose is the model's input."""
+    with np.load(tiny_models.eval) as f:
+        x, y = f["x"], f["y"]
+    ev = tmp_path / "eval_nhwc.npz"
+    np.savez(ev, x=x.transpose(0, 3, 1, 2), y=y)  # (N, 8, 1, 8): fits the (1, 1, 8, 8) input only as NHWC
+    inp = tmp_path / "x_nhwc.npz"
+    np.savez(inp, x=x[:1].transpose(0, 3, 1, 2))
+    (rc_n, n), (rc_p, p) = both(native_runner, tiny_models.tflite, "--inputs", str(inp), "--eval", str(ev),
+                                "--warmup", "0", "--runs", "2", "--keep-samples")
+    assert rc_n == rc_p == 0
+    assert n["input"] == p["input"] == {"shape": [1, 1, 8, 8], "dtype": "float32", "layout": "NHWC"}
+    assert n["eval_predictions"] == p["eval_predictions"] == tiny_models.eager_preds.tolist()
+
+
+def test_compressed_npz_min_duration_and_cpus(native_runner, tiny_models, tmp_path) -> None:
+    with np.load(tiny_models.eval) as f:
+        x, y = f["x"], f["y"]
+    ev = tmp_path / "eval_z.npz"
+    np.savez_compressed(ev, x=x, y=y)
+    rc, r, _ = run([str(native_runner), "--model", str(tiny_models.pte), "--eval", str(ev), "--warmup", "0",
+                    "--runs", "3", "--min-duration", "0.2", "--cpus", "0", "--keep-samples"])
+    assert rc == 0, r
+    assert r["eval_predictions"] == tiny_models.eager_preds.tolist()
+    assert r["runs"] == len(r["latency_samples_ms"]) > 3 and r["min_duration_s"] == 0.2
+    assert r["cpus"] == [0] and r["input"]["layout"] == "native"
+
+
+def _bad_cases(tiny_models, tmp_path: Path) -> dict[str, tuple[list[str], int, str]]:
+    def write(name: str, data: bytes) -> str:
+        (tmp_path / name).write_bytes(data)
+        return str(tmp_path / name)
+
+    pte, tfl = tiny_models.pte.read_bytes(), tiny_models.tflite.read_bytes()
+    rng = np.random.default_rng(0)
+    small = tmp_path / "small.npz"
+    np.savez(small, x=np.zeros((1, 1, 4, 4), np.float32))
+    ints = tmp_path / "ints.npz"
+    np.savez(ints, x=np.zeros((1, 1, 8, 8), np.int64))
+    nokey = tmp_path / "nokey.npz"
+    np.savez(nokey, a=np.zeros(3))
+    ok = ["--inputs", str(tiny_models.inputs)]
+    return {
+        "missing_model": (["--model", str(tmp_path / "nope.pte")], 2, "bad_arguments"),
+        "unknown_suffix": (["--model", write("m.onnx", b"onnx")], 2, "bad_arguments"),
+        "bad_runs": (["--model", str(tiny_models.pte), "--runs", "0"], 2, "bad_arguments"),
+        "bad_layout": (["--model", str(tiny_models.pte), "--layout", "NWHC"], 2, "bad_arguments"),
+        "unknown_option": (["--model", str(tiny_models.pte), "--bogus", "1"], 2, "bad_arguments"),
+        "missing_inputs": (["--model", str(tiny_models.pte), "--inputs", str(tmp_path / "none.npz")], 2, "bad_arguments"),
+        "npz_not_zip": (["--model", str(tiny_models.tflite), "--inputs", write("x.npz", b"not a zip at all")], 2,
+                        "bad_arguments"),
+        "npz_no_key": (["--model", str(tiny_models.tflite), "--inputs", str(nokey)], 2, "bad_arguments"),
+        "random_bytes": (["--model", write("r.pte", rng.bytes(4096))], 3, "corrupt_model"),
+        "empty": (["--model", write("e.tflite", b"")], 3, "corrupt_model"),
+        "garbage_after_pte_header": (["--model", write("g.pte", pte[:8] + rng.bytes(4096))], 3, "corrupt_model"),
+        "truncated_pte": (["--model", write("t.pte", pte[: len(pte) // 2]), *ok], 3, "corrupt_model"),
+        "truncated_tflite": (["--model", write("t.tflite", tfl[: len(tfl) // 2]), *ok], 3, "corrupt_model"),
+        "wrong_shape_pte": (["--model", str(tiny_models.pte), "--inputs", str(small)], 4, "input_mismatch"),
+        "wrong_shape_tflite": (["--model", str(tiny_models.tflite), "--inputs", str(small)], 4, "input_mismatch"),
+        "wrong_dtype": (["--model", str(tiny_models.tflite), "--inputs", str(ints)], 4, "input_mismatch"),
+        "forced_wrong_layout": (["--model", str(tiny_models.tflite), *ok, "--layout", "NHWC"], 4, "input_mismatch"),
+    }
+
+
+CASES = ["missing_model", "unknown_suffix", "bad_runs", "bad_layout", "unknown_option", "missing_inputs",
+         "npz_not_zip", "npz_no_key", "random_bytes", "empty", "garbage_after_pte_header", "truncated_pte",
+         "truncated_tflite", "wrong_shape_pte", "wrong_shape_tflite", "wrong_dtype", "forced_wrong_layout"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_the_same_json_error_and_exit_code_as_python(native_runner, tiny_models, tmp_path, case) -> None:
+    argv, code, error_type = _bad_cases(tiny_models, tmp_path)[case]
+    argv = [*argv, "--warmup", "0", "--runs", "1"] if "--runs" not in argv else argv
+    (rc_n, n), (rc_p, p) = both(native_runner, *argv[1:2], *argv[2:])
+    assert (rc_n, n["event"], n["error_type"], n["exit_code"]) == (code, "error", error_type, code), n
+    assert (rc_p, p["error_type"]) == (code, error_type), p  # the protocol's one answer for this input
+    assert n["message"] and n["hint"]
+
+
+def test_pt2_and_missing_libraries_are_runtime_missing(native_runner, tiny_models, tmp_path) -> None:
+    rc, r, _ = run([str(native_runner), "--model", str(tiny_models.pt2)])
+    assert (rc, r["error_type"]) == (5, "runtime_missing") and "python" in r["hint"].lower()
+    lonely = tmp_path / "alone"
+    lonely.mkdir()
+    shutil.copy2(native_runner, lonely / "edgekd_runner")  # the runner without its plugins
+    env = {"LD_LIBRARY_PATH": ""}
+    rc, r, _ = run([str(lonely / "edgekd_runner"), "--model", str(tiny_models.pte)], env=env)
+    assert (rc, r["error_type"]) == (5, "runtime_missing") and "libedgekd_backend_executorch.so" in r["message"], r
+    shutil.copy2(native_dir() / "libedgekd_backend_executorch.so", lonely)  # plugin without ExecuTorch's libs
+    rc, r, _ = run([str(lonely / "edgekd_runner"), "--model", str(tiny_models.pte)], env=env)
+    assert (rc, r["error_type"]) == (5, "runtime_missing") and "libexecutorch" in r["message"], r
+    assert {p.name for p in runtime_files()} >= {"edgekd_runner", "libexecutorch.so", "libLiteRt.so"}
+
+
+def test_harness_runner_choice_and_rows(native_runner, tiny_models, tmp_path, monkeypatch) -> None:
+    from edgekd.bench import native
+    from edgekd.bench.harness import benchmark
+    from edgekd.errors import TargetError
+
+    kw = dict(warmup=1, runs=3, threads=1, eval_data=tiny_models.eval, progress=False)
+    rows = {}
+    for runner in ("native", "python", "auto"):
+        [r] = benchmark(tiny_models.tflite_int8, runner=runner, out_dir=tmp_path / runner, **kw)
+        assert r.ok, r.error
+        rows[runner] = r
+        saved = json.loads((tmp_path / runner / "results.jsonl").read_text().splitlines()[-1])
+        assert saved["runner"] == r.runner
+    assert rows["native"].runner == "native" and rows["native"].interpreter.startswith("edgekd_runner (native C++)")
+    assert rows["python"].runner == "python" and rows["python"].interpreter == "ai_edge_litert.interpreter"
+    assert rows["auto"].runner == "python"  # this Python has ai_edge_litert: auto keeps the Python runner
+    assert rows["native"].accuracy == rows["python"].accuracy
+    monkeypatch.setattr(native, "python_can_run", lambda model: False)  # a target whose Python lacks the runtime
+    [r] = benchmark(tiny_models.tflite_int8, runner="auto", out_dir=tmp_path / "auto2", **kw)
+    assert r.ok and r.runner == "native"
+    [r] = benchmark(tiny_models.pt2, runner="auto", out_dir=tmp_path / "auto3", **kw)  # native cannot: python
+    assert r.runner == "python"
+    [r] = benchmark(tiny_models.pt2, runner="native", out_dir=tmp_path / "pt2", **kw)
+    assert not r.ok and r.runner == "native" and r.error_type == "runtime_missing" and r.exit_code == 5
+    with pytest.raises(TargetError, match="unknown runner"):
+        benchmark(tiny_models.tflite, runner="java", out_dir=tmp_path / "bad", **kw)
+    monkeypatch.setenv(native.NATIVE_DIR_ENV, str(tmp_path / "no_build"))
+    [r] = benchmark(tiny_models.tflite, runner="native", out_dir=tmp_path / "nobuild", **kw)
+    assert not r.ok and "make native" in r.error
+
+
+@pytest.mark.parametrize(("which", "source"), [("pte", "etdump"), ("tflite", "litert-profiler")])
+def test_profile_stores_the_operator_table(native_runner, tiny_models, tmp_path, which, source) -> None:
+    from edgekd.bench.harness import benchmark
+
+    [r] = benchmark(getattr(tiny_models, which), runner="native", profile=True, warmup=1, runs=3, threads=1,
+                    progress=False, out_dir=tmp_path)
+    assert r.ok and r.profile == "profiles/tiny__1t.ops.json", (r.error, r.profile)
+    table = json.loads((tmp_path / r.profile).read_text())
+    assert table["source"] == source and table["total_ms"] > 0
+    names = {op["name"]: op for op in table["ops"]}
+    convs = names["Convolution (NHWC, F32) IGEMM"]
+    assert convs["count"] == 2 and convs["delegated"] is True  # XNNPACK reports its operators: no blob
+    assert table["note"] is None
+    assert [op["total_ms"] for op in table["ops"]] == sorted((op["total_ms"] for op in table["ops"]), reverse=True)
+
+
+def test_cli_bench_runner_native(native_runner, tiny_models, tmp_path) -> None:
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "edgekd.cli", "bench", str(tiny_models.tflite_int8), "--runner", "native",
+                        "--warmup", "0", "--runs", "2", "--threads", "1", "--out", str(out), "--no-progress"],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-2000:]
+    [row] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert row["runner"] == "native" and row["interpreter"].startswith("edgekd_runner (native C++)")
