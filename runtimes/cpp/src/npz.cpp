@@ -4,6 +4,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -63,24 +64,48 @@ std::vector<uint8_t> inflate_raw(const uint8_t* src, size_t n, size_t out_size, 
                     "write it with np.savez (uncompressed), not np.savez_compressed");
 }
 
-std::vector<Entry> central_directory(const std::vector<uint8_t>& z, const std::string& path) {
-  if (z.size() < 22) bad(path, "too short for a zip file");
+// The archive is read piecewise (tail, central directory, then each wanted entry straight into its
+// array), so an eval set is held once in memory, as numpy's own reader does.
+struct ZipFile {
+  std::ifstream f;
+  uint64_t size = 0;
+  std::string path;
+
+  std::vector<uint8_t> read(uint64_t at, uint64_t n) {
+    if (at > size || n > size - at) bad(path, "truncated zip file");
+    std::vector<uint8_t> out(n);
+    f.seekg(static_cast<std::streamoff>(at));
+    f.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(n));
+    if (!f) bad(path, "cannot read it");
+    return out;
+  }
+};
+
+std::vector<Entry> central_directory(ZipFile& zf) {
+  const std::string& path = zf.path;
+  if (zf.size < 22) bad(path, "too short for a zip file");
+  const uint64_t tail_n = std::min<uint64_t>(zf.size, 22 + 65535 + 20);
+  const uint64_t tail_at = zf.size - tail_n;
+  const std::vector<uint8_t> t = zf.read(tail_at, tail_n);
   size_t eocd = std::string::npos;
-  for (size_t i = z.size() - 22 + 1; i-- > 0 && z.size() - i <= 22 + 65535;) {
-    if (u32(&z[i]) == 0x06054b50u) { eocd = i; break; }
+  for (size_t i = t.size() - 22 + 1; i-- > 0;) {
+    if (u32(&t[i]) == 0x06054b50u) { eocd = i; break; }
   }
   if (eocd == std::string::npos) bad(path, "not a zip file: no end-of-directory record");
-  uint64_t count = u16(&z[eocd + 10]);
-  uint64_t cd_off = u32(&z[eocd + 16]);
-  if (cd_off == 0xffffffffu || count == 0xffffu) {  // zip64: find the zip64 end record via its locator
-    if (eocd < 20 || u32(&z[eocd - 20]) != 0x07064b50u) bad(path, "zip64 locator missing");
-    const uint64_t rec = u64(&z[eocd - 20 + 8]);
-    if (rec + 56 > z.size() || u32(&z[rec]) != 0x06064b50u) bad(path, "zip64 end record missing");
-    count = u64(&z[rec + 32]);
-    cd_off = u64(&z[rec + 48]);
+  uint64_t count = u16(&t[eocd + 10]);
+  uint64_t cd_size = u32(&t[eocd + 12]);
+  uint64_t cd_off = u32(&t[eocd + 16]);
+  if (cd_off == 0xffffffffu || count == 0xffffu || cd_size == 0xffffffffu) {  // zip64: via its locator
+    if (eocd < 20 || u32(&t[eocd - 20]) != 0x07064b50u) bad(path, "zip64 locator missing");
+    const std::vector<uint8_t> rec = zf.read(u64(&t[eocd - 20 + 8]), 56);
+    if (u32(&rec[0]) != 0x06064b50u) bad(path, "zip64 end record missing");
+    count = u64(&rec[32]);
+    cd_size = u64(&rec[40]);
+    cd_off = u64(&rec[48]);
   }
+  const std::vector<uint8_t> z = zf.read(cd_off, cd_size);
   std::vector<Entry> out;
-  size_t p = cd_off;
+  size_t p = 0;
   for (uint64_t k = 0; k < count; ++k) {
     if (p + 46 > z.size() || u32(&z[p]) != 0x02014b50u) bad(path, "broken central directory");
     Entry e;
@@ -108,13 +133,13 @@ std::vector<Entry> central_directory(const std::vector<uint8_t>& z, const std::s
   return out;
 }
 
-std::vector<uint8_t> entry_bytes(const std::vector<uint8_t>& z, const Entry& e, const std::string& path) {
-  if (e.offset + 30 > z.size() || u32(&z[e.offset]) != 0x04034b50u) bad(path, "broken local header for " + e.name);
-  const size_t start = e.offset + 30 + u16(&z[e.offset + 26]) + u16(&z[e.offset + 28]);
-  if (start + e.csize > z.size()) bad(path, "entry " + e.name + " is truncated");
-  if (e.method == 0) return std::vector<uint8_t>(z.begin() + start, z.begin() + start + e.csize);
-  if (e.method == 8) return inflate_raw(&z[start], e.csize, e.usize, path);
-  bad(path, "entry " + e.name + " uses zip compression method " + std::to_string(e.method));
+// Where an entry's data starts (after its local header).
+uint64_t entry_start(ZipFile& zf, const Entry& e) {
+  const std::vector<uint8_t> h = zf.read(e.offset, 30);
+  if (u32(&h[0]) != 0x04034b50u) bad(zf.path, "broken local header for " + e.name);
+  const uint64_t start = e.offset + 30 + u16(&h[26]) + u16(&h[28]);
+  if (start > zf.size || e.csize > zf.size - start) bad(zf.path, "entry " + e.name + " is truncated");
+  return start;
 }
 
 std::string py_list(const std::vector<std::string>& names) {
@@ -125,15 +150,22 @@ std::string py_list(const std::vector<std::string>& names) {
 
 }  // namespace
 
-Array parse_npy(const std::vector<uint8_t>& b, const std::string& what) {
+namespace {
+
+// The .npy header at the start of `b` (at least its first 12 bytes, or all of it): the array's
+// dtype and shape, an empty data buffer, and the offset of the data and whether it is Fortran order.
+Array npy_header(const uint8_t* b, size_t n, const std::string& what, size_t& data_at, bool& fortran,
+                 size_t& header_end) {
   auto fail = [&](const std::string& why) -> void { bad(what, why); };
-  if (b.size() < 10 || std::memcmp(b.data(), "\x93NUMPY", 6) != 0) fail("not a .npy entry");
+  if (n < 10 || std::memcmp(b, "\x93NUMPY", 6) != 0) fail("not a .npy entry");
   const int major = b[6];
-  size_t hlen, hstart;
+  size_t hlen = 0, hstart = 0;
   if (major == 1) { hlen = u16(&b[8]); hstart = 10; }
-  else if (b.size() >= 12) { hlen = u32(&b[8]); hstart = 12; }
-  else { fail("truncated .npy header"); return {}; }
-  if (hstart + hlen > b.size()) fail("truncated .npy header");
+  else if (n >= 12) { hlen = u32(&b[8]); hstart = 12; }
+  else fail("truncated .npy header");
+  header_end = hstart + hlen;
+  data_at = header_end;
+  if (hstart + hlen > n) return Array{};  // the caller reads more and asks again
   const std::string h(reinterpret_cast<const char*>(&b[hstart]), hlen);
 
   auto value_of = [&](const std::string& key) -> std::string {
@@ -148,7 +180,7 @@ Array parse_npy(const std::vector<uint8_t>& b, const std::string& what) {
   std::string descr = value_of("descr");
   if (descr.empty() || (descr[0] != '\'' && descr[0] != '"')) fail("bad descr in .npy header");
   descr = descr.substr(1, descr.find(descr[0], 1) - 1);
-  const bool fortran = value_of("fortran_order").rfind("True", 0) == 0;
+  fortran = value_of("fortran_order").rfind("True", 0) == 0;
   std::string shape_s = value_of("shape");
   shape_s = shape_s.substr(1, shape_s.find(')') - 1);
 
@@ -168,29 +200,63 @@ Array parse_npy(const std::vector<uint8_t>& b, const std::string& what) {
   for (const auto& [name, t] : kinds)
     if (kind == name) a.dtype = t;
   if (a.dtype == DType::kUnknown) fail("dtype " + descr + " is not supported; write float32, float64 or an integer dtype");
-  const size_t nbytes = a.numel() * dtype_size(a.dtype), data_at = hstart + hlen;
-  if (data_at + nbytes > b.size()) fail("the array data is truncated");
-  a.data.assign(b.begin() + data_at, b.begin() + data_at + nbytes);
-  if (fortran && a.shape.size() > 1) {  // reorder to C order
-    Array c = Array::zeros(a.shape, a.dtype);
-    const size_t nd = a.shape.size(), es = dtype_size(a.dtype), n = a.numel();
-    std::vector<int64_t> idx(nd, 0);
-    for (size_t ci = 0; ci < n; ++ci) {  // idx = C-order multi-index of ci
-      size_t fi = 0, stride = 1;
-      for (size_t d = 0; d < nd; ++d) { fi += idx[d] * stride; stride *= a.shape[d]; }
-      std::memcpy(&c.data[ci * es], &a.data[fi * es], es);
-      for (size_t d = nd; d-- > 0;) { if (++idx[d] < a.shape[d]) break; idx[d] = 0; }
-    }
-    a = std::move(c);
+  return a;
+}
+
+void to_c_order(Array& a) {
+  if (a.shape.size() < 2) return;
+  Array c = Array::zeros(a.shape, a.dtype);
+  const size_t nd = a.shape.size(), es = dtype_size(a.dtype), n = a.numel();
+  std::vector<int64_t> idx(nd, 0);
+  for (size_t ci = 0; ci < n; ++ci) {  // idx = C-order multi-index of ci
+    size_t fi = 0, stride = 1;
+    for (size_t d = 0; d < nd; ++d) { fi += idx[d] * stride; stride *= a.shape[d]; }
+    std::memcpy(&c.data[ci * es], &a.data[fi * es], es);
+    for (size_t d = nd; d-- > 0;) { if (++idx[d] < a.shape[d]) break; idx[d] = 0; }
   }
+  a = std::move(c);
+}
+
+// A stored (uncompressed) entry: the header first, then the data read straight into the array.
+Array read_stored_npy(ZipFile& zf, uint64_t start, uint64_t len, const std::string& what) {
+  std::vector<uint8_t> head = zf.read(start, std::min<uint64_t>(len, 12));
+  size_t data_at = 0, header_end = 0;
+  bool fortran = false;
+  npy_header(head.data(), head.size(), what, data_at, fortran, header_end);
+  if (header_end > len) bad(what, "truncated .npy header");
+  head = zf.read(start, header_end);
+  Array a = npy_header(head.data(), head.size(), what, data_at, fortran, header_end);
+  const size_t nbytes = a.numel() * dtype_size(a.dtype);
+  if (data_at + nbytes > len) bad(what, "the array data is truncated");
+  a.data.resize(nbytes);
+  zf.f.seekg(static_cast<std::streamoff>(start + data_at));
+  zf.f.read(reinterpret_cast<char*>(a.data.data()), static_cast<std::streamsize>(nbytes));
+  if (!zf.f) bad(what, "cannot read the array data");
+  if (fortran) to_c_order(a);
+  return a;
+}
+
+}  // namespace
+
+Array parse_npy(const std::vector<uint8_t>& b, const std::string& what) {
+  size_t data_at = 0, header_end = 0;
+  bool fortran = false;
+  Array a = npy_header(b.data(), b.size(), what, data_at, fortran, header_end);
+  if (header_end > b.size()) bad(what, "truncated .npy header");
+  const size_t nbytes = a.numel() * dtype_size(a.dtype);
+  if (data_at + nbytes > b.size()) bad(what, "the array data is truncated");
+  a.data.assign(b.begin() + static_cast<std::ptrdiff_t>(data_at), b.begin() + static_cast<std::ptrdiff_t>(data_at + nbytes));
+  if (fortran) to_c_order(a);
   return a;
 }
 
 std::map<std::string, Array> load_npz(const std::string& path, const std::vector<std::string>& keys) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) bad(path, "cannot open it");
-  const std::vector<uint8_t> z((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  const std::vector<Entry> entries = central_directory(z, path);
+  ZipFile zf;
+  zf.path = path;
+  zf.f.open(path, std::ios::binary | std::ios::ate);
+  if (!zf.f) bad(path, "cannot open it");
+  zf.size = static_cast<uint64_t>(zf.f.tellg());
+  const std::vector<Entry> entries = central_directory(zf);
   std::vector<std::string> files;
   for (const auto& e : entries) files.push_back(e.name.size() > 4 && e.name.substr(e.name.size() - 4) == ".npy"
                                                     ? e.name.substr(0, e.name.size() - 4) : e.name);
@@ -205,9 +271,21 @@ std::map<std::string, Array> load_npz(const std::string& path, const std::vector
                       path + " has no key(s) " + py_list(missing) + "; it has " + py_list(files),
                       "write the arrays with np.savez(path, x=..., y=...)");
   std::map<std::string, Array> out;
-  for (size_t i = 0; i < entries.size(); ++i)
-    for (const auto& k : keys)
-      if (files[i] == k) out[k] = parse_npy(entry_bytes(z, entries[i], path), path);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    for (const auto& k : keys) {
+      if (files[i] != k) continue;
+      const Entry& e = entries[i];
+      const uint64_t start = entry_start(zf, e);
+      if (e.method == 0) {
+        out[k] = read_stored_npy(zf, start, e.csize, path);
+      } else if (e.method == 8) {
+        const std::vector<uint8_t> packed = zf.read(start, e.csize);
+        out[k] = parse_npy(inflate_raw(packed.data(), packed.size(), e.usize, path), path);
+      } else {
+        bad(path, "entry " + e.name + " uses zip compression method " + std::to_string(e.method));
+      }
+    }
+  }
   return out;
 }
 
