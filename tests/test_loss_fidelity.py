@@ -130,6 +130,10 @@ def test_dkd_equals_mdistiller() -> None:
     _close(_loss("dkd", T=4.0, warmup=5)(_ctx(s, t, y, epoch=1)), 2 / 5 * want)
     _close(_loss("dkd", T=2.0, alpha=0.5, beta=2.0, warmup=0)(_ctx(s, t, y)),
            dkd_np(s, t, y, T=2.0, alpha=0.5, beta=2.0))
+    # unlabelled samples (y = -1, a transfer set) split around the teacher's top class
+    y_part = np.where(np.arange(6) % 2 == 0, y, -1)
+    _close(_loss("dkd", warmup=0)(_ctx(s, t, y_part)),
+           dkd_np(s, t, np.where(y_part >= 0, y_part, t.argmax(1)), T=4.0, alpha=1.0, beta=8.0))
 
 
 # -- feature-based ---------------------------------------------------------------------------------
@@ -338,6 +342,9 @@ def test_dml_equals_deep_mutual_learning() -> None:
         z = r.normal(size=(K, 4, 3)) * 2
         _close(_loss("dml")(_peers_ctx(z, y)), dml_np(z, y, 1.0))
         _close(_loss("dml", T=3.0, ce=0.5)(_peers_ctx(z, y)), dml_np(z, y, 3.0) - 0.5 * sum(ce_np(zk, y) for zk in z))
+    z, y_part = r.normal(size=(2, 4, 3)), np.array([0, -1, 1, -1])  # CE on the labelled, mutual KL on all
+    ce_part = sum(ce_np(zk[y_part >= 0], y_part[y_part >= 0]) for zk in z)
+    _close(_loss("dml")(_peers_ctx(z, y_part)), dml_np(z, y, 1.0) - sum(ce_np(zk, y) for zk in z) + ce_part)
 
 
 def test_feat_l1_equals_dml_plus_l1_to_the_previous_peer() -> None:

@@ -42,10 +42,18 @@ class CrossEntropyLoss(DistillLoss):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        logits, y = ctx.student_logits, ctx.targets
-        labelled = y >= 0
-        if not bool(labelled.all()):
-            if not bool(labelled.any()):
-                return logits.sum() * 0.0  # keeps the graph (and the dtype) for a batch of unlabelled images
-            logits, y = logits[labelled], y[labelled]
-        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        return labelled_ce(ctx.student_logits, ctx.targets, self.label_smoothing)
+
+
+def labelled_ce(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy over the samples whose label is >= 0 (mean over them; 0 when there is none).
+
+    Every loss with a label term calls this, so a transfer set (unlabelled images marked ``-1``)
+    trains any method: the label terms see the labelled images, the distillation terms all of them.
+    """
+    labelled = targets >= 0
+    if not bool(labelled.all()):
+        if not bool(labelled.any()):
+            return logits.sum() * 0.0  # keeps the graph (and the dtype) for a batch of unlabelled images
+        logits, targets = logits[labelled], targets[labelled]
+    return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)

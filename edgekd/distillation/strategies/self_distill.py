@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.distillation.cache import TeacherCache
+from edgekd.distillation.losses.ce import labelled_ce
 from edgekd.distillation.methods import DistillLoss, Objective, StepContext, register_method
 from edgekd.distillation.strategies.base import Networks, Strategy, one_network, register_strategy
 from edgekd.distillation.strategies.offline import OfflineStrategy
@@ -66,13 +67,13 @@ class SelfDistillLoss(DistillLoss):
         q_c = out.logits[FINAL]
         soft_c = F.log_softmax(q_c.detach() / self.T, dim=1)
         f_c = out.features[FINAL].detach()
-        total = (1 - self.alpha) * F.cross_entropy(q_c, ctx.targets)
+        total = (1 - self.alpha) * labelled_ce(q_c, ctx.targets)
         for name, q in out.logits.items():
             if name == FINAL:
                 continue
             kl = F.kl_div(F.log_softmax(q / self.T, dim=1), soft_c, reduction="batchmean", log_target=True)
             hint = (out.features[name] - f_c).pow(2).sum(1).mean()
-            total = total + (1 - self.alpha) * F.cross_entropy(q, ctx.targets) + self.alpha * self.T**2 * kl \
+            total = total + (1 - self.alpha) * labelled_ce(q, ctx.targets) + self.alpha * self.T**2 * kl \
                 + self.feat * hint
         return total
 
