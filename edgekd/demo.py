@@ -48,7 +48,7 @@ class DemoConfig:
 
     @staticmethod
     def quick() -> DemoConfig:
-        return DemoConfig(teacher_epochs=2, labels=100, alone_epochs=6, kd_epochs=1, seeds=(0, 1),
+        return DemoConfig(teacher_epochs=5, labels=100, alone_epochs=6, kd_epochs=1, seeds=(0, 1),
                           batch_size=32, limit=1200, eval_samples=200, parity_samples=64, warmup=2, runs=10)
 
 
