@@ -1,17 +1,25 @@
 """``edgekd demo``: the whole pipeline on the embedded MNIST-5k, in about five minutes on 2 CPU cores.
 
-1. train a teacher; 2. distil a smaller student with KD, and train the same student (same init,
-same epochs) without KD; 3. export both students to .pte and .tflite, fp32 and int8, each checked
-for parity against eager PyTorch; 4. benchmark every file on this machine with the device runner;
-5. print one table and write ``summary.json`` / ``results.jsonl`` under ``--out``.
+1. train a teacher on every labelled train image (shifted copies, so it does not memorise them);
+2. the setting where distillation pays (Hinton et al.'s *transfer set*): a small student gets only
+   ``labels`` labelled images; trained alone it sees just those, with KD it also sees the teacher's
+   soft labels on every train image. Both for the same number of steps, from the same init, on
+   each of ``seeds``; the table prints each seed's accuracies, the mean margin and the seed spread,
+   and says whether KD won on every seed by more than that spread;
+3. export the first seed's two students to .pte and .tflite, fp32 and int8, each checked for parity
+   against eager PyTorch; 4. benchmark every file on this machine with the device runner;
+5. print one table, write ``summary.json`` / ``bench/results.jsonl`` and the HTML report
+   ``bench/report/index.html`` under ``--out``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,10 +28,14 @@ from edgekd.bench.results import BenchResult
 
 @dataclass(frozen=True)
 class DemoConfig:
-    teacher: str = "resnet20"
-    student: str = "resnet8"
-    teacher_epochs: int = 6
-    student_epochs: int = 8
+    teacher: str = "resnet8"
+    student: str = "resnet8x0_5"
+    teacher_epochs: int = 8
+    labels: int = 500  # labelled train images the students get (stratified); the teacher gets all
+    alone_epochs: int = 42  # over the labelled images: about as many steps as kd_epochs over all
+    kd_epochs: int = 6  # over every train image (the transfer set)
+    kd_T: float = 4.0
+    seeds: tuple[int, ...] = (0, 1, 2)
     batch_size: int = 64
     limit: int | None = None  # cap on data-set size (quick mode)
     eval_samples: int = 1000  # test samples each exported file is scored on by the runner
@@ -32,16 +44,30 @@ class DemoConfig:
     runs: int = 100
     threads: int = 2
     tflite_converter: str = "litert-torch"
-    seed: int = 0
+    seed: int = 0  # data split, labelled subset and teacher
 
     @staticmethod
     def quick() -> DemoConfig:
-        return DemoConfig(teacher_epochs=2, student_epochs=2, batch_size=32, limit=1200, eval_samples=200,
-                          parity_samples=64, warmup=2, runs=10)
+        return DemoConfig(teacher_epochs=5, labels=100, alone_epochs=6, kd_epochs=1, seeds=(0, 1),
+                          batch_size=32, limit=1200, eval_samples=200, parity_samples=64, warmup=2, runs=10)
 
 
 def _log(msg: str) -> None:
     print(f"[edgekd demo] {msg}", flush=True)
+
+
+def kd_verdict(alone: list[float], kd: list[float]) -> dict[str, Any]:
+    """Per-seed margins (KD − alone, points), their mean, the seed spread and whether KD won.
+
+    The seed spread is the larger of the two spreads (max − min over seeds) of the accuracies of
+    the student alone and with KD; KD "won" when it is ahead on every seed and its mean margin is
+    larger than that spread.
+    """
+    margins = [100 * (k - a) for a, k in zip(alone, kd, strict=True)]
+    spread = max(100 * (max(v) - min(v)) for v in (alone, kd))
+    mean = sum(margins) / len(margins)
+    return {"margins": margins, "mean_margin": mean, "spread": spread,
+            "wins": sum(m > 0 for m in margins), "won": all(m > 0 for m in margins) and mean > spread}
 
 
 def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = None,
@@ -50,9 +76,11 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
     from edgekd import data as D
     from edgekd import models as M
     from edgekd.bench.harness import benchmark
+    from edgekd.bench.html_report import write_html_report
     from edgekd.bench.report import format_table
     from edgekd.convert import export
-    from edgekd.distillation import distill, train
+    from edgekd.data.augment import augmented
+    from edgekd.distillation import TeacherCache, distill, train
     from edgekd.models.saved import save_model
 
     cfg = config or DemoConfig()
@@ -61,27 +89,41 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
     t0 = time.perf_counter()
     splits = D.load("mnist5k", seed=cfg.seed, limit=cfg.limit)
     kw = {"num_classes": splits.num_classes, "in_channels": splits.in_channels}
-    _log(f"data: mnist5k train/val/test = {len(splits.train)}/{len(splits.val)}/{len(splits.test)}")
+    n_train = len(splits.train)
+    few = D.few_labels(splits, cfg.labels, seed=cfg.seed, transfer=False)  # the labelled images only
+    transfer = D.few_labels(splits, cfg.labels, seed=cfg.seed, transfer=True)  # + the rest, unlabelled
+    _log(f"data: mnist5k train/val/test = {n_train}/{len(splits.val)}/{len(splits.test)}; "
+         f"the students get {cfg.labels} of the {n_train} train labels")
 
-    _log(f"1/4 training teacher {cfg.teacher} for {cfg.teacher_epochs} epochs")
+    _log(f"1/4 training teacher {cfg.teacher} on all {n_train} labelled train images (shifted copies), "
+         f"{cfg.teacher_epochs} epochs")
     torch.manual_seed(cfg.seed)
-    teacher = train(M.create(cfg.teacher, **kw), splits, epochs=cfg.teacher_epochs, seed=cfg.seed,
-                    batch_size=cfg.batch_size, out_dir=out / "teacher", progress=progress)
+    teacher = train(M.create(cfg.teacher, **kw), augmented(splits, shift=2, flip=False), epochs=cfg.teacher_epochs,
+                    seed=cfg.seed, batch_size=cfg.batch_size, out_dir=out / "teacher", progress=progress)
     save_model(teacher.model, out / "teacher" / "model.pt", cfg.teacher, **kw)
 
-    _log(f"2/4 student {cfg.student}: with KD from the teacher, and alone (same init, same epochs)")
-    torch.manual_seed(cfg.seed + 1)
-    init = M.create(cfg.student, **kw)
-    students = {}
-    for name, method in (("student_kd", "ce+kd"), ("student_alone", "ce")):
-        s = M.create(cfg.student, **kw)
-        s.load_state_dict(init.state_dict())
-        t = teacher.model if method != "ce" else None
-        res = distill(t, s, splits, method=method, epochs=cfg.student_epochs, seed=cfg.seed,
-                      batch_size=cfg.batch_size,
-                      out_dir=out / name, progress=progress)
+    _log(f"2/4 student {cfg.student} on {cfg.labels} labels, seeds {', '.join(map(str, cfg.seeds))}: alone "
+         f"({cfg.alone_epochs} epochs over the labelled images) and with KD (T={cfg.kd_T:g}, {cfg.kd_epochs} "
+         f"epochs over all {n_train} images, the teacher's soft labels on every one); same init per seed")
+    cache = TeacherCache(teacher.model, transfer.train)
+    runs: list[dict[str, Any]] = []
+    students: dict[str, Any] = {}
+    for seed in cfg.seeds:
+        torch.manual_seed(seed)
+        init = M.create(cfg.student, **kw)
+        alone = distill(None, init, few, method="ce", epochs=cfg.alone_epochs, seed=seed, batch_size=cfg.batch_size,
+                        out_dir=out / f"student_alone_seed{seed}", progress=progress)
+        kd = distill(teacher.model, init, transfer, method="ce+kd", kd_T=cfg.kd_T, epochs=cfg.kd_epochs, seed=seed,
+                     batch_size=cfg.batch_size, cache_teacher=cache, out_dir=out / f"student_kd_seed{seed}",
+                     progress=progress)
+        runs.append({"seed": seed, "alone": alone.metrics["test_acc"], "kd": kd.metrics["test_acc"]})
+        if not students:  # the first seed's pair is exported and benchmarked
+            students = {"student_kd": kd, "student_alone": alone}
+    verdict = kd_verdict([r["alone"] for r in runs], [r["kd"] for r in runs])
+    for name, res in students.items():
         save_model(res.model, out / name / "model.pt", cfg.student, **kw)
-        students[name] = res
+    steps = {"alone": cfg.alone_epochs * math.ceil(cfg.labels / cfg.batch_size),
+             "kd": cfg.kd_epochs * math.ceil(n_train / cfg.batch_size)}
 
     x_test, y_test = D.as_tensors(splits.test)
     x_eval, y_eval = x_test[: cfg.eval_samples], y_test[: cfg.eval_samples]
@@ -100,24 +142,50 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
     _log(f"4/4 benchmarking every file locally ({cfg.threads} threads, {cfg.runs} runs, "
          f"accuracy on {len(y_eval)} test images)")
     results: list[BenchResult] = []
-    for name, bundle in bundles.items():
+    for bundle in bundles.values():  # one run folder for both students: one results.jsonl, one report
         results += benchmark(bundle, target="local", warmup=cfg.warmup, runs=cfg.runs, threads=cfg.threads,
-                             eval_data=(x_eval.numpy(), y_eval.numpy()), out_dir=out / "bench" / name,
+                             eval_data=(x_eval.numpy(), y_eval.numpy()), out_dir=out / "bench",
                              progress=progress)
+    report = write_html_report(out / "bench")
 
     summary = {
         "config": cfg.__dict__,
         "teacher": {"name": cfg.teacher, **teacher.metrics},
-        "students": {name: {"name": cfg.student, **res.metrics} for name, res in students.items()},
+        "kd_vs_alone": {"student": cfg.student, "labels": cfg.labels, "transfer_images": n_train, "steps": steps,
+                        "runs": runs, **verdict},
+        "students": {name: {"name": cfg.student, "seed": cfg.seeds[0], **res.metrics} for name, res in students.items()},
         "results": [r.to_dict() for r in results],
+        "report": str(report),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print()
-    print(f"teacher {cfg.teacher}: test acc {100 * teacher.metrics['test_acc']:.2f}%   "
-          + "   ".join(f"{n} ({cfg.student}): {100 * r.metrics['test_acc']:.2f}%" for n, r in students.items())
-          + "   (eager PyTorch, full test split)")
     print(format_table(results, columns=("model", "format", "precision", "KB", "acc %", "p50 ms",
                                          "p99 ms", "peak MB", "error")))
-    _log(f"done in {summary['wall_s']:.0f} s; bundles, logs and summary.json in {out}/")
+    print(f"(exported: the seed-{cfg.seeds[0]} students; acc % by the runtime on {len(y_eval)} test images)")
+    print()
+    print(format_kd_table(cfg, teacher.metrics["test_acc"], n_train, runs, verdict, steps))
+    _log(f"done in {summary['wall_s']:.0f} s; bundles, logs, summary.json and the HTML report "
+         f"({report.relative_to(out)}) in {out}/")
     return results
+
+
+def format_kd_table(cfg: DemoConfig, teacher_acc: float, n_train: int, runs: list[dict[str, Any]],
+                    verdict: dict[str, Any], steps: dict[str, int]) -> str:
+    """The demo's last table: per seed, the student alone and with KD, then the verdict."""
+    lines = [f"teacher {cfg.teacher} (all {n_train} labels): {100 * teacher_acc:.2f}% test.  Student {cfg.student} "
+             f"with {cfg.labels} labels: alone ({steps['alone']} steps on the labelled images) vs with KD "
+             f"({steps['kd']} steps, teacher's soft labels on all {n_train} images, T={cfg.kd_T:g})",
+             f"{'seed':>6} {'alone %':>8} {'KD %':>8} {'KD - alone':>11}"]
+    for r, m in zip(runs, verdict["margins"], strict=True):
+        lines.append(f"{r['seed']:>6} {100 * r['alone']:>8.2f} {100 * r['kd']:>8.2f} {m:>+11.2f}")
+    n = len(runs)
+    lines.append(f"mean margin {verdict['mean_margin']:+.2f} points; seed spread {verdict['spread']:.2f} points "
+                 "(the larger max - min over seeds of the two columns)")
+    if verdict["won"]:
+        lines.append(f"KD won on every seed ({verdict['wins']}/{n}), by a mean margin larger than the seed spread.")
+    else:
+        why = (f"KD was ahead on {verdict['wins']}/{n} seeds" if verdict["wins"] < n
+               else "KD was ahead on every seed, but its mean margin is not larger than the seed spread")
+        lines.append(f"KD did NOT win on every seed by more than the seed spread: {why}.")
+    return "\n".join(lines)

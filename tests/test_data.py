@@ -190,3 +190,18 @@ def test_augmented_shifts_flips_and_keeps_labels(digits: data.DataSplits) -> Non
     assert torch.equal(plain[3][0], x)
     with pytest.raises(ConfigError, match="shift"):
         Augmented(digits.train, shift=-1)
+
+
+def test_few_labels_keeps_a_stratified_labelled_subset(digits: data.DataSplits) -> None:
+    x, y = digits.train.tensors
+    transfer = data.few_labels(digits, 50, seed=3)
+    xt, yt = transfer.train.tensors
+    assert torch.equal(xt, x) and int((yt >= 0).sum()) == 50 and set(yt[yt < 0].tolist()) == {-1}
+    assert torch.equal(yt[yt >= 0], y[yt >= 0])  # kept labels are the true ones
+    assert torch.bincount(yt[yt >= 0]).tolist() == [5] * 10  # stratified
+    only = data.few_labels(digits, 50, seed=3, transfer=False)
+    assert torch.equal(only.train.tensors[0], x[yt >= 0]) and torch.equal(only.train.tensors[1], yt[yt >= 0])
+    assert only.val is digits.val and only.test is digits.test
+    assert not torch.equal(data.few_labels(digits, 50, seed=4).train.tensors[1], yt)  # another draw
+    with pytest.raises(ConfigError, match="outside 1.."):
+        data.few_labels(digits, len(y) + 1)

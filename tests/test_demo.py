@@ -1,4 +1,4 @@
-"""End to end: `edgekd demo --quick` trains, distils, exports 8 files, benchmarks them, prints a table."""
+"""End to end: `edgekd demo --quick` trains, distils, exports 8 files, benchmarks them, prints the tables."""
 
 from __future__ import annotations
 
@@ -6,6 +6,28 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from edgekd.demo import DemoConfig, format_kd_table, kd_verdict
+
+
+def test_kd_verdict_needs_every_seed_and_a_margin_above_the_spread() -> None:
+    won = kd_verdict([0.85, 0.86, 0.84], [0.91, 0.92, 0.915])
+    assert won["margins"] == pytest.approx([6.0, 6.0, 7.5]) and won["spread"] == pytest.approx(2.0)
+    assert won["won"] and won["wins"] == 3
+    one_lost = kd_verdict([0.85, 0.86, 0.84], [0.91, 0.85, 0.915])
+    assert not one_lost["won"] and one_lost["wins"] == 2
+    small = kd_verdict([0.85, 0.87, 0.84], [0.86, 0.875, 0.845])  # ahead everywhere, but inside the spread
+    assert not small["won"] and small["wins"] == 3
+    cfg = DemoConfig()
+    steps = {"alone": 336, "kd": 330}
+    assert "KD won on every seed (3/3)" in format_kd_table(cfg, 0.98, 3500, [
+        {"seed": s, "alone": a, "kd": k} for s, a, k in zip((0, 1, 2), (0.85, 0.86, 0.84), (0.91, 0.92, 0.915),
+                                                              strict=True)], won, steps)
+    text = format_kd_table(cfg, 0.98, 3500, [{"seed": s, "alone": 0.85, "kd": 0.85} for s in (0, 1, 2)],
+                           one_lost, steps)
+    assert "KD did NOT win" in text and "ahead on 2/3 seeds" in text
 
 
 def test_demo_quick(tmp_path: Path) -> None:
@@ -33,3 +55,15 @@ def test_demo_quick(tmp_path: Path) -> None:
     table_rows = [ln for ln in r.stdout.splitlines() if " pte " in f" {ln} " or " tflite " in f" {ln} "]
     assert len(table_rows) >= 8
     assert summary["teacher"]["test_acc"] > 0.5
+    # the KD-vs-alone comparison: one row per seed, margins from the accuracies, the verdict printed
+    kd = summary["kd_vs_alone"]
+    assert [r["seed"] for r in kd["runs"]] == [0, 1]
+    assert kd["margins"] == pytest.approx([100 * (r["kd"] - r["alone"]) for r in kd["runs"]])
+    assert kd["won"] == (all(m > 0 for m in kd["margins"]) and kd["mean_margin"] > kd["spread"])
+    assert ("KD won on every seed" in r.stdout) == kd["won"] and "mean margin" in r.stdout
+    for run in kd["runs"]:
+        assert f"{100 * run['alone']:.2f}" in r.stdout and f"{100 * run['kd']:.2f}" in r.stdout
+    assert kd["labels"] == 100 and kd["transfer_images"] > kd["labels"]
+    # the HTML report over both students' files
+    page = (out / "bench" / "report" / "index.html").read_text()
+    assert "student_kd" in page and "student_alone" in page

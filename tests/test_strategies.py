@@ -129,7 +129,7 @@ def test_feat_l1_value_and_gradient_direction() -> None:
 
 def test_self_distillation_trains_exits(digits: data.DataSplits) -> None:
     student = _net(0, "resnet20")
-    r = distill(None, student, digits, "self", epochs=3, batch_size=32, progress=False)
+    r = distill(None, student, digits, "self", epochs=4, batch_size=32, progress=False)
     assert isinstance(r.model, ExitModel) and r.model.exits == ["layer1.2", "layer2.0"]
     assert r.model.backbone is not student and r.history[-1]["train_self"] > 0
     acc = exit_accuracy(r.model, digits.val)

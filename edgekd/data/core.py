@@ -8,6 +8,7 @@ by seed, normalised with the *train* split's per-channel mean and std.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,3 +215,25 @@ def loaders(splits: DataSplits, batch_size: int = 128, seed: int = 0, *, with_in
     return (DataLoader(wrap(splits.train), batch_size=batch_size, shuffle=True, generator=gen),
             DataLoader(wrap(splits.val), batch_size=batch_size),
             DataLoader(wrap(splits.test), batch_size=batch_size))
+
+
+def few_labels(splits: DataSplits, n: int, seed: int = 0, *, transfer: bool = True) -> DataSplits:
+    """The same splits with only ``n`` train labels kept (stratified by class, drawn by ``seed``).
+
+    ``transfer=True`` keeps every train image and marks the others unlabelled (``y = -1``): the
+    *transfer set* of Hinton et al. (2015), where a KD term sees all images and the cross-entropy
+    only the labelled ones (:class:`~edgekd.distillation.losses.ce.CrossEntropyLoss` skips ``-1``).
+    ``transfer=False`` keeps only the ``n`` labelled images. Val and test are unchanged.
+    """
+    x, y = splits.train.tensors  # type: ignore[attr-defined]
+    if not 0 < n <= len(y):
+        raise ConfigError(f"few_labels n={n} is outside 1..{len(y)} (the train split's size)", stage="data",
+                          hint=f"pass n between 1 and {len(y)}")
+    keep = torch.from_numpy(_stratified_split(y.numpy(), [n / len(y)], np.random.default_rng(seed))[0])
+    if transfer:
+        masked = torch.full_like(y, -1)
+        masked[keep] = y[keep]
+        train = TensorDataset(x, masked)
+    else:
+        train = TensorDataset(x[keep], y[keep])
+    return dataclasses.replace(splits, train=train)

@@ -13,6 +13,7 @@ from edgekd.errors import ConfigError
 
 STAGE = "distill/at"
 MODES = ("code", "paper")
+POOLS = ("features", "attention")
 
 
 @register_method("at")
@@ -29,8 +30,14 @@ class ATLoss(DistillLoss):
         \text{paper: } L_{AT} = \sum_j \frac{1}{N} \sum_{i} \big\|Q(S_{ij}) - Q(T_{ij})\big\|_2
 
     over stages :math:`j` (default ``layer1``, ``layer2``, ``layer3``) and samples :math:`i`.
-    Attention maps need no width adapter (channels are averaged); maps of different resolution
-    are average-pooled to the smaller grid.
+    Attention maps need no width adapter (channels are averaged). Maps of different resolution
+    meet on the smaller grid: by default (``pool="features"``) the larger *feature map* is
+    average-pooled first and its attention computed after, as RepDistiller's ``Attention.at_loss``
+    does (``adaptive_avg_pool2d(f, (H, H))`` then ``f.pow(p).mean(1)``), so the numbers match the
+    reference implementation whose weights (β = 1000) are quoted. ``pool="attention"`` pools the
+    attention map instead (the mean of :math:`|A|^p` over each cell, not :math:`|\cdot|^p` of the
+    mean): it keeps every activation's energy, including fine detail that cancels in a pooled
+    feature map, and was edgekd's behaviour before; the two agree when resolutions are equal.
 
     Paper: Zagoruyko, Komodakis, "Paying More Attention to Attention: Improving the Performance of
     Convolutional Neural Networks via Attention Transfer", ICLR 2017,
@@ -44,21 +51,25 @@ class ATLoss(DistillLoss):
         teacher_taps: paired module paths in the teacher (default: the student's).
         p: exponent of the activations (2 in the paper).
         mode: ``"code"`` or ``"paper"`` (see above).
+        pool: ``"features"`` (default, RepDistiller) or ``"attention"``: what is pooled when the
+            two maps' resolutions differ (see above).
 
-    Options: ``at_student_taps=[...]``, ``at_p=2``, ``at_mode="paper"``.
+    Options: ``at_student_taps=[...]``, ``at_p=2``, ``at_mode="paper"``, ``at_pool="attention"``.
     """
 
     needs_teacher = True
 
     def __init__(self, student_taps: Sequence[str] | str | None = None,
-                 teacher_taps: Sequence[str] | str | None = None, p: float = 2.0, mode: str = "code") -> None:
+                 teacher_taps: Sequence[str] | str | None = None, p: float = 2.0, mode: str = "code",
+                 pool: str = "features") -> None:
         super().__init__()
-        if mode not in MODES or not p > 0:
-            raise ConfigError(f"at mode={mode!r}, p={p}: mode must be one of {', '.join(MODES)} and p > 0",
-                              stage=STAGE, hint="pass at_mode='code' (or 'paper') and at_p=2")
+        if mode not in MODES or pool not in POOLS or not p > 0:
+            raise ConfigError(f"at mode={mode!r}, pool={pool!r}, p={p}: mode must be one of {', '.join(MODES)}, "
+                              f"pool one of {', '.join(POOLS)} and p > 0", stage=STAGE,
+                              hint="pass at_mode='code' (or 'paper'), at_pool='features' (or 'attention') and at_p=2")
         self.student_taps, self.teacher_taps = tap_pairs("at", student_taps, teacher_taps,
                                                          ("layer1", "layer2", "layer3"))
-        self.p, self.mode = float(p), mode
+        self.p, self.mode, self.pool = float(p), mode, pool
 
     def attention(self, feat: torch.Tensor) -> torch.Tensor:
         """Channel-mean of ``|A|^p``: (N, C, H, W) -> (N, 1, H, W), not yet normalised."""
@@ -70,8 +81,12 @@ class ATLoss(DistillLoss):
     def forward(self, ctx: StepContext) -> torch.Tensor:
         total = ctx.student_logits.new_zeros(())
         for s_path, t_path in zip(self.student_taps, self.teacher_taps, strict=True):
-            a_s, a_t = match_spatial(self.attention(tapped(ctx, "student", s_path, "at")),
-                                     self.attention(tapped(ctx, "teacher", t_path, "at")))
+            f_s, f_t = tapped(ctx, "student", s_path, "at"), tapped(ctx, "teacher", t_path, "at")
+            if self.pool == "features":
+                f_s, f_t = match_spatial(f_s, f_t)
+                a_s, a_t = self.attention(f_s), self.attention(f_t)
+            else:
+                a_s, a_t = match_spatial(self.attention(f_s), self.attention(f_t))
             diff = F.normalize(flat(a_s), dim=1) - F.normalize(flat(a_t), dim=1)
             total = total + (diff.pow(2).mean() if self.mode == "code" else diff.norm(dim=1).mean())
         return total

@@ -18,6 +18,11 @@ class CrossEntropyLoss(DistillLoss):
         L_{CE} = -\frac{1}{N}\sum_{i=1}^{N} \sum_{k=1}^{K} q_{ik} \log \mathrm{softmax}(s_i)_k,
         \qquad q_{ik} = (1-\varepsilon)\,[k = y_i] + \varepsilon / K
 
+    Samples whose label is negative (``-1``: unlabelled, as :class:`~edgekd.data.core.WithIndices`
+    marks them) are left out and the mean is over the labelled ones (0 when a batch has none): a
+    train split of a few labelled images among many unlabelled ones is Hinton et al.'s *transfer
+    set*, where the KD term sees every image and this term only the labelled ones.
+
     Label smoothing (:math:`\varepsilon`): Szegedy, Vanhoucke, Ioffe, Shlens, Wojna, "Rethinking
     the Inception Architecture for Computer Vision", CVPR 2016, https://arxiv.org/abs/1512.00567.
 
@@ -37,4 +42,18 @@ class CrossEntropyLoss(DistillLoss):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return F.cross_entropy(ctx.student_logits, ctx.targets, label_smoothing=self.label_smoothing)
+        return labelled_ce(ctx.student_logits, ctx.targets, self.label_smoothing)
+
+
+def labelled_ce(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy over the samples whose label is >= 0 (mean over them; 0 when there is none).
+
+    Every loss with a label term calls this, so a transfer set (unlabelled images marked ``-1``)
+    trains any method: the label terms see the labelled images, the distillation terms all of them.
+    """
+    labelled = targets >= 0
+    if not bool(labelled.all()):
+        if not bool(labelled.any()):
+            return logits.sum() * 0.0  # keeps the graph (and the dtype) for a batch of unlabelled images
+        logits, targets = logits[labelled], targets[labelled]
+    return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)

@@ -53,6 +53,9 @@ class DKDLoss(DistillLoss):
     target column is removed exactly (the same value up to ~e^-1000). The code's epochs count from
     1, so its ramp is ``min(e/W, 1)`` with 1-based ``e``: the same as ours.
 
+    Samples without a label (``y = -1``, a transfer set) split around the teacher's top class
+    instead (an extension: the paper always has labels).
+
     Args:
         T: temperature > 0.
         alpha: TCKD weight >= 0.
@@ -81,7 +84,10 @@ class DKDLoss(DistillLoss):
             raise ConfigError("dkd needs teacher logits but no teacher was given", stage=STAGE,
                               hint="pass a teacher to distill(), or use method='ce'")
         s, t = ctx.student_logits / self.T, ctx.teacher_logits.detach() / self.T
-        gt = F.one_hot(ctx.targets, s.shape[1]).bool()
+        y = ctx.targets
+        if bool((y < 0).any()):  # unlabelled (transfer-set) samples: the teacher's top class stands in
+            y = torch.where(y >= 0, y, t.argmax(1))
+        gt = F.one_hot(y, s.shape[1]).bool()
         tckd = _kl(_binary_log(t, gt), _binary_log(s, gt))
         nckd = _kl(F.log_softmax(_non_target(t, gt), 1), F.log_softmax(_non_target(s, gt), 1))
         return self.ramp(ctx.epoch) * self.T**2 * (self.alpha * tckd + self.beta * nckd)

@@ -53,7 +53,9 @@ class EnsembleTeacher(nn.Module):
         super().__init__()
         if len(teachers) < 1:
             raise ConfigError("an ensemble needs at least one teacher", stage=STAGE, hint="pass teachers=[a, b]")
-        w = torch.ones(len(teachers)) if weights is None else torch.tensor([float(v) for v in weights])
+        # float64, so float64 teachers get exact weights; each use casts to the teachers' dtype
+        w = torch.ones(len(teachers), dtype=torch.float64) if weights is None else \
+            torch.tensor([float(v) for v in weights], dtype=torch.float64)
         if len(w) != len(teachers) or bool((w < 0).any()) or float(w.sum()) <= 0:
             raise ConfigError(f"ensemble weights {list(map(float, w))} do not fit {len(teachers)} teachers",
                               stage=STAGE, hint="give one weight >= 0 per teacher, not all zero")
@@ -69,11 +71,12 @@ class EnsembleTeacher(nn.Module):
         probs: list[torch.Tensor] = []
         feats: dict[str, torch.Tensor] = {}
         for k, teacher in enumerate(self.teachers):
-            w = self.weights[k]
             with Taps(teacher, self.features) as taps:
-                probs.append(w * torch.softmax(teacher(x) / self.T, dim=1))
+                p = torch.softmax(teacher(x) / self.T, dim=1)
+                probs.append(self.weights[k].to(p.dtype) * p)
             for path in self.features:
                 f = taps[path]
+                w = self.weights[k].to(f.dtype)
                 if path in feats and feats[path].shape != f.shape:
                     raise ConfigError(f"teachers disagree on the shape of {path!r}: {tuple(feats[path].shape)} "
                                       f"vs {tuple(f.shape)}", stage=STAGE,

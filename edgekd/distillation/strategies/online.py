@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from edgekd.data.core import DataSplits
 from edgekd.distillation.cache import TeacherCache
+from edgekd.distillation.losses.ce import labelled_ce
 from edgekd.distillation.methods import DistillLoss, Objective, StepContext, register_method
 from edgekd.distillation.strategies.base import (
     STAGE,
@@ -59,8 +60,8 @@ def mutual_kl(logits: torch.Tensor, T: float) -> torch.Tensor:
 
 
 def peers_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sum over peers of each peer's cross-entropy."""
-    return sum((F.cross_entropy(z, targets) for z in logits), logits.new_zeros(()))
+    """Sum over peers of each peer's cross-entropy (on the labelled samples: ``-1`` marks none)."""
+    return sum((labelled_ce(z, targets) for z in logits), logits.new_zeros(()))
 
 
 @register_method("dml")

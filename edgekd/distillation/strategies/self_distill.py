@@ -7,11 +7,18 @@ input), the loss is
 
 .. math::
 
-    L = L_{CE}(q_C, y) + \sum_{i < C} \Big[(1-\alpha) L_{CE}(q_i, y)
+    L = (1-\alpha) L_{CE}(q_C, y) + \sum_{i < C} \Big[(1-\alpha) L_{CE}(q_i, y)
         + \alpha\, T^2 \mathrm{KL}\big(\mathrm{softmax}(q_C/T) \,\|\, \mathrm{softmax}(q_i/T)\big)
         + \lambda\, \tfrac{1}{N}\textstyle\sum_n \lVert F_{i,n} - F_{C,n} \rVert_2^2 \Big]
 
-with the deepest exit's outputs detached (it is the teacher; only the labels train it).
+with the deepest exit's outputs detached (it is the teacher; only the labels train it). This is
+the paper's sum over *all* classifiers :math:`i = 1..C` of :math:`(1-\alpha) L_{CE} + \alpha\,
+\mathrm{KL} + \lambda\,\lVert\cdot\rVert^2` (for :math:`i = C` the last two vanish), as in the
+authors' code (``(1 - loss_coefficient) * (loss + middle1_loss + ...)``): the deepest
+cross-entropy is weighted :math:`1-\alpha` like the others (edgekd weighted it 1 before
+2026-12-04). Two differences from that code, neither changing the gradient direction: its KD
+term is the soft cross-entropy (KL plus the teacher's entropy, a constant), and its feature term
+is summed over the batch where this one is averaged (so its λ is this λ divided by the batch size).
 Defaults :math:`\alpha = 0.3`, :math:`T = 3`, :math:`\lambda = 0.03`, as commonly used with the
 paper's CIFAR ResNets. Paper: Zhang, Song, Gao, Chen, Bao, Ma, "Be Your Own Teacher: Improve the
 Performance of Convolutional Neural Networks via Self Distillation", ICCV 2019,
@@ -28,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.distillation.cache import TeacherCache
+from edgekd.distillation.losses.ce import labelled_ce
 from edgekd.distillation.methods import DistillLoss, Objective, StepContext, register_method
 from edgekd.distillation.strategies.base import Networks, Strategy, one_network, register_strategy
 from edgekd.distillation.strategies.offline import OfflineStrategy
@@ -59,13 +67,13 @@ class SelfDistillLoss(DistillLoss):
         q_c = out.logits[FINAL]
         soft_c = F.log_softmax(q_c.detach() / self.T, dim=1)
         f_c = out.features[FINAL].detach()
-        total = F.cross_entropy(q_c, ctx.targets)
+        total = (1 - self.alpha) * labelled_ce(q_c, ctx.targets)
         for name, q in out.logits.items():
             if name == FINAL:
                 continue
             kl = F.kl_div(F.log_softmax(q / self.T, dim=1), soft_c, reduction="batchmean", log_target=True)
             hint = (out.features[name] - f_c).pow(2).sum(1).mean()
-            total = total + (1 - self.alpha) * F.cross_entropy(q, ctx.targets) + self.alpha * self.T**2 * kl \
+            total = total + (1 - self.alpha) * labelled_ce(q, ctx.targets) + self.alpha * self.T**2 * kl \
                 + self.feat * hint
         return total
 
