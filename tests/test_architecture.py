@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("bench",),
     ("edge",),
     ("demo",),
-    ("cli", "__init__"),
+    ("cli", "__init__", "__main__"),
 )
 
 

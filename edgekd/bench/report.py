@@ -46,7 +46,7 @@ COLUMNS: dict[str, tuple[Callable[[BenchResult], Any], Callable[[Any], str], boo
     "trim ms": (lambda r: r.spread.trimmed_mean if r.spread else None, _num(".3f"), True),
     "min ms": (_lat("min"), _num(".3f"), True),
     "max ms": (_lat("max"), _num(".3f"), True),
-    "cv %": (lambda r: 100 * r.spread.cv if r.spread else None, _num(".1f"), True),
+    "cv %": (lambda r: 100 * r.spread.cv if r.spread else None, _num(".2f"), True),
     "stability": (lambda r: r.spread.verdict if r.spread else None, lambda v: v or "-", False),
     "repeat": (lambda r: r.repeat, lambda v: "-" if not v else
                f"{'agree' if v['agree'] else 'DIFFER'} {100 * v['spread']:.1f}%", False),
