@@ -50,7 +50,8 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
     from edgekd import data as D
     from edgekd import models as M
     from edgekd.bench.harness import benchmark
-    from edgekd.bench.report import format_table
+    from edgekd.bench.html_report import write_html_report
+    from edgekd.bench.report import format_status
     from edgekd.convert import export
     from edgekd.distillation import distill, train
     from edgekd.models.saved import save_model
@@ -95,7 +96,7 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
                                precision=("fp32", "int8"), calibration=calib, out_dir=out / "bundles" / name,
                                labels=list(splits.labels), preprocessing=splits.preprocessing(), model_name=name,
                                tflite_converter=cfg.tflite_converter, parity_data=parity,
-                               progress=progress)
+                               progress=progress, keep_going=True)
 
     _log(f"4/4 benchmarking every file locally ({cfg.threads} threads, {cfg.runs} runs, "
          f"accuracy on {len(y_eval)} test images)")
@@ -103,7 +104,7 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
     for name, bundle in bundles.items():
         results += benchmark(bundle, target="local", warmup=cfg.warmup, runs=cfg.runs, threads=cfg.threads,
                              eval_data=(x_eval.numpy(), y_eval.numpy()), out_dir=out / "bench" / name,
-                             progress=progress)
+                             progress=progress, print_table=False)
 
     summary = {
         "config": cfg.__dict__,
@@ -117,7 +118,8 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
     print(f"teacher {cfg.teacher}: test acc {100 * teacher.metrics['test_acc']:.2f}%   "
           + "   ".join(f"{n} ({cfg.student}): {100 * r.metrics['test_acc']:.2f}%" for n, r in students.items())
           + "   (eager PyTorch, full test split)")
-    print(format_table(results, columns=("model", "format", "precision", "KB", "acc %", "p50 ms",
-                                         "p99 ms", "peak MB", "error")))
+    print(format_status(results))
+    report = write_html_report([out / "bench" / name for name in bundles], out / "report")
+    _log(f"report: {report}")
     _log(f"done in {summary['wall_s']:.0f} s; bundles, logs and summary.json in {out}/")
     return results
