@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import _tiny_cnn
-from test_harness import _bundle
 
 from edgekd.bench.harness import benchmark, plan_runs
 from edgekd.bench.report import format_status
