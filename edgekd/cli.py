@@ -32,6 +32,13 @@ from edgekd.errors import EdgekdError
 from edgekd.settings import RunSettings, add_flags, given
 
 
+def _terminal():  # noqa: ANN202  (a text stream)
+    """edgekd's own messages reach the user's terminal even while library noise is kept off it."""
+    from edgekd.quiet import terminal
+
+    return terminal()
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
@@ -186,13 +193,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         short = [r for r in results if r.ok and r.spread and not r.spread.mlperf_ok()]
         for r in short:
             print(f"note: {r.model_name} {r.key}: {r.spread.n} runs over {r.spread.duration_s:.1f} s is short of "  # type: ignore[union-attr]
-                  "MLPerf Mobile's 1024 queries / 60 s", file=sys.stderr)
+                  "MLPerf Mobile's 1024 queries / 60 s", file=_terminal())
     failed = [r for r in results if r.error]
     for r in failed:
-        print(f"error: {r.model}: {r.error}", file=sys.stderr)
+        print(f"error: {r.model}: {r.error}", file=_terminal())
     misses = check(results, requirements)
     for m in misses:
-        print(f"edgekd: requirement missed: {m}", file=sys.stderr)
+        print(f"edgekd: requirement missed: {m}", file=_terminal())
     if requirements and not misses:
         print(f"all {len(results)} files meet {args.require}")
     return GATE_EXIT if misses else 1 if failed else 0
@@ -358,14 +365,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             code = int(args.func(args))
         except EdgekdError as e:
-            print(f"edgekd: error: {e}", file=sys.stderr)
+            print(f"edgekd: error: {e}", file=_terminal())
             code = 2
         except KeyboardInterrupt:
-            print("edgekd: interrupted (results measured so far are in the run's results.jsonl)", file=sys.stderr)
+            print("edgekd: interrupted (results measured so far are in the run's results.jsonl)", file=_terminal())
             code = 130
         if code not in (0, 3) and log.path is not None and log.path.stat().st_size:
             log.keep = True
-            print(f"edgekd: the libraries' own output is in {log.path} (or rerun with --verbose)", file=sys.stderr)
+            print(f"edgekd: the libraries' own output is in {log.path} (or rerun with --verbose)", file=_terminal())
     return code
 
 

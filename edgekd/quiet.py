@@ -5,7 +5,9 @@ lines from C++, XNNPACK's cpuinfo prints "Failed to open midr" on some ARM syste
 for the user. Inside :func:`quiet`:
 
 - file descriptor 2 (what C/C++ libraries write to) goes to a log file;
-- ``sys.stderr`` stays the terminal, so progress bars and edgekd's own messages still show;
+- ``sys.stderr`` becomes a router: writes from tqdm (progress bars) reach the terminal, everything else
+  (pybind11's redirected C++ streams, logging handlers, stray prints) goes to the log; edgekd's own
+  messages go to :func:`terminal`;
 - Python warnings and the ``absl``/``tensorflow``/``torch``/``onnx2tf`` loggers below ERROR go to the log;
 - ``TF_CPP_MIN_LOG_LEVEL``/``GLOG_minloglevel`` are set (where unset) before TensorFlow loads.
 
@@ -24,11 +26,48 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 NOISY_LOGGERS = ("absl", "tensorflow", "torch", "torch._export", "torch.export", "onnx2tf", "onnx", "jax",
                  "executorch", "litert_torch", "ai_edge_torch", "matplotlib", "h5py")
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "3", "TF_CPP_MIN_VLOG_LEVEL": "0",
              "ABSL_MIN_LOG_LEVEL": "3", "KMP_WARNINGS": "0"}
+
+
+_TERMINAL: list[Any] = []  # the terminal's stderr while a quiet() block runs
+
+
+def terminal() -> Any:
+    """Where edgekd's own messages for the user go: the real stderr, even inside :func:`quiet`."""
+    return _TERMINAL[-1] if _TERMINAL else sys.stderr
+
+
+class _Router(io.TextIOBase):
+    """``sys.stderr`` inside :func:`quiet`: progress bars (tqdm) to the terminal, the rest to the log."""
+
+    def __init__(self, terminal: Any, log: Any) -> None:
+        self._terminal, self._log = terminal, log
+
+    def write(self, text: str) -> int:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        out = self._terminal if caller.startswith("tqdm") else self._log
+        out.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for f in (self._terminal, self._log):
+            with contextlib.suppress(OSError, ValueError):
+                f.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._terminal, "isatty", lambda: False)())
+
+    def fileno(self) -> int:
+        return 2  # the log (fd 2 points there inside the block)
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
 
 
 def verbose_from_env() -> bool:
@@ -80,8 +119,11 @@ def quiet(verbose: bool = False) -> Iterator[QuietLog]:
         logfile.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     try:
-        if _fd_of(old_stderr) == 2:  # the real stderr: keep Python's own writes on the terminal
-            sys.stderr = terminal  # (a captured sys.stderr, as under pytest, stays as it is)
+        if _fd_of(old_stderr) == 2:  # the real stderr (a captured one, as under pytest, stays as it is)
+            sys.stderr = _Router(terminal, logfile)
+            _TERMINAL.append(terminal)
+        else:
+            _TERMINAL.append(old_stderr)
         warnings.showwarning = to_log
         for n in NOISY_LOGGERS:
             logging.getLogger(n).setLevel(logging.ERROR)
@@ -96,6 +138,7 @@ def quiet(verbose: bool = False) -> Iterator[QuietLog]:
         with contextlib.suppress(OSError, ValueError):
             terminal.flush()
         sys.stderr, warnings.showwarning = old_stderr, old_show
+        _TERMINAL.pop()
         for n, level in levels.items():
             logging.getLogger(n).setLevel(level)
         os.dup2(saved_fd, 2)
