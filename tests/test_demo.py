@@ -33,3 +33,6 @@ def test_demo_quick(tmp_path: Path) -> None:
     table_rows = [ln for ln in r.stdout.splitlines() if " pte " in f" {ln} " or " tflite " in f" {ln} "]
     assert len(table_rows) >= 8
     assert summary["teacher"]["test_acc"] > 0.5
+    page = (out / "report" / "index.html").read_text()  # the demo writes the report of both students' runs
+    assert "<h2>Compared</h2>" in page and "src='pareto.png'" in page and (out / "report" / "latency.png").exists()
+    assert "status" in r.stdout and "8/8 files ok" in r.stdout

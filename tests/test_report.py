@@ -81,7 +81,7 @@ def test_report_page_has_every_part_and_compares_runs(tmp_path: Path) -> None:
     _fake_run(tmp_path / "run2", 1.5, with_ops=False)
     page = write_html_report(tmp_path / "run1").read_text()
     for part in ("<h2>Devices</h2>", "Test CPU 9000", "avx2", "<h2>Results</h2>", "failed to export", "simulated",
-                 "stability", "src='pareto.png'", "src='latency.png'", "top ops", "op_0", "top 10 of 12 ops"):
+                 "stability", "src='pareto.png'", "src='latency.png'", "top ops", "op_0", "top 10 of 12 ops", "source: etdump"):
         assert part in page, part
     assert "op_10" not in page and "<h2>Compared</h2>" not in page and "Sustained" not in page
 

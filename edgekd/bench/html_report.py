@@ -113,21 +113,42 @@ def load_ops(path: Path) -> list[dict[str, Any]] | None:
     return sorted(good, key=lambda o: -float(o.get("total_ms") or 0.0))
 
 
+def _ops_note(path: Path) -> str | None:
+    """The op table's top-level ``note`` and ``source`` (e.g. a delegate that shows up as one blob)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    bits = [f"source: {doc['source']}" if doc.get("source") else "", str(doc.get("note") or "")]
+    return "; ".join(b for b in bits if b) or None
+
+
 def _ops_html(rows: list[_Row]) -> str:
     parts = []
     for x in rows:
-        ops = load_ops(ops_path(x.run, x.r))
+        path = ops_path(x.run, x.r)
+        ops = load_ops(path)
         if not ops:
             continue
         total = sum(float(o.get("total_ms") or 0.0) for o in ops) or None
+        deleg = any("delegated" in o for o in ops)
+
+        def pct(o: dict[str, Any], total: float | None = total) -> Any:
+            return o.get("pct") if o.get("pct") is not None else (
+                100 * float(o.get("total_ms") or 0) / total if total else None)
+
         body = "".join(
             f"<tr><td>{i + 1}</td><td><code>{html.escape(str(o['name']))}</code></td><td>{o.get('count', '-')}</td>"
-            f"<td>{_f(o.get('total_ms'), '.3f')}</td><td>{_f(o.get('mean_ms'), '.4f')}</td>"
-            f"<td>{_f(o.get('pct') if o.get('pct') is not None else (100 * float(o.get('total_ms') or 0) / total if total else None), '.1f')}</td></tr>"
+            f"<td>{_f(o.get('total_ms'), '.3f')}</td><td>{_f(o.get('mean_ms'), '.4f')}</td><td>{_f(pct(o), '.1f')}</td>"
+            + (f"<td>{'yes' if o.get('delegated') else 'no'}</td>" if deleg else "") + "</tr>"
             for i, o in enumerate(ops[:TOP_OPS]))
+        note = _ops_note(path)
         parts.append(f"<div class='ops'><h3>{html.escape(x.label)}</h3><table><tr><th>#</th><th>op</th><th>count</th>"
-                     f"<th>total ms</th><th>mean ms</th><th>%</th></tr>{body}</table>"
-                     f"<p class='note'>top {min(TOP_OPS, len(ops))} of {len(ops)} ops</p></div>")
+                     f"<th>total ms</th><th>mean ms</th><th>%</th>{'<th>delegated</th>' if deleg else ''}</tr>{body}"
+                     f"</table><p class='note'>top {min(TOP_OPS, len(ops))} of {len(ops)} ops"
+                     + (f"; {html.escape(note)}" if note else "") + "</p></div>")
     return "".join(parts)
 
 
