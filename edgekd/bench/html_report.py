@@ -10,7 +10,8 @@ matplotlib's Agg backend (no display needed) and writes into the output folder (
   every error. Images are linked relatively, so the folder opens from disk.
 - ``pareto.png``: accuracy against p50 latency, marker area = file size, labels placed so they do
   not overlap, the Pareto front (nothing else both faster and more accurate) drawn as a step line;
-- ``latency.png``: one small latency histogram per file (1st-99.5th percentile range, p50 marked);
+- ``latency.png``: one small latency histogram per file (1st-99.5th percentile, at most 4/6 IQR beyond the
+  quartiles, so a far burst does not squash the peak; p50 marked, the count left outside noted);
 - ``sustained.png``: p50 and temperature over time for results measured with ``--sustained``.
 
 Op tables: a result's ``profile`` field (a path relative to its run folder), else
@@ -272,7 +273,11 @@ def _histograms(rows: list[_Row], out: Path, plt: Any) -> Path | None:
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.6 * nrows), squeeze=False)
     for ax, x in zip(axes.flat, have, strict=False):
         a = np.asarray(x.r.latency_samples_ms)
+        q1, q3 = np.percentile(a, [25, 75])
+        iqr = q3 - q1
         lo, hi = np.percentile(a, [1, 99.5])
+        if iqr > 0:  # a far cluster (another process's burst) must not squash the main peak into one bar
+            lo, hi = max(lo, q1 - 4 * iqr), min(hi, q3 + 6 * iqr)
         inside = a[(a >= lo) & (a <= hi)] if hi > lo else a
         ax.hist(inside, bins=min(40, max(8, len(inside) // 4)), color="#4c72b0", alpha=0.85)
         p50 = float(np.median(a))
@@ -311,7 +316,8 @@ def _sustained(rows: list[_Row], out: Path, plt: Any) -> Path | None:
     ax.set(xlabel="time since the timed loop began (s)", ylabel="p50 per interval (ms)",
            title="sustained load: latency" + (" and temperature" if twin else " (temperature n/a on this target)"))
     ax.grid(alpha=0.3)
-    ax.set_ylim(bottom=0)
+    top = max((p["p50"] for x in have for p in (x.r.sustained or [])), default=1.0)
+    ax.set_ylim(0, 1.25 * top)
     handles, labels = ax.get_legend_handles_labels()
     if twin:
         twin.set_ylabel("hottest thermal zone (°C)")
@@ -448,7 +454,7 @@ def write_html_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str 
             continue
 
     def img(p: Path | None, alt: str) -> str:
-        return f"<img src='{p.name}' alt='{alt}'>" if p else f"<p class='note'>no {alt} (nothing measured for it)</p>"
+        return f"<img src='{p.name}' alt='{alt}'>" if p else f"<p class='note'>no {alt}</p>"
 
     ops = _ops_html(rows)
     errors = "".join(f"<li><b>{html.escape(x.label)}</b>: <code>{html.escape(x.r.error or '')}</code></li>"
@@ -463,8 +469,8 @@ def write_html_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str 
             "<p class='note'>stability: CV = std/mean of the timed runs; stable ≤ 5%, noisy ≤ 10%, unstable above. "
             "trim ms: mean of the middle 80%. load: cold (first in the process); warm: the same file loaded again.</p>"
             + _compare_html(rows)
-            + "<h2>Accuracy vs latency</h2>" + img(pareto, "accuracy-vs-latency plot (needs --eval-data)") + key_html
-            + "<h2>Latency per file</h2>" + img(hist, "latency histograms")
+            + "<h2>Accuracy vs latency</h2>" + img(pareto, "accuracy-vs-latency plot: no file has an accuracy (pass --eval-data)") + key_html
+            + "<h2>Latency per file</h2>" + img(hist, "latency histograms: no file was measured")
             + (f"<h2>Sustained load</h2>{img(sus, 'sustained plot')}" if sus else "")
             + (f"<h2>Where the time goes: top ops</h2>{ops}" if ops else "")
             + (f"<h2>Errors</h2><ul>{errors}</ul>" if errors else "") + "</body></html>")
