@@ -298,5 +298,6 @@ def _measure(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, 
         return _failed(r, str(e), "target" if isinstance(e, BenchError) else type(e).__name__)
     data, text, error_type = _parse(outcome, timeout_s)
     r = _filled(r, data) if data is not None else _failed(r, str(text), error_type, outcome.returncode)
-    r.machine = {**machine_of(tgt), **(r.machine or {})}  # CPU model, ISA, governor; the runner's own keys on top
+    if r.ok:  # CPU model, ISA, governor (read once per target); the runner's own keys on top
+        r.machine = {**machine_of(tgt), **(r.machine or {})}
     return r
