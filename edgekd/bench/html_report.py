@@ -453,8 +453,8 @@ def write_html_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str 
         except (OSError, json.JSONDecodeError):
             continue
 
-    def img(p: Path | None, alt: str) -> str:
-        return f"<img src='{p.name}' alt='{alt}'>" if p else f"<p class='note'>no {alt}</p>"
+    def img(p: Path | None, alt: str, missing: str) -> str:
+        return f"<img src='{p.name}' alt='{alt}'>" if p else f"<p class='note'>{missing}</p>"
 
     ops = _ops_html(rows)
     errors = "".join(f"<li><b>{html.escape(x.label)}</b>: <code>{html.escape(x.r.error or '')}</code></li>"
@@ -462,16 +462,17 @@ def write_html_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str 
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>edgekd report {html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>"
             f"<h1>edgekd report: {html.escape(title)}</h1>"
-            f"<p class='note'>{len(rows)} results, {len(rows) - n_bad} ok, {n_bad} failed"
+            f"<p class='note'>models {html.escape(', '.join(dict.fromkeys(x.r.model_name for x in rows)))}: "
+            f"{len(rows)} results, {len(rows) - n_bad} ok, {n_bad} failed"
             + (f"; measured {html.escape(', '.join(c for c in created if c))}" if any(created) else "") + "</p>"
             f"<h2>Devices</h2>{_facts_html(rows)}"
             f"<h2>Results</h2>{_status_html(rows)}"
             "<p class='note'>stability: CV = std/mean of the timed runs; stable ≤ 5%, noisy ≤ 10%, unstable above. "
             "trim ms: mean of the middle 80%. load: cold (first in the process); warm: the same file loaded again.</p>"
             + _compare_html(rows)
-            + "<h2>Accuracy vs latency</h2>" + img(pareto, "accuracy-vs-latency plot: no file has an accuracy (pass --eval-data)") + key_html
-            + "<h2>Latency per file</h2>" + img(hist, "latency histograms: no file was measured")
-            + (f"<h2>Sustained load</h2>{img(sus, 'sustained plot')}" if sus else "")
+            + "<h2>Accuracy vs latency</h2>" + img(pareto, "accuracy vs latency", "no accuracy-vs-latency plot: no file has an accuracy (pass --eval-data)") + key_html
+            + "<h2>Latency per file</h2>" + img(hist, "latency histograms", "no latency histograms: no file was measured")
+            + (f"<h2>Sustained load</h2>{img(sus, 'sustained load', '')}" if sus else "")
             + (f"<h2>Where the time goes: top ops</h2>{ops}" if ops else "")
             + (f"<h2>Errors</h2><ul>{errors}</ul>" if errors else "") + "</body></html>")
     index = out / "index.html"
