@@ -115,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inputs", default=None, help=".npz with x: logical float32 NCHW input (default: zeros)")
     ap.add_argument("--cpus", default=None, help="pin to these CPUs first (e.g. 0,1)")
     ap.add_argument("--ready", action="store_true", help="print a ready line with the pid after warm-up")
-    ap.add_argument("--call", choices=("invoke", "run", "both"), default="invoke",
+    ap.add_argument("--call", choices=("invoke", "run", "both", "timed", "both-timed"), default="invoke",
                     help="time the runtime's own call (invoke), the runner's per-sample run(x) as the harness "
-                    "times it (run), or both in alternating blocks in this one process (both)")
+                    "timed it before 2026-12-04 (run: set input, call, read output), the runner's timed loop now "
+                    "(timed: backend.timed_call), or invoke against run / timed in alternating blocks in this one "
+                    "process (both / both-timed)")
     ap.add_argument("--block", type=int, default=200,
                     help="calls per block when alternating (--call both, or several --model)")
     args = ap.parse_args(argv)
@@ -138,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _, backend, feed = loaded[0]
         both = {"invoke": invoke_fn(backend, feed), "run": lambda: backend.run(feed)}
-        calls = both if args.call == "both" else {args.call: both[args.call]}
+        if args.call in ("timed", "both-timed"):  # the runner's timed loop: backend.timed_call(feed)
+            both = {"invoke": invoke_fn(backend, feed), "timed": backend.timed_call(feed)}
+        calls = both if args.call in ("both", "both-timed") else {args.call: both[args.call]}
     for call in calls.values():
         for _ in range(args.warmup):
             call()
@@ -167,9 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                 "runtime": backend.runtime, "runtime_version": backend.version, **summary,
                 "ratio_to_first": float(np.median(ratios[name])) if ratios.get(name) else 1.0,
                 "ratio_to_first_rounds": ratios.get(name, [])}
-    if "run" in ratios and ratios["run"]:
-        result["run_over_invoke"] = float(np.median(ratios["run"]))
-        result["run_over_invoke_blocks"] = ratios["run"]
+    for name in ("run", "timed"):
+        if ratios.get(name):
+            result[f"{name}_over_invoke"] = float(np.median(ratios[name]))
+            result[f"{name}_over_invoke_blocks"] = ratios[name]
     emit(result)
     return 0
 

@@ -12,7 +12,12 @@
     edgekd bench   bundle --target local --threads 2 --runs 100 --eval-data mnist5k
     edgekd bench   bundle --target ssh://pi@raspberrypi --target adb://SERIAL --out runs/b1
     edgekd devices [--target ssh://pi@raspberrypi]
-    edgekd report  runs/b1
+    edgekd bench   bundle --mlperf --require accuracy>=0.97,p50_ms<=2      # CI gate: exit 3 on a miss
+    edgekd bench   model.pte --sustained 300 --interval 10                  # latency + temperature curve
+    edgekd report  runs/b1 [runs/b2 ...]
+
+Library noise (torch/TensorFlow warnings, absl/oneDNN/cpuinfo lines) is kept off the terminal;
+``--verbose`` shows it.
 
 Errors on bad input are one clear message (stage, thing, fix) and a non-zero exit code.
 """
@@ -25,6 +30,13 @@ from collections.abc import Sequence
 
 from edgekd.errors import EdgekdError
 from edgekd.settings import RunSettings, add_flags, given
+
+
+def _terminal():  # noqa: ANN202  (a text stream)
+    """edgekd's own messages reach the user's terminal even while library noise is kept off it."""
+    from edgekd.quiet import terminal
+
+    return terminal()
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -40,6 +52,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cfg = DemoConfig(**{**cfg.__dict__, "tflite_converter": args.tflite_converter})
     results = run_demo(args.out, cfg, progress=not args.no_progress)
     return 1 if any(r.error for r in results) else 0
+
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -118,16 +131,19 @@ def cmd_export(args: argparse.Namespace) -> int:
                                limit=args.limit, formats=_csv(args.formats), precision=_csv(args.precision),
                                tflite_converter=converters[0] if len(converters) == 1 else converters,
                                calibration=args.calibration, parity_samples=args.parity_samples, name=args.name,
-                               exit=args.exit, android_assets=args.android_assets, progress=not args.no_progress)
+                               exit=args.exit, android_assets=args.android_assets, progress=not args.no_progress,
+                               keep_going=args.keep_going)
     for f in bundle.files:
         p = f.parity
         acc = f"acc {100 * p.accuracy:.2f}%" if p and p.accuracy is not None else ""
         err = f"max|err| {p.max_abs_error:.2e}  top-1 agree {100 * p.top1_agreement:.1f}%" if p else ""
         print(f"{f.path:34s} {f.bytes / 1024:9.1f} KB  {err}  {acc}")
+    for f in bundle.extra.get("failed", []):
+        print(f"{f['path']:34s} FAILED TO EXPORT: {f['error']}")
     print(f"wrote {bundle.root / 'edgekd.json'}")
     if args.android_assets:
         print(f"copied the bundle into {args.android_assets}")
-    return 0
+    return 1 if bundle.extra.get("failed") else 0
 
 
 def _eval_data(spec: str | None, args: argparse.Namespace):
@@ -143,25 +159,50 @@ def _eval_data(spec: str | None, args: argparse.Namespace):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from edgekd.bench.gate import GATE_EXIT, check, parse_require
     from edgekd.bench.harness import benchmark
     from edgekd.bench.pool import bench_pool
-    from edgekd.bench.report import format_table
+    from edgekd.bench.report import format_status
 
+    requirements = parse_require(args.require) if args.require else []  # a bad spec fails before any run
+    if len(args.target) > 1 and (args.repeat > 1 or args.sustained):
+        from edgekd.errors import ConfigError
+
+        raise ConfigError("--repeat and --sustained measure one target at a time", stage="bench",
+                          hint="pass a single --target with them")
     kw = dict(warmup=args.warmup, runs=args.runs, threads=args.threads, eval_data=_eval_data(args.eval_data, args),
               out_dir=args.out or args.resume, files=_csv(args.files) if args.files else None,
-              resume=bool(args.resume), timeout_s=args.timeout, progress=not args.no_progress, runner=args.runner)
+              resume=bool(args.resume), timeout_s=args.timeout, progress=not args.no_progress, runner=args.runner,
+              min_runs=args.min_runs, min_duration=args.min_duration, mlperf=args.mlperf)
     if len(args.target) == 1:
-        results = benchmark(args.model, target=args.target[0], profile=args.profile, **kw)
+        results = benchmark(args.model, target=args.target[0], profile=args.profile, repeat=args.repeat,
+                            sustained=args.sustained, interval=args.interval, print_table=False, **kw)
     else:  # several targets in parallel, one shared results.jsonl
         results = bench_pool(args.model, args.target, **kw)
     for url in dict.fromkeys(r.target for r in results):
         if len(args.target) > 1:
             print(f"\n== {url.split('?')[0]}")
-        print(format_table([r for r in results if r.target == url]))
+        print(format_status([r for r in results if r.target == url]))
+    if args.sustained:
+        from edgekd.bench.sustained import format_sustained
+
+        for r in results:
+            if r.sustained:
+                print("\n" + format_sustained(r))
+    if args.mlperf:
+        short = [r for r in results if r.ok and r.spread and not r.spread.mlperf_ok()]
+        for r in short:
+            print(f"note: {r.model_name} {r.key}: {r.spread.n} runs over {r.spread.duration_s:.1f} s is short of "  # type: ignore[union-attr]
+                  "MLPerf Mobile's 1024 queries / 60 s", file=_terminal())
     failed = [r for r in results if r.error]
     for r in failed:
-        print(f"error: {r.model}: {r.error}", file=sys.stderr)
-    return 1 if failed else 0
+        print(f"error: {r.model}: {r.error}", file=_terminal())
+    misses = check(results, requirements)
+    for m in misses:
+        print(f"edgekd: requirement missed: {m}", file=_terminal())
+    if requirements and not misses:
+        print(f"all {len(results)} files meet {args.require}")
+    return GATE_EXIT if misses else 1 if failed else 0
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -177,7 +218,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from edgekd.bench.html_report import write_html_report
 
-    print(f"wrote {write_html_report(args.run_dir, args.out)}")
+    runs = args.run_dir
+    print(f"wrote {write_html_report(runs if len(runs) > 1 else runs[0], args.out)}")
     return 0
 
 
@@ -257,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--android-assets", default=None, metavar="DIR",
                    help="also copy the bundle's .pte/.tflite files, edgekd.json and sample images into an "
                         "Android app's assets folder, e.g. android_demo/app/src/main/assets")
+    e.add_argument("--keep-going", action="store_true",
+                   help="a file that fails to export is recorded in edgekd.json (and shown by bench) instead of "
+                        "stopping the export")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_export)
 
@@ -281,6 +326,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", action="store_true",
                    help="with the native runner, store a per-operator table of each file (ETDump / LiteRT profiler) "
                         "for edgekd report")
+    m = b.add_argument_group("how long to measure (MLPerf Mobile / benchmark_model style)")
+    m.add_argument("--min-runs", type=int, default=0, help="time at least this many runs (raises --runs)")
+    m.add_argument("--min-duration", type=float, default=0.0, metavar="SECONDS",
+                   help="go on timing past --runs until this many seconds of timed runs")
+    m.add_argument("--mlperf", action="store_true",
+                   help="MLPerf Mobile's publishable minimum: at least 1024 runs and 60 s per file")
+    m.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="measure each file N times; says whether the p50s agree within 5%%")
+    m.add_argument("--sustained", type=float, default=0.0, metavar="SECONDS",
+                   help="time back to back for this long, with latency and temperature every --interval s")
+    m.add_argument("--interval", type=float, default=10.0, metavar="SECONDS", help="sustained mode's step")
+    b.add_argument("--require", default=None, metavar="SPEC",
+                   help="CI gate, e.g. accuracy>=0.97,p50_ms<=2: exit 3 naming each file that misses it "
+                        "(metrics: accuracy, p50_ms, p90_ms, p99_ms, mean_ms, trimmed_mean_ms, cv, load_ms, "
+                        "warm_load_ms, first_ms, peak_mem_mb, size_kb)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 
@@ -291,9 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     dv.set_defaults(func=cmd_devices)
 
     rp = sub.add_parser("report", help="write an HTML page and PNGs for a run folder (opens without a server)")
-    rp.add_argument("run_dir", help="a run folder holding results.jsonl")
+    rp.add_argument("run_dir", nargs="+", help="run folder(s) holding results.jsonl; several are compared on one page")
     rp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/report)")
     rp.set_defaults(func=cmd_report)
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show the libraries' own output (warnings, absl/oneDNN/cpuinfo lines); also EDGEKD_VERBOSE=1")
+    for sp in sub.choices.values():  # also accepted after the subcommand
+        sp.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
@@ -301,14 +365,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench" and args.target is None:
         args.target = ["local"]
-    try:
-        return int(args.func(args))
-    except EdgekdError as e:
-        print(f"edgekd: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("edgekd: interrupted (results measured so far are in the run's results.jsonl)", file=sys.stderr)
-        return 130
+    from edgekd.quiet import quiet
+
+    with quiet(verbose=args.verbose) as log:
+        try:
+            code = int(args.func(args))
+        except EdgekdError as e:
+            print(f"edgekd: error: {e}", file=_terminal())
+            code = 2
+        except KeyboardInterrupt:
+            print("edgekd: interrupted (results measured so far are in the run's results.jsonl)", file=_terminal())
+            code = 130
+        if code not in (0, 3) and log.path is not None and log.path.stat().st_size:
+            log.keep = True
+            print(f"edgekd: the libraries' own output is in {log.path} (or rerun with --verbose)", file=_terminal())
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -77,7 +77,7 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
     from edgekd import models as M
     from edgekd.bench.harness import benchmark
     from edgekd.bench.html_report import write_html_report
-    from edgekd.bench.report import format_table
+    from edgekd.bench.report import format_status
     from edgekd.convert import export
     from edgekd.data.augment import augmented
     from edgekd.distillation import TeacherCache, distill, train
@@ -137,7 +137,7 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
                                precision=("fp32", "int8"), calibration=calib, out_dir=out / "bundles" / name,
                                labels=list(splits.labels), preprocessing=splits.preprocessing(), model_name=name,
                                tflite_converter=cfg.tflite_converter, parity_data=parity,
-                               progress=progress)
+                               progress=progress, keep_going=True)
 
     _log(f"4/4 benchmarking every file locally ({cfg.threads} threads, {cfg.runs} runs, "
          f"accuracy on {len(y_eval)} test images)")
@@ -145,7 +145,7 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
     for bundle in bundles.values():  # one run folder for both students: one results.jsonl, one report
         results += benchmark(bundle, target="local", warmup=cfg.warmup, runs=cfg.runs, threads=cfg.threads,
                              eval_data=(x_eval.numpy(), y_eval.numpy()), out_dir=out / "bench",
-                             progress=progress)
+                             progress=progress, print_table=False)
     report = write_html_report(out / "bench")
 
     summary = {
@@ -160,8 +160,7 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print()
-    print(format_table(results, columns=("model", "format", "precision", "KB", "acc %", "p50 ms",
-                                         "p99 ms", "peak MB", "error")))
+    print(format_status(results))
     print(f"(exported: the seed-{cfg.seeds[0]} students; acc % by the runtime on {len(y_eval)} test images)")
     print()
     print(format_kd_table(cfg, teacher.metrics["test_acc"], n_train, runs, verdict, steps))

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "edgekd"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "registry", "extras", "settings", "_version", "formats", "bundle"),  # stdlib + numpy, no torch
+    ("errors", "registry", "extras", "settings", "_version", "formats", "bundle", "quiet"),  # stdlib + numpy, no torch
     ("data", "models", "eval"),
     ("distillation",),
     ("quantization",),
@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("bench",),
     ("edge",),
     ("demo",),
-    ("cli", "__init__"),
+    ("cli", "__init__", "__main__"),
 )
 
 

@@ -64,6 +64,8 @@ def test_demo_quick(tmp_path: Path) -> None:
     for run in kd["runs"]:
         assert f"{100 * run['alone']:.2f}" in r.stdout and f"{100 * run['kd']:.2f}" in r.stdout
     assert kd["labels"] == 100 and kd["transfer_images"] > kd["labels"]
-    # the HTML report over both students' files
+    # the HTML report over both students' files (one run folder), and the status table
     page = (out / "bench" / "report" / "index.html").read_text()
     assert "student_kd" in page and "student_alone" in page
+    assert "src='pareto.png'" in page and (out / "bench" / "report" / "latency.png").exists()
+    assert "status" in r.stdout and "8/8 files ok" in r.stdout

@@ -41,7 +41,53 @@ def test_bench_two_targets_resume_and_report(tiny_models, adbd, tmp_path: Path, 
     index = run / "report" / "index.html"
     page = index.read_text()
     pngs = sorted(p.name for p in index.parent.glob("*.png"))
-    assert pngs == ["latency_tinycnn.png", "pareto.png"]
+    assert pngs == ["latency.png", "pareto.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in index.parent.glob("*.png"))
     assert "src='pareto.png'" in page and "http" not in page and "tinycnn" in page
     assert main(["report", str(tmp_path / "empty")]) == 2
+
+
+def _fake_run(run: Path, scale: float, with_ops: bool) -> None:
+    """A run folder with measured rows (fixed samples), a failed-to-export row and an op table."""
+    import numpy as np
+
+    from edgekd.bench.results import BenchResult, append_result
+    from edgekd.bench.stats import Spread, Stats
+
+    run.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for fmt, prec, conv, lat, acc, kb in (("pte", "fp32", "executorch", 1.2, 0.981, 330),
+                                          ("pte", "int8", "executorch", 0.45, 0.978, 95),
+                                          ("tflite", "int8", "litert-torch", 0.40, 0.979, 92)):
+        s = rng.lognormal(np.log(lat * scale), 0.03, 200).tolist()
+        append_result(run / "results.jsonl", BenchResult(
+            target="local", model=f"/b/m_{prec}_{conv}.{fmt}", model_name="m", key=f"{fmt}/{prec}/{conv}", format=fmt,
+            precision=prec, converter=conv, bytes=kb * 1024, threads=2, runs=200, load_ms=5.0, warm_load_ms=1.0,
+            latency_samples_ms=s, latency_ms=Stats.from_samples(s), spread=Spread.from_samples(s), accuracy=acc,
+            machine={"cpu_model": "Test CPU 9000", "arch": "x86_64", "isa": {"avx2": True, "avx512_vnni": False}}))
+    append_result(run / "results.jsonl", BenchResult(
+        target="local", model="/b/m_fp16.tflite", model_name="m", key="tflite/fp16/litert-torch", format="tflite",
+        precision="fp16", converter="litert-torch", bytes=0, error="export: m_fp16.tflite: simulated", error_type="export"))
+    if with_ops:
+        (run / "profiles").mkdir()
+        (run / "profiles" / "m_int8_executorch__2t.ops.json").write_text(json.dumps(
+            {"source": "etdump", "ops": [{"name": f"op_{i}", "count": 1, "total_ms": 1.0 / (i + 1)} for i in range(12)]}))
+
+
+def test_report_page_has_every_part_and_compares_runs(tmp_path: Path) -> None:
+    from edgekd.bench.html_report import write_html_report
+
+    _fake_run(tmp_path / "run1", 1.0, with_ops=True)
+    _fake_run(tmp_path / "run2", 1.5, with_ops=False)
+    page = write_html_report(tmp_path / "run1").read_text()
+    for part in ("<h2>Devices</h2>", "Test CPU 9000", "avx2", "<h2>Results</h2>", "failed to export", "simulated",
+                 "stability", "src='pareto.png'", "src='latency.png'", "top ops", "op_0", "top 10 of 12 ops", "source: etdump"):
+        assert part in page, part
+    assert "op_10" not in page and "<h2>Compared</h2>" not in page and "Sustained" not in page
+
+    assert main(["report", str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(tmp_path / "both")]) == 0
+    both = (tmp_path / "both" / "index.html").read_text()
+    assert "<h2>Compared</h2>" in both and "run1 @ local" in both and "run2 @ local" in both
+    assert "×1.50" in both  # run2 is 1.5x slower on every file (same fixed samples, scaled)
+    assert both.count("Test CPU 9000") == 1  # identical device facts are shown once, naming both runs
+    assert (tmp_path / "both" / "pareto.png").stat().st_size > 5000

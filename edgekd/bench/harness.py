@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.bench.machine import machine_of
 from edgekd.bench.native import check_runner
 from edgekd.bench.native_profile import PROFILES, dump_name, store_op_table
 from edgekd.bench.report import write_summary
 from edgekd.bench.results import RESULTS, SUMMARY, BenchResult, append_result, load_results
-from edgekd.bench.stats import Stats
+from edgekd.bench.stats import MLPERF_MIN_DURATION_S, MLPERF_MIN_QUERIES, Spread, Stats, agreement
 from edgekd.bench.targets import RunnerArgs, RunnerOutcome, Target, get_target
 from edgekd.bundle import MANIFEST, Bundle, ModelFile, sha256_of
 from edgekd.errors import BenchError, ConfigError, DataError, EdgekdError
@@ -158,41 +159,74 @@ def _failed(r: BenchResult, text: str, error_type: str | None, exit_code: int | 
 
 
 def _filled(r: BenchResult, data: dict[str, Any]) -> BenchResult:
-    for name in ("runtime", "runtime_version", "interpreter", "load_ms", "first_inference_ms", "peak_mem_mb",
-                 "baseline_mem_mb", "accuracy", "machine", "input"):
+    for name in ("runtime", "runtime_version", "interpreter", "load_ms", "warm_load_ms", "first_inference_ms",
+                 "peak_mem_mb", "baseline_mem_mb", "accuracy", "machine", "input"):
         setattr(r, name, data.get(name))
+    r.runs = int(data.get("runs") or r.runs)  # with --min-duration: the count actually timed
     r.eval_samples = int(data.get("eval_samples") or 0)
     r.latency_samples_ms = [float(s) for s in data.get("latency_samples_ms", [])]
     r.latency_ms = Stats.from_samples(r.latency_samples_ms) if r.latency_samples_ms else None
+    r.spread = Spread.from_samples(r.latency_samples_ms) if r.latency_samples_ms else None
+    r.min_duration_s = float(data.get("min_duration_s") or 0.0)
     r.exit_code = 0
     return r
+
+
+@dataclass(frozen=True)
+class Modes:
+    """How long and how often each file is measured (beyond warmup/runs)."""
+
+    repeat: int = 1  # run the runner this many times per file; the row is the median-p50 one, `repeat` says if they agree
+    sustained: float = 0.0  # seconds of back-to-back runs with temperature every `interval` s (0: off)
+    interval: float = 10.0
+
+
+def plan_runs(runs: int, min_runs: int = 0, min_duration: float = 0.0, mlperf: bool = False) -> tuple[int, float]:
+    """(runs, min_duration) for the runner: ``min_runs`` raises ``runs``; ``mlperf`` applies MLPerf Mobile's
+    publishable minimum (>= 1024 queries and >= 60 s)."""
+    if runs < 1 or min_runs < 0 or min_duration < 0:
+        raise ConfigError(f"need runs >= 1, min_runs >= 0, min_duration >= 0 (got {runs}, {min_runs}, {min_duration})",
+                          stage="bench", hint="e.g. --runs 100 --min-runs 1024 --min-duration 60, or --mlperf")
+    if mlperf:
+        min_runs, min_duration = max(min_runs, MLPERF_MIN_QUERIES), max(min_duration, MLPERF_MIN_DURATION_S)
+    return max(runs, min_runs), min_duration
 
 
 def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local", *, warmup: int = 10,
               runs: int = 50, threads: int = 2, eval_data: Any = None, inputs: Any = None,
               out_dir: str | Path | None = None, files: Sequence[str] | None = None, resume: bool = False,
               timeout_s: float = 300, progress: bool = True, cpus: str | None = None, runner: str = "auto",
-              profile: bool = False) -> list[BenchResult]:
+              profile: bool = False, min_runs: int = 0, min_duration: float = 0.0, mlperf: bool = False,
+              repeat: int = 1, sustained: float = 0.0, interval: float = 10.0,
+              print_table: bool | None = None) -> list[BenchResult]:
     """Measure every model file of a bundle (or one file) on ``target``; see the module docstring.
 
     ``cpus`` pins the runner to those CPUs ("0,1") before the runtime starts its thread pool.
     ``runner``: ``auto`` | ``python`` | ``native`` (:mod:`edgekd.bench.native`; each result says which ran).
     ``profile``: where the native runner runs a file, also store its per-operator table
     (:mod:`edgekd.bench.native_profile`) and set the result's ``profile``.
+    ``min_runs``/``min_duration``: time at least that many runs and that many seconds (``mlperf=True``:
+    1024 and 60 s, MLPerf Mobile's publishable minimum). ``repeat=N`` measures each file N times and
+    records whether the p50s agree within 5%; ``sustained=S`` times back to back for S seconds and
+    reads the temperature every ``interval`` s (see :mod:`edgekd.bench.sustained`).
+    ``print_table`` (default: ``progress``) prints the status table: every file, ok or why not.
 
     ``eval_data``/``inputs``: an ``.npz`` path or arrays/tensors (``(x, y)`` for eval data);
     ``files``: keys (``pte/int8/executorch``) or paths within the bundle. Returns one
     :class:`BenchResult` per file, failures included (``result.error``).
     """
-    if runs < 1 or warmup < 0 or threads < 1:
-        raise ConfigError(f"need runs >= 1, warmup >= 0, threads >= 1 (got {runs}, {warmup}, {threads})",
-                          stage="bench", hint="e.g. warmup=10, runs=50, threads=2")
+    if runs < 1 or warmup < 0 or threads < 1 or repeat < 1:
+        raise ConfigError(f"need runs >= 1, warmup >= 0, threads >= 1, repeat >= 1 (got {runs}, {warmup}, {threads}, "
+                          f"{repeat})", stage="bench", hint="e.g. warmup=10, runs=50, threads=2")
+    runs, min_duration = plan_runs(runs, min_runs, min_duration, mlperf)
+    modes = Modes(repeat, sustained, interval)
     tgt = get_target(target)
     jobs, bundle = _jobs(bundle_or_file, files)
     out = Path(out_dir) if out_dir else Path("edgekd_runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     inputs_npz, eval_npz = _prepare_npz(out, eval_data, inputs, bundle)
-    args = RunnerArgs(warmup=warmup, runs=runs, threads=threads, cpus=cpus, runner=check_runner(runner))
+    args = RunnerArgs(warmup=warmup, runs=runs, threads=threads, cpus=cpus, runner=check_runner(runner),
+                      min_duration=min_duration)
     jsonl = out / RESULTS
     done = {(r.target, r.model): r for r in load_results(jsonl) if r.ok} if resume else {}
 
@@ -204,11 +238,60 @@ def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local
         if previous is not None:
             results.append(previous)
             continue
-        results.append(_measure(job, tgt, args, inputs_npz, eval_npz, timeout_s, profile_dir=out if profile else None))
+        results.append(measure_job(job, tgt, args, inputs_npz, eval_npz, timeout_s, modes,
+                                   profile_dir=out if profile else None))
         append_result(jsonl, results[-1])
+    for failed in export_failures(bundle, tgt, args):  # files the export could not write: rows too
+        results.append(failed)
+        append_result(jsonl, failed)
     latest = {(r.target, r.model): r for r in load_results(jsonl)}  # every file this folder has seen
     write_summary(list(latest.values()), out / SUMMARY, extra={"target": tgt.describe(), "results_jsonl": str(jsonl)})
+    if progress if print_table is None else print_table:
+        from edgekd.bench.report import format_status
+
+        print(format_status(results))
     return results
+
+
+def export_failures(bundle: Bundle | None, tgt: Target, args: RunnerArgs) -> list[BenchResult]:
+    """A ``failed to export`` row for each file the bundle's export recorded as failed (``extra["failed"]``)."""
+    rows = []
+    for f in (bundle.extra.get("failed") or []) if bundle is not None else []:
+        fmt, precision, converter = (f.get("key", "?/?/?").split("/") + ["?", "?", "?"])[:3]
+        job = _Job(bundle.root / f.get("path", "?"), bundle.model_name, fmt, precision, converter)
+        r = _blank(job, tgt, args)
+        r.error = f"export: {Path(f.get('path', '?')).name} [{job.key}]: {f.get('error', 'failed')}"
+        r.error_type = "export"
+        rows.append(r)
+    return rows
+
+
+def measure_job(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, eval_npz: Path | None,
+                timeout_s: float, modes: Modes = Modes(), profile_dir: Path | None = None) -> BenchResult:
+    """One file in the chosen mode: once, ``repeat`` times, or sustained; never raises for a per-file failure.
+
+    ``profile_dir``: see :func:`_measure` (the per-operator table comes from the first try)."""
+    if modes.sustained:
+        from edgekd.bench.sustained import run_sustained
+
+        a = replace(args, runs=1, min_duration=modes.sustained)
+        n_eval = 0
+        if eval_npz is not None:
+            with np.load(eval_npz) as ev:
+                n_eval = len(ev["y"])
+        return run_sustained(lambda: _measure(job, tgt, a, inputs_npz, eval_npz, max(timeout_s, 2 * modes.sustained + 120)),
+                             tgt, modes.sustained, modes.interval, eval_samples=n_eval)
+    tries = [_measure(job, tgt, args, inputs_npz, eval_npz, timeout_s, profile_dir=profile_dir if i == 0 else None)
+             for i in range(modes.repeat)]
+    if modes.repeat == 1:
+        return tries[0]
+    ok = [r for r in tries if r.ok and r.latency_ms]
+    if len(ok) < len(tries):
+        return next(r for r in tries if not r.ok)  # a file that failed once is a failed file
+    ok.sort(key=lambda r: r.latency_ms.p50)  # type: ignore[union-attr]
+    row = ok[len(ok) // 2]
+    row.repeat = agreement([r.latency_ms.p50 for r in tries]).to_dict()  # type: ignore[union-attr]
+    return row
 
 
 def _measure(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, eval_npz: Path | None,
@@ -238,6 +321,7 @@ def _measure(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, 
     if data is None:
         return _failed(r, str(text), error_type, outcome.returncode)
     r = _filled(r, data)
+    r.machine = {**machine_of(tgt), **(r.machine or {})}  # CPU model, ISA, governor; the runner's own keys on top
     if dump is not None and dump.is_file() and profile_dir is not None:
         try:
             r.profile = store_op_table(profile_dir, job.path, args.threads, dump)

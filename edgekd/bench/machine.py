@@ -53,9 +53,9 @@ def _sysctl(key: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
 
 
-def _cpuinfo() -> dict[str, str]:
-    """The first processor block of /proc/cpuinfo as {key: value} (empty where there is none)."""
-    text = _read("/proc/cpuinfo") or ""
+def _cpuinfo(text: str | None = None) -> dict[str, str]:
+    """The first processor block of /proc/cpuinfo (or of ``text``) as {key: value} (empty where there is none)."""
+    text = (_read("/proc/cpuinfo") or "") if text is None else text
     info: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
@@ -76,10 +76,10 @@ def _cpu_model(info: dict[str, str]) -> str | None:
     return _sysctl("machdep.cpu.brand_string") or platform.processor() or None
 
 
-def _isa(info: dict[str, str]) -> dict[str, bool] | None:
-    machine = platform.machine().lower()
+def _isa(info: dict[str, str], machine: str | None = None) -> dict[str, bool] | None:
+    machine = (machine or platform.machine()).lower()
     flags = set((info.get("flags") or info.get("Features") or "").split())
-    if sys.platform == "darwin" and machine in ("arm64", "aarch64"):
+    if sys.platform == "darwin" and machine in ("arm64", "aarch64") and not flags:
         return {name: _sysctl(key) == "1" for name, key in MAC_ARM_KEYS.items()}
     if not flags:
         return None
@@ -148,6 +148,56 @@ def machine_facts(runtimes: tuple[str, ...] = RUNTIMES) -> dict[str, Any]:
         "python": platform.python_version(),
         "runtimes": _versions(runtimes),
     }
+
+
+# what a remote Linux device tells about its CPU through the target's own shell (ssh, adb)
+REMOTE_SCRIPT = r"""uname -m; echo "cpus=$(grep -c ^processor /proc/cpuinfo 2>/dev/null)"
+g=/sys/devices/system/cpu/cpu0/cpufreq
+for f in scaling_governor scaling_cur_freq cpuinfo_max_freq; do [ -r $g/$f ] && echo "$f=$(cat $g/$f)"; done
+echo ---; sed -n '1,/^$/p' /proc/cpuinfo; grep -m1 -E '^(Hardware|model name)' /proc/cpuinfo; true"""
+
+
+def remote_machine_facts(text: str) -> dict[str, Any]:
+    """:func:`machine_facts`' CPU part from the output of :data:`REMOTE_SCRIPT` run on a device."""
+    head, _, cpuinfo = text.partition("---")
+    lines = [x.strip() for x in head.strip().splitlines() if x.strip()]
+    arch = lines[0] if lines else ""
+    kv = dict(x.split("=", 1) for x in lines[1:] if "=" in x)
+    info = _cpuinfo(cpuinfo.strip())
+    for line in cpuinfo.strip().splitlines()[::-1]:  # the Hardware line after the first block (ARM)
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+
+    def mhz(key: str) -> float | None:
+        v = kv.get(key, "")
+        return int(v) / 1000 if v.isdigit() else None
+
+    return {"cpu_model": _cpu_model(info) if info else None, "arch": arch or None,
+            "isa": _isa(info, arch) if arch else None,
+            "logical_cpus": int(kv["cpus"]) if kv.get("cpus", "").isdigit() else None,
+            "frequency": {"governor": kv.get("scaling_governor"), "cur_mhz": mhz("scaling_cur_freq"),
+                          "max_mhz": mhz("cpuinfo_max_freq")}}
+
+
+_FACTS: dict[str, dict[str, Any]] = {}
+
+
+def machine_of(target: Any) -> dict[str, Any]:
+    """The machine facts of a bench target (cached per URL): :func:`machine_facts` for ``local``; for a
+    target with a shell (``exec(command, timeout)``: ssh, adb) the CPU facts read there; else ``{}``."""
+    url = getattr(target, "url", str(target))
+    if url not in _FACTS:
+        facts: dict[str, Any] = {}
+        if url == "local":
+            facts = machine_facts()
+        elif callable(getattr(target, "exec", None)):
+            try:
+                out = target.exec(REMOTE_SCRIPT, 30)
+                facts = remote_machine_facts(out.stdout) if out.returncode == 0 else {}
+            except Exception:  # noqa: BLE001  (a lost device: the run's own error says so)
+                facts = {}
+        _FACTS[url] = facts
+    return _FACTS[url]
 
 
 if __name__ == "__main__":

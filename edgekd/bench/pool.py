@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edgekd.bench.harness import _blank, _failed, _jobs, _measure, _prepare_npz
+from edgekd.bench.harness import _blank, _failed, _jobs, _measure, _prepare_npz, export_failures, plan_runs
 from edgekd.bench.native import check_runner
 from edgekd.bench.report import write_summary
 from edgekd.bench.results import RESULTS, SUMMARY, BenchResult, append_result, load_results
@@ -28,7 +28,8 @@ from edgekd.errors import ConfigError, EdgekdError
 def bench_pool(bundle_or_file: str | Path | Bundle, targets: Sequence[str | Target], *, warmup: int = 10,
                runs: int = 50, threads: int = 2, eval_data: Any = None, inputs: Any = None,
                out_dir: str | Path | None = None, files: Sequence[str] | None = None, resume: bool = False,
-               timeout_s: float = 300, progress: bool = True, runner: str = "auto") -> list[BenchResult]:
+               timeout_s: float = 300, progress: bool = True, runner: str = "auto", min_runs: int = 0,
+               min_duration: float = 0.0, mlperf: bool = False) -> list[BenchResult]:
     """Measure every file on every target in parallel; arguments as :func:`edgekd.bench.benchmark`.
 
     Returns the results in (target, file) order, failures included.
@@ -38,11 +39,12 @@ def bench_pool(bundle_or_file: str | Path | Bundle, targets: Sequence[str | Targ
     if runs < 1 or warmup < 0 or threads < 1:
         raise ConfigError(f"need runs >= 1, warmup >= 0, threads >= 1 (got {runs}, {warmup}, {threads})",
                           stage="bench/pool", hint="e.g. warmup=10, runs=50, threads=2")
+    runs, min_duration = plan_runs(runs, min_runs, min_duration, mlperf)
     jobs, bundle = _jobs(bundle_or_file, files)
     out = Path(out_dir) if out_dir else Path("edgekd_runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     inputs_npz, eval_npz = _prepare_npz(out, eval_data, inputs, bundle)
-    args = RunnerArgs(warmup=warmup, runs=runs, threads=threads, runner=check_runner(runner))
+    args = RunnerArgs(warmup=warmup, runs=runs, threads=threads, runner=check_runner(runner), min_duration=min_duration)
     jsonl = out / RESULTS
     done = {(r.target, r.model): r for r in load_results(jsonl) if r.ok} if resume else {}
     urls = [t.url if isinstance(t, Target) else t for t in targets]
@@ -74,6 +76,10 @@ def bench_pool(bundle_or_file: str | Path | Bundle, targets: Sequence[str | Targ
                 results[ti, ji] = r
                 bar.update(1)
                 bar.set_postfix_str(f"{urls[ti].split('?')[0]}: {job.path.name} {'ok' if r.ok else 'FAILED'}")
+        for r in export_failures(bundle, tgt or _Named(urls[ti]), args):
+            with lock:
+                append_result(jsonl, r)
+                results[ti, len(jobs) + len(results)] = r
         described[urls[ti]] = tgt.describe() if tgt else {"url": urls[ti], "error": error}
 
     workers = [threading.Thread(target=work, args=(i, t), name=f"bench-{i}", daemon=True) for i, t in enumerate(targets)]

@@ -41,10 +41,43 @@ COLUMNS: dict[str, tuple[Callable[[BenchResult], Any], Callable[[Any], str], boo
     "p99 ms": (_lat("p99"), _num(".3f"), True),
     "std ms": (_lat("std"), _num(".3f"), True),
     "peak MB": (lambda r: r.peak_mem_mb, _num(".1f"), True),
+    "runs": (lambda r: r.runs if r.ok else None, _num("d"), True),
+    "warm ms": (lambda r: r.warm_load_ms, _num(".2f"), True),
+    "trim ms": (lambda r: r.spread.trimmed_mean if r.spread else None, _num(".3f"), True),
+    "min ms": (_lat("min"), _num(".3f"), True),
+    "max ms": (_lat("max"), _num(".3f"), True),
+    "cv %": (lambda r: 100 * r.spread.cv if r.spread else None, _num(".2f"), True),
+    "stability": (lambda r: r.spread.verdict if r.spread else None, lambda v: v or "-", False),
+    "repeat": (lambda r: r.repeat, lambda v: "-" if not v else
+               f"{'agree' if v['agree'] else 'DIFFER'} {100 * v['spread']:.1f}%", False),
+    "status": (lambda r: r.status, str, False),
+    "reason": (lambda r: r.error, lambda v: "" if v is None else _reason(str(v)), False),
     "error": (lambda r: r.error, lambda v: "" if v is None else str(v).splitlines()[0][:100], False),
 }
+STATUS_COLUMNS = ("model", "format", "precision", "converter", "status", "KB", "acc %", "load ms", "warm ms",
+                  "first ms", "p50 ms", "trim ms", "p99 ms", "cv %", "stability", "repeat", "runs", "peak MB", "reason")
 DEFAULT_COLUMNS = ("model", "format", "precision", "converter", "KB", "acc %", "load ms", "first ms",
                    "p50 ms", "p90 ms", "p99 ms", "peak MB", "error")
+
+
+def _reason(error: str) -> str:
+    """The part of an error that says why, without the ``bench/<target>: file [key]:`` prefix (the row names those)."""
+    first = error.splitlines()[0]
+    head, sep, rest = first.partition("]: ")
+    return (rest if sep and "[" in head else first)[:110]
+
+
+def format_status(results: Sequence[BenchResult]) -> str:
+    """Ultralytics-style: one row per file with its status (ok / failed on device / failed to export) and why.
+
+    Columns no row fills (no accuracy measured, no --repeat) are left out; nothing here raises for a bad row.
+    """
+    cols = [c for c in STATUS_COLUMNS if any(COLUMNS[c][0](r) is not None for r in results) or c in
+            ("model", "format", "precision", "status")]
+    if not any(r.error for r in results):
+        cols = [c for c in cols if c != "reason"]
+    n_ok = sum(1 for r in results if r.ok)
+    return format_table(results, cols) + f"\n{n_ok}/{len(results)} files ok"
 
 
 def format_table(results: Sequence[BenchResult], columns: Sequence[str] = DEFAULT_COLUMNS) -> str:
@@ -56,7 +89,7 @@ def format_table(results: Sequence[BenchResult], columns: Sequence[str] = DEFAUL
         raise ConfigError(f"unknown table column(s) {unknown}; known: {', '.join(COLUMNS)}", stage="bench/report")
     if not any(r.error for r in results):
         columns = [c for c in columns if c != "error"]
-    rows = [[COLUMNS[c][1](COLUMNS[c][0](r)) for c in columns] for r in results]
+    rows = [[_cell(c, r) for c in columns] for r in results]
     widths = [max([len(c), *(len(row[i]) for row in rows)]) for i, c in enumerate(columns)]
 
     def line(cells: Sequence[str]) -> str:
@@ -64,6 +97,14 @@ def format_table(results: Sequence[BenchResult], columns: Sequence[str] = DEFAUL
                          for cell, w, c in zip(cells, widths, columns, strict=True)).rstrip()
 
     return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def _cell(column: str, r: BenchResult) -> str:
+    get, fmt, _ = COLUMNS[column]
+    try:
+        return fmt(get(r))
+    except (TypeError, ValueError, KeyError, AttributeError):  # a malformed row must not take the table down
+        return "?"
 
 
 def write_summary(results: Sequence[BenchResult], path: str | Path, extra: dict[str, Any] | None = None) -> Path:

@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edgekd.bench.stats import Stats
+from edgekd.bench.stats import Spread, Stats
 
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
+OK, DEVICE_FAILED, EXPORT_FAILED = "ok", "failed on device", "failed to export"  # BenchResult.status
 
 
 @dataclass
@@ -37,9 +38,11 @@ class BenchResult:
     threads: int = 0
     warmup: int = 0
     runs: int = 0
-    load_ms: float | None = None
+    load_ms: float | None = None  # the cold, first load in the runner process
+    warm_load_ms: float | None = None  # a second load of the same file after freeing the first
     first_inference_ms: float | None = None
     latency_ms: Stats | None = None  # derived from latency_samples_ms
+    spread: Spread | None = None  # trimmed mean, CV, stability verdict; derived from latency_samples_ms
     latency_samples_ms: list[float] = field(default_factory=list)
     peak_mem_mb: float | None = None
     baseline_mem_mb: float | None = None
@@ -47,9 +50,13 @@ class BenchResult:
     eval_samples: int = 0
     machine: dict[str, Any] = field(default_factory=dict)
     input: dict[str, Any] = field(default_factory=dict)
-    profile: str | None = None  # the operator table's path relative to the run folder (profiles/*.ops.json)
+    min_duration_s: float = 0.0  # timed runs went on past `runs` until this many seconds (0: off)
+    repeat: dict[str, Any] | None = None  # --repeat N: the p50 of each repetition and whether they agree
+    sustained: list[dict[str, Any]] | None = None  # --sustained: one row per interval (t_s, p50, temp_c, ...)
+    thermal: list[dict[str, Any]] | None = None  # --sustained: every temperature reading (t_s, temp_c, zones)
+    profile: str | None = None  # op table (ops JSON) beside the result, relative to the run folder
     error: str | None = None
-    error_type: str | None = None
+    error_type: str | None = None  # "export" for a file that failed to export (no runner ran)
     exit_code: int | None = None
     created: str = ""
 
@@ -57,9 +64,16 @@ class BenchResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def status(self) -> str:
+        """``ok``, ``failed on device`` (exported, but the target could not run or time it) or ``failed to export``."""
+        return OK if self.ok else EXPORT_FAILED if self.error_type == "export" else DEVICE_FAILED
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["latency_ms"] = self.latency_ms.to_dict() if self.latency_ms else None
+        d["spread"] = self.spread.to_dict() if self.spread else None
+        d["status"] = self.status
         return d
 
     @staticmethod
@@ -67,6 +81,8 @@ class BenchResult:
         known = {f.name for f in fields(BenchResult)}
         kw = {k: v for k, v in d.items() if k in known}
         kw["latency_ms"] = Stats.from_dict(d["latency_ms"]) if d.get("latency_ms") else None
+        kw["spread"] = Spread(**d["spread"]) if d.get("spread") else (
+            Spread.from_samples(d["latency_samples_ms"]) if d.get("latency_samples_ms") else None)
         return BenchResult(**kw)
 
 

@@ -45,3 +45,100 @@ class Stats:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Stats:
         return Stats(**{k: float(d[k]) for k in ("p50", "p90", "p99", "mean", "std", "min", "max")})
+
+
+# -- what MLPerf Mobile / benchmark_model users look at beyond percentiles --------------------------
+TRIM = 0.10  # trimmed mean drops this fraction at each end: the middle 80%
+STABLE_CV = 0.05  # CV at most this: "stable" (a figure worth quoting)
+NOISY_CV = 0.10  # above STABLE_CV up to this: "noisy"; above it: "unstable"
+AGREE = 0.05  # --repeat: the p50s agree when (max - min) / median is at most this
+MLPERF_MIN_QUERIES = 1024  # MLPerf Mobile single-stream: at least this many queries ...
+MLPERF_MIN_DURATION_S = 60.0  # ... and at least this many seconds, for a publishable figure
+
+
+def trimmed_mean(samples_ms: Sequence[float], trim: float = TRIM) -> float:
+    """Mean of the samples left after dropping ``floor(n * trim)`` of the smallest and of the largest."""
+    a = np.sort(np.asarray(samples_ms, dtype=np.float64))
+    if a.size == 0 or not 0 <= trim < 0.5:
+        raise BenchError(f"cannot take a {trim:.0%}-trimmed mean of {a.size} samples", stage="bench/stats",
+                         hint="pass at least one sample and 0 <= trim < 0.5")
+    k = int(np.floor(a.size * trim))
+    return float(a[k:a.size - k].mean())
+
+
+def verdict(cv: float) -> str:
+    """``stable`` (CV <= 5%), ``noisy`` (<= 10%) or ``unstable``: how far a p50 from these runs can be trusted."""
+    return "stable" if cv <= STABLE_CV else "noisy" if cv <= NOISY_CV else "unstable"
+
+
+@dataclass(frozen=True)
+class Spread:
+    """How much the samples of one run scatter: the figures benchmark_model and MLPerf users expect."""
+
+    n: int
+    trimmed_mean: float  # mean of the middle 80% (ms)
+    cv: float  # coefficient of variation: population std / mean
+    verdict: str  # stable / noisy / unstable (see STABLE_CV, NOISY_CV)
+    min: float
+    max: float
+    duration_s: float  # sum of the timed samples
+
+    @staticmethod
+    def from_samples(samples_ms: Sequence[float]) -> Spread:
+        s = Stats.from_samples(samples_ms)  # validates: non-empty, finite
+        cv = s.std / s.mean if s.mean > 0 else 0.0
+        return Spread(n=len(samples_ms), trimmed_mean=trimmed_mean(samples_ms), cv=float(cv), verdict=verdict(cv),
+                      min=s.min, max=s.max, duration_s=float(np.sum(samples_ms)) / 1e3)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def mlperf_ok(self) -> bool:
+        """At least 1024 queries over at least 60 s: MLPerf Mobile's minimum for a publishable figure."""
+        return self.n >= MLPERF_MIN_QUERIES and self.duration_s >= MLPERF_MIN_DURATION_S
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Whether repeated runs of one file give the same p50 (``edgekd bench --repeat N``)."""
+
+    p50s: tuple[float, ...]
+    spread: float  # (max - min) / median of the p50s
+    agree: bool  # spread <= tolerance
+    tolerance: float = AGREE
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def agreement(p50s: Sequence[float], tolerance: float = AGREE) -> Agreement:
+    """The p50s of repeated runs agree when their range is at most ``tolerance`` of their median."""
+    a = np.asarray(p50s, dtype=np.float64)
+    if a.size == 0 or not np.all(np.isfinite(a)) or np.median(a) <= 0:
+        raise BenchError(f"cannot compare {a.size} p50s {list(p50s)}", stage="bench/stats",
+                         hint="repeat a run that measured at least once (--repeat 2 or more)")
+    spread = float((a.max() - a.min()) / np.median(a))
+    return Agreement(tuple(float(v) for v in a), spread, spread <= tolerance, tolerance)
+
+
+def windows(samples_ms: Sequence[float], seconds: float) -> list[tuple[float, list[float]]]:
+    """Cut back-to-back samples into windows of ``seconds`` of timed work: ``[(end_s, samples), ...]``.
+
+    The runner times its runs back to back, so the running sum of the samples is the time since the
+    timed loop began (to within the loop's own few microseconds per run).
+    """
+    if seconds <= 0:
+        raise BenchError(f"window length {seconds} s must be > 0", stage="bench/stats", hint="e.g. --interval 10")
+    out: list[tuple[float, list[float]]] = []
+    t, end, cur = 0.0, seconds, []
+    for s in samples_ms:
+        t += s / 1e3
+        cur.append(float(s))
+        if t >= end:
+            out.append((t, cur))
+            cur = []
+            while end <= t:
+                end += seconds
+    if cur:
+        out.append((t, cur))
+    return out

@@ -137,6 +137,7 @@ def export(
     check_parity: bool = True,
     progress: bool = True,
     verbose: bool = False,
+    keep_going: bool = False,
     task: str = "classification",
     qat: torch.fx.GraphModule | None = None,
 ) -> Bundle:
@@ -154,6 +155,9 @@ def export(
         thresholds: overrides per precision, e.g. ``{"int8": {"top1_agreement": 0.95}}``
             (see :mod:`edgekd.convert.parity`).
         check_parity: raise :class:`ParityError` when a file misses a threshold (parity is always recorded).
+        keep_going: a file that fails to export (or misses parity with ``check_parity``) is recorded in
+            ``bundle.extra["failed"]`` (key, path, stage, error) and the other files go on; the benchmark
+            shows it as "failed to export". Default: raise at the first failure.
         task: ``"classification"`` (judge top-1 agreement) or ``"embedding"`` (judge the cosine of each
             output row with eager's; top-1 of an embedding means nothing). See :mod:`edgekd.convert.parity`.
         qat: a trained fake-quant graph (:func:`edgekd.edge.qat.distill_qat`'s ``prepared``): the int8
@@ -165,7 +169,7 @@ def export(
         the :class:`Bundle`, saved as ``out_dir/edgekd.json``.
     """
     from edgekd._version import __version__
-    from edgekd.convert.parity import check, eager_outputs, measure, thresholds_for
+    from edgekd.convert.parity import eager_outputs
 
     model = copy.deepcopy(model).eval()
     ex, y_ex = _check_inputs(model, example_inputs)
@@ -180,32 +184,54 @@ def export(
     y_eager = eager_outputs(model, px, batch)
     inputs, outputs = (_logical(ex[0], "input"),), (_logical(y_ex, "output"),)
     files: list[ModelFile] = []
+    failed: list[dict[str, str]] = []
     bar = _progress(jobs, progress)
     for exporter, prec, name in bar:
         path = root / name
         if hasattr(bar, "set_description"):
             bar.set_description(f"export {exporter.format}/{prec}/{exporter.converter}")
-        ref = y_qat if y_qat is not None and prec == "int8" else y_eager
-        if ref is y_qat:
-            from edgekd.convert.qat import write_int8
-
-            write_int8(qat, ex, root, formats=(exporter.format,), name=path.stem)  # type: ignore[arg-type]
-            extra = {"quantization": "qat"}
-        else:
-            extra = exporter.load("exporter")(model, ex, path, precision=prec, calibration=calib, verbose=verbose)
-        y, f_in, f_out = _run_written(exporter, path, px, batch, prec)
-        t = thresholds_for(prec, thresholds, task)
-        p = measure(y, ref[: len(y)], py, t)
-        if check_parity:
-            check(p, ref, stage=f"export/{exporter.format}", what=name, precision=prec)
-        files.append(ModelFile(path=name, format=exporter.format, precision=prec, converter=exporter.converter,
-                               bytes=path.stat().st_size, sha256=sha256_of(path), inputs=f_in or inputs,
-                               outputs=f_out or outputs, parity=p, extra=extra))
+        try:
+            files.append(_export_one(model, ex, exporter, prec, path, calib, px, py, y_eager, y_qat, qat, root,
+                                     inputs, outputs, thresholds, task, check_parity, verbose))
+        except Exception as e:  # converters raise their own types; keep_going records them all
+            if not keep_going:
+                raise
+            path.unlink(missing_ok=True)  # a half-written file must not be benchmarked as if it were good
+            text = str(e) if isinstance(e, EdgekdError) else f"{type(e).__name__}: {e}"
+            failed.append({"key": f"{exporter.format}/{prec}/{exporter.converter}", "path": name,
+                           "stage": getattr(e, "stage", None) or "export", "error": (text.splitlines() or ["?"])[0][:300]})
     bundle = Bundle(root=root, model_name=model_name or type(model).__name__, inputs=inputs, outputs=outputs,
                     files=files, preprocessing=preprocessing, labels=labels, edgekd_version=__version__,
-                    extra={"calibration_samples": 0 if calib is None else len(calib), "parity_samples": len(px)})
+                    extra={"calibration_samples": 0 if calib is None else len(calib), "parity_samples": len(px),
+                           **({"failed": failed} if failed else {})})
     bundle.save()
     return bundle
+
+
+def _export_one(model: torch.nn.Module, ex: tuple[torch.Tensor, ...], exporter: Format, prec: str, path: Path,
+                calib: Any, px: np.ndarray, py: Any, y_eager: np.ndarray, y_qat: np.ndarray | None, qat: Any,
+                root: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], thresholds: Any,
+                task: str, check_parity: bool, verbose: bool) -> ModelFile:
+    """Write one file, run it, measure and (optionally) check its parity with the reference."""
+    from edgekd.convert.parity import check, measure, thresholds_for
+
+    name, batch = path.name, ex[0].shape[0]
+    ref = y_qat if y_qat is not None and prec == "int8" else y_eager
+    if ref is y_qat:
+        from edgekd.convert.qat import write_int8
+
+        write_int8(qat, ex, root, formats=(exporter.format,), name=path.stem)  # type: ignore[arg-type]
+        extra = {"quantization": "qat"}
+    else:
+        extra = exporter.load("exporter")(model, ex, path, precision=prec, calibration=calib, verbose=verbose)
+    y, f_in, f_out = _run_written(exporter, path, px, batch, prec)
+    t = thresholds_for(prec, thresholds, task)
+    p = measure(y, ref[: len(y)], py, t)
+    if check_parity:
+        check(p, ref, stage=f"export/{exporter.format}", what=name, precision=prec)
+    return ModelFile(path=name, format=exporter.format, precision=prec, converter=exporter.converter,
+                     bytes=path.stat().st_size, sha256=sha256_of(path), inputs=f_in or inputs,
+                     outputs=f_out or outputs, parity=p, extra=extra)
 
 
 def _qat_reference(qat: torch.fx.GraphModule, jobs: list[tuple[Format, str, str]], px: np.ndarray,

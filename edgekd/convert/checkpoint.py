@@ -22,12 +22,14 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, data: str 
                       formats: Sequence[str] = ("pte", "tflite"), precision: Sequence[str] = ("fp32", "int8"),
                       tflite_converter: str | Sequence[str] = "litert-torch", calibration: int = 128,
                       parity_samples: int = 200, name: str | None = None, exit: str | None = None,
-                      android_assets: str | Path | None = None, progress: bool = True) -> Bundle:
+                      android_assets: str | Path | None = None, progress: bool = True,
+                      keep_going: bool = False) -> Bundle:
     """Export ``checkpoint`` to ``out_dir`` (see the module docstring); returns the saved :class:`Bundle`.
 
     ``exit`` (e.g. ``"layer1.2"``) exports a self-distilled model cut at that early exit; ``name`` is the
     bundle's model name (default: the architecture, ``name@exit`` for a cut model); ``android_assets``
-    also copies the ``.pte``/``.tflite`` files, ``edgekd.json`` and sample images there.
+    also copies the ``.pte``/``.tflite`` files, ``edgekd.json`` and sample images there. ``keep_going``:
+    see :func:`edgekd.convert.export`.
     """
     from edgekd import data as D
     from edgekd.convert import export
@@ -44,7 +46,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, data: str 
         meta["name"] = f"{meta['name']}@{exit}"
     splits = D.load(data or meta.get("data") or "mnist5k", root=data_root, seed=seed, limit=limit)
     x_test, y_test = D.as_tensors(splits.test)
-    bundle = export(model, (x_test[:1],), formats=formats, precision=precision,
+    bundle = export(model, (x_test[:1],), formats=formats, precision=precision, keep_going=keep_going,
                     calibration=D.calibration_sample(splits.train, n=calibration, seed=seed), out_dir=out_dir,
                     labels=list(splits.labels), preprocessing=splits.preprocessing(),
                     model_name=name or meta["name"], tflite_converter=tflite_converter,

@@ -34,6 +34,7 @@ class RunnerArgs:
     cpus: str | None = None  # pin the runner to these CPUs ("0,1", "4-7") before the runtime loads
     runner: str = "auto"  # auto | python | native (edgekd.bench.native); chosen by the target, not an argument
     profile_path: str | None = None  # host path for the native runner's per-operator dump (--profile), if any
+    min_duration: float = 0.0  # go on past `runs` until this many seconds of timed runs (runner --min-duration)
 
     def argv(self, model: str, inputs: str | None, eval_npz: str | None) -> list[str]:
         """Command-line arguments for the runner, given the paths as the device sees them."""
@@ -47,6 +48,8 @@ class RunnerArgs:
             out.append("--keep-samples")
         if self.cpus:
             out += ["--cpus", self.cpus]
+        if self.min_duration:
+            out += ["--min-duration", f"{self.min_duration:g}"]
         return out
 
 
