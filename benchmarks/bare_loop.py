@@ -5,7 +5,7 @@ TFLite ``set_tensor`` + ``invoke`` + ``get_tensor``, for ExecuTorch a torch tens
 ``Method.call`` + ``.numpy()``. This script loads the file through the runner's own backend classes
 (same thread pool setup, same input adaptation), sets the input once, and times just the runtime's
 call: ``Interpreter.invoke()`` for ``.tflite``, ``Method.execute()`` for ``.pte`` (``.pt2``: the module
-call). ``benchmarks/runtime_overhead.py`` compares the two side by side; ``benchmarks/kernels.py`` runs
+call). ``benchmarks/runtime_overhead.py`` compares the two side by side; ``benchmarks/xnnpack_kernels.py`` runs
 it under ``perf record``.
 
     python benchmarks/bare_loop.py --model m.pte --threads 1 --warmup 20 --runs 300 [--inputs x.npz]

@@ -16,8 +16,8 @@ XNNPACK has no AMX code cannot use the AMX tiles of a Sapphire Rapids (or newer)
 model is exported.
 
     apt-get install -y linux-perf        # Debian; kernel.perf_event_paranoid <= 2 is enough
-    python benchmarks/kernels.py --threads 1 --seconds 5
-    python benchmarks/kernels.py --files pte/int8/executorch tflite/int8/litert-torch --threads 2
+    python benchmarks/xnnpack_kernels.py --threads 1 --seconds 5
+    python benchmarks/xnnpack_kernels.py --files pte/int8/executorch tflite/int8/litert-torch --threads 2
 
 Reads the bundle ``benchmarks/runtimes.py`` exported (``--bundle``); writes ``benchmarks/results/kernels.json``.
 """
