@@ -31,8 +31,8 @@ class DemoConfig:
     teacher: str = "resnet8"
     student: str = "resnet8x0_5"
     teacher_epochs: int = 8
-    labels: int = 500  # labelled train images the students get (stratified); the teacher gets all
-    alone_epochs: int = 42  # over the labelled images: about as many steps as kd_epochs over all
+    labels: int = 200  # labelled train images the students get (stratified); the teacher gets all
+    alone_epochs: int = 82  # over the labelled images: 82 x 4 = 328 steps, about kd_epochs' 6 x 55 = 330 over all
     kd_epochs: int = 6  # over every train image (the transfer set)
     kd_T: float = 4.0
     seeds: tuple[int, ...] = (0, 1, 2)
