@@ -50,20 +50,11 @@ def _tiny_cnn() -> torch.nn.Module:
 
     return TinyCNN()
 
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    """Export the tiny CNN with torch.export, ExecuTorch (XNNPACK) and litert-torch (fp32 and int8)."""
-    import litert_torch
+def trained_tiny_cnn() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The tiny CNN trained on the first 1500 8x8 digits (seed 0), in eval mode, with all the digits (x, y)."""
     import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
     from sklearn.datasets import load_digits
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    out = tmp_path_factory.mktemp("tiny_models")
     digits = load_digits()
     x_all = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
     y_all = torch.tensor(digits.target)
@@ -74,7 +65,22 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x_all[:1500]), y_all[:1500]).backward()
         opt.step()
-    model.eval()
+    return model.eval(), x_all, y_all
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """Export the tiny CNN with torch.export, ExecuTorch (XNNPACK) and litert-torch (fp32 and int8)."""
+    import litert_torch
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    out = tmp_path_factory.mktemp("tiny_models")
+    model, x_all, y_all = trained_tiny_cnn()
     x_eval, y_eval = x_all[1500:1560], y_all[1500:1560]
     with torch.no_grad():
         preds = model(x_eval).argmax(1).numpy()

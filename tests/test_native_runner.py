@@ -43,23 +43,11 @@ def native_runner() -> Path:
 @pytest.fixture(scope="session")
 def tiny_pte_int8(tiny_models, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny CNN of tests/conftest.py, trained the same way, as an int8 (PT2E, XNNPACK) .pte."""
-    import torch
-    from conftest import _tiny_cnn
-    from sklearn.datasets import load_digits
+    from conftest import trained_tiny_cnn
 
     from edgekd.convert.executorch import to_pte
 
-    digits = load_digits()
-    x_all = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
-    y_all = torch.tensor(digits.target)
-    torch.manual_seed(0)
-    model = _tiny_cnn()
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(40):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x_all[:1500]), y_all[:1500]).backward()
-        opt.step()
-    model.eval()
+    model, x_all, _ = trained_tiny_cnn()
     path = tmp_path_factory.mktemp("native") / "tiny_int8.pte"
     to_pte(model, (x_all[1500:1501],), path, precision="int8", calibration=x_all[:64])
     return path
