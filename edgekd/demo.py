@@ -30,7 +30,7 @@ from edgekd.bench.results import BenchResult
 class DemoConfig:
     teacher: str = "resnet8"
     student: str = "resnet8x0_5"
-    teacher_epochs: int = 8
+    teacher_epochs: int = 6
     labels: int = 200  # labelled train images the students get (stratified); the teacher gets all
     alone_epochs: int = 82  # over the labelled images: 82 x 4 = 328 steps, about kd_epochs' 6 x 55 = 330 over all
     kd_epochs: int = 6  # over every train image (the transfer set)
@@ -112,6 +112,7 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
         torch.manual_seed(seed)
         init = M.create(cfg.student, **kw)
         alone = distill(None, init, few, method="ce", epochs=cfg.alone_epochs, seed=seed, batch_size=cfg.batch_size,
+                        val_every=math.ceil(cfg.alone_epochs / cfg.kd_epochs),  # as often as the KD run
                         out_dir=out / f"student_alone_seed{seed}", progress=progress)
         kd = distill(teacher.model, init, transfer, method="ce+kd", kd_T=cfg.kd_T, epochs=cfg.kd_epochs, seed=seed,
                      batch_size=cfg.batch_size, cache_teacher=cache, out_dir=out / f"student_kd_seed{seed}",

@@ -131,6 +131,10 @@ class LoopSettings:
     optimizer: str = setting("adamw", "adamw, or sgd (momentum 0.9, Nesterov)", choices=("adamw", "sgd"))
     weight_decay: float | None = setting(None, "weight decay (None: 1e-2 for AdamW, 5e-4 for SGD)")
     seed: int = setting(0, "seed of the initial weights, the data order and every random draw")
+    labelled_per_batch: int = setting(
+        0, "with a transfer set (unlabelled train images have y=-1): this many labelled images in every batch, "
+        "drawn in turn, the rest unlabelled; an epoch is one pass over the unlabelled ones (0: plain batches)")
+    val_every: int = setting(1, "validate (and update best.pt) every N epochs; the last epoch always is")
     device: str = setting("cpu", "torch device: cpu, cuda, cuda:1, ...")
 
 

@@ -22,6 +22,8 @@ from edgekd.distillation import (
     train,
 )
 from edgekd.distillation.methods import METHODS
+from edgekd.distillation.parallel import mixed_batches
+from edgekd.distillation.strategies.offline import OfflineStrategy
 from edgekd.errors import ConfigError
 
 
@@ -253,3 +255,46 @@ def test_trainer_config_errors(digits: data.DataSplits) -> None:
         train(_student(), digits, resume=True, progress=False)
     with pytest.raises(ConfigError, match="unknown optimizer 'adam'"):
         train(_student(), digits, optimizer="adam", progress=False)
+
+
+def test_val_every_validates_every_nth_and_the_last_epoch(digits: data.DataSplits, tmp_path: Path) -> None:
+    r = train(_student(), digits, epochs=5, batch_size=128, val_every=2, out_dir=tmp_path, progress=False)
+    assert [h["epoch"] for h in r.history if "val_acc" in h] == [2, 4, 5]
+    assert r.metrics["val_acc"] == r.history[-1]["val_acc"] and r.best_path.exists()
+    with pytest.raises(ConfigError, match="val_every=0"):
+        train(_student(), digits, val_every=0, progress=False)
+
+
+def test_mixed_batches_hold_the_labelled_share_and_cover_the_unlabelled_once() -> None:
+    labelled, unlabelled = list(range(10)), list(range(10, 105))  # 95 unlabelled: the last batch is short
+    batches = mixed_batches(labelled, unlabelled, batch_size=16, per_batch=6, seed=5)
+    assert len(batches) == 10 and [n for _, n in batches] == [16] * 9 + [11]
+    stream = [i for idx, _ in batches for i in idx if i < 10]
+    assert all(sum(i < 10 for i in idx) == 6 for idx, _ in batches)
+    assert sorted(i for idx, _ in batches for i in idx if i >= 10) == unlabelled  # each unlabelled once
+    assert all(sorted(stream[k:k + 10]) == labelled for k in range(0, 60, 10))  # labels in turn, no early repeat
+    assert mixed_batches(labelled, unlabelled, 16, 6, seed=5) == batches != mixed_batches(labelled, unlabelled, 16, 6, 6)
+    shards = [mixed_batches(labelled, unlabelled, 16, 6, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    for (a, n), (b, _), (whole, _) in zip(*shards, batches, strict=True):
+        assert sorted(a + b) == sorted(whole) and n == len(whole)
+
+
+def test_labelled_per_batch_gives_every_batch_the_same_labels(digits: data.DataSplits,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    few = data.few_labels(digits, 40, transfer=True)  # 40 labelled train images, the rest y = -1
+    seen: list[torch.Tensor] = []
+    step = OfflineStrategy.step
+
+    def recording(self: OfflineStrategy, x: torch.Tensor, y: torch.Tensor, *a: object) -> object:
+        seen.append(y.clone())
+        return step(self, x, y, *a)
+
+    monkeypatch.setattr(OfflineStrategy, "step", recording)
+    distill(None, _student(), few, "ce", epochs=1, batch_size=32, labelled_per_batch=16, progress=False)
+    n_unlabelled = int((data.as_tensors(few.train)[1] < 0).sum())
+    assert len(seen) == math.ceil(n_unlabelled / 16)
+    assert all(int((y >= 0).sum()) == 16 for y in seen) and sum(int((y < 0).sum()) for y in seen) == n_unlabelled
+    with pytest.raises(ConfigError, match="needs a transfer set.*all labelled"):
+        distill(None, _student(), digits, "ce", epochs=1, batch_size=32, labelled_per_batch=16, progress=False)
+    with pytest.raises(ConfigError, match="labelled_per_batch=32 must be in 0..batch_size-1"):
+        distill(None, _student(), few, "ce", epochs=1, batch_size=32, labelled_per_batch=32, progress=False)

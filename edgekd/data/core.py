@@ -178,9 +178,10 @@ def load(name: str, *, root: str | Path | None = None, seed: int = 0, val_fracti
         pixel_scale=raw.pixel_scale, channel_order=raw.channel_order)
 
 
-def _targets(dataset: Dataset) -> torch.Tensor:
+def targets(dataset: Dataset) -> torch.Tensor:
+    """The labels of ``dataset`` as one int64 tensor (``-1``: unlabelled, :func:`few_labels`)."""
     if isinstance(dataset, WithIndices):
-        return _targets(dataset.dataset)
+        return targets(dataset.dataset)
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[1]
     return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))])  # type: ignore[arg-type]
@@ -192,12 +193,12 @@ def as_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
         return as_tensors(dataset.dataset)
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[0], dataset.tensors[1]
-    return torch.stack([dataset[i][0] for i in range(len(dataset))]), _targets(dataset)  # type: ignore[arg-type]
+    return torch.stack([dataset[i][0] for i in range(len(dataset))]), targets(dataset)  # type: ignore[arg-type]
 
 
 def calibration_sample(dataset: Dataset, n: int = 128, seed: int = 0) -> torch.Tensor:
     """``n`` inputs (stacked, N×C×H×W) drawn evenly across classes, for int8 calibration/parity."""
-    y = _targets(dataset).numpy()
+    y = targets(dataset).numpy()
     n = min(n, len(y))
     rng = np.random.default_rng(seed)
     per_class = [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]

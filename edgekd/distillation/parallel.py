@@ -13,6 +13,7 @@ broadcast from rank 0 after each epoch.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 
@@ -54,6 +55,30 @@ def shard_batches(n: int, batch_size: int, seed: int, rank: int = 0, world_size:
     out = []
     for start in range(0, n, batch_size):
         batch = perm[start:start + batch_size]
+        if len(batch) >= world_size:
+            out.append((batch[rank::world_size], len(batch)))
+    return out
+
+
+def mixed_batches(labelled: Sequence[int], unlabelled: Sequence[int], batch_size: int, per_batch: int, seed: int,
+                  rank: int = 0, world_size: int = 1) -> list[tuple[list[int], int]]:
+    """Like :func:`shard_batches` for a transfer set: each global batch holds ``per_batch`` labelled and
+    ``batch_size - per_batch`` unlabelled indices.
+
+    An epoch is one shuffled pass over ``unlabelled``; the labelled indices are drawn in turn from
+    reshuffled passes over ``labelled``, so every batch carries the same number of labels however
+    few there are (a label term then gets the exposure of training on the labelled images alone).
+    """
+    g = torch.Generator().manual_seed(seed)
+    rest = batch_size - per_batch
+    un = [unlabelled[i] for i in torch.randperm(len(unlabelled), generator=g).tolist()]
+    n_batches = math.ceil(len(un) / rest)
+    lab: list[int] = []
+    while len(lab) < n_batches * per_batch:
+        lab += [labelled[i] for i in torch.randperm(len(labelled), generator=g).tolist()]
+    out = []
+    for b in range(n_batches):
+        batch = lab[b * per_batch:(b + 1) * per_batch] + un[b * rest:(b + 1) * rest]
         if len(batch) >= world_size:
             out.append((batch[rank::world_size], len(batch)))
     return out

@@ -37,10 +37,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from edgekd.data.core import DataSplits, WithIndices
+from edgekd.data.core import DataSplits, WithIndices, targets
 from edgekd.distillation.cache import TeacherCache
 from edgekd.distillation.methods import METHODS, Objective
-from edgekd.distillation.parallel import allreduce_grads, broadcast_modules, is_main, shard_batches, world
+from edgekd.distillation.parallel import (
+    allreduce_grads,
+    broadcast_modules,
+    is_main,
+    mixed_batches,
+    shard_batches,
+    world,
+)
 from edgekd.distillation.strategies.base import Losses, Strategy
 from edgekd.distillation.strategies.offline import OfflineStrategy
 from edgekd.errors import ConfigError
@@ -91,8 +98,13 @@ class TrainConfig(LoopSettings):
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(DEFAULT_LR)}",
                               stage=STAGE, hint="pass optimizer='adamw' or 'sgd'")
         self.epochs = capped_epochs(self.epochs)
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError(f"epochs={self.epochs} and batch_size={self.batch_size} must be >= 1", stage=STAGE)
+        if not 0 <= self.labelled_per_batch < self.batch_size:
+            raise ConfigError(f"labelled_per_batch={self.labelled_per_batch} must be in 0..batch_size-1 "
+                              f"({self.batch_size - 1})", stage=STAGE,
+                              hint="e.g. half the batch: batch_size=128, labelled_per_batch=64")
+        if self.epochs < 1 or self.batch_size < 1 or self.val_every < 1:
+            raise ConfigError(f"epochs={self.epochs}, batch_size={self.batch_size} and val_every={self.val_every} "
+                              "must be >= 1", stage=STAGE)
         if self.resume and self.out_dir is None:
             raise ConfigError("resume=True needs out_dir (where checkpoint.pt lives)", stage=STAGE,
                               hint="pass out_dir= the folder of the interrupted run")
@@ -191,6 +203,7 @@ class Trainer:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self._groups: dict[str, list[nn.Parameter]] = {}
+        self._split: tuple[list[int], list[int]] | None = None
 
     # -- paths ---------------------------------------------------------------------------------
     @property
@@ -207,14 +220,32 @@ class Trainer:
         if self.config.batch_size % size:
             raise ConfigError(f"global batch_size={self.config.batch_size} does not split over {size} processes",
                               stage=STAGE, hint=f"pass a batch_size divisible by {size}")
-        batches = shard_batches(len(self.data.train), self.config.batch_size,  # type: ignore[arg-type]
-                                self.config.seed * 1_000_003 + epoch, rank, size)
+        seed = self.config.seed * 1_000_003 + epoch
+        if self.config.labelled_per_batch:
+            batches = mixed_batches(*self._label_split(), self.config.batch_size, self.config.labelled_per_batch,
+                                    seed, rank, size)
+        else:
+            batches = shard_batches(len(self.data.train), self.config.batch_size, seed, rank, size)  # type: ignore[arg-type]
         if self.config.drop_last:
             batches = [b for b in batches if b[1] == self.config.batch_size]
         if not batches:
             raise ConfigError(f"{len(self.data.train)} training samples make no full batch of "  # type: ignore[arg-type]
                               f"{self.config.batch_size}", stage=STAGE, hint="lower batch_size or load more data")
         return batches
+
+    def _label_split(self) -> tuple[list[int], list[int]]:
+        """The train indices with a label (``y >= 0``) and without (``-1``), for ``labelled_per_batch``."""
+        if self._split is None:
+            y = targets(self.data.train)
+            labelled, unlabelled = (y >= 0).nonzero().flatten().tolist(), (y < 0).nonzero().flatten().tolist()
+            k = self.config.labelled_per_batch
+            if not labelled or not unlabelled:
+                raise ConfigError(f"labelled_per_batch={k} needs a transfer set, but the {len(y)} train images are "
+                                  f"{'all' if labelled else 'none'} labelled", stage=STAGE,
+                                  hint="mark the unlabelled images y=-1 (edgekd.data.few_labels(splits, n, "
+                                       "transfer=True)), or pass labelled_per_batch=0")
+            self._split = (labelled, unlabelled)
+        return self._split
 
     def _optimizer(self, params: list[nn.Parameter], lr_scale: float) -> torch.optim.Optimizer:
         c = self.config
@@ -334,14 +365,16 @@ class Trainer:
             bar.set_postfix(loss=f"{sums['loss'] / n_done:.4f}", refresh=False)
             bar.update()
         broadcast_modules(modules.values(), buffers_only=True)
+        validate = (epoch + 1) % c.val_every == 0 or epoch + 1 == c.epochs  # many short epochs: val_every > 1
         row = {"epoch": epoch + 1, **{f"train_{k}": v / max(len(batches), 1) for k, v in sums.items()},
-               **self._validate(), "lr": next(iter(self.optimizers.values())).param_groups[0]["lr"],
-               "time_s": time.perf_counter() - t0}
+               **(self._validate() if validate else {}),
+               "lr": next(iter(self.optimizers.values())).param_groups[0]["lr"], "time_s": time.perf_counter() - t0}
         score = self.strategy.score
-        bar.set_postfix(loss=f"{row.get('train_loss', math.nan):.4f}", **{score: f"{row[score]:.4f}"})
+        bar.set_postfix(loss=f"{row.get('train_loss', math.nan):.4f}",
+                        **({score: f"{row[score]:.4f}"} if validate else {}))
         bar.close()
         self.history.append(row)
-        if row[score] > self.best.get(score, -math.inf):
+        if validate and row[score] > self.best.get(score, -math.inf):
             self.best = {score: row[score], "epoch": epoch + 1}
             if self.best_path is not None and is_main():
                 self.best_path.parent.mkdir(parents=True, exist_ok=True)
