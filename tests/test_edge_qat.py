@@ -109,3 +109,28 @@ def test_qat_runs_in_the_trainer_and_resumes_exactly(digits: object, tmp_path: o
     x = digits.test.tensors[0][:32]
     assert torch.equal(full.prepared(x)[0], resumed.prepared(x)[0])
     assert resumed.history[-1]["train_loss"] == full.history[-1]["train_loss"]
+
+
+def test_qat_takes_the_loop_settings_of_distill(digits: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """distill_qat reads labelled_per_batch and val_every as distill() does (``edgekd distill --qat`` passes every
+    loop setting through): on a transfer set each batch carries the labelled share, and validation is every N-th."""
+    from edgekd.data import few_labels
+    from edgekd.edge.qat import QATStrategy
+
+    few = few_labels(digits, 40, transfer=True)  # 40 labelled train images, the rest y = -1
+    labelled: list[int] = []
+    step = QATStrategy.step
+
+    def recording(self: QATStrategy, x: torch.Tensor, y: torch.Tensor, *a: object) -> object:
+        labelled.append(int((y >= 0).sum()))
+        return step(self, x, y, *a)
+
+    monkeypatch.setattr(QATStrategy, "step", recording)
+    torch.manual_seed(0)
+    teacher = create("resnet8", num_classes=10, in_channels=1).eval()
+    student = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                  torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    r = distill_qat(teacher, student, few, "ce:0.5+kd:0.5", epochs=3, batch_size=32, labelled_per_batch=8,
+                    val_every=2)
+    assert [h["epoch"] for h in r.history if "val_acc" in h] == [2, 3]
+    assert labelled and set(labelled) == {8}

@@ -98,13 +98,13 @@ class TrainConfig(LoopSettings):
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(DEFAULT_LR)}",
                               stage=STAGE, hint="pass optimizer='adamw' or 'sgd'")
         self.epochs = capped_epochs(self.epochs)
+        if self.epochs < 1 or self.batch_size < 1 or self.val_every < 1:
+            raise ConfigError(f"epochs={self.epochs}, batch_size={self.batch_size} and val_every={self.val_every} "
+                              "must be >= 1", stage=STAGE)
         if not 0 <= self.labelled_per_batch < self.batch_size:
             raise ConfigError(f"labelled_per_batch={self.labelled_per_batch} must be in 0..batch_size-1 "
                               f"({self.batch_size - 1})", stage=STAGE,
                               hint="e.g. half the batch: batch_size=128, labelled_per_batch=64")
-        if self.epochs < 1 or self.batch_size < 1 or self.val_every < 1:
-            raise ConfigError(f"epochs={self.epochs}, batch_size={self.batch_size} and val_every={self.val_every} "
-                              "must be >= 1", stage=STAGE)
         if self.resume and self.out_dir is None:
             raise ConfigError("resume=True needs out_dir (where checkpoint.pt lives)", stage=STAGE,
                               hint="pass out_dir= the folder of the interrupted run")
