@@ -134,3 +134,17 @@ def test_qat_takes_the_loop_settings_of_distill(digits: object, monkeypatch: pyt
                     val_every=2)
     assert [h["epoch"] for h in r.history if "val_acc" in h] == [2, 3]
     assert labelled and set(labelled) == {8}
+
+
+def test_qat_names_every_loop_setting_the_edge_pipeline_forwards() -> None:
+    """``edgekd distill --qat`` forwards each loop setting (all but optimizer/device, which it rejects when set,
+    and epochs, which it splits into kd/ft epochs) to distill_qat by keyword; one that distill_qat does not name
+    falls into ``**method_kwargs`` and fails as "belongs to no method" (CI's failure for labelled_per_batch)."""
+    import dataclasses
+    import inspect
+
+    from edgekd.settings import LoopSettings
+
+    named = set(inspect.signature(distill_qat).parameters)
+    forwarded = {f.name for f in dataclasses.fields(LoopSettings)} - {"optimizer", "device"}
+    assert forwarded - named == set(), f"distill_qat does not take {sorted(forwarded - named)}"
