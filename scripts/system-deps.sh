@@ -3,7 +3,7 @@
 #   junit4 + a JDK        the android_demo Java core's JUnit tests
 #   openssh-server, adb   stand-in SSH board and the real adb client for the remote-target tests
 #   dataset-fashion-mnist the Fashion-MNIST benchmark data (benchmarks/)
-#   linux-perf            perf record/report for benchmarks/xnnpack_kernels.py (which XNNPACK kernels run)
+#   linux-perf            perf record/report for benchmarks/investigations/xnnpack_kernels.py (which XNNPACK kernels run)
 #   g++-aarch64-linux-gnu the aarch64 cross-compiler and glibc (libc6-arm64-cross) for `make native-aarch64`;
 #                         the runner bundle ships that glibc (runtimes/cpp/make_bundle.py)
 #   qemu-user-static      runs the aarch64 bundle here (binfmt_misc; the slow tier registers it with the F flag)

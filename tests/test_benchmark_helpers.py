@@ -72,11 +72,11 @@ def test_bad_method_keeps_finished_runs(kd_methods, tmp_path, monkeypatch) -> No
     assert not runs.with_name("runs.jsonl.bak").exists()
 
 
-SCRIPTS = sorted(p for p in ROOT.glob("*.py") if not p.name.startswith("_"))
+SCRIPTS = sorted(p for p in [*ROOT.glob("*.py"), *ROOT.glob("investigations/*.py")] if not p.name.startswith("_"))
 
 
 def test_every_benchmark_script_imports_and_parses_help() -> None:
-    """Each script under benchmarks/ still imports the package as it is laid out now and builds its parser."""
+    """Each script under benchmarks/ (and benchmarks/investigations/) still imports the package as it is laid out now and builds its parser."""
     import os
     import subprocess
 

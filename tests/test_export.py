@@ -149,7 +149,7 @@ class TinyResNet(nn.Module):
 
 
 def test_int8_pte_is_one_static_int8_xnnpack_partition(tmp_path: Path) -> None:
-    """The property that makes ExecuTorch int8 run at TFLite int8's speed (issue 18, RESULTS.md): the
+    """The property that makes ExecuTorch int8 run at TFLite int8's speed (RESULTS.md, "ExecuTorch int8 vs TFLite int8"): the
     whole graph is ONE XNNPACK partition, nothing runs in ExecuTorch's portable kernels, every conv
     and linear runs as a static int8 XNNPACK operator (QS8 activations, per-channel QC8 weights: the
     ``qs8_qc8w`` micro-kernels), and float appears only at the two ends (one Convert in, one out)."""

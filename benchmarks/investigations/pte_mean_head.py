@@ -9,8 +9,8 @@ that ``benchmarks/runtimes.py`` trained three ways -- its own ``AdaptiveAvgPool2
 at fp32 and int8, and times them in ONE process in alternating blocks (``--rounds`` x ``--block``
 calls of ``Method.execute()``, ``bare_loop.alternate``), so every ratio is side by side.
 
-    python benchmarks/pte_mean_head.py                  # needs benchmarks/runtimes.py's checkpoint
-    python benchmarks/pte_mean_head.py --threads 2 --rounds 40
+    python benchmarks/investigations/pte_mean_head.py                  # needs benchmarks/runtimes.py's checkpoint
+    python benchmarks/investigations/pte_mean_head.py --threads 2 --rounds 40
 
 Writes ``benchmarks/results/pte_mean_head.json``.
 """
@@ -25,10 +25,11 @@ from unittest import mock
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/_common.py
 from _common import write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+BENCH = HERE.parent  # benchmarks/: results/
 
 
 class MeanHead(torch.nn.Module):
@@ -63,13 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.models.saved import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", default=str(HERE / "results" / "runtimes_work" / "resnet8x4_e3.pt"),
+    ap.add_argument("--checkpoint", default=str(BENCH / "results" / "runtimes_work" / "resnet8x4_e3.pt"),
                     help="a model saved by edgekd (default: the one benchmarks/runtimes.py trains)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--block", type=int, default=100)
-    ap.add_argument("--work", default=str(HERE / "results" / "pte_mean_head_work"))
-    ap.add_argument("--out", default=str(HERE / "results" / "pte_mean_head.json"))
+    ap.add_argument("--work", default=str(BENCH / "results" / "pte_mean_head_work"))
+    ap.add_argument("--out", default=str(BENCH / "results" / "pte_mean_head.json"))
     args = ap.parse_args(argv)
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():

@@ -3,21 +3,21 @@
 Two questions about the same files, on the same machine, in the same minutes:
 
 1. **Does the harness measure the runtime, not itself?** ``edgekd.benchmark(...)`` (the Python device
-   runner: a torch tensor or ``set_tensor``/``get_tensor`` per sample) against ``benchmarks/bare_loop.py``
+   runner: a torch tensor or ``set_tensor``/``get_tensor`` per sample) against ``benchmarks/investigations/bare_loop.py``
    (the runner's own loading, then only ``invoke()``/``execute()`` timed), each in its own process.
    Target: harness p50 within 2% of the bare loop's. On a loaded machine two processes differ by more
    than that by chance, so each round also runs ``bare_loop.py --call both``: the runner's ``run(x)``
    and ``invoke()`` in alternating blocks in ONE process (``run_over_invoke``), which isolates what
    the runner's per-sample work costs.
-2. **Is ExecuTorch int8 within 1.2x of the best TFLite int8** (issue 18)? Bare loops and harness both.
+2. **Is ExecuTorch int8 within 1.2x of the best TFLite int8?** Bare loops and harness both.
 
 Every round runs every file once through each loop; the order of the two loops flips every round
 (ABBA), so drift and a neighbour's load fall on both. Ratios are taken within a round and the median
 over rounds is reported, with each round's value kept. On a shared machine compare the ratios, not
 the times.
 
-    python benchmarks/runtime_overhead.py                      # threads 1,2; 7 rounds of 300 runs
-    python benchmarks/runtime_overhead.py --threads 1 --rounds 3 --runs 100   # quicker
+    python benchmarks/investigations/runtime_overhead.py                      # threads 1,2; 7 rounds of 300 runs
+    python benchmarks/investigations/runtime_overhead.py --threads 1 --rounds 3 --runs 100   # quicker
 
 Reads the bundle ``benchmarks/runtimes.py`` exported (``--bundle``); writes
 ``benchmarks/results/runtime_overhead.json`` (with ``machine_facts``) and prints a table.
@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+BENCH = HERE.parent  # benchmarks/: _common.py and results/
+sys.path.insert(0, str(BENCH))
 from _common import RUNTIMES_BUNDLE, bundle_files  # noqa: E402
 
 from edgekd.bench.machine import machine_facts  # noqa: E402
@@ -42,13 +43,13 @@ from edgekd.bench.machine import machine_facts  # noqa: E402
 DEFAULT_FILES = ("pte/int8/executorch", "tflite/int8/litert-torch", "tflite/int8/onnx2tf", "pte/fp32/executorch",
                  "tflite/fp32/litert-torch")
 HARNESS_TOLERANCE = 0.02  # issue 18: harness p50 within 2% of the bare loop
-GAP_TARGET = 1.2  # issue 18: ExecuTorch int8 p50 within 1.2x of the best TFLite int8
+GAP_TARGET = 1.2  # the target: ExecuTorch int8 p50 within 1.2x of the best TFLite int8
 IN_PROCESS_BLOCKS = 6  # blocks of --runs calls per loop in the in-process check
 
 
 def bare_loop(path: Path, threads: int, warmup: int, runs: int, inputs: Path, cpus: str | None,
               call: str = "invoke") -> dict[str, Any]:
-    """Run benchmarks/bare_loop.py in its own process and return its result line (``call="both"``:
+    """Run benchmarks/investigations/bare_loop.py in its own process and return its result line (``call="both"``:
     ``IN_PROCESS_BLOCKS`` alternating blocks of ``runs`` calls each way)."""
     argv = [sys.executable, str(HERE / "bare_loop.py"), "--model", str(path), "--threads", str(threads),
             "--warmup", str(warmup), "--inputs", str(inputs), "--call", call]
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpus", default=None, help="pin every process to these CPUs (e.g. 0,1)")
     ap.add_argument("--no-in-process", action="store_true",
                     help="skip the in-process check (runner's run(x) vs invoke() in alternating blocks)")
-    ap.add_argument("--out", default=str(HERE / "results" / "runtime_overhead.json"))
+    ap.add_argument("--out", default=str(BENCH / "results" / "runtime_overhead.json"))
     args = ap.parse_args(argv)
     root = Path(args.bundle)
     known = bundle_files(root, args.files, "runtime_overhead")
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {"benchmark": "runtime_overhead", "machine_facts": machine_facts(), "bundle": str(root),
                               "rounds": args.rounds, "runs": args.runs, "warmup": args.warmup, "cpus": args.cpus,
-                              "command": " ".join(["python", "benchmarks/runtime_overhead.py",
+                              "command": " ".join(["python", "benchmarks/investigations/runtime_overhead.py",
                                                    *(argv if argv is not None else sys.argv[1:])]),
                               "threads": {}}
     for t in (int(x) for x in args.threads.split(",")):

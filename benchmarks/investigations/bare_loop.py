@@ -5,12 +5,12 @@ TFLite ``set_tensor`` + ``invoke`` + ``get_tensor``, for ExecuTorch a torch tens
 ``Method.call`` + ``.numpy()``. This script loads the file through the runner's own backend classes
 (same thread pool setup, same input adaptation), sets the input once, and times just the runtime's
 call: ``Interpreter.invoke()`` for ``.tflite``, ``Method.execute()`` for ``.pte`` (``.pt2``: the module
-call). ``benchmarks/runtime_overhead.py`` compares the two side by side; ``benchmarks/xnnpack_kernels.py`` runs
+call). ``benchmarks/investigations/runtime_overhead.py`` compares the two side by side; ``benchmarks/investigations/xnnpack_kernels.py`` runs
 it under ``perf record``.
 
-    python benchmarks/bare_loop.py --model m.pte --threads 1 --warmup 20 --runs 300 [--inputs x.npz]
-    python benchmarks/bare_loop.py --model m.tflite --threads 1 --seconds 6 --ready   # for perf -p PID
-    python benchmarks/bare_loop.py --model a.pte --model b.tflite --threads 2 --runs 4000 --block 100
+    python benchmarks/investigations/bare_loop.py --model m.pte --threads 1 --warmup 20 --runs 300 [--inputs x.npz]
+    python benchmarks/investigations/bare_loop.py --model m.tflite --threads 1 --seconds 6 --ready   # for perf -p PID
+    python benchmarks/investigations/bare_loop.py --model a.pte --model b.tflite --threads 2 --runs 4000 --block 100
 
 Prints one JSON line on stdout: file, runtime, threads, p50_ms (+ the runner's other summaries) and
 the samples. ``--call both`` alternates blocks of ``invoke()`` and of the runner's ``run(x)`` in one
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-RUNNER = Path(__file__).resolve().parents[1] / "runtimes" / "python" / "edgekd_runner.py"
+RUNNER = Path(__file__).resolve().parents[2] / "runtimes" / "python" / "edgekd_runner.py"
 
 
 def load_runner() -> Any:

@@ -1,6 +1,6 @@
 """Which XNNPACK micro-kernels each runtime runs for the same model: ``perf record`` on a bare invoke loop.
 
-For each file it starts ``benchmarks/bare_loop.py`` (load as the device runner does, time only
+For each file it starts ``benchmarks/investigations/bare_loop.py`` (load as the device runner does, time only
 ``invoke()``/``execute()``), attaches ``perf record -p PID`` once the warm-up is done, and prints the
 hottest functions. TFLite's XNNPACK (``ai_edge_litert/libpywrap_litert_common.so``) keeps its symbol
 table, so perf names kernels such as ``xnn_qs8_qc8w_igemm_minmax_fp32_ukernel_7x16c8__avx512vnni_prfm``.
@@ -16,8 +16,8 @@ XNNPACK has no AMX code cannot use the AMX tiles of a Sapphire Rapids (or newer)
 model is exported.
 
     apt-get install -y linux-perf        # Debian; kernel.perf_event_paranoid <= 2 is enough
-    python benchmarks/xnnpack_kernels.py --threads 1 --seconds 5
-    python benchmarks/xnnpack_kernels.py --files pte/int8/executorch tflite/int8/litert-torch --threads 2
+    python benchmarks/investigations/xnnpack_kernels.py --threads 1 --seconds 5
+    python benchmarks/investigations/xnnpack_kernels.py --files pte/int8/executorch tflite/int8/litert-torch --threads 2
 
 Reads the bundle ``benchmarks/runtimes.py`` exported (``--bundle``); writes ``benchmarks/results/kernels.json``.
 """
@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+BENCH = HERE.parent  # benchmarks/: _common.py and results/
+sys.path.insert(0, str(BENCH))
 from _common import RUNTIMES_BUNDLE, bundle_files  # noqa: E402
 
 from edgekd.bench.machine import machine_facts  # noqa: E402
@@ -131,7 +132,7 @@ def profile(model: Path, threads: int, seconds: float, perf_data: Path) -> dict[
     ready = json.loads(loop.stdout.readline() or "{}")
     if ready.get("event") != "ready":
         loop.kill()
-        raise SystemExit(f"kernels: the bare loop for {model} did not start (run benchmarks/bare_loop.py by hand)")
+        raise SystemExit(f"kernels: the bare loop for {model} did not start (run benchmarks/investigations/bare_loop.py by hand)")
     perf = subprocess.run(["perf", "record", "-q", "-F", "1999", "-p", str(ready["pid"]), "-o", str(perf_data),
                            "--", "sleep", str(seconds)], capture_output=True, text=True)
     result = json.loads(loop.stdout.readline())
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=5.0, help="perf recording time per file")
     ap.add_argument("--top", type=int, default=6)
-    ap.add_argument("--out", default=str(HERE / "results" / "kernels.json"))
+    ap.add_argument("--out", default=str(BENCH / "results" / "kernels.json"))
     args = ap.parse_args(argv)
     _need("perf", "linux-perf")
     _need("objdump", "binutils")
