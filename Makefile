@@ -14,13 +14,13 @@ DEMO_ARGS ?=
 
 install: $(STAMP)
 
-# Order matters: torch first (pinned, CPU build), then edgekd with every extra ([all]: executorch,
+# Order matters: torch + torchvision first (pinned as a pair), then edgekd with every extra ([all]: executorch,
 # tflite, onnx2tf, devices, text), then onnx2tf with --no-deps (its metadata pins old numpy/TF/onnx
 # that conflict with executorch; what it imports is already in the onnx2tf extra).
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -e '.[all,test]'
 	$(BIN)/pip install --no-deps onnx2tf==1.29.24 simple-onnx-processing-tools==1.1.32
 	touch $(STAMP)
