@@ -6,7 +6,9 @@ It runs on any Linux kernel of its ABI without the device's libc, as
 ``DIR/ld-linux-aarch64.so.1 --library-path DIR DIR/edgekd_runner ...``. The remote targets push it once
 per device into a folder named by the bundle's sha256 (see :mod:`edgekd.bench.targets.remote`).
 
-``$EDGEKD_NATIVE_DIR`` (a folder holding ``<abi>/bundle``) overrides the checkout's ``build/native``.
+Where bundles are looked for (:func:`edgekd.bench.native.native_roots`): ``$EDGEKD_NATIVE_DIR`` (a folder
+holding ``<abi>/bundle``) alone when set, else the checkout's ``build/native``, then the bundles a built
+wheel ships as package data (``edgekd/runtimes/native/<abi>/bundle``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekd.bench.native import native_root
+from edgekd.bench.native import (
+    check_runner,
+    find_native_runner,
+    host_arch,
+    native_dir,
+    native_roots,
+    native_supports,
+    python_can_run,
+)
 from edgekd.bundle import sha256_of
 from edgekd.errors import TargetError
 
@@ -93,14 +103,54 @@ class RunnerBundle:
 
 
 def find_bundle(abi: str) -> RunnerBundle:
-    """The checked host bundle for ``abi``; the error names the folder and the make target that builds it."""
-    path = native_root() / abi / "bundle"
-    if not (path / MANIFEST).is_file():
-        raise TargetError(f"no native runner bundle for {abi} at {path}", stage="bench/native",
+    """The checked host bundle for ``abi`` (the first root that has one); the error names the folders looked in
+    and the make target that builds it."""
+    places = [root / abi / "bundle" for root in native_roots()]
+    path = next((p for p in places if (p / MANIFEST).is_file()), None)
+    if path is None:
+        raise TargetError(f"no native runner bundle for {abi} at {' nor at '.join(map(str, places))}",
+                          stage="bench/native",
                           hint=f"build it once on this machine: {_MAKE.get(abi, 'runtimes/cpp/build.sh --arch ' + abi)}"
-                               " (or point $EDGEKD_NATIVE_DIR at a folder holding <abi>/bundle)")
+                               " (or install an edgekd wheel built after it, or point $EDGEKD_NATIVE_DIR at a folder "
+                               "holding <abi>/bundle)")
     b = RunnerBundle.load(path)
     if b.abi != abi:
         raise TargetError(f"the bundle at {path} is for {b.abi}, not {abi}", stage="bench/native",
                           hint=f"rebuild it: {_MAKE.get(abi, 'runtimes/cpp/build.sh --arch ' + abi)}")
     return b
+
+
+def native_command(arch: str | None = None) -> list[str] | None:
+    """How to start the native runner for ``arch`` on this machine: the build folder's ``edgekd_runner``,
+    else a bundle (``<root>/<arch>/bundle``, e.g. the one a wheel ships) started by its own glibc loader;
+    None where there is neither."""
+    exe = find_native_runner(arch)
+    if exe is not None:
+        return [str(exe)]
+    try:
+        b = find_bundle(arch or host_arch())
+    except TargetError:
+        return None
+    return b.command(str(b.path))
+
+
+def choose_local_runner(runner: str, model: str | Path) -> tuple[str, list[str] | None]:
+    """For the ``local`` target: ``("native", command)`` or ``("python", None)``, by the rule in
+    :mod:`edgekd.bench.native` (``command``: :func:`native_command`).
+
+    ``runner="native"`` without a build or bundle is a TargetError saying how to build it.
+    """
+    check_runner(runner)
+    if runner == "python":
+        return "python", None
+    cmd = native_command()
+    if runner == "native":
+        if cmd is None:
+            raise TargetError(f"no native runner built in {native_dir()} (nor a bundle in "
+                              f"{' or '.join(str(r / host_arch() / 'bundle') for r in native_roots())})",
+                              stage="bench/local",
+                              hint="build it with `make native` (runtimes/cpp/build.sh), or pass runner=python")
+        return "native", cmd
+    if not python_can_run(model) and cmd is not None and native_supports(model):
+        return "native", cmd
+    return "python", None

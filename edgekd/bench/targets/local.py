@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgekd.bench.native import choose_local_runner, find_native_runner
+from edgekd.bench.runner_bundle import choose_local_runner, native_command
 from edgekd.bench.targets import TARGETS, RunnerArgs, RunnerOutcome, Target
 from edgekd.errors import TargetError
 
@@ -32,7 +32,7 @@ def runner_path() -> Path:
 @TARGETS.register("local")
 class LocalTarget(Target):
     """This machine, with the interpreter that runs edgekd (``sys.executable``), or the native runner
-    built for it (``RunnerArgs.runner``; ``auto`` as :func:`edgekd.bench.native.choose_local_runner`)."""
+    built for it (``RunnerArgs.runner``; ``auto`` as :func:`edgekd.bench.runner_bundle.choose_local_runner`)."""
 
     def __init__(self, url: str = "local", python: str | None = None) -> None:
         super().__init__(url)
@@ -46,7 +46,7 @@ class LocalTarget(Target):
         argv = args.argv(str(model_path), inputs_npz and str(inputs_npz), eval_npz and str(eval_npz))
         which, native = choose_local_runner(args.runner, model_path)
         if native is not None:
-            cmd = [str(native), *argv] + (["--profile", args.profile_path] if args.profile_path else [])
+            cmd = [*native, *argv] + (["--profile", args.profile_path] if args.profile_path else [])
         else:
             cmd = [self.python, str(self.runner), *argv]
         t0 = time.perf_counter()
@@ -63,9 +63,9 @@ class LocalTarget(Target):
         return ["local"]
 
     def describe(self) -> dict[str, Any]:
-        native = find_native_runner()
+        native = native_command()
         return {"kind": "local", "url": self.url, "hostname": platform.node(), "python": self.python,
-                "runner": str(self.runner), "native_runner": str(native) if native else None,
+                "runner": str(self.runner), "native_runner": " ".join(native) if native else None,
                 "cpu_count": os.cpu_count()}
 
 
