@@ -14,6 +14,7 @@ wheel ships as package data (``edgekd/runtimes/native/<abi>/bundle``).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,12 @@ from edgekd.bundle import sha256_of
 from edgekd.errors import TargetError
 
 FORMAT = "edgekd-native-bundle/1"
+# glibc >= 2.35 registers rseq in every thread; a seccomp filter that does not allow rseq (Android's app
+# policy, older container runtimes) kills such a process with SIGSYS. The tunable turns the registration off
+# (glibc.pthread.rseq, glibc 2.35+); the bundle's glibc is Debian's 2.36. Appended to any tunables already set.
+RSEQ_OFF = "glibc.pthread.rseq=0"
+NATIVE_ENV = 'GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}' + RSEQ_OFF + '"'  # shell text, for the device
+SIGSYS = 31  # on Linux, every ABI the bundle is built for
 MANIFEST = "bundle.json"
 SUMS = "SHA256SUMS"
 ABIS = ("aarch64", "x86_64")
@@ -100,6 +107,49 @@ class RunnerBundle:
         """How to start the runner from its folder on the device (absolute paths, any cwd)."""
         d = device_dir.rstrip("/")
         return [f"{d}/{self.loader}", "--library-path", d, f"{d}/{self.entry}"]
+
+
+def native_env(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` with glibc's rseq registration turned off (``GLIBC_TUNABLES``), for starting a native runner."""
+    have = environ.get("GLIBC_TUNABLES")
+    return {**environ, "GLIBC_TUNABLES": f"{have}:{RSEQ_OFF}" if have else RSEQ_OFF}
+
+
+def native_failure(returncode: int, stderr: str) -> tuple[str, str, str] | None:
+    """(error type, cause, fix) for a native runner that died without a JSON line: killed by a seccomp filter
+    (SIGSYS) or unable to start (the loader, a library, the file itself); None for anything else."""
+    tail = " ".join(stderr.strip().splitlines()[-3:])[-300:]
+    rebuild = ("rebuild the bundle on the host (make native-aarch64 / make native); the harness pushes it again "
+               "when its sha256 differs")
+    if returncode == -SIGSYS:
+        return ("seccomp",
+                "the device killed the native runner with SIGSYS: a seccomp filter forbids a system call it made "
+                "(on Android, glibc >= 2.35 registering rseq is the known one; the harness starts the bundle with "
+                f"GLIBC_TUNABLES={RSEQ_OFF}, which turns that off, so this filter forbids another call)",
+                "run the Python runner on the device instead (Termux: ?python=/data/data/com.termux/files/usr/bin/"
+                "python3), or build runtimes/cpp with the Android NDK and pass ?runner=/path/on/device "
+                "(runtimes/README.md)")
+    if returncode <= 0:
+        return None
+    m = re.search(r"error while loading shared libraries: ([^:]+): (.*)", stderr)
+    if m:
+        return ("loader", f"the native runner could not start on the device: the library {m.group(1)} could not "
+                          f"be loaded ({m.group(2).strip()})", rebuild)
+    m = re.search(r"version `(GLIBC[^']*)' not found", stderr)
+    if m:
+        return ("loader", f"the native runner could not start on the device: a library needs {m.group(1)}, newer "
+                          "than the glibc it was started with", rebuild)
+    if "Exec format error" in stderr or returncode == 126:
+        why = tail or f"exit {returncode}"
+        return ("loader", f"the native runner could not start on the device: it cannot be executed there ({why}: "
+                          "built for another ABI, or its folder is on a noexec mount)",
+                "use a workdir on an executable file system (?workdir=/data/local/tmp/edgekd on Android), and a "
+                "bundle of the device's ABI (make native-aarch64)")
+    if returncode == 127 or "No such file or directory" in stderr:
+        why = tail or f"exit {returncode}"
+        return ("loader", "the native runner could not start on the device (a library or the loader is missing "
+                          f"or not executable: {why})", rebuild)
+    return None
 
 
 def find_bundle(abi: str) -> RunnerBundle:
