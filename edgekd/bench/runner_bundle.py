@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekd.bench import native
 from edgekd.bench.native import (
     check_runner,
     find_native_runner,
@@ -25,7 +26,6 @@ from edgekd.bench.native import (
     native_dir,
     native_roots,
     native_supports,
-    python_can_run,
 )
 from edgekd.bundle import sha256_of
 from edgekd.errors import TargetError
@@ -201,6 +201,6 @@ def choose_local_runner(runner: str, model: str | Path) -> tuple[str, list[str] 
                               stage="bench/local",
                               hint="build it with `make native` (runtimes/cpp/build.sh), or pass runner=python")
         return "native", cmd
-    if not python_can_run(model) and cmd is not None and native_supports(model):
+    if not native.python_can_run(model) and cmd is not None and native_supports(model):
         return "native", cmd
     return "python", None
