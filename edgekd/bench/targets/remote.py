@@ -13,13 +13,13 @@ transports run the runner the same way:
    checked on the device; a missing or different one means a fresh push to ``<folder>.partial``, checked
    again, then renamed: an interrupted push is never used), once per target object;
 4. ``mkdir`` a fresh ``WORKDIR/run-XXXXXXXX`` and copy the runner (Python), the model and the ``.npz`` files;
-5. ``cd RUN && echo $$ > pid && EDGEKD_RUN=<id> exec [taskset MASK] PYTHON edgekd_runner.py ... > out.jsonl
-   2> err.txt`` (native: ``GLIBC_TUNABLES=glibc.pthread.rseq=0 DIR/ld-linux-<abi>.so.N --library-path DIR
+5. ``cd RUN && echo $$ > pid && export EDGEKD_RUN=<id> && [taskset MASK] PYTHON edgekd_runner.py ... > out.jsonl
+   2> err.txt; exit with its status`` (native: ``GLIBC_TUNABLES=glibc.pthread.rseq=0 DIR/ld-linux-<abi>.so.N --library-path DIR
    DIR/edgekd_runner ... [--profile RUN/<dump>]``: glibc's rseq registration off, so a seccomp filter that
    forbids rseq, as Android's may, cannot kill it) with a timeout. On timeout the runner is ended with
-   everything it started: its pid, its process group where it leads one, and every process whose
-   environment carries its ``EDGEKD_RUN`` mark (children keep it, even once orphaned); the outcome says
-   which runner ran;
+   everything it started: the shell, its process group where it leads one, and every process whose
+   environment carries the run's ``EDGEKD_RUN`` mark (the runner and its children keep it, even once
+   orphaned); the outcome says which runner ran;
 6. read ``out.jsonl`` / ``err.txt`` back (and the profile dump the native runner wrote, with ``--profile``),
    remove the folder.
 
@@ -336,8 +336,12 @@ class RemoteTarget(Target):
         q = shlex.quote
         mark = f"EDGEKD_RUN={run.rsplit('/', 1)[-1]}-{uuid.uuid4().hex[:8]}"
         env = f"{NATIVE_ENV} " if which == "native" else ""
-        command = (f"cd {q(run)} && echo $$ > pid && export {mark} && PYTHONUNBUFFERED=1 {env}exec {pin}"
-                   f"{sh_path(exe[0])} {' '.join(q(a) for a in [*exe[1:], *argv])} > out.jsonl 2> err.txt")
+        # The shell stays (no exec) and exits with the runner's status: a runner killed by a signal is then
+        # "128 + N" from the shell, which every transport reports (sshd reports a killed session process as an
+        # exit-signal that paramiko drops, which would read as a lost connection).
+        command = (f"cd {q(run)} && echo $$ > pid && export {mark} && PYTHONUNBUFFERED=1 {env}{pin}"
+                   f"{sh_path(exe[0])} {' '.join(q(a) for a in [*exe[1:], *argv])} > out.jsonl 2> err.txt; "
+                   "rc=$?; exit $rc")
         outcome = self.exec(command, timeout_s)
         if outcome.timed_out:
             self.exec(_end_all(f"{run}/pid", mark), max(self.cmd_timeout_s, 60))
