@@ -18,8 +18,7 @@ sdist, so the sdist command puts the checked bundles back into its tree (``build
 and the wheel built from that sdist carries them too.
 """
 
-import hashlib
-import json
+import importlib.util
 import os
 from pathlib import Path
 
@@ -33,27 +32,12 @@ NATIVE_ABIS = ("x86_64", "aarch64")
 MAKE = {"x86_64": "make native", "aarch64": "make native-aarch64"}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _bundle_problem(folder: Path, abi: str) -> str | None:
-    """Why ``folder`` is not a complete bundle for ``abi`` (None when every file matches bundle.json)."""
-    try:
-        manifest = json.loads((folder / "bundle.json").read_text())
-    except (OSError, ValueError) as e:
-        return f"no readable {folder / 'bundle.json'} ({e.__class__.__name__})"
-    if manifest.get("abi") != abi:
-        return f"{folder} is for {manifest.get('abi')!r}, not {abi}"
-    for name, entry in {**manifest["files"], "SHA256SUMS": {"sha256": manifest["sha256"]}}.items():
-        f = folder / name
-        if not f.is_file() or _sha256(f) != entry["sha256"]:
-            return f"{f} is missing or does not match bundle.json"
-    return None
+    """make_bundle.py's own check (every file against bundle.json), loaded from its file: stdlib only."""
+    spec = importlib.util.spec_from_file_location("edgekd_make_bundle", HERE / "runtimes" / "cpp" / "make_bundle.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.problem(folder, abi)
 
 
 def _bundles(warn) -> dict[str, Path]:  # noqa: ANN001

@@ -31,7 +31,7 @@ from edgekd.bench.runner_bundle import RunnerBundle
 from edgekd.bundle import Bundle, ModelFile, TensorSpec, sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "edgekd", "runtimes/python/edgekd_runner.py",
+SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "edgekd", "runtimes/python/edgekd_runner.py", "runtimes/cpp",
            "runtimes/README.md")
 
 
