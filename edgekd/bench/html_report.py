@@ -38,6 +38,7 @@ from edgekd.errors import ConfigError
 from edgekd.files import atomic_path, make_folder, write_atomic
 
 TOP_OPS = 10
+_SOURCES = {"pte": "etdump", "tflite": "litert-profiler"}  # the op table source each format's runtime writes
 
 
 def _slug(text: str) -> str:
@@ -97,10 +98,19 @@ def _target(url: str) -> str:
 # -- op tables -------------------------------------------------------------------------------------
 def ops_path(run: Path, r: BenchResult) -> Path:
     """Where the op table of ``r`` lives: its ``profile`` field, else ``profiles/<profile_stem>.ops.json`` (one per
-    file: the stem, the key and the threads)."""
+    file: the stem, the key and the threads), else the name older runs used (``<stem>__<threads>t.ops.json``,
+    shared by a .pte and a .tflite of one stem), taken only where its source is the row's runtime's."""
     if r.profile:
         return run / r.profile
-    return run / PROFILES / f"{profile_stem(r.model, r.key, r.threads)}.ops.json"
+    keyed = run / PROFILES / f"{profile_stem(r.model, r.key, r.threads)}.ops.json"
+    legacy = run / PROFILES / f"{Path(r.model).stem}__{r.threads}t.ops.json"
+    if keyed.is_file() or not legacy.is_file():
+        return keyed
+    try:
+        source = json.loads(legacy.read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return keyed
+    return legacy if source == _SOURCES.get(r.format) else keyed
 
 
 def load_ops(path: Path) -> list[dict[str, Any]] | None:
