@@ -31,12 +31,17 @@ demo: install
 system-deps:
 	bash scripts/system-deps.sh
 
-# The native C++ runner (runtimes/cpp, runtimes/README.md "Native runner"): build/native/<arch>/
-native: install
-	runtimes/cpp/build.sh --arch x86_64 --python $(BIN)/python
+# The native C++ runner (runtimes/cpp, runtimes/README.md "Native runner"): build/native/<arch>/.
+# Both work from a fresh clone (no build/ folder, no wheel cache). NATIVE_PYTHON=/path/to/python builds
+# against an existing environment (its executorch and ai-edge-litert) instead of installing .venv first.
+NATIVE_PYTHON ?=
+NATIVE_PY := $(or $(NATIVE_PYTHON),$(BIN)/python)
 
-native-aarch64: install
-	runtimes/cpp/build.sh --arch aarch64 --python $(BIN)/python
+native: $(if $(NATIVE_PYTHON),,install)
+	bash runtimes/cpp/build.sh --arch x86_64 --python $(NATIVE_PY)
+
+native-aarch64: $(if $(NATIVE_PYTHON),,install)
+	bash runtimes/cpp/build.sh --arch aarch64 --python $(NATIVE_PY)
 
 lint: install
 	$(BIN)/ruff check edgekd runtimes benchmarks tests

@@ -36,6 +36,7 @@ import numpy as np
 
 from edgekd.bundle import MANIFEST, Bundle, ModelFile, Preprocessing, TensorSpec
 from edgekd.errors import ConfigError, ModelFileError
+from edgekd.files import atomic_path, make_folder, write_atomic
 from edgekd.formats import app_formats, dequantize, quantize, to_layout
 
 __all__ = [
@@ -226,9 +227,8 @@ def write_pnm(path: str | Path, image: np.ndarray) -> Path:
     """Write a binary PGM (gray) or PPM (RGB) file, the format the Java core's CLI reads."""
     a = _hwc(image)
     magic = b"P5" if a.shape[2] == 1 else b"P6"
-    out = Path(path)
-    out.write_bytes(magic + f"\n{a.shape[1]} {a.shape[0]}\n255\n".encode() + a.tobytes())
-    return out
+    return write_atomic(path, magic + f"\n{a.shape[1]} {a.shape[0]}\n255\n".encode() + a.tobytes(), stage=_STAGE,
+                        what="the image")
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:
@@ -241,10 +241,8 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
 
     rows = b"".join(b"\x00" + a[y].tobytes() for y in range(h))
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0 if c == 1 else 2, 0, 0, 0)
-    out = Path(path)
-    out.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 9))
-                    + chunk(b"IEND", b""))
-    return out
+    return write_atomic(path, b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 9))
+                        + chunk(b"IEND", b""), stage=_STAGE, what="the image")
 
 
 # -- assets -------------------------------------------------------------------------------------------
@@ -269,8 +267,7 @@ def copy_to_android_assets(
         have = ", ".join(f.key for f in b.files) or "none"
         raise ConfigError(f"the bundle has no {'/'.join(formats)} file for the app (it has: {have})",
                           stage=_STAGE, hint="export with --formats pte,tflite")
-    dest = Path(assets_dir)
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = make_folder(assets_dir, stage=_STAGE, fix="pass another --android-assets folder")
     old = dest / MANIFEST
     if old.exists():
         try:
@@ -283,8 +280,10 @@ def copy_to_android_assets(
                 target.unlink()
     written: list[Path] = []
     for f in keep:
-        (dest / f.path).parent.mkdir(parents=True, exist_ok=True)
-        written.append(Path(shutil.copyfile(b.path_of(f), dest / f.path)))
+        with atomic_path(dest / f.path, stage=_STAGE, what="the model file",
+                         fix="pass another --android-assets folder") as tmp:
+            shutil.copyfile(b.path_of(f), tmp)
+        written.append(dest / f.path)
     copied: list[ModelFile] = list(keep)
     written.append(replace(b, root=dest, files=copied).save())
     if samples is not None:

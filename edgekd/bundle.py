@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import ModelFileError
+from edgekd.files import write_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST = "edgekd.json"
@@ -221,9 +222,6 @@ class Bundle:
         return _jsonable(d)
 
     def save(self) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        out = self.root / MANIFEST
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(out)
-        return out
+        """Write ``edgekd.json`` atomically (a full disk or unwritable folder: an OutputError naming it)."""
+        return write_atomic(self.root / MANIFEST, json.dumps(self.to_dict(), indent=2) + "\n", stage="export",
+                            what="the bundle manifest")

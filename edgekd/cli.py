@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from edgekd.errors import EdgekdError
 from edgekd.settings import RunSettings, add_flags, given
@@ -171,6 +172,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError("--repeat and --sustained measure one target at a time", stage="bench",
                           hint="pass a single --target with them")
     kw = dict(warmup=args.warmup, runs=args.runs, threads=args.threads, eval_data=_eval_data(args.eval_data, args),
+              inputs=args.inputs,
               out_dir=args.out or args.resume, files=_csv(args.files) if args.files else None,
               resume=bool(args.resume), timeout_s=args.timeout, progress=not args.no_progress, runner=args.runner,
               min_runs=args.min_runs, min_duration=args.min_duration, mlperf=args.mlperf)
@@ -194,6 +196,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for r in short:
             print(f"note: {r.model_name} {r.key}: {r.spread.n} runs over {r.spread.duration_s:.1f} s is short of "  # type: ignore[union-attr]
                   "MLPerf Mobile's 1024 queries / 60 s", file=_terminal())
+    for r in results:  # what the runner changed or noticed (float64 input converted, NaN fed) and missing profiles
+        for note in [*r.notes, *([f"no operator table: {r.profile_error}"] if r.profile_error else [])]:
+            print(f"note: {Path(r.model).name} [{r.key}]: {note}", file=_terminal())
     failed = [r for r in results if r.error]
     for r in failed:
         print(f"error: {r.model}: {r.error}", file=_terminal())
@@ -217,8 +222,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from edgekd.bench.html_report import write_html_report
+    from edgekd.bench.results import RESULTS, load_results
 
     runs = args.run_dir
+    for run in runs:  # rows of another edgekd version load; say what could not
+        if note := load_results(Path(run) / RESULTS).describe():
+            print(f"note: {note}", file=_terminal())
     print(f"wrote {write_html_report(runs if len(runs) > 1 else runs[0], args.out)}")
     return 0
 
@@ -313,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=100)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--eval-data", default=None, help="an .npz with x and y, or a data set name (test split)")
+    b.add_argument("--inputs", default=None, metavar="X.npz",
+                   help="the input to time on, as an .npz with key x (the logical input: NCHW, the model's batch size; "
+                        "float64 is converted to the model's dtype and NaN is fed as it is, each said in the result); "
+                        "default: zeros of the model's input shape")
     b.add_argument("--eval-samples", type=int, default=1000)
     b.add_argument("--data-root", default=None)
     b.add_argument("--seed", type=int, default=0)

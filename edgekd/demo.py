@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from edgekd.bench.results import BenchResult
+from edgekd.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,8 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
         "report": str(report),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n", stage="demo",
+                 what="the demo summary")
     print()
     print(format_status(results))
     print(f"(exported: the seed-{cfg.seeds[0]} students; acc % by the runtime on {len(y_eval)} test images)")

@@ -55,5 +55,9 @@ class TargetError(BenchError):
     """A target could not be reached or is missing what the runner needs."""
 
 
+class OutputError(EdgekdError):
+    """A file or folder could not be written (disk full, read-only file system, no permission)."""
+
+
 class MissingExtraError(EdgekdError, ImportError):
     """An optional backend is not installed; the hint is the ``pip install 'edgekd[...]'`` to run."""

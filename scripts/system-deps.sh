@@ -4,6 +4,7 @@
 #   openssh-server, adb   stand-in SSH board and the real adb client for the remote-target tests
 #   dataset-fashion-mnist the Fashion-MNIST benchmark data (benchmarks/)
 #   linux-perf            perf record/report for benchmarks/investigations/xnnpack_kernels.py (which XNNPACK kernels run)
+#   cmake g++ binutils    the native runner's build (`make native`; readelf for its bundle)
 #   g++-aarch64-linux-gnu the aarch64 cross-compiler and glibc (libc6-arm64-cross) for `make native-aarch64`;
 #                         the runner bundle ships that glibc (runtimes/cpp/make_bundle.py)
 #   qemu-user-static      runs the aarch64 bundle here (binfmt_misc; the slow tier registers it with the F flag)
@@ -13,7 +14,7 @@
 # need a missing tool say so when they run.
 set -euo pipefail
 pkgs=(junit4 default-jdk-headless openssh-server openssh-client adb dataset-fashion-mnist fortunes linux-perf
-      g++-aarch64-linux-gnu qemu-user-static busybox-static:arm64)
+      cmake g++ binutils g++-aarch64-linux-gnu qemu-user-static busybox-static:arm64)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "edgekd"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "registry", "extras", "settings", "_version", "formats", "bundle", "quiet"),  # stdlib + numpy, no torch
+    ("errors", "files", "registry", "extras", "settings", "_version", "formats", "bundle", "quiet"),  # stdlib + numpy, no torch
     ("data", "models", "eval"),
     ("distillation",),
     ("quantization",),

@@ -139,3 +139,36 @@ def test_full_and_read_only_remote_folders(tiny_models, adbd: Daemon, sshd: Daem
     for r in results[2:4]:
         assert "cannot create the run folder" in r.error and "Read-only" in r.error and "?workdir=" in r.error
     assert len(_rows(tmp_path / "run")) == 5
+
+
+def _spawning_python(folder: Path, marks: Path) -> Path:
+    """A 'python3' for the device that starts a child (and a grandchild that leaves its parent), writes every pid
+    to ``marks`` and never answers: what a hung runtime with a thread pool or a helper process looks like."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "python3"
+    script.write_text(f'#!/bin/sh\ncase "$*" in *--model*) ;; *) exec "{VENV_BIN / "python3"}" "$@";; esac\n'
+                      f'sleep 300 & echo $! >> "{marks}"\n'
+                      f'sh -c \'sleep 301 & echo $! >> "{marks}"\' \n'  # orphaned at once: its parent exits
+                      f'echo $$ >> "{marks}"\nexec sleep 302\n')
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("where", ["local", "ssh", "adb"])
+def test_a_hung_runner_is_ended_with_everything_it_started(tiny_models, adbd: Daemon, sshd: Daemon, where: str,
+                                                           tmp_path: Path) -> None:
+    from edgekd.bench.targets.local import LocalTarget
+
+    marks = tmp_path / "pids"
+    fake = _spawning_python(tmp_path / "bin", marks)
+    target = (LocalTarget(python=str(fake)) if where == "local" else
+              (sshd if where == "ssh" else adbd).url(python=str(fake), workdir=str(tmp_path / "w")))
+    [r] = benchmark(tiny_models.tflite, target=target, runner="python", runs=1, warmup=0, out_dir=tmp_path / "run",
+                    timeout_s=4, progress=False)
+    assert not r.ok and r.error_type == "timeout" and "timed out after 4s" in r.error
+    pids = [int(p) for p in marks.read_text().split()]
+    assert len(pids) == 3
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)], "processes the runner started outlived the timeout"

@@ -18,8 +18,13 @@ through qemu-aarch64-static via binfmt_misc. ``runner=auto`` finds no Python, pu
 Each model (.pte and .tflite, fp32 and int8) must give the same accuracy, input and output shape as the
 Python runner on this host. Emulated timings mean nothing and are not checked.
 
-Needs root, qemu-user-static, busybox-static:arm64 (scripts/system-deps.sh) and the aarch64 bundle
-(``make native-aarch64``); a missing one is a failure that names the fix, not a skip.
+It also builds the aarch64 bundle from an EMPTY wheel cache (``EDGEKD_WHEEL_CACHE``: a fresh machine's first
+``make native-aarch64``), and benchs the bare root from a wheel that carries the aarch64 bundle, installed in a
+fresh venv with no checkout around.
+
+Needs root, qemu-user-static, busybox-static:arm64, g++-aarch64-linux-gnu (scripts/system-deps.sh) and PyPI once
+(the aarch64 wheels); a missing one is a failure that names the fix, not a skip. Without a built aarch64 bundle
+(a clean clone) it is built first, as ``make native-aarch64`` does.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -122,12 +128,49 @@ def _arm64_cpuinfo(n: int) -> str:
     return "".join(f"processor\t: {i}\n{core}\n" for i in range(n))
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _build_aarch64(repo: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(repo / "runtimes/cpp/build.sh"), "--arch", "aarch64", "--python", sys.executable],
+                          capture_output=True, text=True, timeout=1800, env={**os.environ, **(env or {})})
+
+
 @pytest.fixture(scope="module")
 def arm_bundle() -> RunnerBundle:
+    """The checkout's aarch64 bundle, built first where there is none (a clean clone: make native-aarch64)."""
+    try:
+        return find_bundle("aarch64")
+    except TargetError:
+        p = _build_aarch64(ROOT)
+        _need(p.returncode == 0, f"make native-aarch64 failed:\n{p.stdout[-1500:]}\n{p.stderr[-2500:]}",
+              "see the message above (PyPI access once, g++-aarch64-linux-gnu)")
     try:
         return find_bundle("aarch64")
     except TargetError as e:
         pytest.fail(str(e), pytrace=False)
+
+
+def test_the_aarch64_bundle_builds_from_an_empty_wheel_cache(tmp_path: Path, tiny_models) -> None:
+    """runtimes/cpp alone, copied out of the checkout (no build/ folder), with an empty wheel cache: the first
+    build on a fresh machine downloads both wheels and goes through in one go (it used to take the download
+    message for the wheel's path and fail twice)."""
+    repo = tmp_path / "clone"
+    shutil.copytree(ROOT / "runtimes" / "cpp", repo / "runtimes" / "cpp")
+    cache = tmp_path / "empty_cache"
+    p = _build_aarch64(repo, {"EDGEKD_WHEEL_CACHE": str(cache)})
+    assert p.returncode == 0, f"{p.stdout[-1500:]}\n{p.stderr[-2500:]}"
+    assert "fetch_wheels: downloading executorch==" in p.stderr and "fetch_wheels: downloading ai-edge-litert==" in p.stderr
+    assert sorted(w.name.split("-")[0] for w in cache.glob("*.whl")) == ["ai_edge_litert", "executorch"]
+    b = RunnerBundle.load(repo / "build" / "native" / "aarch64" / "bundle")  # every sha256 checked
+    assert b.abi == "aarch64" and {"libexecutorch.so", "libLiteRt.so", "libc.so.6", b.loader, b.entry} <= set(b.files)
+    machine = subprocess.run(["readelf", "-h", str(b.path / b.entry)], capture_output=True, text=True).stdout
+    assert "AArch64" in machine
+    _binfmt_aarch64()
+    # it starts under qemu-user and speaks the protocol (a .pt2 is the native runner's runtime_missing, exit 5)
+    run = subprocess.run([*b.command(str(b.path)), "--model", str(tiny_models.pt2)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "QEMU_CPU": "neoverse-n1"})
+    assert run.returncode == 5 and json.loads(run.stdout)["error_type"] == "runtime_missing", run.stderr[-1000:]
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +263,26 @@ def test_a_runner_without_its_libraries_fails_naming_the_fix(devices, bare_root:
                     runs=1, warmup=0, out_dir=tmp_path, timeout_s=300, progress=False)
     assert not r.ok and r.runner == "native" and r.exit_code not in (0, None)  # 127 on a kernel; 255 from qemu
     assert "could not start on the device" in r.error and "make native-aarch64" in r.error
+
+
+def test_bench_a_bare_arm64_device_from_an_installed_wheel(arm_bundle: RunnerBundle, devices, bare_root: Path,
+                                                           tiny_models, tmp_path: Path) -> None:
+    """`python -m build` after the native builds, installed into a fresh venv (not editable, no checkout around):
+    `edgekd bench --target adb://...` pushes the wheel's aarch64 bundle into the bare root and runs it there."""
+    from test_wheel import _env, install_wheel
+
+    venv, _, bundles = install_wheel(tmp_path / "wheel", aarch64=arm_bundle.path)
+    assert bundles["aarch64"].sha256 == arm_bundle.sha256
+    work = "/tmp/edgekd-wheel"  # a folder of its own on the device: the push must come from the wheel
+    url = devices["adb"].url(workdir=work, timeout="300")
+    out = tmp_path / "run"
+    p = subprocess.run([str(venv / "bin" / "edgekd"), "bench", str(tiny_models.tflite), "--target", url, "--runs", "2",
+                        "--warmup", "0", "--threads", "1", "--eval-data", str(tiny_models.eval), "--timeout", "900",
+                        "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=1800, env=_env(),
+                       cwd=tmp_path)
+    assert p.returncode == 0, (p.stdout[-1500:], p.stderr[-2500:])
+    [row] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert row["runner"] == "native" and row["machine"]["machine"] == "aarch64" and row["error"] is None
+    assert row["accuracy"] == pytest.approx(tiny_models.eager_accuracy, abs=0.02)
+    folder = bare_root / work.lstrip("/") / "native" / f"aarch64-{arm_bundle.sha256[:16]}"
+    assert folder.is_dir() and sorted(f.name for f in folder.iterdir()) == sorted(arm_bundle.expected_sums())

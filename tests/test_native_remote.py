@@ -252,3 +252,137 @@ def test_the_real_bundle_over_both_transports_agrees_with_the_python_runner(
         assert nat.accuracy == py.accuracy and nat.eval_samples == py.eval_samples == 60
         assert (nat.input["shape"], nat.input["dtype"]) == (py.input["shape"], py.input["dtype"])
     assert [p.name for p in (tmp_path / "dev" / "native").iterdir()] == [f"x86_64-{real_bundle.sha256[:16]}"]
+
+
+def test_profile_over_both_transports_is_pulled_back_and_reported(
+        tiny_models, daemon, real_bundle: RunnerBundle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--profile on a device: the native runner writes its dump there, the harness pulls it back, parses it on
+    the host (one table per file: a .pte and a .tflite of the same stem each keep theirs) and `edgekd report`
+    shows it."""
+    from test_harness import _bundle
+
+    monkeypatch.delenv("EDGEKD_NATIVE_DIR", raising=False)
+    root = _bundle(tmp_path / "bundle", {
+        "model_fp32.pte": (tiny_models.pte.read_bytes(), "pte", "fp32", "executorch"),
+        "model_fp32.tflite": (tiny_models.tflite.read_bytes(), "tflite", "fp32", "litert-torch")}).root
+    run = tmp_path / "run"
+    rows = benchmark(root, target=daemon.url(python=NO_PYTHON, workdir=str(tmp_path / "dev")), profile=True,
+                     runs=2, warmup=0, threads=1, out_dir=run, progress=False)
+    assert [(r.ok, r.runner, r.profile_error) for r in rows] == [(True, "native", None)] * 2, [r.error for r in rows]
+    tables = {r.format: json.loads((run / r.profile).read_text()) for r in rows}
+    assert (tables["pte"]["source"], tables["tflite"]["source"]) == ("etdump", "litert-profiler")
+    assert all(t["total_ms"] > 0 and t["ops"] for t in tables.values())
+    assert not list((tmp_path / "dev").glob("run-*"))  # the device folder is gone, the dumps came back
+    assert main(["report", str(run)]) == 0
+    page = (run / "report" / "index.html").read_text()
+    assert page.count("Convolution (NHWC, F32) IGEMM") >= 2  # both files' XNNPACK operators, each in its table
+
+
+def test_inputs_through_the_cli_on_a_device_with_the_native_runner(
+        tiny_models, daemon, real_bundle: RunnerBundle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`edgekd bench --inputs X.npz` reaches the native runner on the device: float64 converted and said, NaN fed
+    and said, a wrong shape the runner's clear error."""
+    import numpy as np
+
+    monkeypatch.delenv("EDGEKD_NATIVE_DIR", raising=False)
+    with np.load(tiny_models.inputs) as f:
+        x = f["x"].astype(np.float64)
+    x[0, 0, 0, 0] = np.nan
+    good, small = tmp_path / "x64.npz", tmp_path / "small.npz"
+    np.savez(good, x=x)
+    np.savez(small, x=np.zeros((1, 1, 4, 4), np.float32))
+    url = daemon.url(python=NO_PYTHON, workdir=str(tmp_path / "dev"))
+    base = ["bench", str(tiny_models.tflite), "--target", url, "--runs", "2", "--warmup", "0", "--threads", "1",
+            "--no-progress"]
+    assert main([*base, "--inputs", str(good), "--out", str(tmp_path / "a")]) == 0
+    [row] = [json.loads(line) for line in (tmp_path / "a" / "results.jsonl").read_text().splitlines()]
+    assert row["runner"] == "native" and row["input"]["given_dtype"] == "float64" and row["input"]["nan"] == 1
+    assert row["notes"][:2] == ["input x is float64; converted to float32, the model's input dtype",
+                                "input x holds 1 NaN of 64 values; fed as they are"]
+    err = capsys.readouterr().err
+    assert f"note: tiny.tflite [{row['key']}]: input x is float64; converted to float32" in err
+    assert f"note: tiny.tflite [{row['key']}]: the output holds 10 NaN of 10 values" in err
+    assert main([*base, "--inputs", str(small), "--out", str(tmp_path / "b")]) == 1
+    [row] = [json.loads(line) for line in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
+    assert row["error_type"] == "input_mismatch" and row["exit_code"] == 4 and "[1, 1, 4, 4]" in row["error"]
+
+
+SECCOMP_LAUNCHER = r"""
+// Runs argv[1..] under a seccomp filter that kills the process on the rseq system call (glibc >= 2.35 makes it
+// in every thread it starts), as a device's seccomp policy that does not allow rseq would.
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char** argv) {
+  struct sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_rseq, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+  if (argc < 2 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) {
+    perror("seccomp launcher");
+    return 99;
+  }
+  execv(argv[1], argv + 1);
+  perror("execv");
+  return 98;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def seccomp_launcher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    assert gcc, "gcc is needed to build the seccomp launcher (apt-get install gcc)"
+    d = tmp_path_factory.mktemp("seccomp")
+    (d / "launcher.c").write_text(SECCOMP_LAUNCHER)
+    subprocess.run([gcc, "-O1", "-o", str(d / "launcher"), str(d / "launcher.c")], check=True)
+    return d / "launcher"
+
+
+def test_the_bundle_survives_a_seccomp_filter_that_forbids_rseq_only_with_the_tunable(
+        tiny_models, real_bundle: RunnerBundle, seccomp_launcher: Path) -> None:
+    """The real bundle (glibc 2.36) under a kill-on-rseq filter: without GLIBC_TUNABLES=glibc.pthread.rseq=0 the
+    kernel kills it with SIGSYS before main; with it, it runs and measures (the thread pool starts threads too)."""
+    from edgekd.bench.runner_bundle import RSEQ_OFF
+
+    cmd = [str(seccomp_launcher), *real_bundle.command(str(real_bundle.path)), "--model", str(tiny_models.tflite),
+           "--runs", "2", "--warmup", "0", "--threads", "2"]
+    env = {k: v for k, v in __import__("os").environ.items() if k != "GLIBC_TUNABLES"}
+    dead = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    assert dead.returncode == -31 and not dead.stdout, (dead.returncode, dead.stdout, dead.stderr)  # SIGSYS
+    alive = subprocess.run(cmd, capture_output=True, text=True, env={**env, "GLIBC_TUNABLES": RSEQ_OFF}, timeout=60)
+    assert alive.returncode == 0, alive.stderr[-1000:]
+    assert json.loads(alive.stdout)["event"] == "result"
+
+
+def test_on_a_device_with_such_a_filter_the_harness_sets_the_tunable_and_names_sigsys_otherwise(
+        tiny_models, daemon, real_bundle: RunnerBundle, seccomp_launcher: Path, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """A device whose processes run under the kill-on-rseq filter (the runner path is a wrapper that starts the
+    bundle through the launcher): the harness's launch survives; a launch without the tunable dies by SIGSYS, and
+    the row names the cause and the fix."""
+    from edgekd.bench.targets import remote
+
+    monkeypatch.delenv("EDGEKD_NATIVE_DIR", raising=False)
+    wrapper = tmp_path / "seccomp_runner.sh"
+    wrapper.write_text("#!/bin/sh\nexec " + " ".join(map(str, [seccomp_launcher, *real_bundle.command(
+        str(real_bundle.path))])) + ' "$@"\n')
+    wrapper.chmod(0o755)
+    url = daemon.url(python=NO_PYTHON, workdir=str(tmp_path / "dev"), runner=str(wrapper))
+    [ok] = benchmark(tiny_models.tflite, target=url, runs=2, warmup=0, threads=2, out_dir=tmp_path / "a",
+                     progress=False)
+    assert ok.ok and ok.runner == "native", ok.error
+    monkeypatch.setattr(remote, "NATIVE_ENV", "EDGEKD_TEST_NO_TUNABLE=1")  # a launch without it
+    [dead] = benchmark(tiny_models.tflite, target=url, runs=2, warmup=0, threads=2, out_dir=tmp_path / "b",
+                       progress=False)
+    assert not dead.ok and dead.error_type == "seccomp" and dead.exit_code == -31, dead.error
+    assert "SIGSYS" in dead.error and "seccomp filter" in dead.error and "rseq" in dead.error
+    assert "GLIBC_TUNABLES=glibc.pthread.rseq=0" in dead.error and "fix: run the Python runner" in dead.error

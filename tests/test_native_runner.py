@@ -81,7 +81,7 @@ def test_same_protocol_and_results_as_the_python_runner(native_runner, tiny_mode
     assert set(n) - set(p) <= NEW_FIELDS
     assert set(n["machine"]) == set(p["machine"]) - PY_ONLY
     for key in ("event", "runtime", "runtime_version", "model", "model_bytes", "threads", "cpus", "warmup",
-                "runs", "eval_samples", "input", "output_shape", "accuracy", "eval_predictions"):
+                "runs", "eval_samples", "input", "output_shape", "output_nan", "notes", "accuracy", "eval_predictions"):
         assert n[key] == p[key], (key, n[key], p[key])
     assert n["interpreter"].startswith("edgekd_runner (native C++)") and n["interpreter"] != p["interpreter"]
     assert n["latency_ms"] == pytest.approx(Stats.from_samples(n["latency_samples_ms"]).to_dict(), rel=1e-9)
@@ -131,7 +131,8 @@ def test_nhwc_layout_is_chosen_and_transposed_like_the_python_runner(native_runn
     (rc_n, n), (rc_p, p) = both(native_runner, tiny_models.tflite, "--inputs", str(inp), "--eval", str(ev),
                                 "--warmup", "0", "--runs", "2", "--keep-samples")
     assert rc_n == rc_p == 0
-    assert n["input"] == p["input"] == {"shape": [1, 1, 8, 8], "dtype": "float32", "layout": "NHWC"}
+    assert n["input"] == p["input"] == {"shape": [1, 1, 8, 8], "dtype": "float32", "layout": "NHWC",
+                                        "given_dtype": "float32", "nan": 0, "inf": 0}
     assert n["eval_predictions"] == p["eval_predictions"] == tiny_models.eager_preds.tolist()
 
 
@@ -146,6 +147,51 @@ def test_compressed_npz_min_duration_and_cpus(native_runner, tiny_models, tmp_pa
     assert r["eval_predictions"] == tiny_models.eager_preds.tolist()
     assert r["runs"] == len(r["latency_samples_ms"]) > 3 and r["min_duration_s"] == 0.2
     assert r["cpus"] == [0] and r["input"]["layout"] == "native"
+
+
+@pytest.mark.parametrize("which", ["pte", "tflite", "tflite_int8"])
+def test_float64_nan_and_inf_inputs_run_and_both_runners_say_so(native_runner, tiny_models, tiny_pte_int8, which,
+                                                               tmp_path) -> None:
+    """float64 is converted to the file's dtype, NaN/inf are fed (a quantized input takes NaN as its zero point),
+    and the result says so: the same fields and sentences from the Python and the C++ runner."""
+    model = _model(tiny_models, tiny_pte_int8, which)
+    quantized = which == "tflite_int8"
+    with np.load(tiny_models.inputs) as f:
+        x = f["x"]
+    runs = ("--warmup", "0", "--runs", "2")
+    f64, nan, zeroed = tmp_path / "f64.npz", tmp_path / "nan.npz", tmp_path / "zeroed.npz"
+    np.savez(f64, x=x.astype(np.float64))
+    bad = x.copy()
+    bad[0, 0, 0, :3] = np.nan
+    bad[0, 0, 1, 0] = np.inf
+    np.savez(nan, x=bad)
+    np.savez(zeroed, x=np.where(np.isnan(bad), np.float32(0), bad))
+
+    (rc_n, n), (rc_p, p) = both(native_runner, model, "--inputs", str(f64), *runs)
+    assert rc_n == rc_p == 0, (n, p)
+    assert n["notes"] == p["notes"] and n["input"] == p["input"]
+    want = "int8" if quantized else "float32"
+    assert p["input"]["given_dtype"] == "float64" and p["input"]["dtype"] == want
+    assert p["notes"] == [f"input x is float64; converted to {want}, the model's input dtype"
+                          + (" (quantized with the file's scale and zero point)" if quantized else "")]
+
+    (rc_n, n), (rc_p, p) = both(native_runner, model, "--inputs", str(nan), *runs)
+    assert rc_n == rc_p == 0, (n, p)
+    assert n["notes"] == p["notes"] and n["input"] == p["input"] and n["output_nan"] == p["output_nan"]
+    assert (p["input"]["nan"], p["input"]["inf"]) == (3, 1)
+    assert p["notes"][0] == "input x holds 3 NaN of 64 values; " + (
+        "fed as the zero point (0.0): the quantized input cannot hold NaN" if quantized else "fed as they are")
+    if quantized:  # defined: exactly what feeding 0.0 in place of each NaN gives
+        assert p["output_nan"] == 0
+        outs = []
+        for inp in (nan, zeroed):
+            out = tmp_path / f"{inp.stem}.npy"
+            assert run([str(native_runner), "--model", str(model), "--inputs", str(inp), *runs,
+                        "--save-output", str(out)])[0] == 0
+            outs.append(np.load(out))
+        np.testing.assert_array_equal(*outs)
+    else:  # NaN goes through the network: the output says so too
+        assert p["output_nan"] > 0 and p["notes"][-1].startswith(f"the output holds {p['output_nan']} NaN")
 
 
 def _bad_cases(tiny_models, tmp_path: Path) -> dict[str, tuple[list[str], int, str]]:
@@ -251,7 +297,8 @@ def test_profile_stores_the_operator_table(native_runner, tiny_models, tmp_path,
 
     [r] = benchmark(getattr(tiny_models, which), runner="native", profile=True, warmup=1, runs=3, threads=1,
                     progress=False, out_dir=tmp_path)
-    assert r.ok and r.profile == "profiles/tiny__1t.ops.json", (r.error, r.profile)
+    assert r.ok and r.profile == f"profiles/tiny__{r.key.replace('/', '-')}__1t.ops.json", (r.error, r.profile)
+    assert r.profile_error is None
     table = json.loads((tmp_path / r.profile).read_text())
     assert table["source"] == source and table["total_ms"] > 0
     names = {op["name"]: op for op in table["ops"]}
@@ -259,6 +306,32 @@ def test_profile_stores_the_operator_table(native_runner, tiny_models, tmp_path,
     assert convs["count"] == 2 and convs["delegated"] is True  # XNNPACK reports its operators: no blob
     assert table["note"] is None
     assert [op["total_ms"] for op in table["ops"]] == sorted((op["total_ms"] for op in table["ops"]), reverse=True)
+
+
+def test_profile_keeps_one_table_per_file_and_says_when_none_was_taken(native_runner, tiny_models, tmp_path) -> None:
+    """model_fp32.pte and model_fp32.tflite share a stem: each keeps its own table (keyed by format, precision,
+    converter); a file the Python runner ran has none, and its row says why."""
+    from test_harness import _bundle
+
+    from edgekd.bench.harness import benchmark
+    from edgekd.bench.html_report import write_html_report
+
+    root = _bundle(tmp_path / "bundle", {
+        "model_fp32.pte": (tiny_models.pte.read_bytes(), "pte", "fp32", "executorch"),
+        "model_fp32.tflite": (tiny_models.tflite.read_bytes(), "tflite", "fp32", "litert-torch")}).root
+    rows = benchmark(root, runner="native", profile=True, warmup=0, runs=2, threads=1, progress=False,
+                     out_dir=tmp_path / "run")
+    assert [r.ok for r in rows] == [True, True]
+    tables = {r.format: json.loads((tmp_path / "run" / r.profile).read_text()) for r in rows}
+    assert len({r.profile for r in rows}) == 2
+    assert (tables["pte"]["source"], tables["tflite"]["source"]) == ("etdump", "litert-profiler")
+    assert sorted(p.name for p in (tmp_path / "run" / "profiles").glob("*.ops.json")) == [
+        "model_fp32__pte-fp32-executorch__1t.ops.json", "model_fp32__tflite-fp32-litert-torch__1t.ops.json"]
+    [py] = benchmark(root, runner="python", profile=True, files=["pte/fp32/executorch"], warmup=0, runs=2,
+                     threads=1, progress=False, out_dir=tmp_path / "py")
+    assert py.ok and py.profile is None and "needs the native runner" in py.profile_error
+    page = write_html_report(tmp_path / "py").read_text()
+    assert "no operator table: --profile needs the native runner" in page
 
 
 def test_cli_bench_runner_native(native_runner, tiny_models, tmp_path) -> None:

@@ -41,7 +41,9 @@ def test_result_json_and_accuracy_match_eager(tiny_models, fmt: str, runtime: st
     assert r["load_ms"] > 0 and r["first_inference_ms"] > 0 and r["peak_mem_mb"] >= 0
     assert r["baseline_mem_mb"] > 10  # a Python process with numpy loaded
     assert r["model_bytes"] == model.stat().st_size
-    assert r["input"] == {"shape": [1, 1, 8, 8], "dtype": "float32", "layout": "NCHW"}
+    assert r["input"] == {"shape": [1, 1, 8, 8], "dtype": "float32", "layout": "NCHW", "given_dtype": "float32",
+                          "nan": 0, "inf": 0}
+    assert r["notes"] == [] and r["output_nan"] == 0
     assert r["output_shape"] == [1, 10]
     assert r["eval_samples"] == len(tiny_models.eager_preds)
     assert r["eval_predictions"] == tiny_models.eager_preds.tolist()

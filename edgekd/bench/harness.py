@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -25,11 +24,15 @@ from edgekd.bench.native import check_runner
 from edgekd.bench.native_profile import PROFILES, dump_name, store_op_table
 from edgekd.bench.report import write_summary
 from edgekd.bench.results import RESULTS, SUMMARY, BenchResult, append_result, load_results
+from edgekd.bench.runner_bundle import native_failure
 from edgekd.bench.stats import MLPERF_MIN_DURATION_S, MLPERF_MIN_QUERIES, Spread, Stats, agreement
 from edgekd.bench.targets import RunnerArgs, RunnerOutcome, Target, get_target
 from edgekd.bundle import MANIFEST, Bundle, ModelFile, sha256_of
 from edgekd.errors import BenchError, ConfigError, DataError, EdgekdError
+from edgekd.files import atomic_path, make_folder
 from edgekd.formats import FORMATS, format_of, guess_row, suffixes
+
+_FIX = "bench into another folder (--out DIR)"
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,17 @@ def _as_array(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
+def _savez(path: Path, **arrays: np.ndarray) -> Path:
+    with atomic_path(path, stage="bench", what="the runner's input file", fix=_FIX) as tmp:
+        np.savez(tmp, **arrays)
+    return path
+
+
 def _prepare_npz(out_dir: Path, eval_data: Any, inputs: Any, bundle: Bundle | None) -> tuple[Path | None, Path | None]:
-    """Write (or locate) the inputs and eval .npz files the runner reads."""
+    """Write (or locate) the inputs and eval .npz files the runner reads.
+
+    ``inputs`` keeps its dtype: the runner converts it to the file's input and says so in the result
+    (``notes``), as it does for an ``.npz`` given as it is (``edgekd bench --inputs X.npz``)."""
     eval_npz = None
     if isinstance(eval_data, (str, Path)):
         eval_npz = Path(eval_data)
@@ -98,14 +110,14 @@ def _prepare_npz(out_dir: Path, eval_data: Any, inputs: Any, bundle: Bundle | No
             raise DataError(f"eval data {eval_npz} not found", stage="bench", hint="pass an .npz with x and y, or (x, y)")
     elif eval_data is not None:
         x, y = eval_data
-        eval_npz = out_dir / "eval.npz"
-        np.savez(eval_npz, x=_as_array(x).astype(np.float32), y=_as_array(y).astype(np.int64))
+        eval_npz = _savez(out_dir / "eval.npz", x=_as_array(x).astype(np.float32), y=_as_array(y).astype(np.int64))
     if isinstance(inputs, (str, Path)):
         if not Path(inputs).is_file():
-            raise DataError(f"inputs {inputs} not found", stage="bench", hint="pass an .npz with key x, or an array")
+            raise DataError(f"inputs {inputs} not found", stage="bench",
+                            hint="pass an .npz holding the input under key x (np.savez(path, x=array)), or an array")
         return Path(inputs), eval_npz
     if inputs is not None:
-        x = _as_array(inputs).astype(np.float32)
+        x = _as_array(inputs)
     elif bundle is not None and bundle.inputs:
         x = np.zeros(bundle.inputs[0].shape, np.float32)
     elif eval_npz is not None:
@@ -113,9 +125,7 @@ def _prepare_npz(out_dir: Path, eval_data: Any, inputs: Any, bundle: Bundle | No
             x = ev["x"][:1].astype(np.float32)
     else:
         return None, eval_npz  # the runner feeds zeros of the file's own input shape
-    inputs_npz = out_dir / "inputs.npz"
-    np.savez(inputs_npz, x=x)
-    return inputs_npz, eval_npz
+    return _savez(out_dir / "inputs.npz", x=x), eval_npz
 
 
 def _parse(outcome: RunnerOutcome, timeout_s: float) -> tuple[dict[str, Any] | None, str | None, str | None]:
@@ -135,6 +145,9 @@ def _parse(outcome: RunnerOutcome, timeout_s: float) -> tuple[dict[str, Any] | N
         return None, f"runner timed out after {timeout_s:g}s", "timeout"
     if err is not None:
         return None, f"{err.get('message')} (exit {outcome.returncode}; fix: {err.get('hint')})", err.get("error_type")
+    if outcome.runner == "native" and result is None and (why := native_failure(outcome.returncode, outcome.stderr)):
+        kind, cause, fix = why
+        return None, f"{cause}; stderr: {tail}; fix: {fix}", kind
     if outcome.returncode < 0:
         sig = signal.Signals(-outcome.returncode).name if -outcome.returncode in signal.valid_signals() else "?"
         return None, f"runner killed by {sig} before it printed a result; stderr: {tail}", "crash"
@@ -168,6 +181,7 @@ def _filled(r: BenchResult, data: dict[str, Any]) -> BenchResult:
     r.latency_ms = Stats.from_samples(r.latency_samples_ms) if r.latency_samples_ms else None
     r.spread = Spread.from_samples(r.latency_samples_ms) if r.latency_samples_ms else None
     r.min_duration_s = float(data.get("min_duration_s") or 0.0)
+    r.notes = [str(n) for n in data.get("notes") or []]
     r.exit_code = 0
     return r
 
@@ -223,7 +237,7 @@ def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local
     tgt = get_target(target)
     jobs, bundle = _jobs(bundle_or_file, files)
     out = Path(out_dir) if out_dir else Path("edgekd_runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, stage="bench", fix=_FIX)
     inputs_npz, eval_npz = _prepare_npz(out, eval_data, inputs, bundle)
     args = RunnerArgs(warmup=warmup, runs=runs, threads=threads, cpus=cpus, runner=check_runner(runner),
                       min_duration=min_duration)
@@ -298,17 +312,18 @@ def _measure(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, 
              timeout_s: float, profile_dir: Path | None = None) -> BenchResult:
     """Check the file against its manifest entry, run it, and never raise for a per-file failure.
 
-    With ``profile_dir`` (the run folder) the runner is asked for a per-operator dump, which becomes
-    ``profiles/<stem>__<threads>t.ops.json`` there (a dump that cannot be read leaves ``profile`` unset)."""
+    With ``profile_dir`` (the run folder) the runner is asked for a per-operator dump (pulled back from a
+    device), which becomes ``profiles/<profile_stem>.ops.json`` there; where none can be made (the Python
+    runner ran the file, the runtime gave no events, the dump is unreadable) ``profile_error`` says why."""
     r = _blank(job, tgt, args)
     if not job.path.is_file():
         return _failed(r, f"{job.path} is missing (copy the whole bundle folder)", "missing_file")
     if job.sha256 and sha256_of(job.path) != job.sha256:
         return _failed(r, "file does not match its sha256 in edgekd.json (truncated or modified; "
                           "re-export the bundle or copy it again)", "checksum")
-    dump = profile_dir / PROFILES / dump_name(job.path, args.threads) if profile_dir else None
+    dump = profile_dir / PROFILES / dump_name(job.path, job.key, args.threads) if profile_dir else None
     if dump is not None:
-        dump.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(dump.parent, stage="bench/profile", fix=_FIX)
         dump.unlink(missing_ok=True)
     try:
         outcome = tgt.run_runner(job.path, inputs_npz, replace(args, layout=job.layout,
@@ -322,10 +337,22 @@ def _measure(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, 
         return _failed(r, str(text), error_type, outcome.returncode)
     r = _filled(r, data)
     r.machine = {**machine_of(tgt), **(r.machine or {})}  # CPU model, ISA, governor; the runner's own keys on top
-    if dump is not None and dump.is_file() and profile_dir is not None:
-        try:
-            r.profile = store_op_table(profile_dir, job.path, args.threads, dump)
-        except (EdgekdError, OSError, ValueError, KeyError, RuntimeError) as e:  # the result stands without it
-            warnings.warn(f"bench: cannot read the profile {dump} ({e}); {job.path.name} has no operator table",
-                          stacklevel=2)
+    if dump is not None and profile_dir is not None:
+        r.profile, r.profile_error = _op_table(profile_dir, job, args.threads, dump, outcome.runner, data)
     return r
+
+
+def _op_table(run_dir: Path, job: _Job, threads: int, dump: Path, runner: str,
+              data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(the op table's path in the run folder, None) or (None, why there is none); the result stands either way."""
+    if runner != "native":
+        return None, (f"--profile needs the native runner, and the {runner} runner ran this file (pass --runner "
+                      "native, or ?runner=native in the target URL)")
+    if not dump.is_file():
+        said = data.get("profile_error") or ("the runner reported a dump that did not come back"
+                                             if data.get("profile_dump") else "the runner wrote no profile dump")
+        return None, str(said)
+    try:
+        return store_op_table(run_dir, job.path, job.key, threads, dump), None
+    except (EdgekdError, OSError, ValueError, KeyError, RuntimeError) as e:
+        return None, f"cannot read the profile dump {dump.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"

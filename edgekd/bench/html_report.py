@@ -31,12 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.bench.native_profile import PROFILES, profile_stem
 from edgekd.bench.report import COLUMNS, STATUS_COLUMNS
 from edgekd.bench.results import OK, RESULTS, SUMMARY, BenchResult, load_results
 from edgekd.errors import ConfigError
+from edgekd.files import atomic_path, make_folder, write_atomic
 
-PROFILES = "profiles"
 TOP_OPS = 10
+_SOURCES = {"pte": "etdump", "tflite": "litert-profiler"}  # the op table source each format's runtime writes
 
 
 def _slug(text: str) -> str:
@@ -95,10 +97,20 @@ def _target(url: str) -> str:
 
 # -- op tables -------------------------------------------------------------------------------------
 def ops_path(run: Path, r: BenchResult) -> Path:
-    """Where the op table of ``r`` lives: its ``profile`` field, else ``profiles/<stem>__<threads>t.ops.json``."""
+    """Where the op table of ``r`` lives: its ``profile`` field, else ``profiles/<profile_stem>.ops.json`` (one per
+    file: the stem, the key and the threads), else the name older runs used (``<stem>__<threads>t.ops.json``,
+    shared by a .pte and a .tflite of one stem), taken only where its source is the row's runtime's."""
     if r.profile:
         return run / r.profile
-    return run / PROFILES / f"{Path(r.model).stem}__{r.threads}t.ops.json"
+    keyed = run / PROFILES / f"{profile_stem(r.model, r.key, r.threads)}.ops.json"
+    legacy = run / PROFILES / f"{Path(r.model).stem}__{r.threads}t.ops.json"
+    if keyed.is_file() or not legacy.is_file():
+        return keyed
+    try:
+        source = json.loads(legacy.read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return keyed
+    return legacy if source == _SOURCES.get(r.format) else keyed
 
 
 def load_ops(path: Path) -> list[dict[str, Any]] | None:
@@ -129,6 +141,10 @@ def _ops_note(path: Path) -> str | None:
 def _ops_html(rows: list[_Row]) -> str:
     parts = []
     for x in rows:
+        if x.r.profile_error:  # asked for, but none could be taken: say why rather than show nothing
+            parts.append(f"<div class='ops'><h3>{html.escape(x.label)}</h3><p class='note'>no operator table: "
+                         f"{html.escape(x.r.profile_error)}</p></div>")
+            continue
         path = ops_path(x.run, x.r)
         ops = load_ops(path)
         if not ops:
@@ -259,9 +275,14 @@ def _pareto(rows: list[_Row], out: Path, plt: Any) -> tuple[Path | None, list[st
             for i, (px, py) in enumerate(xy):
                 ax.annotate(str(i + 1), (px, py), fontsize=7, ha="center", va="center", zorder=5)
     path = out / "pareto.png"
-    fig.savefig(path, dpi=110)
+    _savefig(fig, path, dpi=110)
     plt.close(fig)
     return path, key
+
+
+def _savefig(fig: Any, path: Path, dpi: int) -> None:
+    with atomic_path(path, stage="bench/report", what="the plot", fix="pass another --out folder") as tmp:
+        fig.savefig(tmp, dpi=dpi)
 
 
 def _histograms(rows: list[_Row], out: Path, plt: Any) -> Path | None:
@@ -295,7 +316,7 @@ def _histograms(rows: list[_Row], out: Path, plt: Any) -> Path | None:
         ax.axis("off")
     fig.tight_layout()
     path = out / "latency.png"
-    fig.savefig(path, dpi=100)
+    _savefig(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -326,7 +347,7 @@ def _sustained(rows: list[_Row], out: Path, plt: Any) -> Path | None:
     ax.legend(handles, labels, fontsize=7, loc="lower right")
     fig.tight_layout()
     path = out / "sustained.png"
-    fig.savefig(path, dpi=100)
+    _savefig(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -434,7 +455,7 @@ def write_html_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str 
                               hint="pass a run folder written by `edgekd bench` (it holds results.jsonl)")
     rows = _rows(runs)
     out = Path(out_dir) if out_dir else (runs[0] / "report" if len(runs) == 1 else runs[0].parent / "report")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, stage="bench/report", fix="pass another --out folder")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -475,6 +496,5 @@ def write_html_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str 
             + (f"<h2>Sustained load</h2>{img(sus, 'sustained load', '')}" if sus else "")
             + (f"<h2>Where the time goes: top ops</h2>{ops}" if ops else "")
             + (f"<h2>Errors</h2><ul>{errors}</ul>" if errors else "") + "</body></html>")
-    index = out / "index.html"
-    index.write_text(page)
-    return index
+    return write_atomic(out / "index.html", page, stage="bench/report", what="the report",
+                        fix="pass another --out folder")

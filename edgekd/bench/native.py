@@ -2,8 +2,12 @@
 
 ``runtimes/cpp/build.sh --arch ARCH`` (``make native``) puts ``edgekd_runner``, its backend plugins
 and the runtime libraries it needs into ``build/native/<arch>/`` of the checkout (``MANIFEST`` lists
-them); ``EDGEKD_NATIVE_DIR`` points elsewhere (a folder holding ``<arch>/``). The native runner speaks
-the Python runner's protocol (``runtimes/README.md``) for ``.pte`` and ``.tflite`` files.
+them), and the self-contained bundle into ``build/native/<arch>/bundle/``. Where to look, in order
+(:func:`native_roots`): ``$EDGEKD_NATIVE_DIR`` alone when set (a folder holding ``<arch>/``), else the
+checkout's ``build/native``, then the bundles a built wheel carries as package data
+(``edgekd/runtimes/native/<arch>/bundle/``, copied in by ``setup.py``), so ``pip install edgekd-*.whl``
+profiles a phone with no checkout around. The native runner speaks the Python runner's protocol
+(``runtimes/README.md``) for ``.pte`` and ``.tflite`` files.
 
 ``runner="auto"`` (the default) picks, per file and target, the Python runner where the target's
 Python can run the file's format, else the native runner where one is built for the target's
@@ -39,19 +43,31 @@ def host_arch() -> str:
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
 
 
-def native_root() -> Path:
-    """The folder holding one build folder per architecture: ``$EDGEKD_NATIVE_DIR`` or ``<checkout>/build/native``."""
+def package_native_root() -> Path:
+    """Where a built wheel keeps the native bundles: ``edgekd/runtimes/native`` (holding ``<arch>/bundle``)."""
+    return Path(__file__).resolve().parents[1] / "runtimes" / "native"
+
+
+def native_roots() -> list[Path]:
+    """The folders holding one build folder per architecture, searched in order (module docstring)."""
     env = os.environ.get(NATIVE_DIR_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "build" / "native"
+    if env:
+        return [Path(env)]
+    return [Path(__file__).resolve().parents[2] / "build" / "native", package_native_root()]
+
+
+def native_root() -> Path:
+    """The first of :func:`native_roots`: ``$EDGEKD_NATIVE_DIR`` or ``<checkout>/build/native`` (what errors name)."""
+    return native_roots()[0]
 
 
 def native_dir(arch: str | None = None) -> Path:
-    """The build folder of ``arch`` (default: this machine's)."""
+    """The build folder of ``arch`` (default: this machine's) in the checkout (or ``$EDGEKD_NATIVE_DIR``)."""
     return native_root() / (arch or host_arch())
 
 
 def find_native_runner(arch: str | None = None) -> Path | None:
-    """The built ``edgekd_runner`` for ``arch``, or None when there is none."""
+    """The built ``edgekd_runner`` for ``arch`` in the build folder, or None when there is none."""
     p = native_dir(arch) / RUNNER_NAME
     return p if p.is_file() and os.access(p, os.X_OK) else None
 
@@ -66,9 +82,11 @@ def runtime_files(arch: str | None = None) -> list[Path]:
 
 
 def native_supports(model: str | Path, arch: str | None = None) -> bool:
-    """Whether the native build of ``arch`` can run ``model`` (its suffix and the backend plugin for it)."""
+    """Whether a native build (or bundle) of ``arch`` can run ``model`` (its suffix and the backend plugin for it)."""
     suffix = Path(model).suffix.lower()
-    return suffix in NATIVE_SUFFIXES and (native_dir(arch) / PLUGINS[suffix]).is_file()
+    arch = arch or host_arch()
+    return suffix in NATIVE_SUFFIXES and any((root / arch / sub / PLUGINS[suffix]).is_file()
+                                             for root in native_roots() for sub in ("", "bundle"))
 
 
 def python_can_run(model: str | Path) -> bool:
@@ -82,20 +100,3 @@ def check_runner(runner: str) -> str:
     if runner not in RUNNERS:
         raise TargetError(f"unknown runner {runner!r}", stage="bench", hint=f"use one of: {', '.join(RUNNERS)}")
     return runner
-
-
-def choose_local_runner(runner: str, model: str | Path) -> tuple[str, Path | None]:
-    """For the ``local`` target: ``("native", path)`` or ``("python", None)``, by the rule in the module docstring.
-
-    ``runner="native"`` without a build is a TargetError saying how to build it.
-    """
-    check_runner(runner)
-    exe = find_native_runner()
-    if runner == "native":
-        if exe is None:
-            raise TargetError(f"no native runner built in {native_dir()}", stage="bench/local",
-                              hint="build it with `make native` (runtimes/cpp/build.sh), or pass runner=python")
-        return "native", exe
-    if runner == "auto" and not python_can_run(model) and exe is not None and native_supports(model):
-        return "native", exe
-    return "python", None

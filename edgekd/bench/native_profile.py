@@ -9,9 +9,11 @@ The native runner profiles every inference of its run (first, warm-up, timed and
 
 Per operator name the table sums the median time of each of its instances (one inference's time per
 operator), sorted by time: ``{"source", "total_ms", "ops": [{"name", "count", "total_ms", "mean_ms",
-"pct", "delegated"}], "note"}``. It is written to ``RUN_DIR/profiles/<file stem>__<threads>t.ops.json``
-and the result's ``profile`` holds that path relative to ``RUN_DIR``; ``edgekd report`` shows the top
-operators. Where a delegate reports no per-operator events, its whole call is one row (one blob:
+"pct", "delegated"}], "note"}``. It is written to ``RUN_DIR/profiles/<stem>__<format>-<precision>-<converter>__<threads>t.ops.json``
+(:func:`profile_stem`: one per file, so ``model_fp32.pte`` and ``model_fp32.tflite`` never share one) and the
+result's ``profile`` holds that path relative to ``RUN_DIR``; ``edgekd report`` shows the top operators.
+Where no table could be made (the Python runner ran the file, the runtime gave no events, the dump could
+not be read or pulled back from the device) the result's ``profile_error`` says why. Where a delegate reports no per-operator events, its whole call is one row (one blob:
 ``DELEGATE_CALL`` in an ETDump, the delegate kernel in LiteRT's) and ``note`` says so; XNNPACK in both
 wheels does report its operators.
 """
@@ -24,13 +26,16 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.files import write_atomic
+
 PROFILES = "profiles"
 _WRAPPERS = {"Method::execute", "Method::init", "Program::load_method", "OPERATOR_CALL"}
 
 
-def profile_stem(model: str | Path, threads: int) -> str:
-    """``RUN_DIR/profiles/<this>.ops.json`` (and ``.etdump``): the file's stem and its thread count."""
-    return f"{Path(model).stem}__{threads}t"
+def profile_stem(model: str | Path, key: str, threads: int) -> str:
+    """``RUN_DIR/profiles/<this>.ops.json`` (and the dump): the file's stem, its key (format/precision/converter,
+    ``/`` as ``-``) and the thread count, e.g. ``model_fp32__tflite-fp32-litert-torch__2t``."""
+    return f"{Path(model).stem}__{key.replace('/', '-')}__{threads}t"
 
 
 def op_table(events: list[tuple[str, bool, list[float]]]) -> dict[str, Any]:
@@ -100,15 +105,14 @@ def etdump_op_table(dump: str | Path) -> dict[str, Any]:
     return op_table(etdump_events(Path(dump)))
 
 
-def dump_name(model: str | Path, threads: int) -> str:
+def dump_name(model: str | Path, key: str, threads: int) -> str:
     """The file name the native runner's ``--profile`` writes for ``model`` (an ETDump or LiteRT's JSON)."""
-    return profile_stem(model, threads) + (".litert.json" if Path(model).suffix == ".tflite" else ".etdump")
+    return profile_stem(model, key, threads) + (".litert.json" if Path(model).suffix == ".tflite" else ".etdump")
 
 
-def store_op_table(run_dir: Path, model: str | Path, threads: int, dump: Path) -> str:
-    """Turn the dump into ``profiles/<stem>__<threads>t.ops.json``; return that path relative to ``run_dir``."""
+def store_op_table(run_dir: Path, model: str | Path, key: str, threads: int, dump: Path) -> str:
+    """Turn the dump into ``profiles/<profile_stem>.ops.json`` (atomically); return that path relative to ``run_dir``."""
     table = litert_op_table(dump) if dump.name.endswith(".litert.json") else etdump_op_table(dump)
-    out = run_dir / PROFILES / f"{profile_stem(model, threads)}.ops.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(table, indent=1))
+    out = run_dir / PROFILES / f"{profile_stem(model, key, threads)}.ops.json"
+    write_atomic(out, json.dumps(table, indent=1), stage="bench/profile")
     return str(out.relative_to(run_dir))

@@ -23,6 +23,7 @@ from edgekd.bench.results import RESULTS, SUMMARY, BenchResult, append_result, l
 from edgekd.bench.targets import RunnerArgs, Target, get_target
 from edgekd.bundle import Bundle
 from edgekd.errors import ConfigError, EdgekdError
+from edgekd.files import make_folder
 
 
 def bench_pool(bundle_or_file: str | Path | Bundle, targets: Sequence[str | Target], *, warmup: int = 10,
@@ -42,7 +43,7 @@ def bench_pool(bundle_or_file: str | Path | Bundle, targets: Sequence[str | Targ
     runs, min_duration = plan_runs(runs, min_runs, min_duration, mlperf)
     jobs, bundle = _jobs(bundle_or_file, files)
     out = Path(out_dir) if out_dir else Path("edgekd_runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, stage="bench/pool", fix="bench into another folder (--out DIR)")
     inputs_npz, eval_npz = _prepare_npz(out, eval_data, inputs, bundle)
     args = RunnerArgs(warmup=warmup, runs=runs, threads=threads, runner=check_runner(runner), min_duration=min_duration)
     jsonl = out / RESULTS
@@ -56,7 +57,15 @@ def bench_pool(bundle_or_file: str | Path | Bundle, targets: Sequence[str | Targ
 
     bar = tqdm(total=len(urls) * len(jobs), desc=f"bench x{len(urls)} targets", unit="file", disable=not progress)
 
+    failures: list[EdgekdError] = []  # a results file that cannot be written (full disk): raised after the join
+
     def work(ti: int, spec: str | Target) -> None:
+        try:
+            _work(ti, spec)
+        except EdgekdError as e:
+            failures.append(e)
+
+    def _work(ti: int, spec: str | Target) -> None:
         tgt: Target | None = None
         error = ""
         try:
@@ -88,6 +97,8 @@ def bench_pool(bundle_or_file: str | Path | Bundle, targets: Sequence[str | Targ
     for w in workers:
         w.join()
     bar.close()
+    if failures:
+        raise failures[0]
     latest = {(r.target, r.model): r for r in load_results(jsonl)}
     write_summary(list(latest.values()), out / SUMMARY,
                   extra={"targets": [described.get(u, {"url": u}) for u in urls], "results_jsonl": str(jsonl)})

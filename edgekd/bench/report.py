@@ -6,11 +6,12 @@ Nothing here measures or computes statistics; it only formats :class:`BenchResul
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from edgekd.files import write_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekd.bench.results import BenchResult
@@ -113,10 +114,5 @@ def write_summary(results: Sequence[BenchResult], path: str | Path, extra: dict[
     doc = {"created": datetime.now().isoformat(timespec="seconds"), "n_results": len(results),
            "n_failed": sum(1 for r in results if r.error), **(extra or {}),
            "table": format_table(results).splitlines(), "results": [r.to_dict() for r in results]}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    return path
+    return write_atomic(path, json.dumps(doc, indent=1), stage="bench", what="the run summary",
+                        fix="bench into another folder (--out DIR)")

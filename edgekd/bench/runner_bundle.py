@@ -6,20 +6,37 @@ It runs on any Linux kernel of its ABI without the device's libc, as
 ``DIR/ld-linux-aarch64.so.1 --library-path DIR DIR/edgekd_runner ...``. The remote targets push it once
 per device into a folder named by the bundle's sha256 (see :mod:`edgekd.bench.targets.remote`).
 
-``$EDGEKD_NATIVE_DIR`` (a folder holding ``<abi>/bundle``) overrides the checkout's ``build/native``.
+Where bundles are looked for (:func:`edgekd.bench.native.native_roots`): ``$EDGEKD_NATIVE_DIR`` (a folder
+holding ``<abi>/bundle``) alone when set, else the checkout's ``build/native``, then the bundles a built
+wheel ships as package data (``edgekd/runtimes/native/<abi>/bundle``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekd.bench.native import native_root
+from edgekd.bench import native
+from edgekd.bench.native import (
+    check_runner,
+    find_native_runner,
+    host_arch,
+    native_dir,
+    native_roots,
+    native_supports,
+)
 from edgekd.bundle import sha256_of
 from edgekd.errors import TargetError
 
 FORMAT = "edgekd-native-bundle/1"
+# glibc >= 2.35 registers rseq in every thread; a seccomp filter that does not allow rseq (Android's app
+# policy, older container runtimes) kills such a process with SIGSYS. The tunable turns the registration off
+# (glibc.pthread.rseq, glibc 2.35+); the bundle's glibc is Debian's 2.36. Appended to any tunables already set.
+RSEQ_OFF = "glibc.pthread.rseq=0"
+NATIVE_ENV = 'GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}' + RSEQ_OFF + '"'  # shell text, for the device
+SIGSYS = 31  # on Linux, every ABI the bundle is built for
 MANIFEST = "bundle.json"
 SUMS = "SHA256SUMS"
 ABIS = ("aarch64", "x86_64")
@@ -92,15 +109,98 @@ class RunnerBundle:
         return [f"{d}/{self.loader}", "--library-path", d, f"{d}/{self.entry}"]
 
 
+def native_env(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` with glibc's rseq registration turned off (``GLIBC_TUNABLES``), for starting a native runner."""
+    have = environ.get("GLIBC_TUNABLES")
+    return {**environ, "GLIBC_TUNABLES": f"{have}:{RSEQ_OFF}" if have else RSEQ_OFF}
+
+
+def native_failure(returncode: int, stderr: str) -> tuple[str, str, str] | None:
+    """(error type, cause, fix) for a native runner that died without a JSON line: killed by a seccomp filter
+    (SIGSYS) or unable to start (the loader, a library, the file itself); None for anything else."""
+    tail = " ".join(stderr.strip().splitlines()[-3:])[-300:]
+    rebuild = ("rebuild the bundle on the host (make native-aarch64 / make native); the harness pushes it again "
+               "when its sha256 differs")
+    if returncode == -SIGSYS:
+        return ("seccomp",
+                "the device killed the native runner with SIGSYS: a seccomp filter forbids a system call it made "
+                "(on Android, glibc >= 2.35 registering rseq is the known one; the harness starts the bundle with "
+                f"GLIBC_TUNABLES={RSEQ_OFF}, which turns that off, so this filter forbids another call)",
+                "run the Python runner on the device instead (Termux: ?python=/data/data/com.termux/files/usr/bin/"
+                "python3), or build runtimes/cpp with the Android NDK and pass ?runner=/path/on/device "
+                "(runtimes/README.md)")
+    if returncode <= 0:
+        return None
+    m = re.search(r"error while loading shared libraries: ([^:]+): (.*)", stderr)
+    if m:
+        return ("loader", f"the native runner could not start on the device: the library {m.group(1)} could not "
+                          f"be loaded ({m.group(2).strip()})", rebuild)
+    m = re.search(r"version `(GLIBC[^']*)' not found", stderr)
+    if m:
+        return ("loader", f"the native runner could not start on the device: a library needs {m.group(1)}, newer "
+                          "than the glibc it was started with", rebuild)
+    if "Exec format error" in stderr or returncode == 126:
+        why = tail or f"exit {returncode}"
+        return ("loader", f"the native runner could not start on the device: it cannot be executed there ({why}: "
+                          "built for another ABI, or its folder is on a noexec mount)",
+                "use a workdir on an executable file system (?workdir=/data/local/tmp/edgekd on Android), and a "
+                "bundle of the device's ABI (make native-aarch64)")
+    if returncode == 127 or "No such file or directory" in stderr:
+        why = tail or f"exit {returncode}"
+        return ("loader", "the native runner could not start on the device (a library or the loader is missing "
+                          f"or not executable: {why})", rebuild)
+    return None
+
+
 def find_bundle(abi: str) -> RunnerBundle:
-    """The checked host bundle for ``abi``; the error names the folder and the make target that builds it."""
-    path = native_root() / abi / "bundle"
-    if not (path / MANIFEST).is_file():
-        raise TargetError(f"no native runner bundle for {abi} at {path}", stage="bench/native",
+    """The checked host bundle for ``abi`` (the first root that has one); the error names the folders looked in
+    and the make target that builds it."""
+    places = [root / abi / "bundle" for root in native_roots()]
+    path = next((p for p in places if (p / MANIFEST).is_file()), None)
+    if path is None:
+        raise TargetError(f"no native runner bundle for {abi} at {' nor at '.join(map(str, places))}",
+                          stage="bench/native",
                           hint=f"build it once on this machine: {_MAKE.get(abi, 'runtimes/cpp/build.sh --arch ' + abi)}"
-                               " (or point $EDGEKD_NATIVE_DIR at a folder holding <abi>/bundle)")
+                               " (or install an edgekd wheel built after it, or point $EDGEKD_NATIVE_DIR at a folder "
+                               "holding <abi>/bundle)")
     b = RunnerBundle.load(path)
     if b.abi != abi:
         raise TargetError(f"the bundle at {path} is for {b.abi}, not {abi}", stage="bench/native",
                           hint=f"rebuild it: {_MAKE.get(abi, 'runtimes/cpp/build.sh --arch ' + abi)}")
     return b
+
+
+def native_command(arch: str | None = None) -> list[str] | None:
+    """How to start the native runner for ``arch`` on this machine: the build folder's ``edgekd_runner``,
+    else a bundle (``<root>/<arch>/bundle``, e.g. the one a wheel ships) started by its own glibc loader;
+    None where there is neither."""
+    exe = find_native_runner(arch)
+    if exe is not None:
+        return [str(exe)]
+    try:
+        b = find_bundle(arch or host_arch())
+    except TargetError:
+        return None
+    return b.command(str(b.path))
+
+
+def choose_local_runner(runner: str, model: str | Path) -> tuple[str, list[str] | None]:
+    """For the ``local`` target: ``("native", command)`` or ``("python", None)``, by the rule in
+    :mod:`edgekd.bench.native` (``command``: :func:`native_command`).
+
+    ``runner="native"`` without a build or bundle is a TargetError saying how to build it.
+    """
+    check_runner(runner)
+    if runner == "python":
+        return "python", None
+    cmd = native_command()
+    if runner == "native":
+        if cmd is None:
+            raise TargetError(f"no native runner built in {native_dir()} (nor a bundle in "
+                              f"{' or '.join(str(r / host_arch() / 'bundle') for r in native_roots())})",
+                              stage="bench/local",
+                              hint="build it with `make native` (runtimes/cpp/build.sh), or pass runner=python")
+        return "native", cmd
+    if not native.python_can_run(model) and cmd is not None and native_supports(model):
+        return "native", cmd
+    return "python", None

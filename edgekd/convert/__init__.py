@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from edgekd.bundle import Bundle, ModelFile, Preprocessing, TensorSpec, sha256_of
-from edgekd.errors import ConfigError, EdgekdError, ExportError
+from edgekd.errors import ConfigError, EdgekdError, ExportError, OutputError
 from edgekd.extras import check as check_extra
+from edgekd.files import atomic_path, make_folder, output_error, output_oserror_in
 from edgekd.formats import FORMATS, PRECISIONS, Format, converters, format_of, row
 
 __all__ = ["FORMATS", "Bundle", "Format", "export", "format_of"]
@@ -178,8 +179,7 @@ def export(
     for r in dict.fromkeys(e for e, _, _ in jobs):  # a missing backend fails now, not after the first file
         check_extra(r.extra, f"{r.format} export through {r.converter}")
     y_qat = _qat_reference(qat, jobs, px, batch=ex[0].shape[0]) if qat is not None else None
-    root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = make_folder(out_dir, stage="export", fix="export to another folder (--out DIR)")
     batch = ex[0].shape[0]
     y_eager = eager_outputs(model, px, batch)
     inputs, outputs = (_logical(ex[0], "input"),), (_logical(y_ex, "output"),)
@@ -194,8 +194,8 @@ def export(
             files.append(_export_one(model, ex, exporter, prec, path, calib, px, py, y_eager, y_qat, qat, root,
                                      inputs, outputs, thresholds, task, check_parity, verbose))
         except Exception as e:  # converters raise their own types; keep_going records them all
-            if not keep_going:
-                raise
+            if isinstance(e, OutputError) or not keep_going:
+                raise  # a full disk or an unwritable folder fails every file: no point going on
             path.unlink(missing_ok=True)  # a half-written file must not be benchmarked as if it were good
             text = str(e) if isinstance(e, EdgekdError) else f"{type(e).__name__}: {e}"
             failed.append({"key": f"{exporter.format}/{prec}/{exporter.converter}", "path": name,
@@ -223,7 +223,17 @@ def _export_one(model: torch.nn.Module, ex: tuple[torch.Tensor, ...], exporter: 
         write_int8(qat, ex, root, formats=(exporter.format,), name=path.stem)  # type: ignore[arg-type]
         extra = {"quantization": "qat"}
     else:
-        extra = exporter.load("exporter")(model, ex, path, precision=prec, calibration=calib, verbose=verbose)
+        stage, what = f"export/{exporter.format}", f"the {prec} .{exporter.format} file"
+        try:  # the converter writes a temporary name; the final name appears only once the file is whole
+            with atomic_path(path, stage=stage, what=what, fix="export to another folder (--out DIR)") as tmp:
+                extra = exporter.load("exporter")(model, ex, tmp, precision=prec, calibration=calib, verbose=verbose)
+        except OutputError:
+            raise
+        except Exception as e:  # a converter that wrapped the OSError of its writer in its own error type
+            if (ose := output_oserror_in(e)) is None:
+                raise
+            raise output_error(ose, path, stage=stage, what=what,
+                               fix="export to another folder (--out DIR)") from None
     y, f_in, f_out = _run_written(exporter, path, px, batch, prec)
     t = thresholds_for(prec, thresholds, task)
     p = measure(y, ref[: len(y)], py, t)

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgekd.errors import ConfigError, ExportError
+from edgekd.errors import ConfigError, ExportError, OutputError
 from edgekd.extras import requires
+from edgekd.files import atomic_path, make_folder, write_atomic
 
 STAGE = "export/qat"
 FORMATS = ("pte", "tflite")  # what a PT2E graph lowers to ...
@@ -70,8 +71,7 @@ def write_int8(prepared: torch.fx.GraphModule, example_inputs: tuple[torch.Tenso
     from edgekd.convert.tflite import litert_int8, quiet
     from edgekd.quantization import export_program
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir, stage=STAGE)
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"unknown int8 format(s) {sorted(unknown)}; known: {', '.join(FORMATS)}", stage=STAGE)
@@ -81,12 +81,14 @@ def write_int8(prepared: torch.fx.GraphModule, example_inputs: tuple[torch.Tenso
         try:
             if fmt == "pte":
                 buffer, _ = _lower(export_program(converted or convert_graph(prepared), example_inputs, stage=STAGE))
-                path.write_bytes(buffer)
+                write_atomic(path, buffer, stage=f"{STAGE}/{fmt}", what="the int8 .pte file")
             else:
                 # the graph already holds the trained q/dq pairs: no calibration, straight to the converter
                 with quiet(False):
-                    litert_int8(convert_graph(prepared, fold_quantize=False), example_inputs).export(str(path))
-        except ExportError:
+                    edge = litert_int8(convert_graph(prepared, fold_quantize=False), example_inputs)
+                    with atomic_path(path, stage=f"{STAGE}/{fmt}", what="the int8 .tflite file") as tmp:
+                        edge.export(str(tmp))
+        except (ExportError, OutputError):
             raise
         except Exception as e:
             raise ExportError(f"could not lower the QAT model to int8 .{fmt}: {first_line(e)}", stage=f"{STAGE}/{fmt}",

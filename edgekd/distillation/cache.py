@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from edgekd.distillation.taps import Taps
 from edgekd.errors import ConfigError
+from edgekd.files import atomic_path
 
 STAGE = "distill/cache"
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of cached logits + features
@@ -146,8 +147,8 @@ class TeacherCache:
         self.fingerprint, self.taps = fp, want
         self.computed += 1
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"fingerprint": fp, "logits": self.logits, "features": self.feature_maps}, self.path)
+            with atomic_path(self.path, stage=STAGE, what="the teacher cache") as tmp:
+                torch.save({"fingerprint": fp, "logits": self.logits, "features": self.feature_maps}, tmp)
         return self
 
     def _compute(self, teacher: nn.Module, dataset: Dataset, taps: Sequence[str]

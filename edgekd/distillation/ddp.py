@@ -26,6 +26,7 @@ from edgekd.distillation.parallel import (
     shard_batches,
     world,
 )
+from edgekd.files import write_atomic
 
 __all__ = ["allreduce_grads", "broadcast_modules", "init_from_env", "is_main", "main", "shard_batches", "world"]
 
@@ -53,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         res = distill(teacher, student, splits, out_dir=cfg.out, progress=is_main(), **cfg.distill_kwargs())
         if is_main():
             save_model(res.model, Path(cfg.out) / "student.pt", cfg.student, **kw)  # type: ignore[arg-type]
-            (Path(cfg.out) / "metrics.json").write_text(json.dumps({**res.metrics, "world_size": world()[1]}))
+            write_atomic(Path(cfg.out) / "metrics.json", json.dumps({**res.metrics, "world_size": world()[1]}),
+                         stage="distill", what="the metrics")
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

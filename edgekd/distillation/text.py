@@ -42,6 +42,7 @@ from edgekd.distillation.strategies.offline import OfflineStrategy
 from edgekd.distillation.trainer import TrainConfig, Trainer
 from edgekd.errors import ConfigError
 from edgekd.eval.embeddings import compare_embeddings
+from edgekd.files import atomic_path
 
 STAGE = "distill/text"
 
@@ -144,7 +145,7 @@ def distill_text(teacher: nn.Module, student: nn.Module, data: TextSplits,
     ckpt = None
     if out_dir is not None:
         ckpt = Path(out_dir) / "student.pt"
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), ckpt)
+        with atomic_path(ckpt, stage=STAGE, what="the student checkpoint") as tmp:
+            torch.save(model.state_dict(), tmp)
     return TextDistillResult(model=model, history=history, metrics=metrics, method=objective.spec,
                              objective=objective, checkpoint=ckpt)

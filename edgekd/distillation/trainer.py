@@ -51,6 +51,7 @@ from edgekd.distillation.parallel import (
 from edgekd.distillation.strategies.base import Losses, Strategy
 from edgekd.distillation.strategies.offline import OfflineStrategy
 from edgekd.errors import ConfigError
+from edgekd.files import atomic_path
 from edgekd.settings import LoopSettings
 
 STAGE = "distill/train"
@@ -267,16 +268,14 @@ class Trainer:
         path = self.checkpoint_path
         if path is None or not is_main():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {"format": FORMAT, "epoch": epoch, "step": self.step, "method": self.objective.spec,
                  "modules": {k: m.state_dict() for k, m in self.strategy.modules().items()},
                  "optimizer": {k: o.state_dict() for k, o in self.optimizers.items()},
                  "scheduler": {k: s.state_dict() for k, s in self.schedulers.items()},
                  "history": self.history, "best": self.best, "rng": _rng_state(),
                  "config": {k: v for k, v in asdict(self.config).items() if k in ("epochs", "batch_size", "seed")}}
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        with atomic_path(path, stage=STAGE, what="the checkpoint", fix="train into another folder (--out DIR)") as tmp:
+            torch.save(state, tmp)
 
     def _load(self) -> int:
         path = self.checkpoint_path
@@ -377,10 +376,11 @@ class Trainer:
         if validate and row[score] > self.best.get(score, -math.inf):
             self.best = {score: row[score], "epoch": epoch + 1}
             if self.best_path is not None and is_main():
-                self.best_path.parent.mkdir(parents=True, exist_ok=True)
                 evals = self.strategy.eval_models()
-                torch.save(self.student.state_dict() if len(evals) == 1
-                           else {k: m.state_dict() for k, m in evals.items()}, self.best_path)
+                with atomic_path(self.best_path, stage=STAGE, what="the best model",
+                                 fix="train into another folder (--out DIR)") as tmp:
+                    torch.save(self.student.state_dict() if len(evals) == 1
+                               else {k: m.state_dict() for k, m in evals.items()}, tmp)
         self._save(epoch + 1)
         if self.on_epoch_end is not None:
             self.on_epoch_end(row)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import ModelFileError
+from edgekd.files import atomic_path
 
 FORMAT_VERSION = 1
 
@@ -26,7 +27,6 @@ def save_model(model: nn.Module, path: str | Path, name: str, *, meta: dict[str,
     from edgekd.models import create
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"edgekd_model": FORMAT_VERSION, "name": name, "kwargs": kwargs, "state_dict": model.state_dict(),
             "meta": meta or {}}
     from edgekd.models.exits import ExitModel
@@ -40,7 +40,8 @@ def save_model(model: nn.Module, path: str | Path, name: str, *, meta: dict[str,
         from edgekd.models.channels import channels_of
 
         blob["channels"] = channels_of(model)  # pruned: record the widths that rebuild it
-    torch.save(blob, path)
+    with atomic_path(path, stage="save", what="the model checkpoint") as tmp:
+        torch.save(blob, tmp)
     return path
 
 

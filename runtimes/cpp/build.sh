@@ -6,7 +6,8 @@
 # environment (--python, default .venv/bin/python, else python3). Override their locations with
 # EXECUTORCH_ROOT=... LITERT_ROOT=... in the environment.
 # aarch64: cross-compiles with g++-aarch64-linux-gnu against the aarch64 wheels that
-# runtimes/cpp/fetch_wheels.sh downloads (pip download --platform manylinux_2_28_aarch64).
+# runtimes/cpp/fetch_wheels.sh downloads (pip download --platform manylinux_2_28_aarch64; the cache is
+# build/wheels/aarch64, or $EDGEKD_WHEEL_CACHE). Works from a fresh clone: no build/ folder, no cache.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,15 +30,20 @@ extra=()
 if [[ -z "$python" ]]; then
   if [[ -x "$repo/.venv/bin/python" ]]; then python="$repo/.venv/bin/python"; else python="$(command -v python3)"; fi
 fi
+python="$(command -v "$python" || true)"
+[[ -n "$python" && -x "$python" ]] || { echo "build.sh: no Python interpreter found (pass --python PY, or make install first)" >&2; exit 2; }
 if [[ "$arch" == "$(uname -m)" ]]; then
   site="$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   et_root="${EXECUTORCH_ROOT:-$site/executorch}"
   lt_root="${LITERT_ROOT:-$site/ai_edge_litert}"
 elif [[ "$arch" == "aarch64" ]]; then
-  if [[ ! -x "$here/fetch_wheels.sh" ]]; then
+  if [[ ! -f "$here/fetch_wheels.sh" ]]; then
     echo "build.sh: cross-building needs runtimes/cpp/fetch_wheels.sh (the aarch64 wheels)" >&2; exit 2
   fi
-  PYTHON="$python" "$here/fetch_wheels.sh" aarch64  # the versions installed for $python, for the device too
+  command -v aarch64-linux-gnu-g++ >/dev/null || {
+    echo "build.sh: aarch64-linux-gnu-g++ not found (apt-get install g++-aarch64-linux-gnu; scripts/system-deps.sh)" >&2
+    exit 2; }
+  PYTHON="$python" bash "$here/fetch_wheels.sh" aarch64  # the versions installed for $python, for the device too
   sdk="$out/sdk"
   et_root="${EXECUTORCH_ROOT:-$sdk/executorch}"
   lt_root="${LITERT_ROOT:-$sdk/ai_edge_litert}"
@@ -46,13 +52,11 @@ else
   echo "build.sh: no build for --arch $arch on $(uname -m) (x86_64 natively, aarch64 cross)" >&2; exit 2
 fi
 
-for tool in cmake "${CXX:-c++}"; do
-  command -v "$tool" >/dev/null || { echo "build.sh: $tool not found (apt install cmake g++)" >&2; exit 2; }
+for tool in cmake "${CXX:-c++}" readelf; do
+  command -v "$tool" >/dev/null || { echo "build.sh: $tool not found (apt-get install cmake g++ binutils)" >&2; exit 2; }
 done
 cmake -S "$here" -B "$out/cmake" -DCMAKE_BUILD_TYPE=Release \
   -DEXECUTORCH_ROOT="$et_root" -DLITERT_ROOT="$lt_root" -DEDGEKD_OUTPUT_DIR="$out" "${extra[@]}" >/dev/null
 cmake --build "$out/cmake" -j "$jobs"
-if [[ -x "$here/make_bundle.py" || -f "$here/make_bundle.py" ]]; then
-  "${python:-python3}" "$here/make_bundle.py" --arch "$arch"
-fi
+"$python" "$here/make_bundle.py" --arch "$arch"
 echo "built $out/edgekd_runner"

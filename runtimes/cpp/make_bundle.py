@@ -119,6 +119,21 @@ def make(arch: str, runner: Path, extras: list[Path], lib_dirs: list[Path], out:
     return manifest
 
 
+def problem(folder: Path, abi: str) -> str | None:
+    """Why ``folder`` is not a complete bundle for ``abi`` (None when every file matches its bundle.json);
+    setup.py checks each bundle with this before it goes into a wheel."""
+    try:
+        manifest = json.loads((folder / "bundle.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"no readable {folder / 'bundle.json'} ({e.__class__.__name__})"
+    if manifest.get("format") != FORMAT or manifest.get("abi") != abi:
+        return f"{folder} is not a {FORMAT} bundle for {abi}"
+    for name, want in {**{n: f["sha256"] for n, f in manifest["files"].items()}, "SHA256SUMS": manifest["sha256"]}.items():
+        if not (folder / name).is_file() or sha256(folder / name) != want:
+            return f"{folder / name} is missing or does not match bundle.json"
+    return None
+
+
 def _default_lib_dirs(arch: str) -> list[Path]:
     sdk = ROOT / "build" / "native" / arch / "sdk"
     return [sdk / "executorch" / "lib", sdk / "ai_edge_litert"]

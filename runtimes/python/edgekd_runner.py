@@ -17,7 +17,10 @@ in the result is the count timed); then the eval set.
 ``x.npz`` holds ``x``: the LOGICAL input (float32, NCHW, batch 1). The runner adapts it to the
 file's own input: NHWC files (onnx2tf) get a transpose, int8/uint8 inputs (litert-torch int8)
 are quantized with the file's scale and zero point, quantized outputs are dequantized. Without
-``--inputs`` it feeds zeros of the file's own input shape. ``eval.npz`` holds ``x`` (N,C,H,W)
+``--inputs`` it feeds zeros of the file's own input shape. Another float dtype (float64) is converted
+to the file's and NaN/inf are fed as they are (a quantized input takes NaN as its zero point, inf
+clipped to its range); the result says so (``notes``, ``input.given_dtype``/``nan``/``inf``,
+``output_nan``). A wrong shape or a non-float dtype is an ``input_mismatch`` error. ``eval.npz`` holds ``x`` (N,C,H,W)
 float32 and ``y`` (N,) labels; the runner reports top-1 accuracy over all N.
 
 stdout carries exactly one JSON object per line (native libraries' own stdout is sent to
@@ -106,6 +109,7 @@ def to_model_input(x: np.ndarray, info: TensorInfo, layout: str) -> np.ndarray:
     if info.quant is not None:
         scale, zero_point = info.quant
         lim = np.iinfo(info.dtype)
+        x = np.where(np.isnan(x), x.dtype.type(0), x)  # an integer cannot hold NaN: it is fed as the zero point
         q = np.clip(np.round(x / scale) + zero_point, lim.min, lim.max)
         return np.ascontiguousarray(q.astype(info.dtype))
     if np.issubdtype(info.dtype, np.floating):
@@ -113,6 +117,25 @@ def to_model_input(x: np.ndarray, info: TensorInfo, layout: str) -> np.ndarray:
     raise RunnerError(EXIT_INPUT, "input_mismatch",
                       f"the model takes {info.dtype} input without a quantization scale; float input cannot feed it",
                       "pass the input already in the model's dtype")
+
+
+def input_notes(x: np.ndarray, feed: np.ndarray, info: TensorInfo) -> tuple[dict[str, Any], list[str]]:
+    """What the runner did to the given input, as fields of ``input`` and sentences for ``notes``."""
+    fields: dict[str, Any] = {"given_dtype": str(x.dtype), "nan": 0, "inf": 0}
+    notes = []
+    if x.dtype != feed.dtype and x.dtype != np.float32:  # float32 -> int8 quantization is the protocol's own path
+        notes.append(f"input x is {x.dtype}; converted to {feed.dtype}, the model's input dtype"
+                     + (" (quantized with the file's scale and zero point)" if info.quant is not None else ""))
+    if np.issubdtype(x.dtype, np.floating):
+        fields["nan"], fields["inf"] = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+        if fields["nan"]:
+            notes.append(f"input x holds {fields['nan']} NaN of {x.size} values; "
+                         + ("fed as the zero point (0.0): the quantized input cannot hold NaN" if info.quant is not None
+                            else "fed as they are"))
+        if fields["inf"]:
+            notes.append(f"input x holds {fields['inf']} infinite of {x.size} values; "
+                         + ("clipped to the quantized input's range" if info.quant is not None else "fed as they are"))
+    return fields, notes
 
 
 def from_model_output(y: np.ndarray, info: TensorInfo) -> np.ndarray:
@@ -414,10 +437,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         x = np.zeros([s or 1 for s in backend.input.shape], backend.input.dtype)
     layout = choose_layout(x.shape, backend.input, args.layout) if args.inputs else "native"
     feed = to_model_input(x, backend.input, layout)
+    given, notes = input_notes(x, feed, backend.input)
 
     t0 = time.perf_counter_ns()
     out = backend.run(feed)
     first_ms = _ms(t0)
+    out_nan = int(np.isnan(from_model_output(np.asarray(out), backend.output)).sum())
+    if out_nan:
+        notes.append(f"the output holds {out_nan} NaN of {np.size(out)} values")
     call = backend.timed_call(feed)  # the input does not change: set once, then invoke alone per run
     warm: list[float] = []
     for _ in range(args.warmup):
@@ -453,8 +480,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "first_inference_ms": first_ms, "latency_ms": summarize(samples) if samples else None,
         "latency_samples_ms": samples, "peak_mem_mb": max(0.0, peak - baseline), "baseline_mem_mb": baseline,
         "accuracy": accuracy, "eval_samples": n_eval,
-        "input": {"shape": list(feed.shape), "dtype": str(feed.dtype), "layout": layout},
-        "output_shape": list(np.shape(out)),
+        "input": {"shape": list(feed.shape), "dtype": str(feed.dtype), "layout": layout, **given},
+        "output_shape": list(np.shape(out)), "output_nan": out_nan, "notes": notes,
     }
     if args.keep_samples:
         result["warmup_samples_ms"] = warm

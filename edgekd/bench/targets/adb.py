@@ -128,6 +128,15 @@ class ADBTarget(RemoteTarget):
                 return ""
             return dest.read_text(errors="replace")
 
+    def get(self, remote: str, local: Path) -> bool:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        p = self._copy("pull", remote, str(local))
+        if p.returncode != 0:
+            if lost := self._lost(f"pull of {remote}", p.stderr):
+                raise lost
+            return False
+        return True
+
     def _copy(self, verb: str, src: str, dst: str) -> subprocess.CompletedProcess[str]:
         try:
             return self._adb(verb, src, dst, timeout_s=self.cmd_timeout_s)

@@ -13,10 +13,15 @@ transports run the runner the same way:
    checked on the device; a missing or different one means a fresh push to ``<folder>.partial``, checked
    again, then renamed: an interrupted push is never used), once per target object;
 4. ``mkdir`` a fresh ``WORKDIR/run-XXXXXXXX`` and copy the runner (Python), the model and the ``.npz`` files;
-5. ``cd RUN && echo $$ > pid && exec [taskset MASK] PYTHON edgekd_runner.py ... > out.jsonl 2> err.txt``
-   (native: ``DIR/ld-linux-<abi>.so.N --library-path DIR DIR/edgekd_runner ...``) with a timeout; on
-   timeout the remote process is killed by the pid it wrote; the outcome says which runner ran;
-6. read ``out.jsonl`` / ``err.txt`` back, remove the folder.
+5. ``cd RUN && echo $$ > pid && export EDGEKD_RUN=<id> && [taskset MASK] PYTHON edgekd_runner.py ... > out.jsonl
+   2> err.txt; exit with its status`` (native: ``GLIBC_TUNABLES=glibc.pthread.rseq=0 DIR/ld-linux-<abi>.so.N --library-path DIR
+   DIR/edgekd_runner ... [--profile RUN/<dump>]``: glibc's rseq registration off, so a seccomp filter that
+   forbids rseq, as Android's may, cannot kill it) with a timeout. On timeout the runner is ended with
+   everything it started: the shell, its process group where it leads one, and every process whose
+   environment carries the run's ``EDGEKD_RUN`` mark (the runner and its children keep it, even once
+   orphaned); the outcome says which runner ran;
+6. read ``out.jsonl`` / ``err.txt`` back (and the profile dump the native runner wrote, with ``--profile``),
+   remove the folder.
 
 Every argument that reaches the device's shell goes through :func:`shlex.quote`, so model paths and
 folders with spaces, quotes or ``;`` are safe. Query options shared by both URL schemes:
@@ -45,7 +50,7 @@ from edgekd.bench.devices import (
     wait_until_cool,
 )
 from edgekd.bench.native import RUNNERS
-from edgekd.bench.runner_bundle import RunnerBundle, abi_of, find_bundle, unsupported_abi
+from edgekd.bench.runner_bundle import NATIVE_ENV, RunnerBundle, abi_of, find_bundle, unsupported_abi
 from edgekd.bench.targets import RunnerArgs, RunnerOutcome, Target
 from edgekd.bench.targets.local import runner_path
 from edgekd.errors import ConfigError, TargetError
@@ -108,6 +113,11 @@ class RemoteTarget(Target):
     @abstractmethod
     def read_text(self, remote: str) -> str:
         """The contents of a device file ('' if it does not exist); raise :class:`TargetError` if lost."""
+
+    @abstractmethod
+    def get(self, remote: str, local: Path) -> bool:
+        """Copy a device file to ``local`` (bytes as they are); False where it does not exist. Raise
+        :class:`TargetError` if the device is lost."""
 
     # -- checks and facts --------------------------------------------------------------------------
     def _err(self, message: str, hint: str) -> TargetError:
@@ -303,6 +313,8 @@ class RemoteTarget(Target):
     def _run_in(self, run: str, model: Path, inputs: Path | None, eval_npz: Path | None, args: RunnerArgs,
                 timeout_s: float) -> RunnerOutcome:
         which = self.choose_runner(model, args.runner)
+        if args.profile_path:  # stale from an earlier try: only what this run pulls back may be read
+            Path(args.profile_path).unlink(missing_ok=True)
         remote = {p: f"{run}/{name}" for p, name in ((model, model.name), (inputs, "inputs.npz"),
                                                      (eval_npz, "eval.npz")) if p is not None}
         if which == "python":
@@ -316,20 +328,29 @@ class RemoteTarget(Target):
         for local, dest in remote.items():
             self.put(local, dest)
         argv = args.argv(remote[model], inputs and remote[inputs], eval_npz and remote[eval_npz])
+        dump = f"{run}/{Path(args.profile_path).name}" if args.profile_path and which == "native" else None
+        if dump:
+            argv += ["--profile", dump]
         mask = big_core_mask(self.facts()) if self.pin and "taskset" in self.facts().get("tools", ()) else None
         pin = f"taskset {mask} " if mask else ""
         q = shlex.quote
-        command = (f"cd {q(run)} && echo $$ > pid && PYTHONUNBUFFERED=1 exec {pin}{sh_path(exe[0])} "
-                   f"{' '.join(q(a) for a in [*exe[1:], *argv])} > out.jsonl 2> err.txt")
+        mark = f"EDGEKD_RUN={run.rsplit('/', 1)[-1]}-{uuid.uuid4().hex[:8]}"
+        env = f"{NATIVE_ENV} " if which == "native" else ""
+        # The shell stays (no exec) and exits with the runner's status: a runner killed by a signal is then
+        # "128 + N" from the shell, which every transport reports (sshd reports a killed session process as an
+        # exit-signal that paramiko drops, which would read as a lost connection).
+        command = (f"cd {q(run)} && echo $$ > pid && export {mark} && PYTHONUNBUFFERED=1 {env}{pin}"
+                   f"{sh_path(exe[0])} {' '.join(q(a) for a in [*exe[1:], *argv])} > out.jsonl 2> err.txt; "
+                   "rc=$?; exit $rc")
         outcome = self.exec(command, timeout_s)
         if outcome.timed_out:
-            self.exec(f"kill -9 $(cat {q(run + '/pid')}) 2>/dev/null", self.cmd_timeout_s)
+            self.exec(_end_all(f"{run}/pid", mark), max(self.cmd_timeout_s, 60))
         code = outcome.returncode
         if 128 < code < 160:  # the shell reports "killed by signal N" as 128 + N
             code = 128 - code
         out, err = self.read_text(f"{run}/out.jsonl"), self.read_text(f"{run}/err.txt")
-        if which == "native" and code > 0 and not out.strip():  # not one JSON line: it did not even start
-            err = _loader_hint(err, exe[0])
+        if dump and args.profile_path and not outcome.timed_out:
+            self.get(dump, Path(args.profile_path))  # parsed on the host by the harness
         return RunnerOutcome(code, out, err, timed_out=outcome.timed_out, wall_s=outcome.wall_s, runner=which)
 
 
@@ -348,8 +369,14 @@ def _backend_of(model: Path) -> str:
     return r.backend if r is not None else model.suffix.lstrip(".")
 
 
-def _loader_hint(stderr: str, exe: str) -> str:
-    """stderr of a native runner that could not start, with the fix appended (a library missing, mostly)."""
-    return (f"{stderr.strip()}\nthe native runner {exe} could not start on the device (a library or the loader is "
-            "missing or not executable); fix: rebuild the bundle (make native-aarch64 / make native) — the harness "
-            "re-pushes it when its sha256 differs")
+def _end_all(pid_file: str, mark: str) -> str:
+    """A device shell command that ends a runner and everything it started (see the module docstring, step 5)."""
+    q = shlex.quote
+    return (f"p=$(cat {q(pid_file)} 2>/dev/null); "
+            'if [ -n "$p" ]; then '
+            'if read -r l < "/proc/$p/stat" 2>/dev/null; then set -- ${l##*) }; '
+            '[ "$3" = "$p" ] && kill -9 -- "-$p" 2>/dev/null; fi; '  # its process group, where it leads one
+            'kill -9 "$p" 2>/dev/null; fi; '
+            "for e in /proc/[0-9]*/environ; do "
+            f'grep -q {q(mark)} "$e" 2>/dev/null && {{ d=${{e%/environ}}; kill -9 "${{d#/proc/}}" 2>/dev/null; }}; '
+            "done; true")

@@ -155,6 +155,19 @@ class SSHTarget(RemoteTarget):
         except OSError as e:
             raise self.upload_error(local, remote, str(e.strerror or e)) from None
 
+    def get(self, remote: str, local: Path) -> bool:
+        paramiko = _paramiko()
+
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._sftp_client().get(remote, str(local))
+        except FileNotFoundError:
+            local.unlink(missing_ok=True)  # paramiko leaves an empty file behind
+            return False
+        except (paramiko.SSHException, EOFError) as e:
+            raise self._dropped(f"download of {remote}", e) from None
+        return True
+
     def read_text(self, remote: str) -> str:
         paramiko = _paramiko()
 

@@ -343,9 +343,10 @@ Array to_model_input(const Array& x_in, const TensorInfo& info, const std::strin
     // input's precision (float32 input: float32 arithmetic), so the same here
     const bool f32 = x.dtype != DType::kFloat64;
     for (size_t i = 0; i < n; ++i) {
-      const double q = f32 ? static_cast<double>(std::nearbyint(static_cast<float>(x.get(i)) / static_cast<float>(info.scale)) +
+      const double v = std::isnan(x.get(i)) ? 0.0 : x.get(i);  // an integer cannot hold NaN: fed as the zero point
+      const double q = f32 ? static_cast<double>(std::nearbyint(static_cast<float>(v) / static_cast<float>(info.scale)) +
                                                  static_cast<float>(info.zero_point))
-                           : std::nearbyint(x.get(i) / info.scale) + static_cast<double>(info.zero_point);
+                           : std::nearbyint(v / info.scale) + static_cast<double>(info.zero_point);
       y.set(i, std::min(hi, std::max(lo, q)));
     }
     return y;
@@ -356,6 +357,39 @@ Array to_model_input(const Array& x_in, const TensorInfo& info, const std::strin
   }
   throw RunnerError(kExitInput, "input_mismatch", std::string("the model takes ") + dtype_name(info.dtype) +
                     " input without a quantization scale; float input cannot feed it", "pass the input already in the model's dtype");
+}
+
+// What the runner did to the given input: the Python runner's input_notes (fields of "input" and sentences).
+struct InputNotes {
+  std::string given_dtype;
+  int64_t nan = 0, inf = 0;
+  std::vector<std::string> notes;
+};
+
+InputNotes input_notes(const Array& x, const Array& feed, const TensorInfo& info) {
+  InputNotes r;
+  r.given_dtype = dtype_name(x.dtype);
+  if (x.dtype != feed.dtype && x.dtype != DType::kFloat32)  // float32 -> int8 quantization is the protocol's path
+    r.notes.push_back(std::string("input x is ") + dtype_name(x.dtype) + "; converted to " + dtype_name(feed.dtype) +
+                      ", the model's input dtype" +
+                      (info.quantized ? " (quantized with the file's scale and zero point)" : ""));
+  if (dtype_is_float(x.dtype)) {
+    const size_t n = x.numel();
+    for (size_t i = 0; i < n; ++i) {
+      const double v = x.get(i);
+      if (std::isnan(v)) ++r.nan;
+      else if (std::isinf(v)) ++r.inf;
+    }
+    const std::string of = " of " + std::to_string(n) + " values; ";
+    if (r.nan)
+      r.notes.push_back("input x holds " + std::to_string(r.nan) + " NaN" + of +
+                        (info.quantized ? "fed as the zero point (0.0): the quantized input cannot hold NaN"
+                                        : "fed as they are"));
+    if (r.inf)
+      r.notes.push_back("input x holds " + std::to_string(r.inf) + " infinite" + of +
+                        (info.quantized ? "clipped to the quantized input's range" : "fed as they are"));
+  }
+  return r;
 }
 
 std::vector<float> from_model_output(const Array& y, const TensorInfo& info) {
@@ -492,12 +526,18 @@ std::string measure(const Args& args, const char* argv0) {
     x = Array::zeros(shape, backend->input().dtype);
   }
   const Array feed = to_model_input(x, backend->input(), layout);
+  InputNotes given = input_notes(x, feed, backend->input());
 
   Array out;
   t0 = now_ns();
   backend->run(feed, out);
   const double first_ms = ms_since(t0);
   const std::vector<int64_t> output_shape = out.shape;
+  int64_t out_nan = 0;
+  for (float v : from_model_output(out, backend->output())) out_nan += std::isnan(v) ? 1 : 0;
+  if (out_nan)
+    given.notes.push_back("the output holds " + std::to_string(out_nan) + " NaN of " + std::to_string(out.numel()) +
+                          " values");
   if (!args.save_output.empty()) save_npy(args.save_output, from_model_output(out, backend->output()), out.shape);
   // The timed call: the input does not change, so it is set once and each run is invoke() alone
   // (as the Python runner's timed_call) -- allowed where running again on the same input leaves the
@@ -548,7 +588,9 @@ std::string measure(const Args& args, const char* argv0) {
   auto nums = [](const std::vector<double>& v) { return Json::list(v, [](double d) { return Json::num(d); }); };
   std::ifstream mf(args.model, std::ios::binary | std::ios::ate);
   Json in;
-  in.add("shape", shape_str(feed.shape)).add("dtype", Json::str(dtype_name(feed.dtype))).add("layout", Json::str(layout));
+  in.add("shape", shape_str(feed.shape)).add("dtype", Json::str(dtype_name(feed.dtype))).add("layout", Json::str(layout))
+      .add("given_dtype", Json::str(given.given_dtype)).add("nan", Json::integer(given.nan))
+      .add("inf", Json::integer(given.inf));
   Json r;
   r.add("event", Json::str("result")).add("runtime", Json::str(backend->runtime()))
       .add("runtime_version", Json::str(backend->version())).add("interpreter", Json::str(backend->interpreter()))
@@ -562,8 +604,14 @@ std::string measure(const Args& args, const char* argv0) {
       .add("latency_samples_ms", nums(samples)).add("peak_mem_mb", Json::num(std::max(0.0, peak - baseline)))
       .add("baseline_mem_mb", Json::num(baseline)).add("accuracy", accuracy ? Json::num(*accuracy) : "null")
       .add("eval_samples", Json::integer(static_cast<int64_t>(n_eval))).add("input", in.dump())
-      .add("output_shape", shape_str(output_shape));
-  if (!args.profile.empty()) r.add("profile_dump", profile_line.empty() ? "null" : profile_line);
+      .add("output_shape", shape_str(output_shape)).add("output_nan", Json::integer(out_nan))
+      .add("notes", Json::list(given.notes, [](const std::string& s) { return Json::str(s); }));
+  if (!args.profile.empty()) {
+    r.add("profile_dump", profile_line.empty() ? "null" : profile_line);
+    if (profile_line.empty())
+      r.add("profile_error", Json::str(std::string("the ") + backend->runtime() +
+                                       " runtime gave no per-operator events for this file (see the runner's stderr)"));
+  }
   if (args.keep_samples) {
     r.add("warmup_samples_ms", nums(warm));
     r.add("eval_predictions", have_preds ? Json::list(preds, [](int64_t p) { return Json::integer(p); }) : "null");
