@@ -3,6 +3,7 @@
     edgekd demo [--quick] [--out DIR]
     edgekd list models|methods|datasets|strategies|targets
     edgekd train   --model resnet20 --data mnist5k --epochs 5 --out runs/teacher
+    edgekd train   --model resnet8 --data folder:photos/ --image-size 96 --epochs 5 --out runs/teacher
     edgekd distill --teacher runs/teacher/model.pt --student resnet8 --method ce+kd --out runs/kd
     edgekd distill --student resnet8 --peers 2 --method dml --out runs/dml
     edgekd distill --config examples/distill_crd.yaml --epochs 2
@@ -81,8 +82,9 @@ def _print_run(r) -> int:  # noqa: ANN001  (a distillation.config.RunResult)
 def cmd_train(args: argparse.Namespace) -> int:
     from edgekd.distillation.config import DistillConfig, MethodTerm, run
 
-    cfg = DistillConfig(student=args.model, method=[MethodTerm("ce")]).override(**given(args, RunSettings))
-    return _print_run(run(cfg, resume=args.resume, progress=not args.no_progress, augment=args.augment))
+    settings = {**given(args, RunSettings), "augment": args.augment if isinstance(args.augment, str) else None}
+    cfg = DistillConfig(student=args.model, method=[MethodTerm("ce")]).override(**settings)
+    return _print_run(run(cfg, resume=args.resume, progress=not args.no_progress, augment=args.augment is True))
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
@@ -252,10 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model from scratch (cross-entropy)")
     t.add_argument("--model", required=True, help="model name (`edgekd list models`)")
-    t.add_argument("--augment", action="store_true",
-                   help="train on randomly shifted (±2 px) and mirrored images: a teacher that does not "
-                        "memorise its train set, so its soft labels carry more for KD")
-    add_flags(t, RunSettings, skip=("teacher", "student", "method", "out"))
+    t.add_argument("--augment", nargs="?", const=True, default=None, metavar="SPEC",
+                   help="train on randomly augmented images: a teacher that does not memorise its train set, so its "
+                        "soft labels carry more for KD. Alone: shifts of ±2 px for the built-in sets (and mirror "
+                        "images where that keeps the label: not the digits), crop+flip for image files; or a SPEC "
+                        "such as crop+flip, shift:2, none")
+    add_flags(t, RunSettings, skip=("teacher", "student", "method", "out", "augment"))
     t.add_argument("--out", required=True, help="output folder (checkpoint, model.pt)")
     _add_run_flags(t, cmd_train)
 
