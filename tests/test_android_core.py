@@ -73,6 +73,7 @@ class Case:
     dtype: str  # float32 | int8 | uint8
     size: tuple[int, int]  # model input (h, w)
     image: tuple[int, ...]  # raw image shape (H, W) or (H, W, C)
+    resize_to: int | None = None  # shorter side before a centre crop (None: resize straight to size)
 
 
 CASES = [
@@ -82,6 +83,9 @@ CASES = [
     Case("RGB", "NHWC", "uint8", (16, 16), (5, 7, 3)),  # upscale
     Case("BGR", "NHWC", "float32", (7, 5), (20, 11, 3)),
     Case("RGB", "NCHW", "float32", (4, 4), (9, 9)),  # gray image into an RGB model
+    Case("RGB", "NCHW", "float32", (8, 8), (15, 23, 3), resize_to=10),  # shorter side 15 -> 10, crop 8x8
+    Case("GRAY", "NHWC", "int8", (6, 6), (31, 12), resize_to=7),  # portrait: width is the shorter side
+    Case("RGB", "NHWC", "float32", (12, 12), (5, 9, 3), resize_to=13),  # upscale then crop (odd offset)
 ]
 
 
@@ -97,13 +101,16 @@ def _synthetic_bundle(case: Case, root: Path) -> tuple[Bundle, str]:
     mean, std = ((0.1307,), (0.3081,)) if c == 1 else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     b = Bundle(root=root, model_name="synthetic", inputs=(TensorSpec("input", (1, c, h, w), "float32", "NCHW"),),
                outputs=(TensorSpec("output", (1, 10), "float32"),), files=[f],
-               preprocessing=Preprocessing(size=case.size, mean=mean, std=std, channel_order=case.order),
+               preprocessing=Preprocessing(size=case.size, mean=mean, std=std, channel_order=case.order,
+                                           **({"resize": "shorter_side", "resize_to": case.resize_to, "crop": "center"}
+                                              if case.resize_to else {})),
                labels=[f"label {i}" for i in range(10)])
     b.save()
     return b, f.key
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.order}-{c.layout}-{c.dtype}-{c.size}-from{c.image}")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.order}-{c.layout}-{c.dtype}-{c.size}-from{c.image}"
+                         + (f"-short{c.resize_to}" if c.resize_to else ""))
 def test_java_preprocessing_matches_python_bit_for_bit(case: Case, java_core: Path, tmp_path: Path) -> None:
     bundle, key = _synthetic_bundle(case, tmp_path / "bundle")
     image = np.random.default_rng(CASES.index(case)).integers(0, 256, case.image, dtype=np.uint8)
