@@ -44,6 +44,7 @@ __all__ = [
     "ANDROID_FORMATS",
     "copy_to_android_assets",
     "dequantize",
+    "logical_input",
     "preprocessing_of",
     "preprocess",
     "raw_images",
@@ -176,10 +177,16 @@ def preprocess(image: np.ndarray, bundle: Bundle | str | Path, file_key: str) ->
     pre = preprocessing_of(b)
     c, (h, w) = _channels(pre), (int(pre.size[0]), int(pre.size[1]))
     layout = _layout(f.inputs[0], c, h, w, f.key)
-    r = resize_and_crop(_to_planes(image, pre), pre)
-    x = r.astype(np.float32) * np.float32(pre.scale)
-    x = (x - _per_channel(pre.mean, c, "mean")[:, None, None]) / _per_channel(pre.std, c, "std")[:, None, None]
+    x = logical_input(_to_planes(image, pre), pre)
     return np.ascontiguousarray(_quantize(to_layout(x[None], layout), f.inputs[0], f.key))
+
+
+def logical_input(planes: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """Integer (C, H, W) planes already in the model's channel order → the float32 (C, h, w) model input:
+    resize, crop, ``x * scale``, ``(x - mean) / std`` (steps 2–3 of the module docstring)."""
+    c = planes.shape[0]
+    x = resize_and_crop(planes, pre).astype(np.float32) * np.float32(pre.scale)
+    return (x - _per_channel(pre.mean, c, "mean")[:, None, None]) / _per_channel(pre.std, c, "std")[:, None, None]
 
 
 # -- postprocessing ----------------------------------------------------------------------------------

@@ -149,15 +149,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _eval_data(spec: str | None, args: argparse.Namespace):
-    """``--eval-data`` is an .npz (x, y) or a data set name whose test split is used."""
+    """``--eval-data`` is an .npz (x, y), a data set name whose test split is used, or folder:PATH / csv:FILE:
+    test-split images decoded here, which the runner preprocesses with the bundle's preprocessing."""
     if spec is None or spec.endswith(".npz"):
         return spec
+    if spec.startswith(("folder:", "csv:")):
+        from edgekd.bench.harness import eval_images
+        from edgekd.bundle import Bundle
+
+        bundle = Bundle.load(args.model) if not any(args.model.endswith(s) for s in (".pte", ".tflite", ".pt2")) else None
+        return eval_images(spec, bundle, n=args.eval_samples, seed=args.seed)
     from edgekd import data as D
 
     splits = D.load(spec, root=args.data_root, seed=args.seed)
-    x, y = D.as_tensors(splits.test)
-    n = args.eval_samples
-    return x[:n].numpy(), y[:n].numpy()
+    x, y = D.as_tensors(splits.test, n=args.eval_samples)
+    return x.numpy(), y.numpy()
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -316,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--runs", type=int, default=100)
     b.add_argument("--threads", type=int, default=2)
-    b.add_argument("--eval-data", default=None, help="an .npz with x and y, or a data set name (test split)")
+    b.add_argument("--eval-data", default=None,
+                   help="an .npz with x and y, a data set name (test split), or folder:PATH / csv:FILE: test-split "
+                        "images the runner preprocesses itself with the bundle's preprocessing")
     b.add_argument("--eval-samples", type=int, default=1000)
     b.add_argument("--data-root", default=None)
     b.add_argument("--seed", type=int, default=0)

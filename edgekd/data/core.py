@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from edgekd.data.images import ImageDataset, collect
+from edgekd.data.images import ImageDataset, collect, spread
 from edgekd.data.transforms import Augment, parse_augment
 from edgekd.errors import ConfigError
 from edgekd.registry import Registry
@@ -248,17 +248,9 @@ def as_tensors(dataset: Dataset, n: int | None = None) -> tuple[torch.Tensor, to
     return collect(dataset, list(range(count)))
 
 
-def _spread(y: np.ndarray, n: int, seed: int) -> list[int]:
-    """Up to ``n`` positions drawn evenly across classes (one of each class in turn), seeded."""
-    rng = np.random.default_rng(seed)
-    per_class = [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
-    order = [int(idx[k]) for k in range(max(map(len, per_class), default=0)) for idx in per_class if k < len(idx)]
-    return order[:min(n, len(y))]
-
-
 def sample(dataset: Dataset, n: int = 200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` items ``(x, y)`` drawn evenly across classes, without augmentation: parity and eval samples."""
-    return collect(dataset, _spread(targets(dataset).numpy(), n, seed))
+    return collect(dataset, spread(targets(dataset).numpy(), n, seed))
 
 
 def calibration_sample(dataset: Dataset, n: int = 128, seed: int = 0) -> torch.Tensor:

@@ -36,7 +36,6 @@ from edgekd.data.core import (
     DataSplits,
     LoadOptions,
     _limit,
-    _spread,
     _stratified_split,
     split_indices,
     splits_of,
@@ -52,6 +51,7 @@ from edgekd.data.images import (
     loader,
     report_bad,
     say,
+    spread,
 )
 from edgekd.data.transforms import parse_augment, with_stats
 from edgekd.errors import ConfigError, DataError
@@ -273,7 +273,7 @@ def channel_stats(dataset: ImageDataset, n: int, seed: int = 0, num_workers: int
                   ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std (on the [0, 1] scale) of ``n`` images of ``dataset`` drawn across classes, after
     its eval resize and crop (``dataset``'s preprocessing must have mean 0 and std 1)."""
-    pos = _spread(dataset.targets.numpy(), n, seed)
+    pos = spread(dataset.targets.numpy(), n, seed)
     view = dataset.subset(pos).with_augment(None)
     c = dataset.shape[0]
     total, sq, count, bad = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0, []

@@ -341,3 +341,31 @@ def collect(dataset: Dataset, positions: Sequence[int]) -> tuple[torch.Tensor, t
         return (torch.cat(xs), torch.cat(ys)) if xs else empty
     items = [dataset[i] for i in positions]
     return torch.stack([it[0] for it in items]), torch.as_tensor([int(it[1]) for it in items])
+
+
+def raw_sample(dataset: ImageDataset, n: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """``n`` items drawn across classes as decoded uint8 (C, H, W) pixels in the split's channel order, before any
+    resize (what an app gets from its decoder), with their labels; undecodable ones are left out and named."""
+    y = dataset.targets.numpy()
+    pixels, labels, bad = [], [], []
+    order = spread(y, n, seed)
+    for i in order:
+        try:
+            p = dataset._pixels(i)
+        except BadImage:
+            bad.append(i)
+            continue
+        pixels.append(p.numpy() if p.dtype == torch.uint8 else
+                      np.clip(np.rint(p.numpy() / dataset.preprocessing.scale), 0, 255).astype(np.uint8))
+        labels.append(int(y[i]))
+    if bad:
+        say(report_bad(dataset, bad, dataset.name or "eval images"))
+    return pixels, np.asarray(labels, dtype=np.int64)
+
+
+def spread(y: np.ndarray, n: int, seed: int) -> list[int]:
+    """Up to ``n`` positions drawn evenly across classes (one of each class in turn), seeded."""
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
+    order = [int(idx[k]) for k in range(max(map(len, per_class), default=0)) for idx in per_class if k < len(idx)]
+    return order[:min(n, len(y))]
