@@ -14,6 +14,7 @@ turn that into a skipped item counted at the end of the epoch (:mod:`edgekd.data
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -74,10 +75,20 @@ def _to_uint8(t: torch.Tensor) -> torch.Tensor:
 
 
 def _torchvision(data: bytes) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_image
+    with warnings.catch_warnings():  # 0.29 says TorchCodec will take over image decoding; it still decodes here
+        warnings.filterwarnings("ignore", message=".*image decoding and encoding capabilities", category=DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_image
 
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     return _to_uint8(decode_image(buf, mode=ImageReadMode.RGB))  # palette expanded, alpha dropped, gray repeated
+
+
+def preload() -> None:
+    """Import the decoders and transforms now (before ``DataLoader`` workers fork, so each need not)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*image decoding and encoding capabilities", category=DeprecationWarning)
+        import torchvision.io  # noqa: F401
+        import torchvision.transforms.v2  # noqa: F401
 
 
 def _pillow(path: Path) -> torch.Tensor:

@@ -281,6 +281,9 @@ def loader(dataset: Dataset, batch_size: int = 256, *, num_workers: int | None =
     kw: dict[str, Any] = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
     if workers > 0:
         kw.update(persistent_workers=persistent, prefetch_factor=4)
+        from edgekd.data.decode import preload
+
+        preload()  # imported once here, so forked workers do not each import torchvision
     return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=str(device).startswith("cuda"),
                                        generator=torch.Generator(), **kw)
 
