@@ -288,3 +288,42 @@ def test_any_map_style_dataset_trains(tmp_path: Path) -> None:
     assert t.train.deterministic and t.num_classes == 2
     with pytest.raises(ConfigError, match="expected DataSplits"):
         train(TinyNet(), {"x": xs})
+
+
+# -- the whole pipeline from a folder, through the CLI -----------------------------------------------------
+def test_cli_folder_distill_export_bench(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`edgekd train/distill --data folder:…` → `export` → `bench --eval-data folder:…` on a non-zoo CNN; the
+    runner's accuracy (it resizes, crops and normalises the decoded test images itself) equals eager PyTorch's."""
+    import json
+
+    from edgekd.bundle import Bundle
+    from edgekd.cli import main
+    from edgekd.models import MODELS
+    from edgekd.models.saved import load_model
+
+    monkeypatch.setitem(MODELS._items, "folder_tinynet",
+                        lambda num_classes=10, in_channels=3: TinyNet(in_channels, num_classes))
+    spec, common = f"folder:{folder}", ["--image-size", "12", "--batch-size", "16", "--no-progress"]
+    assert main(["train", "--model", "folder_tinynet", "--data", spec, "--epochs", "3", "--out",
+                 str(tmp_path / "t"), *common]) == 0  # crop+flip by default
+    assert main(["distill", "--teacher", str(tmp_path / "t" / "model.pt"), "--student", "folder_tinynet",
+                 "--data", spec, "--augment", "none", "--epochs", "3", "--num-workers", "2",
+                 "--out", str(tmp_path / "kd"), *common]) == 0  # no augmentation: the teacher cache is exact
+    student, meta = load_model(tmp_path / "kd" / "model.pt")
+    assert meta["data"] == spec and meta["preprocessing"]["resize"] == "shorter_side"
+    assert main(["export", str(tmp_path / "kd" / "model.pt"), "--formats", "pte,tflite", "--precision", "fp32",
+                 "--calibration", "16", "--parity-samples", "24", "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    bundle = Bundle.load(tmp_path / "b")
+    assert bundle.preprocessing is not None and bundle.preprocessing.to_dict() == meta["preprocessing"]
+    assert all(f.parity is not None and f.parity.passed for f in bundle.files) and len(bundle.files) == 2
+    assert main(["bench", str(tmp_path / "b"), "--runs", "3", "--warmup", "1", "--eval-data", spec,
+                 "--eval-samples", "24", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    with np.load(tmp_path / "run" / "eval.npz") as ev:
+        assert "pixels" in ev.files and ev["shapes"].shape == (24, 3) and int(ev["pre_resize_to"]) == 12
+    splits = data.load(spec, image_size=12, mean=bundle.preprocessing.mean, std=bundle.preprocessing.std)
+    x, y = data.sample(splits.test, 24)
+    with torch.no_grad():
+        eager = float((student(x).argmax(1) == y).float().mean())
+    assert len(rows) == 2 and all(r["eval_samples"] == 24 for r in rows)
+    assert all(abs(r["accuracy"] - eager) <= 1 / 24 + 1e-9 for r in rows), ([r["accuracy"] for r in rows], eager)

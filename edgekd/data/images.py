@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +38,8 @@ from edgekd.data.transforms import Augment, eval_transform, train_transform
 
 BAD = -2  # the label of an item that could not be decoded (dropped by the trainer and evaluate)
 MAX_WORKERS = 8
+FORK_UNSAFE = ("jax", "tensorflow")
+SMALL = 512  # items read in the calling process by collect()  # loaded (by a converter) → workers are spawned, not forked
 
 
 class ImageDataset(Dataset):
@@ -281,9 +284,12 @@ def loader(dataset: Dataset, batch_size: int = 256, *, num_workers: int | None =
     kw: dict[str, Any] = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
     if workers > 0:
         kw.update(persistent_workers=persistent, prefetch_factor=4)
-        from edgekd.data.decode import preload
+        if any(m in sys.modules for m in FORK_UNSAFE):  # multithreaded runtimes: a forked worker may deadlock
+            kw["multiprocessing_context"] = "spawn"
+        else:
+            from edgekd.data.decode import preload
 
-        preload()  # imported once here, so forked workers do not each import torchvision
+            preload()  # imported once here, so forked workers do not each import torchvision
     return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=str(device).startswith("cuda"),
                                        generator=torch.Generator(), **kw)
 
@@ -332,7 +338,8 @@ def collect(dataset: Dataset, positions: Sequence[int]) -> tuple[torch.Tensor, t
     if isinstance(dataset, ImageDataset):
         view = dataset.subset(positions).with_augment(None)
         xs, ys, bad = [], [], []
-        for start, (x, y) in zip(range(0, len(view), 256), loader(view, 256), strict=True):
+        workers = None if len(view) > SMALL else 0  # a few hundred images: starting workers costs more
+        for start, (x, y) in zip(range(0, len(view), 256), loader(view, 256, num_workers=workers), strict=True):
             (x, y), dropped = drop_bad([x, y])
             xs.append(x)
             ys.append(y)
