@@ -151,6 +151,54 @@ def test_java_latency_stats_match_the_harness(java_core: Path, tmp_path: Path) -
         assert java["std"] == pytest.approx(py.std, rel=1e-9, abs=1e-15)
 
 
+# -- image files: the Java core's decoder + preprocessing vs the training pipeline -----------------------------
+FILES = [("jpg", "RGB", 2), ("jpg", "RGB", 0), ("jpg", "L", 0), ("png", "RGB", 0), ("png", "L", 0),
+         ("png", "P", 0), ("png", "RGBA", 0), ("png", "I;16", 0)]
+
+
+@pytest.mark.parametrize(("ext", "mode", "subsampling"), FILES,
+                         ids=[f"{e}-{m}" + ("-420" if s == 2 else "") for e, m, s in FILES])
+@pytest.mark.parametrize("order", ["RGB", "GRAY"])
+def test_java_decodes_files_like_the_training_pipeline(ext: str, mode: str, subsampling: int, order: str,
+                                                        java_core: Path, tmp_path: Path) -> None:
+    """The same JPEG or PNG through javax.imageio + the Java core, and through edgekd's data pipeline
+    (torchvision.io decoding, the eval transform): at most one grey level apart per pixel (PNG: the same)."""
+    import torch
+    from imagegen import pattern
+    from PIL import Image
+
+    from edgekd.data.decode import decode
+    from edgekd.data.transforms import eval_transform
+
+    rng = np.random.default_rng(7)
+    rgb = pattern(2, 3, 37, 53, rng)
+    rgb = np.clip(rgb.astype(np.int64) + np.linspace(0, 90, 53)[None, :, None], 0, 255).astype(np.uint8)
+    path = tmp_path / f"photo.{ext}"
+    if mode == "I;16":
+        Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 257 + 11).save(path)
+    elif mode == "RGBA":
+        Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 77, np.uint8)]), "RGBA").save(path)
+    else:
+        opts = {"quality": 90, "subsampling": subsampling} if ext == "jpg" else {}
+        Image.fromarray(rgb).convert(mode).save(path, **opts)
+    c = 1 if order == "GRAY" else 3
+    mean, std = (0.45,) * c, (0.27,) * c
+    pre = Preprocessing(size=(16, 16), mean=mean, std=std, channel_order=order, resize="shorter_side",
+                        resize_to=20, crop="center")
+    f = ModelFile(path="m.pte", format="pte", precision="fp32", converter="executorch", bytes=0, sha256="",
+                  inputs=(TensorSpec("x", (1, c, 16, 16), "float32", "NCHW"),), outputs=(TensorSpec("y", (1, 3), "float32"),))
+    bundle = Bundle(root=tmp_path / "b", model_name="m", inputs=f.inputs, outputs=f.outputs, files=[f],
+                    preprocessing=pre)
+    bundle.save()
+    out = tmp_path / "x.bin"
+    _cli(java_core, "preprocess", bundle.root / MANIFEST, f.key, path, out)
+    java = np.frombuffer(out.read_bytes(), dtype="<f4").reshape(1, c, 16, 16)
+    py = eval_transform(decode(path, order), pre)[None].numpy()
+    grey = np.abs(java - py) * np.asarray(std)[None, :, None, None] / pre.scale
+    assert grey.max() <= (1.0 if ext == "jpg" else 1e-3), grey.max()
+    assert torch.equal(torch.from_numpy(py), eval_transform(decode(path, order), pre)[None])  # deterministic
+
+
 # -- a real exported bundle ------------------------------------------------------------------------------
 def _tiny_cnn_class() -> type:
     from torch import nn
