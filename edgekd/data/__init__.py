@@ -25,7 +25,7 @@ from edgekd.data.core import (
     sample,
     targets,
 )
-from edgekd.data.folder import from_datasets
+from edgekd.data.folder import from_datasets, write_folder
 from edgekd.data.images import BAD, ArrayImages, DatasetImages, FileImages, ImageDataset, loader
 from edgekd.data.loading import as_splits, load
 from edgekd.data.transforms import Augment
@@ -53,4 +53,5 @@ __all__ = [
     "register_dataset",
     "sample",
     "targets",
+    "write_folder",
 ]

@@ -367,3 +367,36 @@ def _labels_of(dataset: Dataset, which: str) -> torch.Tensor:
         return torch.as_tensor(known, dtype=torch.int64)
     say(f"{which} dataset has no .targets: reading its {len(dataset)} labels item by item")  # type: ignore[arg-type]
     return targets(dataset)
+
+
+# -- a built-in data set written out as image files --------------------------------------------------------------
+def write_folder(name: str, root: str | Path, *, size: int | None = None, fmt: str = "png", limit: int | None = None,
+                 channels: str = "RGB", seed: int = 0) -> Path:
+    """Write registered data set ``name`` (e.g. ``"fashion_mnist"``) as a ``folder:`` tree of image files: its
+    official splits as ``train/`` and ``test/`` (else one pool), one sub-folder per class, each image resized to
+    ``size`` px (bilinear; default: its own size) in ``channels`` (RGB or GRAY), ``fmt`` png or jpg (quality 92).
+    ``limit`` keeps at most that many images of each split (stratified). Returns ``root``."""
+    from PIL import Image
+
+    from edgekd.data.core import DATASETS
+
+    if fmt not in ("png", "jpg"):
+        raise ConfigError(f"fmt={fmt!r} is not png or jpg", stage="data/write", hint="pass fmt='png' or 'jpg'")
+    raw = DATASETS.get(name)(None)
+    out = Path(root).expanduser()
+    rng = np.random.default_rng(seed)
+    parts = [("train", raw.x, raw.y), ("test", raw.x_test, raw.y_test)] if raw.x_test is not None else [("", raw.x, raw.y)]
+    mode = "L" if check_channel_order(channels) == "GRAY" else "RGB"
+    scale = raw.pixel_scale * 255.0 if raw.x.dtype == np.uint8 else 255.0
+    names = [c.replace("/", "_").replace(" ", "_") for c in raw.labels]
+    for split, x, y in parts:
+        for c in names:
+            (out / split / c).mkdir(parents=True, exist_ok=True)
+        for i in _limit(np.asarray(y), limit, rng):
+            a = np.clip(np.rint(np.asarray(x[i], dtype=np.float64) * scale), 0, 255).astype(np.uint8)
+            im = Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
+            if size is not None:
+                im = im.resize((size, size), Image.BILINEAR)
+            im.convert(mode).save(out / split / names[int(y[i])] / f"{i:06d}.{fmt}",
+                                  **({"quality": 92} if fmt == "jpg" else {}))
+    return out

@@ -16,7 +16,9 @@ whatever the number of workers or processes, and a resumed run continues exactly
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,12 +110,17 @@ def _geometry(x: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     return x
 
 
+@functools.lru_cache(maxsize=32)
+def _stats(mean: tuple[float, ...], std: tuple[float, ...], c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    m = torch.tensor(mean if len(mean) == c else mean * c, dtype=torch.float32)[:c, None, None]
+    s = torch.tensor(std if len(std) == c else std * c, dtype=torch.float32)[:c, None, None]
+    return m, s
+
+
 def normalize(x: torch.Tensor, pre: Preprocessing, store_scale: float | None = None) -> torch.Tensor:
     """``(x * scale - mean) / std`` per channel, in float32 (``store_scale``: the scale of ``x``'s values)."""
     scale = pre.scale if store_scale is None else store_scale
-    c = x.shape[-3]
-    mean = torch.tensor(pre.mean if len(pre.mean) == c else pre.mean * c, dtype=torch.float32)[:c, None, None]
-    std = torch.tensor(pre.std if len(pre.std) == c else pre.std * c, dtype=torch.float32)[:c, None, None]
+    mean, std = _stats(tuple(pre.mean), tuple(pre.std), x.shape[-3])
     x = x.to(torch.float32)
     if scale != 1.0:
         x = x * torch.tensor(scale, dtype=torch.float32)
@@ -138,10 +145,9 @@ def train_transform(pixels: torch.Tensor, pre: Preprocessing, aug: Augment, seed
         return eval_transform(pixels, pre, store_scale)
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     if aug.crop:
-        from torchvision.transforms.v2 import RandomResizedCrop
         from torchvision.transforms.v2 import functional as TF
 
-        top, left, h, w = _rrc_params(pixels, aug, g, RandomResizedCrop)
+        top, left, h, w = _rrc_params(pixels, aug, g)
         x = TF.resized_crop(pixels, top, left, h, w, list(pre.size), antialias=False)
     else:
         x = _geometry(pixels.to(torch.float32), pre)
@@ -152,15 +158,24 @@ def train_transform(pixels: torch.Tensor, pre: Preprocessing, aug: Augment, seed
     return normalize(x, pre, store_scale)
 
 
-def _rrc_params(pixels: torch.Tensor, aug: Augment, g: torch.Generator | None, rrc: type
-                ) -> tuple[int, int, int, int]:
-    """RandomResizedCrop's box, drawn from ``g`` (torchvision draws from the global generator)."""
+@functools.lru_cache(maxsize=8)
+def _rrc(scale: tuple[float, float], ratio: tuple[float, float]) -> Any:
+    from torchvision.transforms.v2 import RandomResizedCrop
+
+    return RandomResizedCrop(size=1, scale=scale, ratio=ratio)
+
+
+def _rrc_params(pixels: torch.Tensor, aug: Augment, g: torch.Generator | None) -> tuple[int, int, int, int]:
+    """RandomResizedCrop's box (torchvision's ``make_params``), drawn from ``g``: torchvision draws from the
+    global CPU generator, so it is reseeded from ``g`` inside ``fork_rng`` (``default_generator.manual_seed``:
+    ``torch.manual_seed`` would also queue a seed for every lazy accelerator, which costs milliseconds)."""
+    rrc = _rrc(tuple(aug.crop_scale), tuple(aug.crop_ratio))
     if g is None:
-        p = rrc(size=1, scale=aug.crop_scale, ratio=aug.crop_ratio).make_params([pixels])
-        return p["top"], p["left"], p["height"], p["width"]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 1 << 62, (), generator=g)))
-        p = rrc(size=1, scale=aug.crop_scale, ratio=aug.crop_ratio).make_params([pixels])
+        p = rrc.make_params([pixels])
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(int(torch.randint(0, 1 << 62, (), generator=g)))
+            p = rrc.make_params([pixels])
     return p["top"], p["left"], p["height"], p["width"]
 
 
