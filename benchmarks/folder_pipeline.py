@@ -1,8 +1,8 @@
 """The whole pipeline on real images streamed from a folder: write → load → distil → export → bench.
 
 The only real image data that ships offline is MNIST and Fashion-MNIST, so the first phase writes
-Fashion-MNIST's 70,000 images to disk as a class-per-folder tree of RGB files (upscaled from 28 px,
-bilinear; ``train/<class>/`` 60k, ``test/<class>/`` 10k; PNG or JPEG; :func:`edgekd.data.write_folder`).
+Fashion-MNIST's 70,000 images to disk as a class-per-folder tree of RGB files (upscaled from 28 px to
+``--px``, bilinear; the model input ``--image-size`` is resized and cropped from them on the fly; ``train/<class>/`` 60k, ``test/<class>/`` 10k; PNG or JPEG; :func:`edgekd.data.write_folder`).
 Nothing of it is committed: it lands
 in ``benchmarks/results/folder_pipeline_work/`` (git-ignored). Then, each phase writing its part of
 ``benchmarks/results/folder_pipeline.json`` the moment it finishes (with the machine facts):
@@ -26,8 +26,8 @@ in ``benchmarks/results/folder_pipeline_work/`` (git-ignored). Then, each phase 
 ::
 
     nice -n 19 python benchmarks/folder_pipeline.py --phases write,loader,memory,train,export \\
-        --teacher tv:resnet18 --student tv:mobilenet_v3_small --px 64
-    python benchmarks/folder_pipeline.py --smoke        # every phase on 600 images, zoo models, 24 px: minutes
+        --teacher tv:resnet18 --student tv:mobilenet_v3_small --px 128 --image-size 64
+    python benchmarks/folder_pipeline.py --smoke        # every phase on 600 images, zoo models, 24 px
 
 Model names are arguments: any registered name (``edgekd list models``). A finished phase is skipped on a
 rerun unless ``--force``; ``--phases`` picks phases.
@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -77,6 +78,8 @@ def write_tree(root: Path, px: int, fmt: str, limit: int | None) -> dict[str, An
     from edgekd.data import write_folder
 
     t0 = time.perf_counter()
+    if root.exists():
+        shutil.rmtree(root)  # only ever a tree this script wrote under its work folder (see main)
     write_folder("fashion_mnist", root, size=px, fmt=fmt, limit=limit, channels="RGB")
     files = list(root.rglob(f"*.{fmt}"))
     decoded = len(files) * 3 * px * px
@@ -297,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phases", default=",".join(PHASES), help=f"comma list of {', '.join(PHASES)}")
     ap.add_argument("--root", type=Path, default=None, help="image tree (default: under the work folder)")
-    ap.add_argument("--px", type=int, default=64, help="side of the written (and trained) images")
+    ap.add_argument("--px", type=int, default=128, help="side of the written images")
+    ap.add_argument("--image-size", type=int, default=64, help="model input: files are resized and cropped to it")
     ap.add_argument("--format", choices=("png", "jpg"), default="png")
     ap.add_argument("--write-limit", type=int, default=None, help="images per split to write (default: all 70k)")
     ap.add_argument("--limit", type=int, default=None, help="images per source split to train on (stratified)")
@@ -310,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--loader-images", type=int, default=4096, help="images per loader round")
     ap.add_argument("--loader-rounds", type=int, default=4)
-    ap.add_argument("--budget-gb", type=float, default=2.0, help="RLIMIT_DATA of the memory phase's epoch")
-    ap.add_argument("--memory-student", default=None, help="model of the memory phase's epoch (default: --student)")
+    ap.add_argument("--budget-gb", type=float, default=1.75, help="RLIMIT_DATA of the memory phase's epoch")
+    ap.add_argument("--memory-student", default="mobilenetv2_x0_25", help="model of the memory phase's epoch")
+    ap.add_argument("--memory-size", type=int, default=32, help="model input of the memory phase's epoch")
     ap.add_argument("--eval-samples", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--work", type=Path, default=WORK)
@@ -320,13 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="every phase, tiny: zoo models, 600 images, 24 px")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.px, args.write_limit, args.teacher, args.student = 24, 300, "resnet8", "mobilenetv2_x0_25"
+        args.px, args.image_size, args.write_limit, args.teacher, args.student = 32, 24, 300, "resnet8", "mobilenetv2_x0_25"
+        args.memory_size = 24
         args.seeds, args.teacher_epochs, args.student_epochs, args.loader_images, args.loader_rounds = "0", 1, 1, 256, 2
-        args.eval_samples, args.budget_gb = 60, 2.0
+        args.eval_samples = 60
         args.out = args.out.with_name("folder_pipeline_smoke.json") if args.out == RESULTS else args.out
         args.work = args.work.with_name("folder_pipeline_smoke_work") if args.work == WORK else args.work
     args.seeds = [int(s) for s in str(args.seeds).split(",")]
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if args.root is not None and "write" in phases:
+        ap.error("--root names your own tree: the write phase only writes under --work (drop write from --phases)")
     root = args.root or args.work / f"fmnist_{args.px}px_{args.format}"
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() and not args.force else {}
     results["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
@@ -349,16 +357,16 @@ def main(argv: list[str] | None = None) -> int:
         if phase == "write":
             results["write"] = write_tree(root, args.px, args.format, args.write_limit)
         elif phase == "loader":
-            results["loader"] = loader_bench(root, args.px, args.workers, args.batch, args.loader_images,
+            results["loader"] = loader_bench(root, args.image_size, args.workers, args.batch, args.loader_images,
                                              args.loader_rounds)
         elif phase == "memory":
-            results["memory"] = memory_bench(root, args.px, args.workers, args.memory_student or args.student,
+            results["memory"] = memory_bench(root, args.memory_size, args.workers, args.memory_student,
                                              args.batch, args.budget_gb, results.get("write", {}))
         elif phase == "train":
             args.work.mkdir(parents=True, exist_ok=True)
-            results["train"] = train_bench(root, args.px, args, args.work, results, args.out)
+            results["train"] = train_bench(root, args.image_size, args, args.work, results, args.out)
         elif phase == "export":
-            results["export"] = {"rows": export_bench(root, args.px, args, args.work)}
+            results["export"] = {"rows": export_bench(root, args.image_size, args, args.work)}
         results.setdefault("phase_wall_s", {})[phase] = time.perf_counter() - t0
         save(results, args.out)
     results["wall_s"] = time.perf_counter() - t_all
