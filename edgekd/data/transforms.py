@@ -124,7 +124,18 @@ def normalize(x: torch.Tensor, pre: Preprocessing, store_scale: float | None = N
     x = x.to(torch.float32)
     if scale != 1.0:
         x = x * torch.tensor(scale, dtype=torch.float32)
-    return (x - mean) / std
+    out = (x - mean) / std
+    # Broadcasting may give a 1-channel batch the strides (H*W, 1, W, 1): "contiguous" to torch, but an
+    # exporter reading the dim order from the strides takes it for channels-last. Give it the plain strides.
+    return out.clone(memory_format=torch.contiguous_format) if out.stride() != _plain(out.shape) else out
+
+
+def _plain(shape: torch.Size) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= n
+    return tuple(reversed(strides))
 
 
 def eval_transform(pixels: torch.Tensor, pre: Preprocessing, store_scale: float | None = None) -> torch.Tensor:
