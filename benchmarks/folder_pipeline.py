@@ -211,7 +211,10 @@ def train_bench(root: Path, px: int, args: argparse.Namespace, work: Path, resul
     from edgekd.distillation import distill, train
     from edgekd.models.saved import load_model, save_model
 
-    section = results.setdefault("train", {"runs": []})
+    section = results.get("train") or {}
+    if args.force or "runs" not in section:  # a fresh start (or a "pending" note from a run without the models)
+        section = {"runs": []}
+    results["train"] = section
     common = dict(image_size=px, limit=args.limit, num_workers=args.workers)
     teacher_path = work / "teacher.pt"
     t_splits = data.load(f"folder:{root}", augment="crop+flip", **common)
@@ -320,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-samples", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--work", type=Path, default=WORK)
-    ap.add_argument("--force", action="store_true", help="rerun phases already in the results")
+    ap.add_argument("--force", action="store_true", help="rerun the --phases already in the results (others are kept)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="every phase, tiny: zoo models, 600 images, 24 px")
     args = ap.parse_args(argv)
@@ -336,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.root is not None and "write" in phases:
         ap.error("--root names your own tree: the write phase only writes under --work (drop write from --phases)")
     root = args.root or args.work / f"fmnist_{args.px}px_{args.format}"
-    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() and not args.force else {}
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
     results["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
     from edgekd.models import list_models
