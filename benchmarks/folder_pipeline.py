@@ -212,11 +212,12 @@ def train_bench(root: Path, px: int, args: argparse.Namespace, work: Path, resul
     from edgekd.models.saved import load_model, save_model
 
     section = results.get("train") or {}
+    teacher_path = work / "teacher.pt"
     if args.force or "runs" not in section:  # a fresh start (or a "pending" note from a run without the models)
         section = {"runs": []}
+        teacher_path.unlink(missing_ok=True)
     results["train"] = section
     common = dict(image_size=px, limit=args.limit, num_workers=args.workers)
-    teacher_path = work / "teacher.pt"
     t_splits = data.load(f"folder:{root}", augment="crop+flip", **common)
     kw = {"num_classes": t_splits.num_classes, "in_channels": 3}
     if not teacher_path.exists():
