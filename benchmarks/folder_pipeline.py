@@ -14,7 +14,10 @@ in ``benchmarks/results/folder_pipeline_work/`` (git-ignored). Then, each phase 
 - ``memory``: one training epoch over the whole train split in a child process whose data segment is
   limited with ``prlimit --data`` (RLIMIT_DATA: heap and anonymous mappings, per process, inherited by the
   ``DataLoader`` workers) to a budget well below the decoded data set; its peak RSS (and the whole process
-  tree's, sampled) is recorded;
+  tree's, sampled) is recorded. The epoch trains a cheap student (``--memory-student`` at ``--memory-size``,
+  batch ``--memory-batch``): importing torch takes ~0.85 GiB of the data segment and the activations of a
+  forward/backward pass grow with the batch (mobilenetv2_x0_25 at 32 px: ~0.9 GiB at batch 128, which is
+  what a 1.75 GiB budget could not hold), so the data pipeline's share is what is left;
 - ``train``: a teacher (``--teacher``, e.g. ``tv:resnet18``) trained on the folder with crop+flip, then the
   student (``--student``, e.g. ``tv:mobilenet_v3_small``) alone and with KD (``ce:0.5 + kd:0.5``, T = 2) for the
   same steps, ``--seeds`` seeds; students without augmentation so the teacher's outputs are cached exactly;
@@ -170,6 +173,8 @@ print(json.dumps({'epoch_s': time.perf_counter() - t0, 'train_images': len(s.tra
 
 def memory_bench(root: Path, px: int, workers: int, student: str, batch: int, budget_gb: float,
                  decoded: dict[str, Any]) -> dict[str, Any]:
+    """One epoch over the whole train split under ``prlimit --data`` (the child's own peaks plus the whole tree's,
+    sampled every 0.5 s)."""
     import psutil
 
     budget = int(budget_gb * 2**30)
@@ -194,11 +199,13 @@ def memory_bench(root: Path, px: int, workers: int, student: str, batch: int, bu
                            "budget_bytes": budget, "decoded_uint8_bytes": decoded.get("decoded_uint8_bytes"),
                            "decoded_float32_bytes": decoded.get("decoded_float32_bytes"), "completed": ok,
                            "tree_peak_rss_mb_sampled": tree_rss, "tree_peak_pss_mb_sampled": tree_pss,
-                           "workers": workers, "student": student}
+                           "workers": workers, "student": student, "image_size": px, "batch_size": batch}
     if ok:
         row.update(json.loads(out.strip().splitlines()[-1]))
     else:
-        row["error"] = err[-2000:]
+        lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+        row["error"] = lines[-1] if lines else f"exit status {proc.returncode}"
+        row["stderr_tail"] = err[-2000:]
     return row
 
 
@@ -321,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-gb", type=float, default=1.75, help="RLIMIT_DATA of the memory phase's epoch")
     ap.add_argument("--memory-student", default="mobilenetv2_x0_25", help="model of the memory phase's epoch")
     ap.add_argument("--memory-size", type=int, default=32, help="model input of the memory phase's epoch")
+    ap.add_argument("--memory-batch", type=int, default=32, help="batch size of the memory phase's epoch")
     ap.add_argument("--eval-samples", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--work", type=Path, default=WORK)
@@ -353,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"folder_pipeline: {results['train']['pending']}", flush=True)
     t_all = time.perf_counter()
     for phase in phases:
-        if phase in results and not args.force and phase not in ("train",):
+        done = phase in results and results[phase].get("completed", True) is not False  # a failed epoch reruns
+        if done and not args.force and phase not in ("train",):
             print(f"== {phase}: done already (--force to rerun)")
             continue
         print(f"== {phase}", flush=True)
@@ -365,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                                              args.loader_rounds)
         elif phase == "memory":
             results["memory"] = memory_bench(root, args.memory_size, args.workers, args.memory_student,
-                                             args.batch, args.budget_gb, results.get("write", {}))
+                                             args.memory_batch, args.budget_gb, results.get("write", {}))
         elif phase == "train":
             args.work.mkdir(parents=True, exist_ok=True)
             results["train"] = train_bench(root, args.image_size, args, args.work, results, args.out)
