@@ -11,8 +11,10 @@ Preprocessing (``dev.edgekd.core.Preprocessor`` documents the same steps):
 
 1. channels: to the model's count (RGB → gray by integer BT.601 luma ``(299R + 587G + 114B + 500) // 1000``,
    gray → RGB by repetition); ``BGR`` reverses the three channels;
-2. resize to ``preprocessing.size`` (h, w): bilinear, half-pixel centres, edge clamp, no antialiasing
-   (OpenCV ``INTER_LINEAR``), in float64;
+2. resize: bilinear, half-pixel centres, edge clamp, no antialiasing (OpenCV ``INTER_LINEAR``), in float64,
+   straight to ``preprocessing.size`` (h, w) (``resize="exact"``), or the shorter side to ``resize_to`` and a
+   centre crop of (h, w) (``"shorter_side"``; :meth:`~edgekd.bundle.Preprocessing.resized` and
+   :meth:`~edgekd.bundle.Preprocessing.crop_box` give the geometry);
 3. in float32: ``x = r * scale``, ``x = (x - mean[c]) / std[c]``;
 4. layout NCHW or NHWC as the file's input says, batch 1;
 5. int8/uint8 input with a quantization: ``q = clip(round(x / scale) + zero_point)`` (half to even).
@@ -43,9 +45,11 @@ __all__ = [
     "ANDROID_FORMATS",
     "copy_to_android_assets",
     "dequantize",
+    "logical_input",
     "preprocessing_of",
     "preprocess",
     "raw_images",
+    "resize_and_crop",
     "resize_bilinear",
     "samples_from_tensors",
     "softmax",
@@ -138,6 +142,13 @@ def resize_bilinear(planes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (1.0 - wy) * top + wy * bottom
 
 
+def resize_and_crop(planes: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """(C, H, W) planes resized and cropped as ``pre`` says (float64, never rounded)."""
+    rh, rw = pre.resized(planes.shape[1], planes.shape[2])
+    top, left = pre.crop_box(rh, rw)
+    return resize_bilinear(planes, (rh, rw))[:, top:top + int(pre.size[0]), left:left + int(pre.size[1])]
+
+
 def _per_channel(v: Sequence[float], c: int, what: str) -> np.ndarray:
     if len(v) == 1:
         return np.full(c, v[0], dtype=np.float32)
@@ -167,10 +178,16 @@ def preprocess(image: np.ndarray, bundle: Bundle | str | Path, file_key: str) ->
     pre = preprocessing_of(b)
     c, (h, w) = _channels(pre), (int(pre.size[0]), int(pre.size[1]))
     layout = _layout(f.inputs[0], c, h, w, f.key)
-    r = resize_bilinear(_to_planes(image, pre), (h, w))
-    x = r.astype(np.float32) * np.float32(pre.scale)
-    x = (x - _per_channel(pre.mean, c, "mean")[:, None, None]) / _per_channel(pre.std, c, "std")[:, None, None]
+    x = logical_input(_to_planes(image, pre), pre)
     return np.ascontiguousarray(_quantize(to_layout(x[None], layout), f.inputs[0], f.key))
+
+
+def logical_input(planes: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """Integer (C, H, W) planes already in the model's channel order → the float32 (C, h, w) model input:
+    resize, crop, ``x * scale``, ``(x - mean) / std`` (steps 2–3 of the module docstring)."""
+    c = planes.shape[0]
+    x = resize_and_crop(planes, pre).astype(np.float32) * np.float32(pre.scale)
+    return (x - _per_channel(pre.mean, c, "mean")[:, None, None]) / _per_channel(pre.std, c, "std")[:, None, None]
 
 
 # -- postprocessing ----------------------------------------------------------------------------------

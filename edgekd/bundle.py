@@ -107,15 +107,70 @@ class ModelFile:
         )
 
 
+RESIZE_POLICIES = ("exact", "shorter_side")
+CROPS = ("none", "center")
+INTERPOLATIONS = ("bilinear",)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """What an app does to a raw image before the model: resize, to [0,1], (x - mean) / std."""
+    """What an app does to a decoded 8-bit image before the model, in this order:
 
-    size: tuple[int, int]  # (height, width)
+    1. channels: to ``channel_order`` (RGB → GRAY by integer BT.601 luma ``(299R + 587G + 114B + 500) // 1000``,
+       GRAY → RGB by repetition; ``BGR`` reverses RGB); alpha is dropped, a palette expanded, 16-bit pixels
+       become ``(v + 128) // 257``;
+    2. resize (``interpolation="bilinear"``: half-pixel centres — ``align_corners=False`` — edge clamp, no
+       antialiasing, on float pixel values, not rounded): ``resize="exact"`` straight to ``size``;
+       ``"shorter_side"``: the shorter side to ``resize_to``, the longer ``int(resize_to * long / short)``
+       (torchvision's ``Resize(int)``);
+    3. crop ``size`` = (height, width) from the centre (``crop="center"``; offsets ``round((H - h) / 2)``,
+       half to even, as torchvision's ``CenterCrop``);
+    4. in float32: ``x = pixel * scale``, ``x = (x - mean[c]) / std[c]``.
+
+    :meth:`resized` and :meth:`crop_box` are the geometry every implementation follows (the data pipeline,
+    ``edgekd.android``, the device runner, the Android Java core).
+    """
+
+    size: tuple[int, int]  # (height, width) of the model input
     mean: tuple[float, ...]
     std: tuple[float, ...]
     channel_order: str = "GRAY"  # "GRAY" | "RGB" | "BGR"
     scale: float = 1.0 / 255.0  # raw pixel -> [0, 1] before mean/std
+    resize: str = "exact"  # "exact" | "shorter_side"
+    resize_to: int | None = None  # shorter_side: length of the shorter side before the crop
+    crop: str = "none"  # "none" | "center"
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        bad = [(k, v, ok) for k, v, ok in (("resize", self.resize, RESIZE_POLICIES), ("crop", self.crop, CROPS),
+                                           ("interpolation", self.interpolation, INTERPOLATIONS)) if v not in ok]
+        if bad:
+            k, v, ok = bad[0]
+            raise ModelFileError(f"preprocessing.{k} {v!r} is not one of {', '.join(ok)}", stage="bundle",
+                                 hint="re-export the bundle with this edgekd")
+        if self.resize == "shorter_side" and (self.resize_to is None or self.resize_to < max(self.size)):
+            raise ModelFileError(f"preprocessing.resize_to {self.resize_to} must be >= the crop size {list(self.size)}",
+                                 stage="bundle", hint="e.g. resize_to=256 for size (224, 224)")
+        if self.resize == "shorter_side" and self.crop != "center":
+            raise ModelFileError("preprocessing.resize 'shorter_side' needs crop 'center' (else the input size varies)",
+                                 stage="bundle", hint="re-export the bundle with this edgekd")
+
+    def resized(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) an image of ``height`` × ``width`` is resized to before the crop."""
+        if self.resize == "exact":
+            return int(self.size[0]), int(self.size[1])
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = int(self.resize_to), int(int(self.resize_to) * long / short)  # type: ignore[arg-type]
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+
+    def crop_box(self, height: int, width: int) -> tuple[int, int]:
+        """(top, left) of the ``size`` crop in a resized image of ``height`` × ``width``."""
+        if self.crop == "none":
+            return 0, 0
+        return int(round((height - self.size[0]) / 2.0)), int(round((width - self.size[1]) / 2.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Preprocessing:
@@ -125,6 +180,10 @@ class Preprocessing:
             std=tuple(d["std"]),
             channel_order=d.get("channel_order", "GRAY"),
             scale=float(d.get("scale", 1.0 / 255.0)),
+            resize=d.get("resize", "exact"),
+            resize_to=None if d.get("resize_to") is None else int(d["resize_to"]),
+            crop=d.get("crop", "none"),
+            interpolation=d.get("interpolation", "bilinear"),
         )
 
 

@@ -3,6 +3,7 @@
     edgekd demo [--quick] [--out DIR]
     edgekd list models|methods|datasets|strategies|targets
     edgekd train   --model resnet20 --data mnist5k --epochs 5 --out runs/teacher
+    edgekd train   --model resnet8 --data folder:photos/ --image-size 96 --epochs 5 --out runs/teacher
     edgekd distill --teacher runs/teacher/model.pt --student resnet8 --method ce+kd --out runs/kd
     edgekd distill --student resnet8 --peers 2 --method dml --out runs/dml
     edgekd distill --config examples/distill_crd.yaml --epochs 2
@@ -82,8 +83,9 @@ def _print_run(r) -> int:  # noqa: ANN001  (a distillation.config.RunResult)
 def cmd_train(args: argparse.Namespace) -> int:
     from edgekd.distillation.config import DistillConfig, MethodTerm, run
 
-    cfg = DistillConfig(student=args.model, method=[MethodTerm("ce")]).override(**given(args, RunSettings))
-    return _print_run(run(cfg, resume=args.resume, progress=not args.no_progress, augment=args.augment))
+    settings = {**given(args, RunSettings), "augment": args.augment if isinstance(args.augment, str) else None}
+    cfg = DistillConfig(student=args.model, method=[MethodTerm("ce")]).override(**settings)
+    return _print_run(run(cfg, resume=args.resume, progress=not args.no_progress, augment=args.augment is True))
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
@@ -148,15 +150,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _eval_data(spec: str | None, args: argparse.Namespace):
-    """``--eval-data`` is an .npz (x, y) or a data set name whose test split is used."""
+    """``--eval-data`` is an .npz (x, y), a data set name whose test split is used, or folder:PATH / csv:FILE:
+    test-split images decoded here, which the runner preprocesses with the bundle's preprocessing."""
     if spec is None or spec.endswith(".npz"):
         return spec
+    if spec.startswith(("folder:", "csv:")):
+        from edgekd.bench.harness import eval_images
+        from edgekd.bundle import Bundle
+
+        bundle = Bundle.load(args.model) if not any(args.model.endswith(s) for s in (".pte", ".tflite", ".pt2")) else None
+        return eval_images(spec, bundle, n=args.eval_samples, seed=args.seed)
     from edgekd import data as D
 
     splits = D.load(spec, root=args.data_root, seed=args.seed)
-    x, y = D.as_tensors(splits.test)
-    n = args.eval_samples
-    return x[:n].numpy(), y[:n].numpy()
+    x, y = D.as_tensors(splits.test, n=args.eval_samples)
+    return x.numpy(), y.numpy()
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -261,10 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model from scratch (cross-entropy)")
     t.add_argument("--model", required=True, help="model name (`edgekd list models`)")
-    t.add_argument("--augment", action="store_true",
-                   help="train on randomly shifted (±2 px) and mirrored images: a teacher that does not "
-                        "memorise its train set, so its soft labels carry more for KD")
-    add_flags(t, RunSettings, skip=("teacher", "student", "method", "out"))
+    t.add_argument("--augment", nargs="?", const=True, default=None, metavar="SPEC",
+                   help="train on randomly augmented images: a teacher that does not memorise its train set, so its "
+                        "soft labels carry more for KD. Alone: shifts of ±2 px for the built-in sets (and mirror "
+                        "images where that keeps the label: not the digits), crop+flip for image files; or a SPEC "
+                        "such as crop+flip, shift:2, none")
+    add_flags(t, RunSettings, skip=("teacher", "student", "method", "out", "augment"))
     t.add_argument("--out", required=True, help="output folder (checkpoint, model.pt)")
     _add_run_flags(t, cmd_train)
 
@@ -321,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--runs", type=int, default=100)
     b.add_argument("--threads", type=int, default=2)
-    b.add_argument("--eval-data", default=None, help="an .npz with x and y, or a data set name (test split)")
+    b.add_argument("--eval-data", default=None,
+                   help="an .npz with x and y, a data set name (test split), or folder:PATH / csv:FILE: test-split "
+                        "images the runner preprocesses itself with the bundle's preprocessing")
     b.add_argument("--inputs", default=None, metavar="X.npz",
                    help="the input to time on, as an .npz with key x (the logical input: NCHW, the model's batch size; "
                         "float64 is converted to the model's dtype and NaN is fed as it is, each said in the result); "

@@ -136,6 +136,9 @@ class LoopSettings:
         "drawn in turn, the rest unlabelled; an epoch is one pass over the unlabelled ones (0: plain batches)")
     val_every: int = setting(1, "validate (and update best.pt) every N epochs; the last epoch always is")
     device: str = setting("cpu", "torch device: cpu, cuda, cuda:1, ...")
+    num_workers: int | None = setting(
+        None, "DataLoader worker processes that decode and augment images (default: 0 for in-memory data sets, "
+        "else the CPU count, at most 8)")
 
 
 @dataclass
@@ -146,9 +149,19 @@ class RunSettings(LoopSettings):
 
     teacher: str | None = setting(None, "teacher checkpoint (model.pt from `edgekd train`)")
     student: str | None = setting(None, "student model name (`edgekd list models`)")
-    data: str = setting("mnist5k", "data set name (`edgekd list datasets`)")
+    data: str = setting("mnist5k", "data set name (`edgekd list datasets`), folder:PATH (one sub-folder of images "
+                        "per class; train/ val/ test/ used when present) or csv:FILE (path,label rows)")
     data_root: str | None = setting(None, "folder holding the data set files, where it needs one")
     limit: int | None = setting(None, "use at most this many samples")
+    image_size: int | None = setting(None, "model input size in pixels (image files: default 224, resized by the "
+                                     "shorter side and centre-cropped; built-in sets: their own size)")
+    augment: str | None = setting(
+        None, "train-time augmentation: crop (random resized crop), flip, shift:N, joined with +, or none "
+        "(default: crop+flip for image files, none for the built-in sets; never a mirror for digits)")
+    channels: str | None = setting(None, "channel order images are converted to: RGB or GRAY (image files; default RGB)")
+    mean: str | None = setting(None, "per-channel mean on the [0, 1] scale, e.g. 0.485,0.456,0.406 "
+                               "(default: measured on a sample of the train split)")
+    std: str | None = setting(None, "per-channel std on the [0, 1] scale, e.g. 0.229,0.224,0.225")
     method: list[MethodTerm] = setting(
         help="e.g. 'kd', 'ce+kd', 'ce:1 + kd:0.9 + crd:0.8' (`edgekd list methods`); default ce+kd",
         default_factory=default_method, parse=str)

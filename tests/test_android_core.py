@@ -73,6 +73,7 @@ class Case:
     dtype: str  # float32 | int8 | uint8
     size: tuple[int, int]  # model input (h, w)
     image: tuple[int, ...]  # raw image shape (H, W) or (H, W, C)
+    resize_to: int | None = None  # shorter side before a centre crop (None: resize straight to size)
 
 
 CASES = [
@@ -82,6 +83,9 @@ CASES = [
     Case("RGB", "NHWC", "uint8", (16, 16), (5, 7, 3)),  # upscale
     Case("BGR", "NHWC", "float32", (7, 5), (20, 11, 3)),
     Case("RGB", "NCHW", "float32", (4, 4), (9, 9)),  # gray image into an RGB model
+    Case("RGB", "NCHW", "float32", (8, 8), (15, 23, 3), resize_to=10),  # shorter side 15 -> 10, crop 8x8
+    Case("GRAY", "NHWC", "int8", (6, 6), (31, 12), resize_to=7),  # portrait: width is the shorter side
+    Case("RGB", "NHWC", "float32", (12, 12), (5, 9, 3), resize_to=13),  # upscale then crop (odd offset)
 ]
 
 
@@ -97,13 +101,16 @@ def _synthetic_bundle(case: Case, root: Path) -> tuple[Bundle, str]:
     mean, std = ((0.1307,), (0.3081,)) if c == 1 else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     b = Bundle(root=root, model_name="synthetic", inputs=(TensorSpec("input", (1, c, h, w), "float32", "NCHW"),),
                outputs=(TensorSpec("output", (1, 10), "float32"),), files=[f],
-               preprocessing=Preprocessing(size=case.size, mean=mean, std=std, channel_order=case.order),
+               preprocessing=Preprocessing(size=case.size, mean=mean, std=std, channel_order=case.order,
+                                           **({"resize": "shorter_side", "resize_to": case.resize_to, "crop": "center"}
+                                              if case.resize_to else {})),
                labels=[f"label {i}" for i in range(10)])
     b.save()
     return b, f.key
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.order}-{c.layout}-{c.dtype}-{c.size}-from{c.image}")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.order}-{c.layout}-{c.dtype}-{c.size}-from{c.image}"
+                         + (f"-short{c.resize_to}" if c.resize_to else ""))
 def test_java_preprocessing_matches_python_bit_for_bit(case: Case, java_core: Path, tmp_path: Path) -> None:
     bundle, key = _synthetic_bundle(case, tmp_path / "bundle")
     image = np.random.default_rng(CASES.index(case)).integers(0, 256, case.image, dtype=np.uint8)
@@ -142,6 +149,54 @@ def test_java_latency_stats_match_the_harness(java_core: Path, tmp_path: Path) -
             assert java[k] == getattr(py, k), (n, k)  # same interpolation: exactly equal
         assert java["mean"] == pytest.approx(py.mean, rel=1e-13)  # numpy sums pairwise
         assert java["std"] == pytest.approx(py.std, rel=1e-9, abs=1e-15)
+
+
+# -- image files: the Java core's decoder + preprocessing vs the training pipeline -----------------------------
+FILES = [("jpg", "RGB", 2), ("jpg", "RGB", 0), ("jpg", "L", 0), ("png", "RGB", 0), ("png", "L", 0),
+         ("png", "P", 0), ("png", "RGBA", 0), ("png", "I;16", 0)]
+
+
+@pytest.mark.parametrize(("ext", "mode", "subsampling"), FILES,
+                         ids=[f"{e}-{m}" + ("-420" if s == 2 else "") for e, m, s in FILES])
+@pytest.mark.parametrize("order", ["RGB", "GRAY"])
+def test_java_decodes_files_like_the_training_pipeline(ext: str, mode: str, subsampling: int, order: str,
+                                                        java_core: Path, tmp_path: Path) -> None:
+    """The same JPEG or PNG through javax.imageio + the Java core, and through edgekd's data pipeline
+    (torchvision.io decoding, the eval transform): at most one grey level apart per pixel (PNG: the same)."""
+    import torch
+    from imagegen import pattern
+    from PIL import Image
+
+    from edgekd.data.decode import decode
+    from edgekd.data.transforms import eval_transform
+
+    rng = np.random.default_rng(7)
+    rgb = pattern(2, 3, 37, 53, rng)
+    rgb = np.clip(rgb.astype(np.int64) + np.linspace(0, 90, 53)[None, :, None], 0, 255).astype(np.uint8)
+    path = tmp_path / f"photo.{ext}"
+    if mode == "I;16":
+        Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 257 + 11).save(path)
+    elif mode == "RGBA":
+        Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 77, np.uint8)]), "RGBA").save(path)
+    else:
+        opts = {"quality": 90, "subsampling": subsampling} if ext == "jpg" else {}
+        Image.fromarray(rgb).convert(mode).save(path, **opts)
+    c = 1 if order == "GRAY" else 3
+    mean, std = (0.45,) * c, (0.27,) * c
+    pre = Preprocessing(size=(16, 16), mean=mean, std=std, channel_order=order, resize="shorter_side",
+                        resize_to=20, crop="center")
+    f = ModelFile(path="m.pte", format="pte", precision="fp32", converter="executorch", bytes=0, sha256="",
+                  inputs=(TensorSpec("x", (1, c, 16, 16), "float32", "NCHW"),), outputs=(TensorSpec("y", (1, 3), "float32"),))
+    bundle = Bundle(root=tmp_path / "b", model_name="m", inputs=f.inputs, outputs=f.outputs, files=[f],
+                    preprocessing=pre)
+    bundle.save()
+    out = tmp_path / "x.bin"
+    _cli(java_core, "preprocess", bundle.root / MANIFEST, f.key, path, out)
+    java = np.frombuffer(out.read_bytes(), dtype="<f4").reshape(1, c, 16, 16)
+    py = eval_transform(decode(path, order), pre)[None].numpy()
+    grey = np.abs(java - py) * np.asarray(std)[None, :, None, None] / pre.scale
+    assert grey.max() <= (1.0 if ext == "jpg" else 1e-3), grey.max()
+    assert torch.equal(torch.from_numpy(py), eval_transform(decode(path, order), pre)[None])  # deterministic
 
 
 # -- a real exported bundle ------------------------------------------------------------------------------

@@ -205,3 +205,19 @@ def test_few_labels_keeps_a_stratified_labelled_subset(digits: data.DataSplits) 
     assert not torch.equal(data.few_labels(digits, 50, seed=4).train.tensors[1], yt)  # another draw
     with pytest.raises(ConfigError, match="outside 1.."):
         data.few_labels(digits, len(y) + 1)
+
+
+def test_default_augmentation_never_mirrors_digits(digits: data.DataSplits, tmp_path: Path) -> None:
+    """`edgekd train --augment` once mirrored digits (a mirrored 2 is no 2): the default now flips only where a
+    mirror keeps the label."""
+    from edgekd.data.augment import augmented
+    from edgekd.distillation.config import DistillConfig, prepare
+
+    assert augmented(digits).train.flip is False and augmented(digits, flip=True).train.flip is True
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("t10k", 10)):
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    assert augmented(data.load("fashion_mnist", root=tmp_path)).train.flip is True  # clothes: a mirror is fine
+    splits = prepare(DistillConfig(data="digits", student="resnet8"), augment=True)[0]  # what `train --augment` uses
+    assert splits.train.flip is False and splits.train.shift == 2

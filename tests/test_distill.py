@@ -298,3 +298,12 @@ def test_labelled_per_batch_gives_every_batch_the_same_labels(digits: data.DataS
         distill(None, _student(), digits, "ce", epochs=1, batch_size=32, labelled_per_batch=16, progress=False)
     with pytest.raises(ConfigError, match="labelled_per_batch=32 must be in 0..batch_size-1"):
         distill(None, _student(), few, "ce", epochs=1, batch_size=32, labelled_per_batch=32, progress=False)
+
+
+def test_one_progress_bar_per_run(digits: data.DataSplits, capsys: pytest.CaptureFixture[str]) -> None:
+    """One bar for the whole run (epoch and metrics in its postfix), not one per epoch."""
+    train(models.create("resnet8", in_channels=1), digits, epochs=3, batch_size=128, progress=True)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err[-500:]  # the bar's one line, closed once
+    final = err.rsplit("\r", 1)[-1]
+    assert "12/12" in final and "epoch=3/3" in final and "val_acc=" in final  # 3 epochs of 4 steps, one bar

@@ -342,3 +342,40 @@ def test_cli_bench_runner_native(native_runner, tiny_models, tmp_path) -> None:
     assert p.returncode == 0, p.stderr[-2000:]
     [row] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert row["runner"] == "native" and row["interpreter"].startswith("edgekd_runner (native C++)")
+
+
+def test_eval_images_are_preprocessed_on_the_device_like_the_python_runner(native_runner, tiny_models,
+                                                                           tmp_path) -> None:
+    """An eval .npz of decoded images (several sizes) + the bundle's preprocessing: both runners resize, crop and
+    normalise them themselves and predict what the host-preprocessed inputs give."""
+    from edgekd.bench.harness import EvalImages, _write_images
+    from edgekd.bundle import Bundle, Preprocessing, TensorSpec
+
+    with np.load(tiny_models.eval) as f:
+        x, y = f["x"][:60], f["y"][:60]
+    pixels = []
+    for i, img in enumerate(np.clip(np.rint(x[:, 0] * 255), 0, 255).astype(np.uint8)):
+        big = np.kron(img, np.ones((2, 2), np.uint8))  # 16x16: a 2x bilinear downscale gives img back
+        if i % 3 == 1:
+            big = np.pad(big, ((0, 0), (4, 4)), mode="edge")  # 16x24 landscape: the centre crop removes the pad
+        pixels.append(big[None])
+    pre = Preprocessing(size=(8, 8), mean=(0.0,), std=(1.0,), channel_order="GRAY", scale=1 / 255,
+                        resize="shorter_side", resize_to=8, crop="center")
+    spec = (TensorSpec("x", (1, 1, 8, 8), "float32", "NCHW"),)
+    bundle = Bundle(root=tmp_path, model_name="tiny", inputs=spec, outputs=(TensorSpec("y", (1, 10), "float32"),),
+                    preprocessing=pre)
+    ev = tmp_path / "eval_images.npz"
+    _write_images(ev, EvalImages(pixels, y), bundle)
+    with np.load(ev) as f:
+        host_x = f["x"]
+    np.testing.assert_allclose(host_x, np.rint(x * 255) / 255, atol=1e-6)  # the geometry gives the digits back
+    only_x = tmp_path / "eval_x.npz"
+    np.savez(only_x, x=host_x, y=y)
+    (rc_n, n), (rc_p, p) = both(native_runner, tiny_models.pte, "--eval", str(ev), "--warmup", "0", "--runs", "2",
+                                "--keep-samples")
+    rc_ref, ref, _ = run([sys.executable, str(PY_RUNNER), "--model", str(tiny_models.pte), "--eval", str(only_x),
+                          "--warmup", "0", "--runs", "2", "--keep-samples"])
+    assert rc_n == rc_p == rc_ref == 0
+    assert n["eval_samples"] == p["eval_samples"] == 60
+    assert n["eval_predictions"] == p["eval_predictions"] == ref["eval_predictions"]
+    assert n["accuracy"] == p["accuracy"] == ref["accuracy"] > 0.5

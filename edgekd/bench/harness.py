@@ -98,13 +98,64 @@ def _savez(path: Path, **arrays: np.ndarray) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class EvalImages:
+    """Decoded 8-bit images (each uint8 (C, H, W), in the model's channel order, any size) with labels: an eval
+    set the device runner preprocesses itself with the bundle's preprocessing (resize, crop, normalise)."""
+
+    pixels: Sequence[np.ndarray]
+    y: np.ndarray
+
+
+IMAGE_SOURCES = ("folder:", "csv:")
+
+
+def eval_images(spec: str, bundle: Bundle | None, n: int = 500, seed: int = 0) -> EvalImages:
+    """``n`` images of the test split of ``folder:PATH`` / ``csv:FILE`` (drawn across classes, decoded on this
+    host into the bundle's channel order), for :func:`benchmark`'s ``eval_data``."""
+    if bundle is None or bundle.preprocessing is None:
+        raise ConfigError(f"eval data {spec} holds image files, and only a bundle says how to preprocess them",
+                          stage="bench", hint="benchmark the bundle folder (edgekd.json), not a single model file")
+    from edgekd.data import load
+    from edgekd.data.images import raw_sample
+
+    pre = bundle.preprocessing
+    splits = load(spec, seed=seed, image_size=pre.size, channels=pre.channel_order, mean=pre.mean, std=pre.std)
+    pixels, y = raw_sample(splits.test, n, seed)
+    return EvalImages(pixels, y)
+
+
+def _write_images(path: Path, ev: EvalImages, bundle: Bundle | None) -> None:
+    """The eval .npz of decoded images plus the preprocessing as numbers (and ``x``, this host's preprocessing of
+    them by :func:`edgekd.android.logical_input`, for runners that take ready inputs)."""
+    from edgekd.android import logical_input, preprocessing_of
+
+    if bundle is None:
+        raise ConfigError("eval images need a bundle's preprocessing", stage="bench", hint="benchmark a bundle folder")
+    pre = preprocessing_of(bundle)
+    flat = [np.ascontiguousarray(p, dtype=np.uint8) for p in ev.pixels]
+    _savez(path, pixels=np.concatenate([p.reshape(-1) for p in flat]) if flat else np.zeros(0, np.uint8),
+             shapes=np.asarray([p.shape for p in flat], dtype=np.int64).reshape(-1, 3),
+             y=np.asarray(ev.y, dtype=np.int64), x=np.stack([logical_input(p, pre) for p in flat]).astype(np.float32),
+             pre_size=np.asarray(pre.size, dtype=np.int64),
+             pre_resize_to=np.asarray(pre.resize_to if pre.resize == "shorter_side" else 0, dtype=np.int64),
+             pre_crop=np.asarray(int(pre.crop == "center"), dtype=np.int64),
+             pre_scale=np.asarray(pre.scale, dtype=np.float64), pre_mean=np.asarray(pre.mean, dtype=np.float64),
+             pre_std=np.asarray(pre.std, dtype=np.float64))
+
+
 def _prepare_npz(out_dir: Path, eval_data: Any, inputs: Any, bundle: Bundle | None) -> tuple[Path | None, Path | None]:
     """Write (or locate) the inputs and eval .npz files the runner reads.
 
     ``inputs`` keeps its dtype: the runner converts it to the file's input and says so in the result
     (``notes``), as it does for an ``.npz`` given as it is (``edgekd bench --inputs X.npz``)."""
     eval_npz = None
-    if isinstance(eval_data, (str, Path)):
+    if isinstance(eval_data, str) and eval_data.startswith(IMAGE_SOURCES):
+        eval_data = eval_images(eval_data, bundle)
+    if isinstance(eval_data, EvalImages):
+        eval_npz = out_dir / "eval.npz"
+        _write_images(eval_npz, eval_data, bundle)
+    elif isinstance(eval_data, (str, Path)):
         eval_npz = Path(eval_data)
         if not eval_npz.is_file():
             raise DataError(f"eval data {eval_npz} not found", stage="bench", hint="pass an .npz with x and y, or (x, y)")
@@ -225,7 +276,9 @@ def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local
     reads the temperature every ``interval`` s (see :mod:`edgekd.bench.sustained`).
     ``print_table`` (default: ``progress``) prints the status table: every file, ok or why not.
 
-    ``eval_data``/``inputs``: an ``.npz`` path or arrays/tensors (``(x, y)`` for eval data);
+    ``eval_data``/``inputs``: an ``.npz`` path or arrays/tensors (``(x, y)`` for eval data); for eval data also
+    ``"folder:PATH"``/``"csv:FILE"`` or :class:`EvalImages`: decoded images that the runner preprocesses itself
+    with the bundle's preprocessing (so the accuracy covers resize, crop and normalisation too);
     ``files``: keys (``pte/int8/executorch``) or paths within the bundle. Returns one
     :class:`BenchResult` per file, failures included (``result.error``).
     """

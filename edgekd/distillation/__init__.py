@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from torch.utils.data import Dataset
 
 from edgekd.data.core import DataSplits
+from edgekd.data.loading import as_splits
 from edgekd.distillation import losses as _losses  # noqa: F401  (fills the method registry)
 from edgekd.distillation.cache import TeacherCache
 from edgekd.distillation.methods import (
@@ -89,7 +91,7 @@ class DistillResult:
 
 
 def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module | Sequence[nn.Module],
-            data: DataSplits, method: str | Sequence[tuple[str, float]] | Mapping[str, float] = "ce+kd", *,
+            data: DataSplits | Dataset | str | Sequence[Dataset], method: str | Sequence[tuple[str, float]] | Mapping[str, float] = "ce+kd", *,
             on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
             cache_teacher: bool | TeacherCache | None = None, teacher_weights: Sequence[float] | None = None,
             config: TrainConfig | None = None, **kwargs: Any) -> DistillResult:
@@ -103,6 +105,10 @@ def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module 
     ``resume=True`` continues an interrupted run exactly; ``schedule_span=(a, b)`` runs only the part of
     the cosine learning-rate schedule from fraction ``a`` to ``b`` (a long schedule split over calls).
 
+    ``data`` is :class:`~edgekd.data.DataSplits` (:func:`edgekd.data.load`), a data set name or ``"folder:PATH"``,
+    or any map-style ``Dataset`` of ``(image, label)`` (a ``(train, val[, test])`` tuple of them;
+    :func:`edgekd.data.from_datasets` splits one by a seeded stratified draw of indices).
+
     The ``student`` passed in is not modified (a deep copy is trained and returned); the teacher
     is put back in its original mode and ``requires_grad`` flags afterwards. ``teacher`` may be a list
     (an :class:`EnsembleTeacher` with ``teacher_weights``, at the method's temperature); ``student`` a
@@ -110,6 +116,7 @@ def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module 
     outputs when exact and under 1 GiB, True insists, False never, or a :class:`TeacherCache` to reuse.
     """
     config, method_kwargs = TrainConfig.split(kwargs, config)
+    data = as_splits(data, seed=config.seed)
     objective = build_objective(method, **method_kwargs)
     if isinstance(teacher, Sequence):
         T = next((float(loss.T) for loss in objective.losses.values() if hasattr(loss, "T")), 1.0)
@@ -141,6 +148,6 @@ def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module 
                          models=list(evals.values()))
 
 
-def train(student: nn.Module, data: DataSplits, **kw: Any) -> DistillResult:
+def train(student: nn.Module, data: DataSplits | Dataset | str | Sequence[Dataset], **kw: Any) -> DistillResult:
     """Plain supervised training (method ``"ce"``, no teacher); options as :func:`distill`."""
     return distill(None, student, data, kw.pop("method", "ce"), **kw)

@@ -121,11 +121,11 @@ def prepare(cfg: DistillConfig, *, peers: int = 1, augment: bool = False
     from edgekd import models as M
     from edgekd.models.saved import load_model
 
-    splits = D.load(cfg.data, root=cfg.data_root, seed=cfg.seed, limit=cfg.limit)
-    if augment:
+    splits = D.load(cfg.data, **data_options(cfg))
+    if augment and isinstance(splits.train, D.ArrayImages) and cfg.augment is None:
         from edgekd.data.augment import augmented
 
-        splits = augmented(splits)
+        splits = augmented(splits)  # shifts, and mirrors where that keeps the label
     kw = {"num_classes": splits.num_classes, "in_channels": splits.in_channels}
     paths = [p.strip() for p in (cfg.teacher or "").split(",") if p.strip()]
     teachers = [load_model(p)[0] for p in paths]
@@ -133,6 +133,23 @@ def prepare(cfg: DistillConfig, *, peers: int = 1, augment: bool = False
     torch.manual_seed(cfg.seed)  # the student's initial weights follow the seed too
     student = [M.create(cfg.student, **kw) for _ in range(peers)] if peers > 1 else M.create(cfg.student, **kw)  # type: ignore[arg-type]
     return splits, teacher, student, kw
+
+
+def data_options(cfg: RunSettings) -> dict[str, Any]:
+    """:func:`edgekd.data.load`'s keyword arguments from a run's settings."""
+    return {"root": cfg.data_root, "seed": cfg.seed, "limit": cfg.limit, "image_size": cfg.image_size,
+            "augment": cfg.augment, "channels": cfg.channels, "mean": _floats(cfg.mean, "mean"),
+            "std": _floats(cfg.std, "std"), "num_workers": cfg.num_workers}
+
+
+def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{what}={text!r} is not a comma list of numbers", stage=STAGE,
+                          hint=f"e.g. --{what} 0.5,0.5,0.5") from None
 
 
 def require(cfg: DistillConfig, *, peers: int = 1) -> None:
@@ -152,7 +169,9 @@ def run(cfg: DistillConfig, *, peers: int = 1, teacher_weights: Sequence[float] 
     student as ``cfg.out/model.pt`` (a self-describing checkpoint, :mod:`edgekd.models.saved`).
 
     ``peers`` > 1 trains that many students together (online methods), saved as ``model_peer<i>.pt`` too;
-    ``augment`` trains on shifted/mirrored images (:mod:`edgekd.data.augment`).
+    ``augment`` trains a built-in data set on shifted (and, where a mirror keeps the label, mirrored) images
+    (:mod:`edgekd.data.augment`); image files follow ``cfg.augment``. The checkpoint records the data set and
+    its preprocessing, so ``edgekd export`` rebuilds the same inputs.
     """
     from edgekd.distillation import distill
     from edgekd.models.saved import save_model
@@ -163,7 +182,8 @@ def run(cfg: DistillConfig, *, peers: int = 1, teacher_weights: Sequence[float] 
     extra: dict[str, Any] = {} if cache_teacher is None else {"cache_teacher": cache_teacher}
     res = distill(teacher, student, splits, out_dir=out, resume=resume, progress=progress,
                   teacher_weights=teacher_weights, **cfg.distill_kwargs(), **extra)
-    meta = {"data": cfg.data, "metrics": res.metrics}
+    meta = {"data": cfg.data, "metrics": res.metrics, "preprocessing": splits.preprocessing().to_dict(),
+            "data_options": {k: v for k, v in data_options(cfg).items() if k in ("root", "limit", "channels")}}
     peer_paths = [save_model(m, out / f"model_peer{i}.pt", cfg.student, meta=meta, **kw)  # type: ignore[arg-type]
                   for i, m in enumerate(res.models)] if peers > 1 else []
     path = save_model(res.model, out / "model.pt", cfg.student, meta=meta, **kw)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""The one training loop: seeded, progress bar per epoch, eval on val, checkpoint, exact resume, DDP.
+"""The one training loop: seeded, one progress bar per run, eval on val, checkpoint, exact resume, DDP.
 
 *How* networks train together is a :class:`~edgekd.distillation.strategies.base.Strategy` (offline
 teacher → student by default; online DML/AFD peers; self-distillation with early exits; a sentence
@@ -15,6 +15,13 @@ and ``best.pt`` (student weights of the best val accuracy); ``resume=True`` cont
 ``checkpoint.pt`` and, with the same settings, ends bit-identical to an uninterrupted run.
 Under ``torchrun`` the loop is data-parallel (see :mod:`edgekd.distillation.parallel`); ``batch_size`` is
 then the global batch.
+
+The train split is read through one persistent ``DataLoader`` per run (``num_workers`` processes, by
+default none for in-memory data and the CPU count, at most 8, for image files; pinned memory on CUDA).
+Its batch sampler (:class:`EpochBatches`) hands out this process's share of each epoch's seeded global
+batches, and with them each item's augmentation seed, so what a run sees depends only on its seed — not
+on the number of workers or processes — and a resumed run continues bit for bit. Images that cannot be
+decoded are dropped from their batch and named, with the count, at the end of the epoch.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,8 +43,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from torch.utils.data.dataloader import default_collate
 
 from edgekd.data.core import DataSplits, WithIndices, targets
+from edgekd.data.images import default_num_workers, drop_bad, loader, report_bad, say, unwrap
+from edgekd.data.transforms import item_seed
 from edgekd.distillation.cache import TeacherCache
 from edgekd.distillation.methods import METHODS, Objective
 from edgekd.distillation.parallel import (
@@ -205,6 +215,7 @@ class Trainer:
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self._groups: dict[str, list[nn.Parameter]] = {}
         self._split: tuple[list[int], list[int]] | None = None
+        self._last_score: float | None = None  # the latest validation score, for the progress bar
 
     # -- paths ---------------------------------------------------------------------------------
     @property
@@ -259,7 +270,11 @@ class Trainer:
     def _probe(self) -> None:
         """One no-grad pass on the first train items: check shapes, let losses build adapters."""
         n = min(self.config.batch_size, len(self.data.train))  # type: ignore[arg-type]
-        x, y, idx = next(iter(DataLoader(WithIndices(self.data.train), batch_size=n)))
+        ds = WithIndices(self.data.train)
+        keys = list(range(n))
+        many = getattr(ds, "__getitems__", None)
+        x, y, idx = default_collate(many(keys) if many else [ds[i] for i in keys])
+        (x, y, idx), _ = drop_bad([x, y, idx])
         dev = self.config.device
         self.strategy.setup((x.to(dev), y.to(dev), idx.to(dev)), self.data)
 
@@ -303,6 +318,8 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> list[dict[str, Any]]:
         """Train for ``config.epochs`` (resuming when asked); return the per-epoch history."""
+        from tqdm.auto import tqdm
+
         c = self.config
         seed_everything(c.seed)
         modules = self.strategy.modules()
@@ -321,8 +338,17 @@ class Trainer:
             factor = lr_factor(c, c.epochs * len(self._batches(0)))
             self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
             start = self._load() if c.resume else 0
+            sampler = EpochBatches(self._batches, seeded=not getattr(unwrap(self.data.train), "deterministic", True),
+                                   seed=c.seed)
+            workers = default_num_workers(self.data.train) if c.num_workers is None else c.num_workers
+            train_loader = loader(WithIndices(self.data.train), batch_sampler=sampler, num_workers=workers,
+                                  device=c.device, persistent=True)
+            stack.callback(_shutdown, train_loader)
+            bar = stack.enter_context(tqdm(total=c.epochs * len(sampler.set_epoch(start)), initial=start * len(sampler),
+                                           desc=self.objective.spec, disable=not (c.progress and is_main()),
+                                           dynamic_ncols=True, unit="step"))
             for epoch in range(start, c.epochs):
-                self._epoch(epoch)
+                self._epoch(epoch, train_loader, sampler, bar)
         return self.history
 
     def _update(self, losses: Losses, local_fraction: float) -> None:
@@ -342,36 +368,46 @@ class Trainer:
             for sched in self.schedulers.values():
                 sched.step()
 
-    def _epoch(self, epoch: int) -> None:
-        from tqdm.auto import tqdm
-
+    def _epoch(self, epoch: int, train_loader: DataLoader, sampler: EpochBatches, bar: Any) -> None:
         c, t0 = self.config, time.perf_counter()
         sums: dict[str, float] = {}
-        batches = self._batches(epoch)
-        loader = DataLoader(WithIndices(self.data.train), batch_sampler=[b for b, _ in batches])
-        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{c.epochs}", disable=not (c.progress and is_main()),
-                   leave=True, dynamic_ncols=True)
+        batches = sampler.set_epoch(epoch)
         modules = self.strategy.modules()
         self.strategy.train_mode(True)
-        for n_done, ((x, y, idx), (_, n_global)) in enumerate(zip(loader, batches, strict=True), start=1):
+        bad: list[int] = []
+        n_done = 0
+        for batch, (_, n_global) in zip(train_loader, batches, strict=True):
+            (x, y, idx), dropped = drop_bad(batch)
+            if dropped is not None:
+                bad += dropped.tolist()
+            bar.update()
+            if not len(idx):
+                continue
             dev = c.device
-            losses, parts = self.strategy.step(x.to(dev), y.to(dev), idx.to(dev), epoch, self.step)
+            losses, parts = self.strategy.step(x.to(dev, non_blocking=True), y.to(dev, non_blocking=True),
+                                               idx.to(dev, non_blocking=True), epoch, self.step)
             self._update(losses, len(idx) / n_global)
             self.step += 1
+            n_done += 1
             total = sum(float(v.detach()) for _, v in losses)
             for k, v in {"loss": total, **parts}.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
-            bar.set_postfix(loss=f"{sums['loss'] / n_done:.4f}", refresh=False)
-            bar.update()
+            bar.set_postfix(epoch=f"{epoch + 1}/{c.epochs}", loss=f"{sums['loss'] / n_done:.4f}", refresh=False,
+                            **({self.strategy.score: f"{self._last_score:.4f}"} if self._last_score is not None else {}))
         broadcast_modules(modules.values(), buffers_only=True)
         validate = (epoch + 1) % c.val_every == 0 or epoch + 1 == c.epochs  # many short epochs: val_every > 1
-        row = {"epoch": epoch + 1, **{f"train_{k}": v / max(len(batches), 1) for k, v in sums.items()},
+        row = {"epoch": epoch + 1, **{f"train_{k}": v / max(n_done, 1) for k, v in sums.items()},
                **(self._validate() if validate else {}),
                "lr": next(iter(self.optimizers.values())).param_groups[0]["lr"], "time_s": time.perf_counter() - t0}
+        if bad:
+            row["skipped_images"] = len(set(bad))
+            if is_main():
+                say(report_bad(self.data.train, bad, f"epoch {epoch + 1}"))
         score = self.strategy.score
-        bar.set_postfix(loss=f"{row.get('train_loss', math.nan):.4f}",
-                        **({score: f"{row[score]:.4f}"} if validate else {}))
-        bar.close()
+        if validate:
+            self._last_score = row[score]
+        bar.set_postfix(epoch=f"{epoch + 1}/{c.epochs}", loss=f"{row.get('train_loss', math.nan):.4f}",
+                        **({score: f"{self._last_score:.4f}"} if self._last_score is not None else {}))
         self.history.append(row)
         if validate and row[score] > self.best.get(score, -math.inf):
             self.best = {score: row[score], "epoch": epoch + 1}
@@ -387,3 +423,34 @@ class Trainer:
 
     def _validate(self) -> dict[str, float]:
         return self.strategy.validate(self.data, self.config.device)
+
+
+class EpochBatches:
+    """The batch sampler of a run's one ``DataLoader``: this process's share of epoch ``e``'s global batches
+    (:meth:`set_epoch` before each pass). ``seeded``: each index goes out as ``(index, seed)``, the seed of
+    its augmentation (:func:`~edgekd.data.transforms.item_seed` of the run's seed, the epoch and the index)."""
+
+    def __init__(self, batches: Callable[[int], list[tuple[list[int], int]]], *, seeded: bool, seed: int) -> None:
+        self._make, self.seeded, self.seed = batches, seeded, seed
+        self.epoch, self.batches = -1, []  # type: ignore[var-annotated]
+
+    def set_epoch(self, epoch: int) -> list[tuple[list[int], int]]:
+        """Draw epoch ``epoch``'s batches; returns ``(indices, global batch size)`` per batch."""
+        if epoch != self.epoch:
+            self.epoch, self.batches = epoch, self._make(epoch)
+        return self.batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        for b, _ in self.batches:
+            yield [(i, item_seed(self.seed, self.epoch, i)) for i in b] if self.seeded else list(b)
+
+
+def _shutdown(train_loader: DataLoader) -> None:
+    """End a persistent ``DataLoader``'s worker processes now (not whenever it is garbage-collected)."""
+    it = getattr(train_loader, "_iterator", None)
+    if it is not None and hasattr(it, "_shutdown_workers"):
+        it._shutdown_workers()
+    train_loader._iterator = None  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from edgekd.data.core import DataSplits, calibration_sample
+from edgekd.data.core import DataSplits, as_tensors, calibration_sample
 from edgekd.distillation.cache import TeacherCache
 from edgekd.edge.budget import Budget, BudgetResult, LatencyTable, cost_fn, fit_budget, parse_budget, verify
 from edgekd.edge.prune import channels_of, prune, prune_to
@@ -89,7 +89,7 @@ PTQ_BATCH = 50  # PT2E PTQ graphs keep the traced batch size
 @torch.no_grad()
 def _acc(model: nn.Module, data: DataSplits, batch: int = PTQ_BATCH) -> float:
     """Test accuracy in batches of exactly ``batch`` (the last one padded by repetition)."""
-    x, y = data.test.tensors
+    x, y = as_tensors(data.test)
     correct = 0
     for i in range(0, len(y), batch):
         xb = x[i : i + batch]
@@ -279,7 +279,6 @@ def run_edge(cfg: DistillConfig, opts: EdgeOptions, *, ft_epochs: int = 2, forma
     widths), and after QAT the int8 ``formats`` lowered from the trained graph into ``cfg.out/bundle``,
     parity-checked against that graph on 200 test samples."""
     from edgekd.convert import export
-    from edgekd.data import as_tensors
     from edgekd.distillation.config import prepare, require
     from edgekd.models.saved import save_model
 
@@ -296,12 +295,13 @@ def run_edge(cfg: DistillConfig, opts: EdgeOptions, *, ft_epochs: int = 2, forma
     r = joint(teacher, student, splits, opts, kd_epochs=cfg.epochs, ft_epochs=ft_epochs,  # type: ignore[arg-type]
               progress=progress, gradual=opts.gradual, **run_kw)
     out = Path(cfg.out)  # type: ignore[arg-type]  (require() checked it)
-    meta = {"data": cfg.data, "metrics": r.metrics, "prune_ratio": r.ratio, "qat": opts.qat}
+    meta = {"data": cfg.data, "metrics": r.metrics, "prune_ratio": r.ratio, "qat": opts.qat,
+            "preprocessing": splits.preprocessing().to_dict()}
     path = save_model(r.float_model, out / "model.pt", cfg.student, meta=meta, **kw)  # type: ignore[arg-type]
     bundle = None
     if r.prepared is not None:
-        x_test, y_test = as_tensors(splits.test)
+        x_test, y_test = as_tensors(splits.test, n=200)
         bundle = export(r.float_model, (x_test[:1],), formats=formats, precision=("int8",), out_dir=out / "bundle",
                         labels=list(splits.labels), preprocessing=splits.preprocessing(), model_name=cfg.student,
-                        parity_data=(x_test[:200], y_test[:200]), qat=r.prepared, progress=progress)
+                        parity_data=(x_test, y_test), qat=r.prepared, progress=progress)
     return EdgeRun(r, path, bundle)

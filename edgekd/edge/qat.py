@@ -168,7 +168,8 @@ class QATStrategy(OfflineStrategy):
 
 def distill_qat(teacher: nn.Module | None, student: nn.Module, data: DataSplits, method: str = "ce:0.1+kd:0.9", *,
                 epochs: int = 3, batch_size: int = 128, lr: float = 2e-3, weight_decay: float = 0.0,
-                seed: int = 0, labelled_per_batch: int = 0, val_every: int = 1, per_channel: bool = True,
+                seed: int = 0, labelled_per_batch: int = 0, val_every: int = 1, num_workers: int | None = None,
+                per_channel: bool = True,
                 progress: bool = False, cache: bool | TeacherCache | None = None, out_dir: str | Path | None = None,
                 resume: bool = False,
                 on_epoch_end: Callable[[dict[str, Any]], None] | None = None, **method_kwargs: Any) -> QATResult:
@@ -179,7 +180,7 @@ def distill_qat(teacher: nn.Module | None, student: nn.Module, data: DataSplits,
     traced as extra outputs, the teacher's are recorded by hooks on the float teacher. Starts from
     the student's current weights (QAT is a fine-tuning stage: give it a trained student). ``lr``
     matches distill()'s AdamW default, so the joint and sequential fine-tunes compare fairly; no
-    weight decay, the last partial batch is dropped; ``labelled_per_batch`` and ``val_every`` as distill()'s
+    weight decay, the last partial batch is dropped; ``labelled_per_batch``, ``val_every`` and ``num_workers`` as distill()'s
     (mixed batches of a transfer set; validate every N-th epoch). The loop is the Trainer's: progress, ``out_dir``
     checkpoints and ``resume=True``, DDP, and the teacher cache: ``cache`` as ``distill``'s
     ``cache_teacher`` (None: cache when exact and small; a :class:`~edgekd.distillation.TeacherCache`
@@ -196,7 +197,8 @@ def distill_qat(teacher: nn.Module | None, student: nn.Module, data: DataSplits,
     gm = prepare_qat_features(student, (probe_x,), objective.student_taps, per_channel=per_channel)
     strategy = QATStrategy(gm, objective.student_taps, objective, teacher, cache=cache)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                         labelled_per_batch=labelled_per_batch, val_every=val_every, progress=progress,
+                         labelled_per_batch=labelled_per_batch, val_every=val_every, num_workers=num_workers,
+                         progress=progress,
                          out_dir=Path(out_dir) if out_dir is not None else None, resume=resume, drop_last=True)
     history = Trainer(None, data, objective, config, strategy=strategy, on_epoch_end=on_epoch_end).fit()
     test = evaluate_graph(gm, data.test)

@@ -21,7 +21,13 @@ are quantized with the file's scale and zero point, quantized outputs are dequan
 to the file's and NaN/inf are fed as they are (a quantized input takes NaN as its zero point, inf
 clipped to its range); the result says so (``notes``, ``input.given_dtype``/``nan``/``inf``,
 ``output_nan``). A wrong shape or a non-float dtype is an ``input_mismatch`` error. ``eval.npz`` holds ``x`` (N,C,H,W)
-float32 and ``y`` (N,) labels; the runner reports top-1 accuracy over all N.
+float32 and ``y`` (N,) labels; the runner reports top-1 accuracy over all N. It may instead hold
+decoded 8-bit images in the model's channel order — ``pixels`` (all of them flattened, uint8),
+``shapes`` (N, 3: C, H, W of each) — with the bundle's preprocessing as numbers (``pre_size`` [h, w],
+``pre_resize_to`` (0: resize straight to the size), ``pre_crop`` (1: centre), ``pre_scale``,
+``pre_mean``, ``pre_std``), and the runner applies that preprocessing itself, a batch at a time, as an
+app would (:func:`preprocess_image`): the accuracy then covers the whole image pipeline, not just the
+model. (Such a file may also hold ``x``, the host's preprocessing of the same images.)
 
 stdout carries exactly one JSON object per line (native libraries' own stdout is sent to
 stderr): ``{"event": "result", ...}`` or ``{"event": "error", "error_type", "message", "hint"}``
@@ -364,7 +370,7 @@ def _ms(t0: int) -> float:
     return (time.perf_counter_ns() - t0) / 1e6
 
 
-def evaluate(backend: Any, x: np.ndarray, y: np.ndarray, layout: str) -> tuple[float, list[int]]:
+def evaluate(backend: Any, x: Any, y: np.ndarray, layout: str) -> tuple[float, list[int]]:
     """Top-1 accuracy over all N samples, fed in chunks of the model's batch size."""
     if x.ndim < 2 or len(x) != len(y):
         raise RunnerError(EXIT_INPUT, "input_mismatch", f"eval x {list(x.shape)} and y {list(y.shape)} do not pair up",
@@ -379,6 +385,83 @@ def evaluate(backend: Any, x: np.ndarray, y: np.ndarray, layout: str) -> tuple[f
         out = from_model_output(backend.run(to_model_input(chunk, backend.input, layout)), backend.output)
         preds.extend(int(p) for p in out.reshape(batch, -1).argmax(axis=1)[:batch - pad])
     return float(np.mean(np.asarray(preds) == y.astype(np.int64))), preds
+
+
+# -- raw images: the bundle's preprocessing (edgekd.bundle.Preprocessing; edgekd.android is its reference) -----
+def _axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    s = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5, 0.0)
+    lo = np.minimum(np.floor(s).astype(np.int64), n_in - 1)
+    return lo, np.minimum(lo + 1, n_in - 1), s - lo
+
+
+def _resize(p: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear (half-pixel centres, edge clamp, no antialiasing) resize of (C, H, W) planes, float64."""
+    y0, y1, wy = _axis(p.shape[1], h)
+    x0, x1, wx = _axis(p.shape[2], w)
+    wx, wy = wx[None, None, :], wy[None, :, None]
+    top = (1.0 - wx) * p[:, y0][:, :, x0] + wx * p[:, y0][:, :, x1]
+    bottom = (1.0 - wx) * p[:, y1][:, :, x0] + wx * p[:, y1][:, :, x1]
+    return (1.0 - wy) * top + wy * bottom
+
+
+PRE_KEYS = ("pre_size", "pre_resize_to", "pre_crop", "pre_scale", "pre_mean", "pre_std")
+
+
+def preprocess_image(pixels: np.ndarray, pre: dict[str, np.ndarray]) -> np.ndarray:
+    """One decoded uint8 (C, H, W) image (already in the model's channel order) → the float32 (C, h, w) input:
+    resize (exact, or the shorter side to ``pre_resize_to``), centre crop, ``x * scale``, ``(x - mean) / std``."""
+    c, ih, iw = pixels.shape
+    h, w = (int(v) for v in pre["pre_size"])
+    resize_to = int(pre["pre_resize_to"])
+    if resize_to:
+        short, long = (iw, ih) if iw <= ih else (ih, iw)
+        n_short, n_long = resize_to, int(resize_to * long / short)
+        rh, rw = (n_long, n_short) if iw <= ih else (n_short, n_long)
+    else:
+        rh, rw = h, w
+    top, left = (int(round((rh - h) / 2.0)), int(round((rw - w) / 2.0))) if int(pre["pre_crop"]) else (0, 0)
+    r = _resize(pixels.astype(np.float64), rh, rw)[:, top:top + h, left:left + w]
+    mean = np.resize(np.asarray(pre["pre_mean"], dtype=np.float32), c)[:, None, None]
+    std = np.resize(np.asarray(pre["pre_std"], dtype=np.float32), c)[:, None, None]
+    return (r.astype(np.float32) * np.float32(pre["pre_scale"]) - mean) / std
+
+
+class RawImages:
+    """Decoded images from an eval .npz, preprocessed a slice at a time (never all at the model's size at once)."""
+
+    def __init__(self, pixels: np.ndarray, shapes: np.ndarray, pre: dict[str, np.ndarray]) -> None:
+        self.pixels, self.shapes, self.pre = pixels.reshape(-1), shapes.astype(np.int64).reshape(-1, 3), pre
+        self.offsets = np.concatenate([[0], np.cumsum(np.prod(self.shapes, axis=1))]).astype(np.int64)
+        c = int(self.shapes[0, 0]) if len(self.shapes) else 1
+        self.shape = (len(self.shapes), c, *(int(v) for v in pre["pre_size"]))
+        self.ndim = 4
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __getitem__(self, s: slice) -> np.ndarray:
+        rows = range(*s.indices(len(self)))
+        return np.stack([preprocess_image(self.pixels[self.offsets[i]:self.offsets[i + 1]].reshape(self.shapes[i]),
+                                          self.pre) for i in rows]).astype(np.float32)
+
+
+def load_eval(path: Path) -> tuple[Any, np.ndarray]:
+    """``(x, y)`` of an eval .npz: decoded images preprocessed on the fly when it has them, else logical inputs."""
+    try:
+        with np.load(path) as probe:
+            raw = "pixels" in probe.files
+    except (OSError, ValueError) as e:
+        raise RunnerError(EXIT_ARGS, "bad_arguments", f"cannot read {path} as .npz ({e})", "write it with np.savez") from None
+    if not raw:
+        ev = _load_npz(path, ("x", "y"))
+        return ev["x"], ev["y"]
+    ev = _load_npz(path, ("pixels", "shapes", "y", *PRE_KEYS))
+    images = RawImages(ev["pixels"], ev["shapes"], {k: ev[k] for k in PRE_KEYS})
+    if images.offsets[-1] != ev["pixels"].size or len(images) != len(ev["y"]):
+        raise RunnerError(EXIT_INPUT, "input_mismatch", f"{path}: shapes describe {len(images)} images of "
+                          f"{images.offsets[-1]} pixels for {len(ev['y'])} labels; the file holds {ev['pixels'].size} "
+                          "pixels", "write pixels, shapes and y of the same images")
+    return images, ev["y"]
 
 
 def _load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -462,11 +545,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     accuracy, n_eval, preds = None, 0, None
     if args.eval:
-        ev = _load_npz(Path(args.eval), ("x", "y"))
+        ev_x, ev_y = load_eval(Path(args.eval))
         batch = backend.input.shape[0] or 1
-        ev_layout = choose_layout((batch, *ev["x"].shape[1:]), backend.input, args.layout)
-        accuracy, preds = evaluate(backend, ev["x"], ev["y"], ev_layout)
-        n_eval = len(ev["y"])
+        ev_layout = choose_layout((batch, *ev_x.shape[1:]), backend.input, args.layout)
+        accuracy, preds = evaluate(backend, ev_x, ev_y, ev_layout)
+        n_eval = len(ev_y)
     peak = peak_rss_mb()
 
     result = {
@@ -504,7 +587,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--min-duration", type=float, default=0.0, metavar="SECONDS",
                    help="go on timing past --runs until this many seconds of timed runs have elapsed")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for the runtime")
-    p.add_argument("--eval", help=".npz with x (N,C,H,W) float32 and y (N,) labels: top-1 accuracy")
+    p.add_argument("--eval", help=".npz with x (N,C,H,W) float32 and y (N,) labels, or decoded images (pixels, shapes, "
+                   "y, preprocessing): top-1 accuracy")
     p.add_argument("--layout", choices=("auto", "NCHW", "NHWC"), default="auto", help="input layout of the file")
     p.add_argument("--cpus", default=None, help="pin the runner to these CPUs first, e.g. 0,1 or 4-7 (Linux)")
     p.add_argument("--keep-samples", action="store_true", help="also emit warm-up samples and eval predictions")

@@ -4,9 +4,10 @@
 
 The teacher is frozen for the run (eval mode, no gradients, restored afterwards). Its logits and
 tapped features come from a :class:`~edgekd.distillation.cache.TeacherCache` when the train inputs are
-fixed tensors: ``cache=None`` (the default) caches when the cache fits in
-``DEFAULT_MAX_BYTES``, ``True`` insists (up to half the available RAM:
-:func:`~edgekd.distillation.cache.memory_limit`), ``False`` runs the teacher every step, and a
+fixed tensors (no random augmentation): ``cache=None`` (the default) caches when the cache fits in
+``DEFAULT_MAX_BYTES``, ``True`` insists (in RAM up to half the available memory,
+:func:`~edgekd.distillation.cache.memory_limit`; beyond it in memory-mapped files on disk, up to half the
+free space), ``False`` runs the teacher every step, and a
 :class:`TeacherCache` is reused (and widened to the taps this run needs).
 """
 
@@ -20,7 +21,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edgekd.data.core import DataSplits
-from edgekd.distillation.cache import DEFAULT_MAX_BYTES, TeacherCache, cache_bytes, cacheable, memory_limit
+from edgekd.distillation.cache import (
+    DEFAULT_MAX_BYTES,
+    TeacherCache,
+    cache_bytes,
+    cacheable,
+    disk_limit,
+    memory_limit,
+)
 from edgekd.distillation.methods import Objective, StepContext
 from edgekd.distillation.strategies.base import (
     STAGE,
@@ -103,10 +111,13 @@ class OfflineStrategy(Strategy):
                               hint="pass cache_teacher=False (or None to decide)")
         if isinstance(opt, TeacherCache):
             return opt.ensure(teacher, train, taps)
-        if opt is None and cache_bytes(teacher, train, taps, device) > DEFAULT_MAX_BYTES:
-            return None
-        # an explicit request is refused cleanly (ConfigError) rather than exhausting the RAM
-        return TeacherCache(teacher, train, taps=taps, device=device, max_bytes=memory_limit() if opt else None)
+        need = cache_bytes(teacher, train, taps, device)
+        if opt is None:
+            return TeacherCache(teacher, train, taps=taps, device=device) if need <= DEFAULT_MAX_BYTES else None
+        if need <= memory_limit():
+            return TeacherCache(teacher, train, taps=taps, device=device)
+        # an explicit request beyond the RAM goes to memory-mapped files, or is refused cleanly (ConfigError)
+        return TeacherCache(teacher, train, taps=taps, device=device, storage="disk", max_bytes=disk_limit())
 
     def teacher_outputs(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, Any]]:
         """The teacher's logits and tapped features for one batch: from the cache by index, or run live."""

@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "images.h"
 #include "json.h"
 #include "npz.h"
 #include "runner.h"
@@ -573,7 +574,9 @@ std::string measure(const Args& args, const char* argv0) {
   std::vector<int64_t> preds;
   bool have_preds = false;
   if (!args.eval.empty()) {
-    auto ev = load_npz(args.eval, {"x", "y"});
+    const bool images = has_images(args.eval);  // decoded images: apply the bundle's preprocessing here
+    auto ev = images ? load_npz(args.eval, image_eval_keys()) : load_npz(args.eval, {"x", "y"});
+    if (images) ev["x"] = preprocess_images(ev, args.eval);
     const int64_t b0 = backend->input().shape.empty() ? 1 : backend->input().shape[0];
     std::vector<int64_t> probe = ev["x"].shape;
     if (!probe.empty()) probe[0] = b0 > 0 ? b0 : 1;

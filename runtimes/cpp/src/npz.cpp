@@ -250,6 +250,19 @@ Array parse_npy(const std::vector<uint8_t>& b, const std::string& what) {
   return a;
 }
 
+std::vector<std::string> npz_names(const std::string& path) {
+  ZipFile zf;
+  zf.path = path;
+  zf.f.open(path, std::ios::binary | std::ios::ate);
+  if (!zf.f) bad(path, "cannot open it");
+  zf.size = static_cast<uint64_t>(zf.f.tellg());
+  std::vector<std::string> names;
+  for (const auto& e : central_directory(zf))
+    names.push_back(e.name.size() > 4 && e.name.substr(e.name.size() - 4) == ".npy" ? e.name.substr(0, e.name.size() - 4)
+                                                                                      : e.name);
+  return names;
+}
+
 std::map<std::string, Array> load_npz(const std::string& path, const std::vector<std::string>& keys) {
   ZipFile zf;
   zf.path = path;

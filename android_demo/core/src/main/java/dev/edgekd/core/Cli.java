@@ -15,7 +15,7 @@ import java.util.List;
  *
  * <pre>
  *   java -cp build/classes dev.edgekd.core.Cli info       edgekd.json
- *   java -cp build/classes dev.edgekd.core.Cli preprocess edgekd.json FILE_KEY image.pgm|ppm out.bin
+ *   java -cp build/classes dev.edgekd.core.Cli preprocess edgekd.json FILE_KEY image.pgm|ppm|png|jpg out.bin
  *   java -cp build/classes dev.edgekd.core.Cli topk       edgekd.json FILE_KEY output.bin K
  *   java -cp build/classes dev.edgekd.core.Cli stats      samples_ms.txt
  * </pre>
@@ -67,7 +67,7 @@ public final class Cli {
 
     private static int usage() {
         System.err.println("usage: Cli info EDGEKD_JSON\n"
-                + "       Cli preprocess EDGEKD_JSON FILE_KEY IMAGE.pgm|ppm OUT.bin\n"
+                + "       Cli preprocess EDGEKD_JSON FILE_KEY IMAGE.pgm|ppm|png|jpg|bmp OUT.bin\n"
                 + "       Cli topk EDGEKD_JSON FILE_KEY OUTPUT.bin K\n"
                 + "       Cli stats SAMPLES_MS.txt");
         return 2;
@@ -88,8 +88,16 @@ public final class Cli {
 
     private static int preprocess(Manifest m, String key, Path image, Path out) throws IOException {
         Image img;
+        byte[] head = new byte[2];
         try (InputStream in = Files.newInputStream(image)) {
-            img = Image.readPnm(in);
+            int n = in.read(head);
+            if (n < 2) {
+                throw new IOException(image + " is empty or truncated");
+            }
+        }
+        boolean pnm = head[0] == 'P' && (head[1] == '5' || head[1] == '6');
+        try (InputStream in = Files.newInputStream(image)) {
+            img = pnm ? Image.readPnm(in) : Image.decode(in);
         }
         Tensor t = Preprocessor.preprocess(img, m, m.file(key));
         Files.write(out, t.toLittleEndian());

@@ -1,14 +1,20 @@
 package dev.edgekd.core;
 
+import java.awt.image.BufferedImage;
+import java.awt.image.IndexColorModel;
+import java.awt.image.Raster;
 import java.io.BufferedInputStream;
 import java.io.IOException;
 import java.io.InputStream;
+import javax.imageio.ImageIO;
 
 /**
  * An 8-bit image, row-major HWC, with 1 (gray) or 3 (R, G, B in that order) channels.
  *
- * <p>Android glue builds one from {@code Bitmap.getPixels} with {@link #fromArgb}; tests read binary
- * PGM/PPM files with {@link #readPnm}. Pixels are unsigned: read them with {@code data[i] & 0xff}.
+ * <p>Android glue builds one from {@code Bitmap.getPixels} with {@link #fromArgb}; on a desktop JVM
+ * {@link #decode} reads JPEG, PNG, BMP and GIF files (javax.imageio) with the same rules as edgekd's Python
+ * decoder, and tests read binary PGM/PPM files with {@link #readPnm}. Pixels are unsigned: read them with
+ * {@code data[i] & 0xff}.
  */
 public final class Image {
     public final int width;
@@ -62,6 +68,49 @@ public final class Image {
             }
         }
         return new Image(width, height, c, d);
+    }
+
+    /**
+     * Decode an image file with javax.imageio (not on Android, which uses {@code BitmapFactory} and
+     * {@link #fromArgb}) by edgekd's rules ({@code edgekd.data.decode}): gray stays one channel, a palette is
+     * expanded to RGB, alpha is dropped, 16-bit samples become {@code (v + 128) / 257}. Samples are read from
+     * the raster, never through {@code getRGB}, which would colour-convert gray images.
+     */
+    public static Image decode(InputStream in) throws IOException {
+        BufferedImage im = ImageIO.read(in);
+        if (im == null) {
+            throw new IOException("not an image javax.imageio can decode (JPEG, PNG, BMP, GIF)");
+        }
+        int w = im.getWidth();
+        int h = im.getHeight();
+        Raster r = im.getRaster();
+        if (im.getColorModel() instanceof IndexColorModel) {
+            IndexColorModel cm = (IndexColorModel) im.getColorModel();
+            byte[] d = new byte[w * h * 3];
+            for (int y = 0; y < h; y++) {
+                for (int x = 0; x < w; x++) {
+                    int i = r.getSample(x, y, 0);
+                    int p = 3 * (y * w + x);
+                    d[p] = (byte) cm.getRed(i);
+                    d[p + 1] = (byte) cm.getGreen(i);
+                    d[p + 2] = (byte) cm.getBlue(i);
+                }
+            }
+            return new Image(w, h, 3, d);
+        }
+        int bands = r.getNumBands();
+        int c = bands <= 2 ? 1 : 3;
+        boolean wide = r.getSampleModel().getSampleSize(0) > 8;
+        byte[] d = new byte[w * h * c];
+        for (int y = 0; y < h; y++) {
+            for (int x = 0; x < w; x++) {
+                for (int k = 0; k < c; k++) {
+                    int v = r.getSample(x, y, k);
+                    d[(y * w + x) * c + k] = (byte) (wide ? (v + 128) / 257 : v);
+                }
+            }
+        }
+        return new Image(w, h, c, d);
     }
 
     /** Read a binary PGM (P5, gray) or PPM (P6, RGB) file with maxval ≤ 255. */

@@ -285,7 +285,11 @@ public final class Manifest {
         }
     }
 
-    /** What an app does to a raw image before the model: resize, to [0,1], (x - mean) / std. */
+    /**
+     * What an app does to a decoded image before the model: channels, resize ({@code resize} "exact": straight to
+     * height×width; "shorter_side": the shorter side to {@code resizeTo}, keeping the aspect ratio), a centre crop
+     * of height×width ({@code crop} "center"), to [0, 1] by {@code scale}, then (x - mean) / std.
+     */
     public static final class Preprocessing {
         public final int height;
         public final int width;
@@ -295,14 +299,28 @@ public final class Manifest {
         public final String channelOrder;
         /** raw pixel → [0, 1] before mean/std. */
         public final double scale;
+        /** "exact" or "shorter_side". */
+        public final String resize;
+        /** The shorter side's length before the crop ("shorter_side"); 0 otherwise. */
+        public final int resizeTo;
+        /** "none" or "center". */
+        public final String crop;
 
         public Preprocessing(int height, int width, double[] mean, double[] std, String channelOrder, double scale) {
+            this(height, width, mean, std, channelOrder, scale, "exact", 0, "none");
+        }
+
+        public Preprocessing(int height, int width, double[] mean, double[] std, String channelOrder, double scale,
+                             String resize, int resizeTo, String crop) {
             this.height = height;
             this.width = width;
             this.mean = mean;
             this.std = std;
             this.channelOrder = channelOrder;
             this.scale = scale;
+            this.resize = resize;
+            this.resizeTo = resizeTo;
+            this.crop = crop;
         }
 
         static Preprocessing fromMap(Map<String, Object> d) {
@@ -317,13 +335,48 @@ public final class Manifest {
             if (!co.equals("GRAY") && !co.equals("RGB") && !co.equals("BGR")) {
                 throw new ManifestException("preprocessing.channel_order '" + co + "' is not GRAY, RGB or BGR");
             }
-            return new Preprocessing(
-                    (int) Json.integer(size.get(0), "size[0]"),
-                    (int) Json.integer(size.get(1), "size[1]"),
+            String resize = d.get("resize") == null ? "exact" : Json.str(d.get("resize"), "resize");
+            String crop = d.get("crop") == null ? "none" : Json.str(d.get("crop"), "crop");
+            String interpolation = d.get("interpolation") == null ? "bilinear" : Json.str(d.get("interpolation"), "interpolation");
+            int resizeTo = d.get("resize_to") == null ? 0 : (int) Json.integer(d.get("resize_to"), "resize_to");
+            int h = (int) Json.integer(size.get(0), "size[0]");
+            int w = (int) Json.integer(size.get(1), "size[1]");
+            if (!resize.equals("exact") && !(resize.equals("shorter_side") && crop.equals("center")
+                    && resizeTo >= Math.max(h, w))) {
+                throw new ManifestException("preprocessing.resize '" + resize + "' (resize_to " + resizeTo + ", crop '"
+                        + crop + "') is not 'exact', or 'shorter_side' with crop 'center' and resize_to >= the size");
+            }
+            if (!crop.equals("none") && !crop.equals("center")) {
+                throw new ManifestException("preprocessing.crop '" + crop + "' is not none or center");
+            }
+            if (!interpolation.equals("bilinear")) {
+                throw new ManifestException("preprocessing.interpolation '" + interpolation + "' is not bilinear");
+            }
+            return new Preprocessing(h, w,
                     doubles(Json.req(d, "mean", where), "mean"),
                     doubles(Json.req(d, "std", where), "std"),
                     co,
-                    scale == null ? 1.0 / 255.0 : Json.num(scale, "scale"));
+                    scale == null ? 1.0 / 255.0 : Json.num(scale, "scale"),
+                    resize, resizeTo, crop);
+        }
+
+        /** {height, width} an image of {@code h}×{@code w} is resized to before the crop (as torchvision's Resize). */
+        public int[] resized(int h, int w) {
+            if (resize.equals("exact")) {
+                return new int[] {height, width};
+            }
+            int shortSide = Math.min(h, w);
+            int longSide = Math.max(h, w);
+            int newLong = (int) (resizeTo * (double) longSide / shortSide);
+            return w <= h ? new int[] {newLong, resizeTo} : new int[] {resizeTo, newLong};
+        }
+
+        /** {top, left} of the height×width crop in a resized image of {@code h}×{@code w} (round half to even). */
+        public int[] cropBox(int h, int w) {
+            if (crop.equals("none")) {
+                return new int[] {0, 0};
+            }
+            return new int[] {(int) Math.rint((h - height) / 2.0), (int) Math.rint((w - width) / 2.0)};
         }
 
         private static double[] doubles(Object v, String what) {

@@ -8,8 +8,11 @@ package dev.edgekd.core;
  * <ol>
  *   <li>Channels: to the model's channel count (RGB → gray by {@link Image#luma}, gray → RGB by
  *       repetition); {@code BGR} reverses the three channels.</li>
- *   <li>Resize to {@code preprocessing.size} = [h, w], bilinear with half-pixel centres and edge
- *       clamping, no antialiasing (OpenCV {@code INTER_LINEAR}), in double precision.</li>
+ *   <li>Resize, bilinear with half-pixel centres ({@code align_corners=False}) and edge clamping, no
+ *       antialiasing (OpenCV {@code INTER_LINEAR}), in double precision, never rounded: straight to
+ *       {@code preprocessing.size} = [h, w] ({@code resize} "exact"), or the shorter side to {@code resize_to}
+ *       ("shorter_side", {@link Manifest.Preprocessing#resized}) followed by a centre crop of [h, w]
+ *       ({@link Manifest.Preprocessing#cropBox}); only the cropped window is computed.</li>
  *   <li>In float32: {@code x = r * scale; x = (x - mean[c]) / std[c]} (a one-element mean/std applies to
  *       every channel).</li>
  *   <li>Lay out as the file's input says (NCHW or NHWC; batch 1).</li>
@@ -29,7 +32,7 @@ public final class Preprocessor {
         int h = pre.height;
         int w = pre.width;
         String layout = layoutOf(spec, c, h, w, file.key());
-        float[] nchw = normalize(resize(channels(image, pre), h, w), pre);
+        float[] nchw = normalize(resizeAndCrop(channels(image, pre), pre), pre);
         float[] laid = layout.equals("NHWC") ? toNhwc(nchw, c, h, w) : nchw;
         long[] shape = layout.equals("NHWC") ? new long[] {1, h, w, c} : new long[] {1, c, h, w};
         if (spec.dtype.equals("float32")) {
@@ -99,16 +102,33 @@ public final class Preprocessor {
         return resize(planes.data, planes.height, planes.width, oh, ow);
     }
 
+    /** The preprocessing's resize followed by its crop, computing only the cropped window. */
+    static double[][] resizeAndCrop(Planes planes, Manifest.Preprocessing pre) {
+        int[] r = pre.resized(planes.height, planes.width);
+        int[] box = pre.cropBox(r[0], r[1]);
+        return resize(planes.data, planes.height, planes.width, r[0], r[1], box[0], box[1], pre.height, pre.width);
+    }
+
     /** Bilinear resize of each plane from ih×iw to oh×ow (half-pixel centres, edge clamp), in double. */
     public static double[][] resize(int[][] planes, int ih, int iw, int oh, int ow) {
+        return resize(planes, ih, iw, oh, ow, 0, 0, oh, ow);
+    }
+
+    /**
+     * The ch×cw window at (cropTop, cropLeft) of each plane resized from ih×iw to rh×rw (half-pixel centres, edge clamp),
+     * in double.
+     */
+    public static double[][] resize(int[][] planes, int ih, int iw, int rh, int rw, int cropTop, int cropLeft, int ch, int cw) {
+        int oh = ch;
+        int ow = cw;
         int[] y0 = new int[oh];
         int[] y1 = new int[oh];
         double[] wy = new double[oh];
         int[] x0 = new int[ow];
         int[] x1 = new int[ow];
         double[] wx = new double[ow];
-        axis(ih, oh, y0, y1, wy);
-        axis(iw, ow, x0, x1, wx);
+        axis(ih, rh, cropTop, y0, y1, wy);
+        axis(iw, rw, cropLeft, x0, x1, wx);
         double[][] out = new double[planes.length][oh * ow];
         for (int k = 0; k < planes.length; k++) {
             int[] p = planes[k];
@@ -128,9 +148,13 @@ public final class Preprocessor {
         return out;
     }
 
-    /** Source indices and weights along one axis: s = (d + 0.5) * in / out - 0.5, clamped to [0, in-1]. */
-    static void axis(int in, int out, int[] i0, int[] i1, double[] weight) {
-        for (int d = 0; d < out; d++) {
+    /**
+     * Source indices and weights along one axis for output positions offset..offset+weight.length-1:
+     * s = (d + 0.5) * in / out - 0.5, clamped to [0, in-1].
+     */
+    static void axis(int in, int out, int offset, int[] i0, int[] i1, double[] weight) {
+        for (int k = 0; k < weight.length; k++) {
+            int d = offset + k;
             double s = (d + 0.5) * in / out - 0.5;
             if (s < 0) {
                 s = 0;
@@ -139,9 +163,9 @@ public final class Preprocessor {
             if (lo > in - 1) {
                 lo = in - 1;
             }
-            i0[d] = lo;
-            i1[d] = Math.min(lo + 1, in - 1);
-            weight[d] = s - lo;
+            i0[k] = lo;
+            i1[k] = Math.min(lo + 1, in - 1);
+            weight[k] = s - lo;
         }
     }
 

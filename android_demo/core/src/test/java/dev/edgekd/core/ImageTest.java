@@ -3,9 +3,13 @@ package dev.edgekd.core;
 import static org.junit.Assert.assertArrayEquals;
 import static org.junit.Assert.assertEquals;
 
+import java.awt.image.BufferedImage;
+import java.awt.image.IndexColorModel;
 import java.io.ByteArrayInputStream;
+import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
+import javax.imageio.ImageIO;
 import org.junit.Test;
 
 public class ImageTest {
@@ -47,5 +51,49 @@ public class ImageTest {
         Image g = im.withChannels(1);
         assertEquals(Image.luma(0x10, 0x20, 0x30), g.data[0] & 0xff);
         assertEquals(3, g.withChannels(3).channels);
+    }
+
+    private static Image png(BufferedImage im) throws IOException {
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        ImageIO.write(im, "png", out);
+        return Image.decode(new ByteArrayInputStream(out.toByteArray()));
+    }
+
+    @Test
+    public void decodesPalette16BitAndAlphaByEdgekdsRules() throws IOException {
+        byte[] r = {10, (byte) 200};
+        byte[] g = {20, (byte) 100};
+        byte[] b = {30, 0};
+        BufferedImage pal = new BufferedImage(2, 1, BufferedImage.TYPE_BYTE_INDEXED, new IndexColorModel(1, 2, r, g, b));
+        pal.getRaster().setSample(0, 0, 0, 1);
+        pal.getRaster().setSample(1, 0, 0, 0);
+        Image p = png(pal);
+        assertEquals(3, p.channels);
+        assertArrayEquals(new byte[] {(byte) 200, 100, 0, 10, 20, 30}, p.data); // expanded, not indices
+
+        BufferedImage wide = new BufferedImage(3, 1, BufferedImage.TYPE_USHORT_GRAY);
+        int[] v = {0, 32896, 65535};
+        for (int x = 0; x < 3; x++) {
+            wide.getRaster().setSample(x, 0, 0, v[x]);
+        }
+        Image w = png(wide);
+        assertEquals(1, w.channels);
+        assertArrayEquals(new byte[] {0, (byte) 128, (byte) 255}, w.data); // (v + 128) / 257
+
+        BufferedImage argb = new BufferedImage(1, 1, BufferedImage.TYPE_INT_ARGB);
+        argb.setRGB(0, 0, 0x40112233);
+        Image a = png(argb);
+        assertEquals(3, a.channels);
+        assertArrayEquals(new byte[] {0x11, 0x22, 0x33}, a.data); // alpha dropped, colour kept
+
+        BufferedImage gray = new BufferedImage(2, 1, BufferedImage.TYPE_BYTE_GRAY);
+        gray.getRaster().setSample(0, 0, 0, 77);
+        gray.getRaster().setSample(1, 0, 0, 201);
+        assertArrayEquals(new byte[] {77, (byte) 201}, png(gray).data); // raw samples, no colour conversion
+    }
+
+    @Test(expected = IOException.class)
+    public void decodeRejectsWhatIsNotAnImage() throws IOException {
+        Image.decode(new ByteArrayInputStream("not an image".getBytes(StandardCharsets.US_ASCII)));
     }
 }

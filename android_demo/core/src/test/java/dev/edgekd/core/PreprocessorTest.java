@@ -133,4 +133,26 @@ public class PreprocessorTest {
             assertTrue(e.getMessage(), e.getMessage().contains("does not fit the preprocessing (1 channels, 8x9)"));
         }
     }
+
+    @Test
+    public void shorterSideResizeThenCentreCropAsTorchvision() {
+        Manifest.Preprocessing pre = new Manifest.Preprocessing(4, 4, new double[] {0}, new double[] {1}, "GRAY",
+                1.0, "shorter_side", 5, "center");
+        assertArrayEquals(new int[] {5, 8}, pre.resized(10, 17)); // int(5 * 17 / 10) = 8
+        assertArrayEquals(new int[] {9, 5}, pre.resized(19, 10)); // portrait
+        assertArrayEquals(new int[] {0, 2}, pre.cropBox(5, 8)); // round(0.5) = 0 (half to even), round(2) = 2
+        assertArrayEquals(new int[] {2, 0}, pre.cropBox(9, 5)); // round(2.5) = 2
+        // cropping the resized image = computing only the crop window
+        int[][] planes = new int[1][10 * 17];
+        for (int k = 0; k < planes[0].length; k++) {
+            planes[0][k] = (k * 37) % 251;
+        }
+        double[][] full = Preprocessor.resize(planes, 10, 17, 5, 8);
+        double[][] window = Preprocessor.resize(planes, 10, 17, 5, 8, 0, 2, 4, 4);
+        for (int y = 0; y < 4; y++) {
+            for (int x = 0; x < 4; x++) {
+                assertEquals(full[0][y * 8 + x + 2], window[0][y * 4 + x], 0.0);
+            }
+        }
+    }
 }
