@@ -99,15 +99,24 @@ def to_tflite_litert(
     precision: str,
     calibration: torch.Tensor | None,
     verbose: bool = False,
+    program: torch.export.ExportedProgram | None = None,
+    observer: str = "histogram",
 ) -> dict[str, Any]:
-    """Write ``path`` with litert-torch (fp32, or int8 in/out via its PT2EQuantizer)."""
+    """Write ``path`` with litert-torch (fp32, or int8 in/out via its PT2EQuantizer).
+
+    int8 quantizes a copy of ``program`` (the call's one ``torch.export``) with ``observer``; fp32 lets
+    litert-torch trace the model itself (its layout passes read the module metadata of its own trace).
+    """
+    import time
+
     with requires("tflite"):
         import litert_torch
 
+    t0 = time.perf_counter()
     try:
         with quiet(verbose):
             if precision == "int8":
-                edge = _litert_int8(model, example_inputs, calibration)
+                edge = _litert_int8(model, example_inputs, calibration, program=program, observer=observer)
             else:
                 edge = litert_torch.convert(model.eval(), example_inputs)
             edge.export(str(path))
@@ -115,7 +124,7 @@ def to_tflite_litert(
         raise
     except Exception as e:
         raise _converter_error("litert-torch", precision, e, "onnx2tf", _unlowered_ops(model, example_inputs)) from e
-    return graph_summary(path)
+    return {**graph_summary(path), "seconds": {"convert": time.perf_counter() - t0}}
 
 
 def _unlowered_ops(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> list[str]:
@@ -134,16 +143,19 @@ def _unlowered_ops(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, .
 
 
 def _litert_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
-                 calibration: torch.Tensor | None) -> Any:
+                 calibration: torch.Tensor | None, *, program: torch.export.ExportedProgram | None = None,
+                 observer: str = "histogram") -> Any:
     """PTQ with litert-torch's quantizer (calibrated on ``calibration``), then :func:`litert_int8`."""
     import copy
 
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from edgekd.quantization import capture, iter_batches
+    from edgekd.quantization import capture, iter_batches, program_module
 
-    quantizer = litert_quantizer()
-    graph = _softmax_as_aten_softmax(capture(copy.deepcopy(model).eval(), example_inputs, stage=STAGE))
+    quantizer = litert_quantizer(observer)
+    gm = program_module(program) if program is not None else capture(copy.deepcopy(model).eval(), example_inputs,
+                                                                      stage=STAGE)
+    graph = _softmax_as_aten_softmax(gm)
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for args in iter_batches(calibration, example_inputs[0].shape[0]):
@@ -151,12 +163,15 @@ def _litert_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     return litert_int8(convert_pt2e(prepared, fold_quantize=False), example_inputs, quantizer)
 
 
-def litert_quantizer() -> Any:
-    """litert-torch's PT2E quantizer, per-channel symmetric int8: the one scheme its int8 lowering takes."""
+def litert_quantizer(observer: str = "histogram") -> Any:
+    """litert-torch's PT2E quantizer, per-channel symmetric int8: the one scheme its int8 lowering takes
+    (activations observed with ``observer``, see :mod:`edgekd.quantization`)."""
     with requires("tflite"):
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
-    return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    from edgekd.quantization import with_observer
+
+    return PT2EQuantizer().set_global(with_observer(get_symmetric_quantization_config(is_per_channel=True), observer))
 
 
 def litert_int8(converted: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], quantizer: Any = None) -> Any:
@@ -204,8 +219,14 @@ def to_tflite_onnx2tf(
     precision: str,
     calibration: torch.Tensor | None,
     verbose: bool = False,
+    program: torch.export.ExportedProgram | None = None,
+    observer: str = "histogram",
 ) -> dict[str, Any]:
-    """Write ``path`` with onnx2tf (NHWC input; fp32, or full-integer int8 calibrated on our data)."""
+    """Write ``path`` with onnx2tf (NHWC input; fp32, or full-integer int8 calibrated on our data).
+
+    ``program`` and ``observer`` are not used: the ONNX comes from the TorchScript exporter, and TF's
+    converter calibrates int8 itself.
+    """
     if len(example_inputs) != 1:
         raise ExportError(f"onnx2tf export takes one input tensor, got {len(example_inputs)}",
                           stage=STAGE, hint="use tflite_converter='litert-torch' for multi-input models")

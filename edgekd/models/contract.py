@@ -8,7 +8,7 @@ ConvNeXt, ...) is registered beside its code with :func:`register_family`, and
     [(f.module, f.channels, f.reduction) for f in c.features]
     # [('features.0', 16, 2), ('features.1', 16, 4), ('features.3', 24, 8), ('features.8', 48, 16), ('features.12', 576, 32)]
 
-``features`` are found by one probe forward pass at the family's input size: among the family's
+``features`` are found by one probe forward pass (at the native size, capped at 64): among the family's
 *candidate* modules (its stage blocks, in depth order) the last one at each output stride is a
 stage, exactly timm's rule (a stage is where the resolution is about to drop). Channels and stride
 are measured, so a width multiplier, a pruned copy or ``in_channels=1`` change nothing here.
@@ -75,10 +75,10 @@ class Knob:
     variants: dict[Any, str] = field(default_factory=dict)
 
     def describe(self) -> str:
-        if self.kwarg:
-            return f"{self.name}: {self.kwarg}=" + "|".join(f"{v:g}" if isinstance(v, float) else str(v)
-                                                            for v in self.values)
-        return f"{self.name}: " + "|".join(str(v) for v in self.variants)
+        """``width: width_mult=0.5|0.75|1`` / ``depth: 18|34`` (variants) / ``resolution: 28|32``."""
+        values = self.values if self.kwarg or not self.variants else tuple(self.variants)
+        text = "|".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+        return f"{self.name}: {self.kwarg}={text}" if self.kwarg else f"{self.name}: {text}"
 
 
 Candidates = Callable[[nn.Module], list[str]]
@@ -101,6 +101,7 @@ class Family:
         prune: the channel groups of a model (a list of :class:`edgekd.models.channels.ChannelGroup`), or None.
         prune_note: why a family is not prunable (shown by ``edgekd list models``).
         exits: blocks where early exits may go (default: every block of its nn.Sequential stages).
+        exits_note: why a family takes no exits (declare ``exits=lambda m: []`` with it).
         knobs: width / depth / resolution knobs.
         models: registry names of the family (``module`` for zoo files: every name registered there).
         match: a further test on the instance, for a family that shares its class with another
@@ -195,6 +196,15 @@ def probe_input(model: nn.Module, fam: Family, size: int | None = None) -> torch
                        device=ref.device if ref is not None else "cpu")
 
 
+def probe_size(model: nn.Module, fam: Family) -> int:
+    """The input size of the probe pass: a token model's own image size (its position embeddings fix it),
+    else the native size capped at 64 (enough for stride 32, and cheap)."""
+    if fam.pick == "all":
+        own = getattr(getattr(model, "config", None), "image_size", None) or getattr(model, "image_size", None)
+        return int(own[0] if isinstance(own, (tuple, list)) else own or fam.input_size)
+    return min(fam.input_size, 64)
+
+
 @torch.no_grad()
 def _stage_shapes(model: nn.Module, fam: Family, paths: Sequence[str], size: int) -> dict[str, tuple[int, ...]]:
     modules = dict(model.named_modules())
@@ -220,7 +230,7 @@ def features_of(model: nn.Module, fam: Family | None = None) -> tuple[Feature, .
     """The stages of ``model`` (one probe forward pass; see the module docstring)."""
     fam = fam or require_family(model, "stages")
     paths = fam.candidates(model)
-    size = fam.input_size
+    size = probe_size(model, fam)
     shapes = _stage_shapes(model, fam, paths, size)
     out: list[Feature] = []
     for p in paths:
