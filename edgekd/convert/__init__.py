@@ -12,8 +12,9 @@ Every file is run with its real runtime and compared with the eager model (see
 
 One ``torch.export`` of the model serves every file of a call (``.pte`` fp32 and int8, litert-torch
 int8, ``.pt2``); litert-torch fp32 traces the model itself and onnx2tf goes through the TorchScript
-ONNX exporter. Each file records where its seconds went (``extra["seconds"]``: quantize, lower or
-convert, parity) and the bundle the shared export's (``extra["torch_export_s"]``).
+ONNX exporter. Each file records where its seconds went (``extra["seconds"]``: ``write``, of which
+``quantize`` and ``lower``/``convert``, then ``parity``) and the bundle the shared export's
+(``extra["torch_export_s"]``).
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ def _export_one(model: torch.nn.Module, ex: tuple[torch.Tensor, ...], exporter: 
                                           program=program, observer=observer)
     t1 = time.perf_counter()
     y, f_in, f_out = _run_written(exporter, path, px, batch, prec)
-    seconds = {**extra.get("seconds", {}), "write": t1 - t0, "parity": time.perf_counter() - t1}
+    seconds = {**extra.get("seconds", {}), "write": t1 - t0, "parity": time.perf_counter() - t1}  # write ⊇ its parts
     extra = {**extra, "seconds": {k: round(v, 3) for k, v in seconds.items()}}
     t = thresholds_for(prec, thresholds, task)
     p = measure(y, ref[: len(y)], py, t)
@@ -288,6 +289,12 @@ def failure_record(e: BaseException, key: str, path: str) -> dict[str, str]:
     return record
 
 
+def export_seconds(extra: dict[str, Any]) -> float | None:
+    """A file's export time: writing it (``quantize``, ``lower``/``convert`` are parts of that) plus its parity run."""
+    secs = extra.get("seconds", {})
+    return round(secs["write"] + secs.get("parity", 0.0), 3) if "write" in secs else None
+
+
 def status_rows(bundle: Bundle) -> list[dict[str, Any]]:
     """One row per file an :func:`export` call tried, in the bundle's order: ``status`` ``ok`` or
     ``failed``, size, parity (max error, top-1 agreement, accuracy), seconds, and for a failure the
@@ -297,7 +304,7 @@ def status_rows(bundle: Bundle) -> list[dict[str, Any]]:
         p = f.parity
         rows.append({"file": f.path, "key": f.key, "status": "ok", "kb": round(f.bytes / 1024, 1),
                      "max_abs_error": p.max_abs_error if p else None, "top1_agreement": p.top1_agreement if p else None,
-                     "accuracy": p.accuracy if p else None, "seconds": sum(f.extra.get("seconds", {}).values()) or None})
+                     "accuracy": p.accuracy if p else None, "seconds": export_seconds(f.extra)})
     for r in bundle.extra.get("failed", []):
         rows.append({"file": r["path"], "key": r["key"], "status": "failed", "stage": r.get("stage"),
                      "error": r.get("error"), "fix": r.get("fix")})

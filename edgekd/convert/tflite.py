@@ -64,8 +64,41 @@ def quiet(verbose: bool) -> Iterator[None]:
             os.close(fd)
 
 
+def xnnpack_coverage(path: Path) -> dict[str, Any]:
+    """Which ops of a .tflite file LiteRT's default XNNPACK delegate takes, as ``ModelFile.extra["partition"]``
+    of a .pte: ``{"partitions", "delegated_ops", "non_delegated_ops", "non_delegated": {op: count}}``.
+
+    The interpreter (default delegates on) appends one ``DELEGATE`` node per delegated subgraph; an
+    original op is delegated when it lies between a delegate node's inputs and outputs (a walk back
+    from the outputs through the ops that produce each tensor, stopping at the inputs).
+    """
+    with requires("tflite", "reading .tflite files (the LiteRT interpreter)"):
+        from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    ops = it._get_ops_details()
+    original = [o for o in ops if o["op_name"] != "DELEGATE"]
+    producer = {int(t): o for o in original for t in o["outputs"]}
+    delegated: set[int] = set()
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    for d in delegates:
+        stop, stack = {int(t) for t in d["inputs"]}, [int(t) for t in d["outputs"]]
+        while stack:
+            t = stack.pop()
+            o = producer.get(t)
+            if t in stop or o is None or o["index"] in delegated:
+                continue
+            delegated.add(o["index"])
+            stack.extend(int(i) for i in o["inputs"] if i >= 0)
+    outside = Counter(o["op_name"] for o in original if o["index"] not in delegated)
+    return {"partitions": len(delegates), "delegated_ops": len(delegated), "non_delegated_ops": sum(outside.values()),
+            "non_delegated": dict(outside)}
+
+
 def graph_summary(path: Path) -> dict[str, Any]:
-    """Op-type counts and tensor-dtype counts of a .tflite file, read with the LiteRT interpreter."""
+    """Op-type counts and tensor-dtype counts of a .tflite file, read with the LiteRT interpreter, and what
+    its XNNPACK delegate takes (:func:`xnnpack_coverage`)."""
     with requires("tflite", "reading .tflite files (the LiteRT interpreter)"):
         from ai_edge_litert.interpreter import Interpreter
 
@@ -77,11 +110,26 @@ def graph_summary(path: Path) -> dict[str, Any]:
         if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
         and any(i >= 0 and it._get_tensor_details(i, 0)["dtype"] == np.float32 for i in op["inputs"])
     })
-    return {"ops": dict(ops), "tensor_dtypes": dict(dtypes), "float_compute_ops": float_ops}
+    return {"ops": dict(ops), "tensor_dtypes": dict(dtypes), "float_compute_ops": float_ops,
+            "partition": xnnpack_coverage(path)}
+
+
+# Known converter failures: (text in the error, what it means, what to do).
+KNOWN_FAILURES = (
+    ("Attempting to convert non-NHWC compatible node to NHWC",
+     "its NHWC layout pass loses a quantized tensor's shape next to explicit pad ops (TF-style 'SAME' padding, "
+     "e.g. a Hugging Face MobileNetV2 with tf_padding=True)",
+     "build the model with symmetric conv padding (edgekd's hf:mobilenet_v2 default, tf_padding=False), or "
+     "export this int8 file with tflite_converter='onnx2tf' or as .pte"),
+)
 
 
 def _converter_error(converter: str, precision: str, e: Exception, other: str, ops: Sequence[str] = ()) -> ExportError:
     why = f"no TFLite lowering for op(s) {', '.join(ops)} ({first_line(e)})" if ops else first_line(e)
+    known = next(((meaning, fix) for text, meaning, fix in KNOWN_FAILURES if text in str(e)), None)
+    if known is not None:
+        return ExportError(f"{converter} could not convert the {precision} model: {first_line(e)}: {known[0]}",
+                           stage=STAGE, hint=known[1])
     return ExportError(
         f"{converter} could not convert the {precision} model: {why}",
         stage=STAGE,

@@ -8,7 +8,8 @@
 ``from_pretrained`` is never called and nothing is downloaded. Its ``forward`` returns the logits
 Tensor (:func:`edgekd.models.logits.logits_only`), module paths stay Hugging Face's.
 
-Presets (a config name and its overrides): MobileNetV2 (``mobilenet_v2``, width 1.0, 224),
+Presets (a config name and its overrides): MobileNetV2 (``mobilenet_v2``, width 1.0, 224, PyTorch-style
+symmetric padding: ``tf_padding=False``, see ``PRESETS``),
 EfficientNet (``efficientnet_b0``..``b3``), ResNet (``resnet18``, ``resnet50``), ConvNeXt
 (``convnext_tiny``), MobileViT (``mobilevit_s``, ``_xs``, ``_xxs``), ViT (``vit_tiny``: 192 wide, 12
 layers, 3 heads, patch 16; ``vit_small``; ``vit_base``). A config built with random initialisation
@@ -51,8 +52,12 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
+    # tf_padding=False: PyTorch's symmetric padding instead of TF's "SAME" pad ops. litert-torch 0.10's int8
+    # layout pass fails on the quantized pads ("Attempting to convert non-NHWC compatible node to NHWC:
+    # dequantize_per_tensor_…"); pass tf_padding=True for TF-ported checkpoints (then export its int8
+    # .tflite with onnx2tf, or use the .pte).
     "mobilenet_v2": Preset("mobilenet_v2", "MobileNetV2Config", "MobileNetV2ForImageClassification",
-                           {"depth_multiplier": 1.0, "image_size": 224}),
+                           {"depth_multiplier": 1.0, "image_size": 224, "tf_padding": False}),
     **{f"efficientnet_b{i}": Preset("efficientnet", "EfficientNetConfig", "EfficientNetForImageClassification",
                                     {"width_coefficient": w, "depth_coefficient": d, "image_size": s,
                                      "dropout_rate": p})

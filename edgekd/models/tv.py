@@ -10,8 +10,8 @@ own classes take them, its builders fix them per variant).
 
 Families (timm-style contracts, see :mod:`edgekd.models.contract`): ResNet (and Wide/ResNeXt),
 MobileNetV2, MobileNetV3, EfficientNet (V1/V2), ShuffleNetV2, SqueezeNet, MnasNet, RegNet, ConvNeXt,
-ViT, VGG, DenseNet. Other builders (AlexNet, GoogLeNet, Inception, Swin, MaxViT) are created but have
-no contract (taps by module path only). Prunable: ResNet (dense 3×3 convs), MobileNetV2, MnasNet.
+ViT. Other builders (AlexNet, VGG, DenseNet, GoogLeNet, Inception, Swin, MaxViT) are created but have
+no contract (taps by module path only, no ``in_channels`` adaptation or weights matching). Prunable: ResNet (dense 3×3 convs), MobileNetV2, MnasNet.
 
 torchvision is imported on first use (a few seconds), never by ``import edgekd.models``.
 """
@@ -150,13 +150,6 @@ _fam("vit", ("vision_transformer.VisionTransformer",), lambda n: n.startswith("v
      classifier="heads.head", prune_note="attention and MLP widths are not conv channel groups",
      exits=lambda m: [], exits_note="token blocks, not conv feature maps",
      knobs=(Knob("width", variants={"b": "tv:vit_b_16", "l": "tv:vit_l_16"}),))
-_fam("vgg", ("vgg.VGG",), lambda n: n.startswith("vgg"),
-     candidates=sequential_children("features"), embedding="classifier.6@input", stem="features.0",
-     classifier="classifier.6", prune_note="not declared (plain conv stacks; use a zoo or ResNet family)")
-_fam("densenet", ("densenet.DenseNet",), lambda n: n.startswith("densenet"),
-     candidates=sequential_children("features"), embedding="classifier@input", stem="features.conv0",
-     classifier="classifier", prune_note="dense connections concatenate every earlier layer's channels")
-
 
 def family(name: str) -> str:
     """The family of builder ``name`` (``""`` when none is declared)."""

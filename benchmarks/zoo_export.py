@@ -1,0 +1,384 @@
+"""Export coverage of the standard mobile architectures: .pte and .tflite, fp32 and int8, measured per file.
+
+Each architecture (torchvision's builders; Hugging Face's ViT and MobileNetV2) is trained briefly on real
+images (Fashion-MNIST, upscaled to RGB), so int8 is judged on a model that decides something, then one
+:func:`edgekd.export` call per model writes ``.pte`` (ExecuTorch + XNNPACK) and ``.tflite`` (litert-torch,
+and onnx2tf) in fp32 and int8 with ``keep_going=True``. One row per file goes to
+``benchmarks/results/zoo_export.json`` the moment its model is done (the file is rewritten atomically;
+a rerun skips what is there, so the run resumes): model, format, converter, precision, export seconds
+(and where they went), bytes, parity (passed, max error, top-1 agreement, accuracy), the fraction of ops
+delegated to XNNPACK (ExecuTorch: the partitioner's count; LiteRT: the ops inside the interpreter's
+XNNPACK delegate nodes), and the error with its fix. ``--timing`` then adds p50 at 1 and 2 threads for
+every file that exported (the bench harness, interleaved rounds; run it under the timing lock).
+
+    nice -n 19 python benchmarks/zoo_export.py                      # train + export every model (hours on 2 cores)
+    flock /tmp/edgekd-timing.lock nice -n -5 python benchmarks/zoo_export.py --timing
+    python benchmarks/zoo_export.py --models MobileNetV3-Small --size 96 --steps 20 --out /tmp/z.json   # a quick look
+    python benchmarks/zoo_export.py --observers --models EfficientNet-B0    # calibration observers: time and parity
+
+Training runs at ``--train-size`` (cheaper than the export size on a CPU); the batch-norm statistics are
+then re-estimated at ``--size`` (forward passes only, the FixRes remedy for a train/test resolution gap)
+before accuracy is measured and the model exported at ``--size``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "zoo_export.json"
+FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
+
+
+@dataclass(frozen=True)
+class Spec:
+    label: str
+    name: str  # registry name
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    lr: float = 2e-3
+    train_size: int | None = None  # None: the run's --train-size
+    train_kwargs: dict[str, Any] = field(default_factory=dict)  # forward keywords while training
+
+
+MODELS = (  # cheapest first, so a partial run already covers most families
+    Spec("MobileNetV3-Small", "tv:mobilenet_v3_small"),
+    Spec("MobileNetV2", "tv:mobilenet_v2"),
+    Spec("MobileNetV3-Large", "tv:mobilenet_v3_large"),
+    Spec("EfficientNet-B0", "tv:efficientnet_b0"),
+    Spec("ShuffleNetV2-x1.0", "tv:shufflenet_v2_x1_0"),
+    Spec("SqueezeNet-1.1", "tv:squeezenet1_1", lr=1e-3),
+    Spec("MnasNet-1.0", "tv:mnasnet1_0"),
+    Spec("RegNetY-400MF", "tv:regnet_y_400mf"),
+    Spec("ResNet-18", "tv:resnet18", lr=1e-3),
+    # position embeddings fix a ViT's size: it trains at 112 px with them interpolated (Hugging Face's
+    # interpolate_pos_encoding), then runs and exports at its native 224 px with them as they are
+    Spec("ViT-Tiny/16", "hf:vit_tiny", lr=5e-4, train_size=112, train_kwargs={"interpolate_pos_encoding": True}),
+    Spec("MobileNetV2 (HF)", "hf:mobilenet_v2"),
+    Spec("ConvNeXt-T", "tv:convnext_tiny", lr=5e-4),
+)
+
+
+# -- data: Fashion-MNIST upscaled to RGB on the fly ------------------------------------------------------------
+class Images:
+    """Fashion-MNIST (28×28 grey) served as normalised RGB batches of any size, resized on the fly.
+
+    The one place data comes from: when the ``folder:`` source lands, ``batch`` becomes a DataLoader over
+    ``edgekd.data.load("folder:PATH", image_size=size)`` and nothing else changes.
+    """
+
+    def __init__(self) -> None:
+        from edgekd.data.core import DATASETS
+
+        raw = DATASETS.get("fashion_mnist")(None)
+        self.x, self.y = torch.from_numpy(raw.x), torch.from_numpy(raw.y)
+        self.x_test, self.y_test = torch.from_numpy(raw.x_test), torch.from_numpy(raw.y_test)
+
+    @staticmethod
+    def to_rgb(x: torch.Tensor, size: int) -> torch.Tensor:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False) if size != x.shape[-1] else x
+        return ((x - FMNIST_MEAN) / FMNIST_STD).repeat(1, 3, 1, 1).contiguous()
+
+    def batch(self, idx: torch.Tensor, size: int, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = (self.x, self.y) if split == "train" else (self.x_test, self.y_test)
+        return self.to_rgb(x[idx], size), y[idx]
+
+
+def train_briefly(model: nn.Module, data: Images, *, size: int, steps: int, batch: int, lr: float,
+                  seed: int = 0, forward_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one training call: AdamW with a cosine schedule (5 % warm-up), label smoothing 0.1."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    model.train()
+    t0, losses = time.perf_counter(), []
+    for step in range(steps):
+        x, y = data.batch(torch.randint(0, len(data.x), (batch,), generator=g), size)
+        loss = F.cross_entropy(model(x, **(forward_kwargs or {})), y, label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % max(1, steps // 10) == 0 or step == steps - 1:
+            print(f"    step {step + 1}/{steps} loss {np.mean(losses[-10:]):.3f} ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    return {"train_s": round(time.perf_counter() - t0, 1), "train_size": size, "steps": steps, "batch": batch,
+            "lr": lr, "final_loss": round(float(np.mean(losses[-10:])), 4)}
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, data: Images, size: int, batches: int = 8, batch: int = 32) -> int:
+    """Re-estimate every BatchNorm's running statistics at ``size`` (forward passes in train mode, no gradients)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    model.train()
+    g = torch.Generator().manual_seed(1)
+    for _ in range(batches):
+        model(data.batch(torch.randint(0, len(data.x), (batch,), generator=g), size)[0])
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+    return len(bns)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: Images, size: int, n: int) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, n, 50):
+        idx = torch.arange(i, min(n, i + 50))
+        x, y = data.batch(idx, size, "test")
+        correct += int((model(x).argmax(1) == y).sum())
+    return correct / n
+
+
+# -- results file: one row per exported file, rewritten atomically -------------------------------------------
+def load_rows(path: Path) -> dict[str, Any]:
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"benchmark": "zoo_export", "rows": [], "models": {}}
+
+
+def save(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {**doc, **machine()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=1, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _fraction(partition: dict[str, Any] | None) -> float | None:
+    if not partition:
+        return None
+    total = partition.get("delegated_ops", 0) + partition.get("non_delegated_ops", 0)
+    return round(partition["delegated_ops"] / total, 4) if total else None
+
+
+def rows_of(label: str, spec: Spec, bundle: Any, size: int) -> list[dict[str, Any]]:
+    """One row per file of ``bundle`` (ok or failed)."""
+    from edgekd.convert import export_seconds
+
+    out = []
+    for f in bundle.files:
+        p, secs = f.parity, f.extra.get("seconds", {})
+        out.append({"model": label, "name": spec.name, "size": size, "file": f.path, "format": f.format,
+                    "converter": f.converter, "precision": f.precision,
+                    "export_s": export_seconds(f.extra), "seconds": secs, "bytes": f.bytes,
+                    "parity_passed": bool(p.passed) if p else None, "max_abs_error": p.max_abs_error if p else None,
+                    "top1_agreement": p.top1_agreement if p else None, "accuracy": p.accuracy if p else None,
+                    "accuracy_eager": p.accuracy_eager if p else None,
+                    "delegated_fraction": _fraction(f.extra.get("partition")),
+                    "non_delegated": (f.extra.get("partition") or {}).get("non_delegated"),
+                    "p50_ms": {}, "error": None})
+    for r in bundle.extra.get("failed", []):
+        fmt, prec, conv = r["key"].split("/")
+        out.append({"model": label, "name": spec.name, "size": size, "file": r["path"], "format": fmt,
+                    "converter": conv, "precision": prec, "export_s": None, "bytes": None, "parity_passed": False,
+                    "delegated_fraction": None, "p50_ms": {}, "error": f"{r['stage']}: {r['error']}",
+                    "fix": r.get("fix")})
+    order = {("pte", "fp32"): 0, ("pte", "int8"): 1}
+    return sorted(out, key=lambda r: (order.get((r["format"], r["precision"]), 2), r["converter"], r["precision"]))
+
+
+def export_model(spec: Spec, data: Images, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Create, train, recalibrate, measure and export one model; returns its summary and rows."""
+    import edgekd
+    from edgekd.models import count_params, create
+
+    torch.manual_seed(0)
+    load_before = os.getloadavg()
+    model = create(spec.name, num_classes=10, **spec.kwargs)
+    native = getattr(getattr(model, "config", None), "image_size", None) if spec.train_kwargs else None
+    size = int(native) if native else args.size  # a ViT runs at its native size
+    train_size = spec.train_size or args.train_size
+    print(f"  {count_params(model) / 1e6:.2f} M params; train at {train_size} px, export at {size} px", flush=True)
+    info = train_briefly(model, data, size=train_size, steps=args.steps, batch=args.batch, lr=spec.lr,
+                         forward_kwargs=spec.train_kwargs)
+    if train_size != size:
+        info["bn_recalibrated"] = recalibrate_bn(model, data, size)
+    model.eval()
+    info["accuracy_at_size"] = accuracy(model, data, size, args.eval)
+    info["params"] = count_params(model)
+    print(f"  test accuracy at {size} px: {info['accuracy_at_size']:.3f}", flush=True)
+    g = torch.Generator().manual_seed(2)
+    calib = data.batch(torch.randint(0, len(data.x), (args.calibration,), generator=g), size)[0]
+    px, py = data.batch(torch.arange(args.eval, args.eval + args.parity), size, "test")
+    t0 = time.perf_counter()
+    bundle = edgekd.export(model, (px[:1],), formats=("pte", "tflite"), precision=("fp32", "int8"),
+                           tflite_converter=tuple(args.tflite_converters.split(",")), calibration=calib,
+                           parity_data=(px, py), out_dir=work / spec.label.replace(" ", "_").replace("/", "_"),
+                           model_name=spec.label, keep_going=True, check_parity=False, progress=False,
+                           observer=args.observer)
+    info["export_call_s"] = round(time.perf_counter() - t0, 1)
+    info["torch_export_s"] = bundle.extra.get("torch_export_s")
+    info["bundle"] = str(bundle.root)
+    info["load"] = {"before": load_before, "after": os.getloadavg()}
+    return {"summary": info, "rows": rows_of(spec.label, spec, bundle, size)}
+
+
+# -- observers: time and parity of each calibration observer on one model -----------------------------------
+def compare_observers(spec: Spec, data: Images, args: argparse.Namespace) -> dict[str, Any]:
+    from edgekd.convert.executorch import keepdim_spatial_means
+    from edgekd.convert.parity import measure, thresholds_for
+    from edgekd.models import create
+    from edgekd.quantization import OBSERVERS, quantize
+
+    torch.manual_seed(0)
+    model = create(spec.name, num_classes=10, **spec.kwargs)
+    train_briefly(model, data, size=spec.train_size or args.train_size, steps=args.steps, batch=args.batch,
+                  lr=spec.lr, forward_kwargs=spec.train_kwargs)
+    recalibrate_bn(model, data, args.size)
+    model.eval()
+    g = torch.Generator().manual_seed(2)
+    calib = data.batch(torch.randint(0, len(data.x), (args.calibration,), generator=g), args.size)[0]
+    px, py = data.batch(torch.arange(args.eval, args.eval + args.parity), args.size, "test")
+    with torch.no_grad():
+        eager = model(px).numpy()
+    out = {}
+    for obs in OBSERVERS:
+        t0 = time.perf_counter()
+        q = quantize(model, (px[:1],), calib, transform=keepdim_spatial_means, observer=obs)
+        secs = time.perf_counter() - t0
+        with torch.no_grad():
+            y = torch.cat([q(px[i:i + 1]) for i in range(len(px))]).numpy()
+        p = measure(y, eager, py.numpy(), thresholds_for("int8", None))
+        out[obs] = {"quantize_s": round(secs, 1), "top1_agreement": p.top1_agreement, "accuracy": p.accuracy,
+                    "accuracy_eager": p.accuracy_eager, "max_abs_error": p.max_abs_error}
+        print(f"  {obs:18s} quantize {secs:7.1f} s  top-1 agreement {p.top1_agreement:.3f}  acc {p.accuracy:.3f} "
+              f"(eager {p.accuracy_eager:.3f})", flush=True)
+    return out
+
+
+# -- p50 at 1 and 2 threads ----------------------------------------------------------------------------------
+def timing(doc: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import side_by_side
+
+    ok = [r for r in doc["rows"] if r.get("bytes") and r.get("parity_passed") is not None
+          and not r.get("p50_ms", {}).get("1")]
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for r in ok:
+        by_model.setdefault(r["model"], []).append(r)
+    for model, rows in by_model.items():
+        root = Path(doc["models"][model]["bundle"])
+        files = {r["file"]: root / r["file"] for r in rows if (root / r["file"]).is_file()}
+        if not files:
+            continue
+        load_before = os.getloadavg()
+        for threads in (1, 2):
+            res = side_by_side(files, Path(tempfile.mkdtemp(prefix="zoo_timing_")), rounds=args.rounds,
+                               runs=args.runs, threads=threads, warmup=3)
+            for r in rows:
+                if r["file"] in res:
+                    r.setdefault("p50_ms", {})[str(threads)] = res[r["file"]]["p50_ms"]
+                    r.setdefault("p50_ms_rounds", {})[str(threads)] = res[r["file"]]["p50_ms_rounds"]
+        doc["models"][model]["timing_load"] = {"before": load_before, "after": os.getloadavg()}
+        save(path, doc)
+        print(f"  {model}: " + ", ".join(f"{r['file']} {r['p50_ms'].get('1')}/{r['p50_ms'].get('2')} ms"
+                                         for r in rows), flush=True)
+
+
+def print_table(doc: dict[str, Any]) -> None:
+    print(f"\n{'model':20s} {'file':34s} {'export s':>9s} {'KB':>8s} {'parity':>7s} {'agree':>6s} {'XNNPACK':>8s} "
+          f"{'p50 1t':>8s} {'p50 2t':>8s}  error")
+    for r in doc["rows"]:
+        p50 = r.get("p50_ms") or {}
+        fmt = (lambda v, f: f.format(v) if v is not None else "-")  # noqa: E731
+        print(f"{r['model']:20s} {r['file']:34s} {fmt(r.get('export_s'), '{:9.1f}'):>9s} "
+              f"{fmt(r['bytes'] / 1024 if r.get('bytes') else None, '{:8.0f}'):>8s} "
+              f"{('ok' if r['parity_passed'] else 'FAIL') if r.get('bytes') else '-':>7s} "
+              f"{fmt(r.get('top1_agreement'), '{:6.3f}'):>6s} {fmt(r.get('delegated_fraction'), '{:8.1%}'):>8s} "
+              f"{fmt(p50.get('1'), '{:8.2f}'):>8s} {fmt(p50.get('2'), '{:8.2f}'):>8s}  {r.get('error') or ''}")
+    rows = doc["rows"]
+    for prec in ("fp32", "int8"):
+        mine = [r for r in rows if r["precision"] == prec]
+        good = [r for r in mine if r.get("bytes") and r.get("parity_passed")]
+        print(f"{prec}: {len(good)}/{len(mine)} files exported within the default parity thresholds")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=None, help="comma list of labels (default: all)")
+    ap.add_argument("--size", type=int, default=224, help="export (and accuracy) size")
+    ap.add_argument("--train-size", type=int, default=64, help="training size (the BN statistics follow --size)")
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--calibration", type=int, default=64, help="int8 calibration samples")
+    ap.add_argument("--parity", type=int, default=64, help="held-out parity samples (test split)")
+    ap.add_argument("--eval", type=int, default=500, help="test images for the eager accuracy")
+    ap.add_argument("--tflite-converters", default="litert-torch,onnx2tf")
+    ap.add_argument("--observer", default="histogram")
+    ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "edgekd_zoo_export"))
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--force", action="store_true", help="redo models already in the results file")
+    ap.add_argument("--timing", action="store_true", help="measure p50 (1 and 2 threads) of exported files")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--observers", action="store_true", help="compare calibration observers (time, int8 parity)")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="torch threads for training and export (1: on a loaded 2-core machine OpenMP's spinning "
+                         "made 2 threads 15-40x slower than 1)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.torch_threads)
+    path = Path(args.out)
+    doc = load_rows(path)
+    doc["settings"] = {k: v for k, v in vars(args).items() if k not in ("timing", "force", "observers")}
+    wanted = [s for s in MODELS if args.models is None or s.label in args.models.split(",")]
+    if args.timing:
+        timing(doc, args, path)
+        print_table(doc)
+        return 0
+    data = Images()
+    if args.observers:
+        doc.setdefault("observers", {})
+        for spec in wanted:
+            print(f"{spec.label} ({spec.name}): calibration observers", flush=True)
+            doc["observers"][spec.label] = {"size": args.size, "calibration": args.calibration,
+                                            **compare_observers(spec, data, args)}
+            save(path, doc)
+        return 0
+    work = Path(args.work)
+    for spec in wanted:
+        if spec.label in doc["models"] and not args.force:
+            print(f"{spec.label}: done before, skipped (--force redoes it)")
+            continue
+        print(f"{spec.label} ({spec.name})", flush=True)
+        t0 = time.perf_counter()
+        res = export_model(spec, data, args, work)
+        res["summary"]["total_s"] = round(time.perf_counter() - t0, 1)
+        doc["rows"] = [r for r in doc["rows"] if r["model"] != spec.label] + res["rows"]
+        doc["models"][spec.label] = res["summary"]
+        save(path, doc)
+        for r in res["rows"]:
+            status = "ok" if r.get("parity_passed") else ("parity FAIL" if r.get("bytes") else "FAILED")
+            print(f"  {r['file']:34s} {status:12s} {r.get('export_s') or '-':>8} s  {r.get('error') or ''}", flush=True)
+    print_table(doc)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
