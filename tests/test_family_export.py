@@ -1,10 +1,11 @@
 """One export per model family (torchvision, Hugging Face) at a tiny size: every file runs in its runtime.
 
-Each family exports ``.pte`` and ``.tflite`` (litert-torch) fp32 with the default parity checks; the int8
-path (PT2E calibration with the fast histogram observer, XNNPACK / litert-torch lowering) is exercised on
-one file per family, alternating formats. Random-init models decide nothing, so int8 parity is
-recorded, not judged, here (``benchmarks/zoo_export.py`` judges it on trained models). Models are built
-at tiny widths and 32-64 px so the file stays within a few minutes on 2 cores.
+Each family writes two files, alternating across families so that both formats are covered in both
+precisions: fp32 in one format (judged by the default parity thresholds, and on XNNPACK) and int8 in the
+other (PT2E calibration with the fast histogram observer; XNNPACK or litert-torch lowering). Random-init
+models decide nothing, so int8 parity is recorded, not judged, here (``benchmarks/zoo_export.py`` judges
+it on trained models). Hugging Face's initialisation (std 0.02) gives near-zero logits, so every model
+is re-initialised with PyTorch's default layer init first. Models are built at tiny widths and 32-64 px.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _tv_vit() -> nn.Module:
                              num_classes=5)
 
 
-# family -> (builder, input size, int8 format)
+# family -> (builder, input size, int8 format; fp32 is exported in the other format)
 FAMILIES: dict[str, tuple[Callable[[], nn.Module], int, str]] = {
     "tv:resnet": (_tv_resnet, 32, "pte"),
     "tv:mobilenet_v2": (lambda: create("tv:mobilenet_v2", num_classes=5, width_mult=0.35), 32, "tflite"),
@@ -52,7 +53,7 @@ FAMILIES: dict[str, tuple[Callable[[], nn.Module], int, str]] = {
     "tv:squeezenet": (lambda: create("tv:squeezenet1_1", num_classes=5), 48, "tflite"),
     "tv:mnasnet": (lambda: create("tv:mnasnet0_5", num_classes=5), 32, "pte"),
     "tv:regnet": (lambda: create("tv:regnet_y_400mf", num_classes=5), 32, "tflite"),
-    "tv:convnext": (_tv_convnext, 32, "pte"),
+    "tv:convnext": (_tv_convnext, 64, "pte"),  # at 32 px the last stage is 1×1 and litert-torch 0.10 fails
     "tv:vit": (_tv_vit, 32, "tflite"),
     "hf:mobilenet_v2": (lambda: create("hf:mobilenet_v2", num_classes=5, depth_multiplier=0.35, image_size=32), 32,
                         "tflite"),
@@ -61,31 +62,39 @@ FAMILIES: dict[str, tuple[Callable[[], nn.Module], int, str]] = {
     "hf:resnet": (lambda: create("hf:resnet18", num_classes=5, hidden_sizes=[8, 16, 32, 64], embedding_size=8,
                                  depths=[1, 1, 1, 1]), 32, "tflite"),
     "hf:convnext": (lambda: create("hf:convnext_tiny", num_classes=5, hidden_sizes=[8, 16, 32, 64],
-                                   depths=[1, 1, 1, 1]), 32, "pte"),
+                                   depths=[1, 1, 1, 1]), 64, "pte"),
     "hf:mobilevit": (lambda: create("hf:mobilevit_xxs", num_classes=5, image_size=64), 64, "tflite"),
     "hf:vit": (lambda: create("hf:vit_tiny", num_classes=5, num_hidden_layers=2, image_size=32, patch_size=8), 32,
                "pte"),
 }
 
 
+def _reinit(model: nn.Module) -> nn.Module:
+    """PyTorch's default init for every layer that has one: logits far from zero, so top-1 means something."""
+    for m in model.modules():
+        if hasattr(m, "reset_parameters") and m is not model:
+            m.reset_parameters()
+    return model
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_family_exports_and_runs(family: str, tmp_path: Path) -> None:
     build, size, int8_format = FAMILIES[family]
+    fp32_format = "tflite" if int8_format == "pte" else "pte"
     torch.manual_seed(0)
-    model = build().eval()
+    model = _reinit(build()).eval()
     x = torch.randn(24, 3, size, size)
-    bundle = export(model, (x[:1],), formats=("pte", "tflite"), precision=("fp32",), parity_data=x[16:],
+    bundle = export(model, (x[:1],), formats=(fp32_format,), precision=("fp32",), parity_data=x[16:],
                     out_dir=tmp_path / "fp32", progress=False)
-    assert [f.key for f in bundle.files] == ["pte/fp32/executorch", "tflite/fp32/litert-torch"]
-    for f in bundle.files:  # fp32 passes the default thresholds (checked by export) and runs on XNNPACK
-        assert f.parity.passed, (f.key, f.parity)
-        part = f.extra["partition"]
-        assert part["delegated_ops"] > 0 and part["partitions"] >= 1, (f.key, part)
+    (f,) = bundle.files  # fp32 passes the default thresholds (export checks them) and runs on XNNPACK
+    assert f.format == fp32_format and f.parity.passed, (f.key, f.parity)
+    part = f.extra["partition"]
+    assert part["delegated_ops"] > 0 and part["partitions"] >= 1, (f.key, part)
     int8 = export(model, (x[:1],), formats=(int8_format,), precision=("int8",), calibration=x[:16],
                   parity_data=x[16:], out_dir=tmp_path / "int8", progress=False, check_parity=False)
-    (f,) = int8.files
-    assert f.precision == "int8" and f.bytes > 0 and f.parity.n_samples == 8
-    assert {"write", "parity"} <= set(f.extra["seconds"])  # where the seconds went
+    (q,) = int8.files
+    assert q.precision == "int8" and q.bytes > 0 and q.parity.n_samples == 8
+    assert {"write", "parity"} <= set(q.extra["seconds"])  # where the seconds went
     assert int8.extra["torch_export_s"] is not None  # one torch.export served the int8 path
 
 
