@@ -6,7 +6,7 @@ ConvNeXt, ...) is registered beside its code with :func:`register_family`, and
 
     c = contract_of(models.create("tv:mobilenet_v3_small", num_classes=10))
     [(f.module, f.channels, f.reduction) for f in c.features]
-    # [('features.0', 16, 2), ('features.1', 16, 4), ('features.3', 24, 8), ('features.8', 48, 16), ('features.12', 576, 32)]
+    # [('features.0', 16, 2), ('features.1', 16, 4), ('features.3', 24, 8), ('features.8', 48, 16), ('features.11', 96, 32)]
 
 ``features`` are found by one probe forward pass (at the native size, capped at 64): among the family's
 *candidate* modules (its stage blocks, in depth order) the last one at each output stride is a
