@@ -324,6 +324,11 @@ def sequential_children(*roots: str) -> Candidates:
     return candidates
 
 
+def chain(*parts: Candidates) -> Candidates:
+    """Candidates: those of each part, in order (e.g. a stem module, then a container's children)."""
+    return lambda m: [p for part in parts for p in part(m)]
+
+
 def quarters(root: str) -> Candidates:
     """Candidates: the blocks at 1/4, 2/4, 3/4 and 4/4 depth of the container at ``root`` (the stages of
     a token model, whose blocks all have one stride)."""

@@ -28,9 +28,9 @@ from edgekd.errors import ConfigError
 from edgekd.extras import requires
 from edgekd.models._registry import Namespace, register_namespace
 from edgekd.models.contract import (
-    Candidates,
     Family,
     Knob,
+    chain,
     named,
     quarters,
     register_family,
@@ -97,9 +97,6 @@ def _vit_layers(model: nn.Module) -> list[str]:
     return quarters(root)(model)
 
 
-def _chain(*parts: Candidates) -> Candidates:
-    return lambda m: [p for part in parts for p in part(m)]
-
 
 def _mobilenet_v2_groups(model: nn.Module) -> list:
     from transformers.models.mobilenet_v2.modeling_mobilenet_v2 import MobileNetV2InvertedResidual
@@ -118,13 +115,13 @@ def _fam(name: str, model_cls: str, **kw: Any) -> Family:
 
 
 _fam("mobilenet_v2", "MobileNetV2ForImageClassification",
-     candidates=_chain(named("mobilenet_v2.conv_stem"), sequential_children("mobilenet_v2.layer")),
+     candidates=chain(named("mobilenet_v2.conv_stem"), sequential_children("mobilenet_v2.layer")),
      embedding="classifier@input", stem="mobilenet_v2.conv_stem.first_conv.convolution", classifier="classifier",
      prune=_mobilenet_v2_groups, exits=sequential_children("mobilenet_v2.layer"),
      knobs=(Knob("width", kwarg="depth_multiplier", values=(0.35, 0.5, 0.75, 1.0, 1.4)),
             Knob("resolution", kwarg="image_size", values=(96, 128, 160, 192, 224))))
 _fam("efficientnet", "EfficientNetForImageClassification",
-     candidates=_chain(named("efficientnet.embeddings"), sequential_children("efficientnet.encoder.blocks")),
+     candidates=chain(named("efficientnet.embeddings"), sequential_children("efficientnet.encoder.blocks")),
      embedding="classifier@input", stem="efficientnet.embeddings.convolution", classifier="classifier",
      prune_note="squeeze-excitation ties each block's expanded channels to its SE layers",
      exits=sequential_children("efficientnet.encoder.blocks"),
@@ -146,7 +143,7 @@ _fam("convnext", "ConvNextForImageClassification",
      knobs=(Knob("depth", kwarg="depths", values=([2, 2, 6, 2], [3, 3, 9, 3])),
             Knob("width", kwarg="hidden_sizes", values=([48, 96, 192, 384], [96, 192, 384, 768]))))
 _fam("mobilevit", "MobileViTForImageClassification",
-     candidates=_chain(named("mobilevit.conv_stem"), sequential_children("mobilevit.encoder.layer")),
+     candidates=chain(named("mobilevit.conv_stem"), sequential_children("mobilevit.encoder.layer")),
      embedding="classifier@input", stem="mobilevit.conv_stem.convolution", classifier="classifier",
      prune_note="transformer blocks fold channels into patches",
      exits=lambda m: [], exits_note="mixes conv and transformer stages; name exit blocks explicitly",

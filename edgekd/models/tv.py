@@ -30,6 +30,7 @@ from edgekd.models.contract import (
     Candidates,
     Family,
     Knob,
+    chain,
     named,
     quarters,
     register_family,
@@ -51,9 +52,6 @@ def builders() -> list[str]:
     """Every torchvision classification builder name."""
     return sorted(_tv().list_models(module=_tv()))
 
-
-def _chain(*parts: Candidates) -> Candidates:
-    return lambda m: [p for part in parts for p in part(m)]
 
 
 def _without_last(root: str) -> Candidates:
@@ -136,7 +134,7 @@ _fam("mnasnet", ("mnasnet.MNASNet",), lambda n: n.startswith("mnasnet"),
      classifier="classifier.1", prune=_mnasnet_groups,
      knobs=(Knob("width", kwarg="alpha", values=(0.5, 0.75, 1.0, 1.3)),))
 _fam("regnet", ("regnet.RegNet",), lambda n: n.startswith("regnet"),
-     candidates=_chain(named("stem"), sequential_children("trunk_output")), embedding="avgpool", stem="stem.0",
+     candidates=chain(named("stem"), sequential_children("trunk_output")), embedding="avgpool", stem="stem.0",
      classifier="fc", prune_note="group convolutions (and SE in RegNetY) tie channels within each block",
      knobs=(Knob("width", variants={"400mf": "tv:regnet_y_400mf", "800mf": "tv:regnet_y_800mf",
                                     "1_6gf": "tv:regnet_y_1_6gf", "3_2gf": "tv:regnet_y_3_2gf"}),))
