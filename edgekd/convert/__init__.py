@@ -245,8 +245,9 @@ def _export_one(model: torch.nn.Module, ex: tuple[torch.Tensor, ...], exporter: 
         write_int8(qat, ex, root, formats=(exporter.format,), name=path.stem)  # type: ignore[arg-type]
         extra: dict[str, Any] = {"quantization": "qat"}
     else:
-        extra = exporter.load("exporter")(model, ex, path, precision=prec, calibration=calib, verbose=verbose,
-                                          program=program, observer=observer)
+        fn = exporter.load("exporter")
+        shared = {k: v for k, v in (("program", program), ("observer", observer)) if _takes(fn, k)}
+        extra = fn(model, ex, path, precision=prec, calibration=calib, verbose=verbose, **shared)
     t1 = time.perf_counter()
     y, f_in, f_out = _run_written(exporter, path, px, batch, prec)
     seconds = {**extra.get("seconds", {}), "write": t1 - t0, "parity": time.perf_counter() - t1}  # write ⊇ its parts
@@ -258,6 +259,15 @@ def _export_one(model: torch.nn.Module, ex: tuple[torch.Tensor, ...], exporter: 
     return ModelFile(path=name, format=exporter.format, precision=prec, converter=exporter.converter,
                      bytes=path.stat().st_size, sha256=sha256_of(path), inputs=f_in or inputs,
                      outputs=f_out or outputs, parity=p, extra=extra)
+
+
+def _takes(fn: Any, name: str) -> bool:
+    """Whether exporter ``fn`` takes keyword ``name`` (the shared program and the observer are optional
+    for an exporter: a format row written before them keeps working)."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _shared_program(model: torch.nn.Module, ex: tuple[torch.Tensor, ...],
