@@ -272,3 +272,20 @@ def test_logits_only_keeps_paths_and_distill_accepts_tuple_models() -> None:
     splits = data.load("digits", limit=120)
     r = distill(None, Aux(), splits, "ce", epochs=1, batch_size=32, progress=False)
     assert 0.0 <= r.metrics["test_acc"] <= 1.0
+
+
+def test_ensemble_and_online_peers_use_contract_taps() -> None:
+    """An ensemble of teachers averages each one's own stage:-2; AFD/feat_l1 peers default to stage:-1."""
+    from edgekd.distillation.strategies.ensemble import EnsembleTeacher
+
+    torch.manual_seed(0)
+    a, b = create("resnet8", in_channels=1), create("resnet8", in_channels=1)
+    ens = EnsembleTeacher([a, b], T=1.0, features=["stage:-2"]).eval()
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad(), Taps(ens, ["stage:-2"]) as t, Taps(a, ["layer2"]) as ta, Taps(b, ["layer2"]) as tb:
+        ens(x)
+        a(x)
+        b(x)
+        torch.testing.assert_close(t["stage:-2"], 0.5 * ta["layer2"] + 0.5 * tb["layer2"])
+    assert build_objective("afd").student_taps == ["stage:-1"]
+    assert build_objective("feat_l1").student_taps == ["stage:-1"]

@@ -59,7 +59,8 @@ class Taps:
         self.model = model
         self.paths = list(dict.fromkeys(paths))
         #: tap as asked for -> the concrete ``path[@suffix]`` it records in this model
-        self.resolved = {tap: resolve_tap(model, tap) if is_symbolic(tap) else tap for tap in self.paths}
+        self.resolved = {tap: resolve_tap(model, tap) if is_symbolic(tap) and _split(tap)[0] not in modules else tap
+                         for tap in self.paths}  # a module literally named so (an ensemble's mirror) wins
         for tap, concrete in self.resolved.items():
             path, _ = _split(concrete)
             if path not in modules:
