@@ -324,6 +324,25 @@ def print_table(doc: dict[str, Any]) -> None:
         print(f"{prec}: {len(good)}/{len(mine)} files exported within the default parity thresholds")
 
 
+def markdown(doc: dict[str, Any]) -> str:
+    """The rows as a markdown table (what RESULTS.md shows), one line per file."""
+    def f(v: Any, fmt: str) -> str:
+        return fmt.format(v) if v is not None else "–"
+
+    lines = ["| model | acc % (eager, 224) | file | export s | MB | parity | top-1 agree | acc % | XNNPACK ops | "
+             "p50 ms 1t | p50 ms 2t |", "|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for r in doc["rows"]:
+        m = doc["models"].get(r["model"], {})
+        p50 = r.get("p50_ms") or {}
+        status = ("ok" if r["parity_passed"] else "**miss**") if r.get("bytes") else f"**failed**: {r.get('error')}"
+        lines.append(f"| {r['model']} | {f(m.get('accuracy_at_size'), '{:.1%}')} | {r['file']} | "
+                     f"{f(r.get('export_s'), '{:.0f}')} | {f(r['bytes'] / 1e6 if r.get('bytes') else None, '{:.2f}')} | "
+                     f"{status} | {f(r.get('top1_agreement'), '{:.3f}')} | {f(r.get('accuracy'), '{:.1%}')} | "
+                     f"{f(r.get('delegated_fraction'), '{:.0%}')} | {f(p50.get('1'), '{:.2f}')} | "
+                     f"{f(p50.get('2'), '{:.2f}')} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=None, help="comma list of labels (default: all)")
@@ -345,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--observers", action="store_true", help="compare calibration observers (time, int8 parity)")
+    ap.add_argument("--markdown", action="store_true", help="print the results file as a markdown table")
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="torch threads for training and export (1: on a loaded 2-core machine OpenMP's spinning "
                          "made 2 threads 15-40x slower than 1)")
@@ -354,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     doc = load_rows(path)
     doc["settings"] = {k: v for k, v in vars(args).items() if k not in ("timing", "force", "observers")}
     wanted = [s for s in MODELS if args.models is None or s.label in args.models.split(",")]
+    if args.markdown:
+        print(markdown(doc))
+        return 0
     if args.timing:
         timing(doc, args, path)
         print_table(doc)
