@@ -94,7 +94,8 @@ def test_family_exports_and_runs(family: str, tmp_path: Path) -> None:
                   parity_data=x[16:], out_dir=tmp_path / "int8", progress=False, check_parity=False)
     (q,) = int8.files
     assert q.precision == "int8" and q.bytes > 0 and q.parity.n_samples == 8
-    assert {"write", "parity"} <= set(q.extra["seconds"])  # where the seconds went
+    assert {"write", "parity", "cpu"} <= set(q.extra["seconds"])  # where the seconds went
+    assert q.extra["seconds"]["cpu"] > 0
     assert int8.extra["torch_export_s"] is not None  # one torch.export served the int8 path
 
 

@@ -13,7 +13,8 @@ Every file is run with its real runtime and compared with the eager model (see
 One ``torch.export`` of the model serves every file of a call (``.pte`` fp32 and int8, litert-torch
 int8, ``.pt2``); litert-torch fp32 traces the model itself and onnx2tf goes through the TorchScript
 ONNX exporter. Each file records where its seconds went (``extra["seconds"]``: ``write``, of which
-``quantize`` and ``lower``/``convert``, then ``parity``) and the bundle the shared export's
+``quantize`` and ``lower``/``convert``, then ``parity``, all wall-clock; ``cpu``: the process's CPU seconds
+for write + parity, the figure to compare on a loaded machine) and the bundle the shared export's
 (``extra["torch_export_s"]``).
 """
 
@@ -238,7 +239,7 @@ def _export_one(model: torch.nn.Module, ex: tuple[torch.Tensor, ...], exporter: 
 
     name, batch = path.name, ex[0].shape[0]
     ref = y_qat if y_qat is not None and prec == "int8" else y_eager
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if ref is y_qat:
         from edgekd.convert.qat import write_int8
 
@@ -250,7 +251,8 @@ def _export_one(model: torch.nn.Module, ex: tuple[torch.Tensor, ...], exporter: 
         extra = fn(model, ex, path, precision=prec, calibration=calib, verbose=verbose, **shared)
     t1 = time.perf_counter()
     y, f_in, f_out = _run_written(exporter, path, px, batch, prec)
-    seconds = {**extra.get("seconds", {}), "write": t1 - t0, "parity": time.perf_counter() - t1}  # write ⊇ its parts
+    seconds = {**extra.get("seconds", {}), "write": t1 - t0, "parity": time.perf_counter() - t1,  # write ⊇ its parts
+               "cpu": time.process_time() - c0}  # CPU seconds of write + parity (all threads): wall time under load
     extra = {**extra, "seconds": {k: round(v, 3) for k, v in seconds.items()}}
     t = thresholds_for(prec, thresholds, task)
     p = measure(y, ref[: len(y)], py, t)
