@@ -5,13 +5,16 @@ images (Fashion-MNIST, upscaled to RGB), so int8 is judged on a model that decid
 :func:`edgekd.export` call per model writes ``.pte`` (ExecuTorch + XNNPACK) and ``.tflite`` (litert-torch,
 and onnx2tf) in fp32 and int8 with ``keep_going=True``. One row per file goes to
 ``benchmarks/results/zoo_export.json`` the moment its model is done (the file is rewritten atomically;
-a rerun skips what is there, so the run resumes): model, format, converter, precision, export seconds
+a rerun exports only the files that have no row yet, so the run resumes, and a pass with another
+``--tflite-converters`` adds that converter's files; the trained weights stay in ``--work`` and are
+reloaded instead of trained again): model, format, converter, precision, export seconds, wall and CPU
 (and where they went), bytes, parity (passed, max error, top-1 agreement, accuracy), the fraction of ops
 delegated to XNNPACK (ExecuTorch: the partitioner's count; LiteRT: the ops inside the interpreter's
 XNNPACK delegate nodes), and the error with its fix. ``--timing`` then adds p50 at 1 and 2 threads for
 every file that exported (the bench harness, interleaved rounds; run it under the timing lock).
 
-    nice -n 19 python benchmarks/zoo_export.py                      # train + export every model (hours on 2 cores)
+    nice -n 19 python benchmarks/zoo_export.py --tflite-converters litert-torch   # every model (hours on 2 cores)
+    nice -n 19 python benchmarks/zoo_export.py --tflite-converters onnx2tf        # then onnx2tf's files
     flock /tmp/edgekd-timing.lock nice -n -5 python benchmarks/zoo_export.py --timing
     python benchmarks/zoo_export.py --models MobileNetV3-Small --size 96 --steps 20 --out /tmp/z.json   # a quick look
     python benchmarks/zoo_export.py --observers --models EfficientNet-B0    # calibration observers: time and parity
@@ -187,7 +190,7 @@ def rows_of(label: str, spec: Spec, bundle: Any, size: int) -> list[dict[str, An
         p, secs = f.parity, f.extra.get("seconds", {})
         out.append({"model": label, "name": spec.name, "size": size, "file": f.path, "format": f.format,
                     "converter": f.converter, "precision": f.precision,
-                    "export_s": export_seconds(f.extra), "seconds": secs, "bytes": f.bytes,
+                    "export_s": export_seconds(f.extra), "cpu_s": secs.get("cpu"), "seconds": secs, "bytes": f.bytes,
                     "parity_passed": bool(p.passed) if p else None, "max_abs_error": p.max_abs_error if p else None,
                     "top1_agreement": p.top1_agreement if p else None, "accuracy": p.accuracy if p else None,
                     "accuracy_eager": p.accuracy_eager if p else None,
@@ -204,59 +207,99 @@ def rows_of(label: str, spec: Spec, bundle: Any, size: int) -> list[dict[str, An
     return sorted(out, key=lambda r: (order.get((r["format"], r["precision"]), 2), r["converter"], r["precision"]))
 
 
-def export_model(spec: Spec, data: Images, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Create, train, recalibrate, measure and export one model; returns its summary and rows."""
-    import edgekd
-    from edgekd.models import count_params, create
+def trained(spec: Spec, data: Images, args: argparse.Namespace, out: Path, size: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The model trained briefly (and its BN statistics re-estimated at ``size``): from ``out/trained.pt`` when an
+    earlier run of the same settings left it there (with its ``train.json``), else trained now and saved there."""
+    from edgekd.models import create
 
     torch.manual_seed(0)
-    load_before = os.getloadavg()
     model = create(spec.name, num_classes=10, **spec.kwargs)
-    native = getattr(getattr(model, "config", None), "image_size", None) if spec.train_kwargs else None
-    size = int(native) if native else args.size  # a ViT runs at its native size
     train_size = spec.train_size or args.train_size
-    print(f"  {count_params(model) / 1e6:.2f} M params; train at {train_size} px, export at {size} px", flush=True)
+    saved, notes = out / "trained.pt", out / "train.json"
+    if saved.is_file() and notes.is_file() and not args.retrain:
+        info = json.loads(notes.read_text())
+        same = {k: info.get(k) for k in ("train_size", "steps", "batch", "lr")}
+        if same == {"train_size": train_size, "steps": args.steps, "batch": args.batch, "lr": spec.lr}:
+            model.load_state_dict(torch.load(saved, map_location="cpu", weights_only=True))
+            print(f"  trained weights from {saved} (--retrain trains again)", flush=True)
+            return model.eval(), {**info, "weights_reused": True}
     info = train_briefly(model, data, size=train_size, steps=args.steps, batch=args.batch, lr=spec.lr,
                          forward_kwargs=spec.train_kwargs)
     if train_size != size:
         info["bn_recalibrated"] = recalibrate_bn(model, data, size)
-    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), saved)  # the trained weights, to re-export or re-judge later
+    notes.write_text(json.dumps(info, indent=1) + "\n")
+    return model.eval(), info
+
+
+def file_key(r: dict[str, Any]) -> str:
+    """A row's file, named uniquely within its model (one converter's files may have the same names as another's)."""
+    return f"{r['format']}/{r['precision']}/{r['converter']}"
+
+
+def shown(r: dict[str, Any]) -> str:
+    """A row's file as the tables show it: name and, for .tflite, the converter."""
+    return r["file"] + (f" ({r['converter']})" if r["format"] == "tflite" and r["converter"] not in r["file"] else "")
+
+
+def missing_files(doc: dict[str, Any], label: str, converters: list[str]) -> tuple[list[str], list[str]]:
+    """The formats and tflite converters of ``label`` that have no row yet (all of them for a new model)."""
+    have = {(r["format"], r["converter"]) for r in doc["rows"] if r["model"] == label}
+    formats = [] if ("pte", "executorch") in have else ["pte"]
+    convs = [c for c in converters if ("tflite", c) not in have]
+    return formats + (["tflite"] if convs else []), convs
+
+
+def export_model(spec: Spec, data: Images, args: argparse.Namespace, work: Path, formats: list[str],
+                 converters: list[str]) -> dict[str, Any]:
+    """Create, train (or reload), recalibrate, measure and export one model to ``formats`` (the tflite files with
+    ``converters``); returns its summary and rows."""
+    import edgekd
+    from edgekd.models import count_params, create
+
+    load_before = os.getloadavg()
+    probe = create(spec.name, num_classes=10, **spec.kwargs)
+    native = getattr(getattr(probe, "config", None), "image_size", None) if spec.train_kwargs else None
+    size = int(native) if native else args.size  # a ViT runs at its native size
+    print(f"  {count_params(probe) / 1e6:.2f} M params; train at {spec.train_size or args.train_size} px, "
+          f"export at {size} px: {', '.join(formats)}" + (f" (tflite: {', '.join(converters)})" if converters else ""),
+          flush=True)
+    del probe
+    out = work / spec.label.replace(" ", "_").replace("/", "_")
+    model, info = trained(spec, data, args, out, size)
     info["accuracy_at_size"] = accuracy(model, data, size, args.eval)
     info["params"] = count_params(model)
     info["parity_samples"], info["calibration_samples"] = args.parity, args.calibration
-    out = work / spec.label.replace(" ", "_").replace("/", "_")
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out / "trained.pt")  # the trained weights, to re-export or re-judge later
     print(f"  test accuracy at {size} px: {info['accuracy_at_size']:.3f}", flush=True)
     g = torch.Generator().manual_seed(2)
     calib = data.batch(torch.randint(0, len(data.x), (args.calibration,), generator=g), size)[0]
     px, py = data.batch(torch.arange(args.eval, args.eval + args.parity), size, "test")
-    t0 = time.perf_counter()
-    bundle = edgekd.export(model, (px[:1],), formats=("pte", "tflite"), precision=("fp32", "int8"),
-                           tflite_converter=tuple(args.tflite_converters.split(",")), calibration=calib,
-                           parity_data=(px, py), out_dir=out,
+    t0, c0 = time.perf_counter(), time.process_time()
+    # one bundle directory per pass: a later pass (another converter) must not overwrite an earlier edgekd.json
+    bundle = edgekd.export(model, (px[:1],), formats=tuple(formats), precision=("fp32", "int8"),
+                           tflite_converter=tuple(converters or ["litert-torch"]), calibration=calib,
+                           parity_data=(px, py), out_dir=out / "+".join(formats + converters),
                            model_name=spec.label, keep_going=True, check_parity=False, progress=False,
                            observer=args.observer)
     info["export_call_s"] = round(time.perf_counter() - t0, 1)
+    info["export_call_cpu_s"] = round(time.process_time() - c0, 1)
     info["torch_export_s"] = bundle.extra.get("torch_export_s")
     info["bundle"] = str(bundle.root)
     info["load"] = {"before": load_before, "after": os.getloadavg()}
-    return {"summary": info, "rows": rows_of(spec.label, spec, bundle, size)}
+    rows = rows_of(spec.label, spec, bundle, size)
+    for r in rows:
+        r["bundle"] = str(bundle.root)
+    return {"summary": info, "rows": rows}
 
 
 # -- observers: time and parity of each calibration observer on one model -----------------------------------
-def compare_observers(spec: Spec, data: Images, args: argparse.Namespace) -> dict[str, Any]:
+def compare_observers(spec: Spec, data: Images, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from edgekd.convert.executorch import keepdim_spatial_means
     from edgekd.convert.parity import measure, thresholds_for
-    from edgekd.models import create
     from edgekd.quantization import OBSERVERS, quantize
 
-    torch.manual_seed(0)
-    model = create(spec.name, num_classes=10, **spec.kwargs)
-    train_briefly(model, data, size=spec.train_size or args.train_size, steps=args.steps, batch=args.batch,
-                  lr=spec.lr, forward_kwargs=spec.train_kwargs)
-    recalibrate_bn(model, data, args.size)
-    model.eval()
+    model, _ = trained(spec, data, args, work / spec.label.replace(" ", "_").replace("/", "_"), args.size)
     g = torch.Generator().manual_seed(2)
     calib = data.batch(torch.randint(0, len(data.x), (args.calibration,), generator=g), args.size)[0]
     px, py = data.batch(torch.arange(args.eval, args.eval + args.parity), args.size, "test")
@@ -288,8 +331,8 @@ def timing(doc: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
     for r in ok:
         by_model.setdefault(r["model"], []).append(r)
     for model, rows in by_model.items():
-        root = Path(doc["models"][model]["bundle"])
-        files = {r["file"]: root / r["file"] for r in rows if (root / r["file"]).is_file()}
+        files = {file_key(r): Path(r.get("bundle") or doc["models"][model]["bundle"]) / r["file"] for r in rows}
+        files = {k: v for k, v in files.items() if v.is_file()}
         if not files:
             continue
         load_before = os.getloadavg()
@@ -297,12 +340,12 @@ def timing(doc: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
             res = side_by_side(files, Path(tempfile.mkdtemp(prefix="zoo_timing_")), rounds=args.rounds,
                                runs=args.runs, threads=threads, warmup=3)
             for r in rows:
-                if r["file"] in res:
-                    r.setdefault("p50_ms", {})[str(threads)] = res[r["file"]]["p50_ms"]
-                    r.setdefault("p50_ms_rounds", {})[str(threads)] = res[r["file"]]["p50_ms_rounds"]
+                if file_key(r) in res:
+                    r.setdefault("p50_ms", {})[str(threads)] = res[file_key(r)]["p50_ms"]
+                    r.setdefault("p50_ms_rounds", {})[str(threads)] = res[file_key(r)]["p50_ms_rounds"]
         doc["models"][model]["timing_load"] = {"before": load_before, "after": os.getloadavg()}
         save(path, doc)
-        print(f"  {model}: " + ", ".join(f"{r['file']} {r['p50_ms'].get('1')}/{r['p50_ms'].get('2')} ms"
+        print(f"  {model}: " + ", ".join(f"{shown(r)} {r['p50_ms'].get('1')}/{r['p50_ms'].get('2')} ms"
                                          for r in rows), flush=True)
 
 
@@ -312,7 +355,7 @@ def print_table(doc: dict[str, Any]) -> None:
     for r in doc["rows"]:
         p50 = r.get("p50_ms") or {}
         fmt = (lambda v, f: f.format(v) if v is not None else "-")  # noqa: E731
-        print(f"{r['model']:20s} {r['file']:34s} {fmt(r.get('export_s'), '{:9.1f}'):>9s} "
+        print(f"{r['model']:20s} {shown(r):34s} {fmt(r.get('export_s'), '{:9.1f}'):>9s} "
               f"{fmt(r['bytes'] / 1024 if r.get('bytes') else None, '{:8.0f}'):>8s} "
               f"{('ok' if r['parity_passed'] else 'FAIL') if r.get('bytes') else '-':>7s} "
               f"{fmt(r.get('top1_agreement'), '{:6.3f}'):>6s} {fmt(r.get('delegated_fraction'), '{:8.1%}'):>8s} "
@@ -335,7 +378,7 @@ def markdown(doc: dict[str, Any]) -> str:
         m = doc["models"].get(r["model"], {})
         p50 = r.get("p50_ms") or {}
         status = ("ok" if r["parity_passed"] else "**miss**") if r.get("bytes") else f"**failed**: {r.get('error')}"
-        lines.append(f"| {r['model']} | {f(m.get('accuracy_at_size'), '{:.1%}')} | {r['file']} | "
+        lines.append(f"| {r['model']} | {f(m.get('accuracy_at_size'), '{:.1%}')} | {shown(r)} | "
                      f"{f(r.get('export_s'), '{:.0f}')} | {f(r['bytes'] / 1e6 if r.get('bytes') else None, '{:.2f}')} | "
                      f"{status} | {f(r.get('top1_agreement'), '{:.3f}')} | {f(r.get('accuracy'), '{:.1%}')} | "
                      f"{f(r.get('delegated_fraction'), '{:.0%}')} | {f(p50.get('1'), '{:.2f}')} | "
@@ -358,8 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tflite-converters", default="litert-torch,onnx2tf")
     ap.add_argument("--observer", default="histogram")
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "edgekd_zoo_export"))
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--out", default=None, help=f"results file (default {RESULTS.name}; --observers: "
+                                                 "zoo_export_observers.json)")
     ap.add_argument("--force", action="store_true", help="redo models already in the results file")
+    ap.add_argument("--retrain", action="store_true", help="train again even where --work holds trained weights")
     ap.add_argument("--timing", action="store_true", help="measure p50 (1 and 2 threads) of exported files")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
@@ -370,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
                          "made 2 threads 15-40x slower than 1)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.torch_threads)
-    path = Path(args.out)
+    # the observers comparison has its own file: two runs at once must not rewrite each other's rows
+    path = Path(args.out) if args.out else RESULTS.with_name("zoo_export_observers.json") if args.observers else RESULTS
     doc = load_rows(path)
     doc["settings"] = {k: v for k, v in vars(args).items() if k not in ("timing", "force", "observers")}
     wanted = [s for s in MODELS if args.models is None or s.label in args.models.split(",")]
@@ -382,29 +428,39 @@ def main(argv: list[str] | None = None) -> int:
         print_table(doc)
         return 0
     data = Images()
+    work = Path(args.work)
     if args.observers:
         doc.setdefault("observers", {})
         for spec in wanted:
             print(f"{spec.label} ({spec.name}): calibration observers", flush=True)
             doc["observers"][spec.label] = {"size": args.size, "calibration": args.calibration,
-                                            **compare_observers(spec, data, args)}
+                                            "parity": args.parity, **compare_observers(spec, data, args, work)}
             save(path, doc)
         return 0
-    work = Path(args.work)
+    converters = args.tflite_converters.split(",") if args.tflite_converters else []
     for spec in wanted:
-        if spec.label in doc["models"] and not args.force:
+        if args.force:
+            doc["rows"] = [r for r in doc["rows"] if r["model"] != spec.label]
+        formats, convs = missing_files(doc, spec.label, converters)
+        if not formats:
             print(f"{spec.label}: done before, skipped (--force redoes it)")
             continue
         print(f"{spec.label} ({spec.name})", flush=True)
         t0 = time.perf_counter()
-        res = export_model(spec, data, args, work)
+        res = export_model(spec, data, args, work, formats, convs)
         res["summary"]["total_s"] = round(time.perf_counter() - t0, 1)
-        doc["rows"] = [r for r in doc["rows"] if r["model"] != spec.label] + res["rows"]
-        doc["models"][spec.label] = res["summary"]
+        new = {file_key(r) for r in res["rows"]}
+        order = {s.label: i for i, s in enumerate(MODELS)}
+        doc["rows"] = sorted([r for r in doc["rows"] if r["model"] != spec.label or file_key(r) not in new] + res["rows"],
+                             key=lambda r: order.get(r["model"], len(order)))  # stable: a model's rows keep their order
+        passes = doc["models"].get(spec.label, {}).get("passes", []) if not args.force else []
+        doc["models"][spec.label] = {**res["summary"], "passes": passes + [{"files": sorted(new), **{
+            k: res["summary"][k] for k in ("export_call_s", "export_call_cpu_s", "torch_export_s", "bundle",
+                                           "load", "total_s")}}]}
         save(path, doc)
         for r in res["rows"]:
             status = "ok" if r.get("parity_passed") else ("parity FAIL" if r.get("bytes") else "FAILED")
-            print(f"  {r['file']:34s} {status:12s} {r.get('export_s') or '-':>8} s  {r.get('error') or ''}", flush=True)
+            print(f"  {shown(r):34s} {status:12s} {r.get('export_s') or '-':>8} s  {r.get('error') or ''}", flush=True)
     print_table(doc)
     return 0
 
