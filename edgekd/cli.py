@@ -57,9 +57,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 
+def _list_models() -> int:
+    """Every model name with its family, then what each family supports (taps, pruning, exits, knobs)."""
+    from edgekd.models.catalog import family_rows, model_rows
+
+    rows = model_rows("all")
+    width = max(len(r["name"]) for r in rows) + 2
+    print(f"{'model':{width}s}family")
+    for r in rows:
+        print(f"{r['name']:{width}s}{r['family'] or '-'}")
+    print(f"\n{'family':24s}{'taps':20s}{'prune':7s}{'exits':7s}{'input':7s}knobs")
+    notes = []
+    for f in family_rows():
+        print(f"{f['family']:24s}{f['taps']:20s}{f['prune']:7s}{f['exits']:7s}{f['input']!s:7s}{f['knobs']}")
+        notes += [f"  {f['family']}: no pruning: {f['prune_note']}"] if f["prune_note"] else []
+        notes += [f"  {f['family']}: no exits: {f['exits_note']}"] if f["exits_note"] else []
+    print("\nwhy not:\n" + "\n".join(notes))
+    print("\nmodels without a family take taps by module path only; `tv:`/`hf:` models take weights=PATH "
+          "(a local file; nothing is downloaded)")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "models":
-        from edgekd.models import list_models as names
+        return _list_models()
     elif args.what == "methods":
         from edgekd.distillation import methods as names
     elif args.what == "datasets":
@@ -127,6 +148,7 @@ def _edge(args: argparse.Namespace, cfg) -> int:  # noqa: ANN001  (a DistillConf
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from edgekd.convert import status_rows
     from edgekd.convert.checkpoint import export_checkpoint
 
     converters = _csv(args.tflite_converter)
@@ -135,18 +157,28 @@ def cmd_export(args: argparse.Namespace) -> int:
                                tflite_converter=converters[0] if len(converters) == 1 else converters,
                                calibration=args.calibration, parity_samples=args.parity_samples, name=args.name,
                                exit=args.exit, android_assets=args.android_assets, progress=not args.no_progress,
-                               keep_going=args.keep_going)
-    for f in bundle.files:
-        p = f.parity
-        acc = f"acc {100 * p.accuracy:.2f}%" if p and p.accuracy is not None else ""
-        err = f"max|err| {p.max_abs_error:.2e}  top-1 agree {100 * p.top1_agreement:.1f}%" if p else ""
-        print(f"{f.path:34s} {f.bytes / 1024:9.1f} KB  {err}  {acc}")
-    for f in bundle.extra.get("failed", []):
-        print(f"{f['path']:34s} FAILED TO EXPORT: {f['error']}")
+                               keep_going=not args.fail_fast, observer=args.observer)
+    print_status(status_rows(bundle))
     print(f"wrote {bundle.root / 'edgekd.json'}")
     if args.android_assets:
         print(f"copied the bundle into {args.android_assets}")
     return 1 if bundle.extra.get("failed") else 0
+
+
+def print_status(rows: list[dict]) -> None:
+    """The per-file status table of an export: every file tried, ok or failed (with the stage, error, fix)."""
+    print(f"{'file':34s} {'status':7s} {'KB':>9s}  {'max|err|':>9s} {'top-1 agree':>11s} {'acc':>7s} {'s':>6s}")
+    for r in rows:
+        if r["status"] == "ok":
+            err = f"{r['max_abs_error']:.2e}" if r["max_abs_error"] is not None else "-"
+            agree = f"{100 * r['top1_agreement']:.1f}%" if r["top1_agreement"] is not None else "-"
+            acc = f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else "-"
+            secs = f"{r['seconds']:.1f}" if r["seconds"] else "-"
+            print(f"{r['file']:34s} {'ok':7s} {r['kb']:9.1f}  {err:>9s} {agree:>11s} {acc:>7s} {secs:>6s}")
+        else:
+            print(f"{r['file']:34s} {'FAILED':7s} {r['stage']}: {r['error']}")
+            if r.get("fix"):
+                print(f"{'':42s} fix: {r['fix']}")
 
 
 def _eval_data(spec: str | None, args: argparse.Namespace):
@@ -318,9 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--android-assets", default=None, metavar="DIR",
                    help="also copy the bundle's .pte/.tflite files, edgekd.json and sample images into an "
                         "Android app's assets folder, e.g. android_demo/app/src/main/assets")
-    e.add_argument("--keep-going", action="store_true",
-                   help="a file that fails to export is recorded in edgekd.json (and shown by bench) instead of "
-                        "stopping the export")
+    e.add_argument("--fail-fast", action="store_true",
+                   help="stop at the first file that fails to export (default: keep going, record each failure in "
+                        "edgekd.json, print a per-file status table and exit 1 if any failed)")
+    e.add_argument("--keep-going", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
+    e.add_argument("--observer", default="histogram", choices=("histogram", "minmax", "histogram_torchao"),
+                   help="int8 calibration observer (see edgekd.quantization)")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_export)
 

@@ -33,7 +33,7 @@ class Format:
     converter: str  # ModelFile.converter
     suffix: str  # file suffix, without the dot
     precisions: tuple[str, ...]
-    exporter: str  # (model, example_inputs, path, *, precision, calibration, verbose) -> extra dict
+    exporter: str  # (model, example_inputs, path, *, precision, calibration, verbose[, program, observer]) -> extra
     host_runner: str  # (path, layout) -> (run(x_nchw) -> y, inputs | None, outputs | None)
     backend: str  # the device runner's backend for the suffix (its `runtime` name)
     layout: str  # layout of a 4-D image input in the file: "NCHW" or "NHWC"

@@ -140,7 +140,7 @@ def test_dkd_equals_mdistiller() -> None:
 def test_fitnet_equals_hint_mse_through_the_regressor() -> None:
     r = _rng(4)
     fs, ft = r.normal(size=(3, 4, 4, 4)), r.normal(size=(3, 6, 2, 2))
-    sf, tf = {"layer2": _t(fs)}, {"layer2": _t(ft)}
+    sf, tf = {"stage:-2": _t(fs)}, {"stage:-2": _t(ft)}  # the default tap: the second deepest stage
     loss = _loss("fitnet")
     loss.setup(_ctx(sf=sf, tf=tf), num_train=3)
     loss.double()
@@ -187,7 +187,7 @@ def test_ofd_equals_heo_distillation_loss() -> None:
     r = _rng(6)
     fs, ft = r.normal(size=(3, 2, 2, 2)), r.normal(size=(3, 4, 2, 2))
     ft[:, 3] = np.abs(ft[:, 3])  # a channel with no negative response: margin 0
-    key = "layer3@prerelu"
+    key = "stage:-1@prerelu"  # the default tap
     loss = _loss("ofd")
     loss.setup(_ctx(sf={key: _t(fs)}, tf={key: _t(ft)}), num_train=3)
     loss.double()
@@ -221,7 +221,7 @@ def test_rkd_equals_repdistiller() -> None:
         return np.einsum("ijd,ikd->ijk", td, td).reshape(-1)
 
     want = 25 * smooth_l1(pdist(es), pdist(et)) + 50 * smooth_l1(angle(es), angle(et))
-    got = _loss("rkd")(_ctx(sf={"pool": _t(es).view(5, 3, 1, 1)}, tf={"pool": _t(et).view(5, 6, 1, 1)}))
+    got = _loss("rkd")(_ctx(sf={"embedding": _t(es).view(5, 3, 1, 1)}, tf={"embedding": _t(et).view(5, 6, 1, 1)}))
     _close(got, want)
 
 
@@ -242,7 +242,7 @@ def test_crd_equals_repdistiller_contrast_memory_and_loss(bank_size: int) -> Non
     r = _rng(9)
     n, ds, dt, dim, k, T, mom = 4, 5, 7, 3, 3, 0.07, 0.5
     u, v = r.normal(size=(n, ds)), r.normal(size=(n, dt))
-    sf, tf = {"pool": _t(u).view(n, ds, 1, 1)}, {"pool": _t(v).view(n, dt, 1, 1)}
+    sf, tf = {"embedding": _t(u).view(n, ds, 1, 1)}, {"embedding": _t(v).view(n, dt, 1, 1)}
     loss = _loss("crd", feat_dim=dim, k=k, T=T, momentum=mom)
     torch.manual_seed(0)
     loss.setup(_ctx(sf=sf, tf=tf), num_train=bank_size)

@@ -50,8 +50,8 @@ def test_dkd_value_by_hand_and_warmup() -> None:
 
 
 def test_fitnet_value_with_known_regressor() -> None:
-    s = {"layer2": torch.tensor([1.0, 2.0]).view(1, 2, 1, 1)}
-    t = {"layer2": torch.zeros(1, 3, 1, 1)}
+    s = {"stage:-2": torch.tensor([1.0, 2.0]).view(1, 2, 1, 1)}
+    t = {"stage:-2": torch.zeros(1, 3, 1, 1)}
     fitnet = _loss("fitnet")
     fitnet.setup(_ctx(s, t), num_train=1)
     conv = fitnet.regressors[0]
@@ -101,15 +101,15 @@ def test_rkd_value_by_hand_and_scale_invariance() -> None:
     feats = {name: torch.tensor(p).view(3, 2, 1, 1) for name, p in (("tri", tri), ("line", line))}
     d_term, a_term = _rkd_by_hand(line, tri)
     assert d_term > 0.01 and a_term > 0.01
-    got = _loss("rkd", distance_weight=2.0, angle_weight=3.0)(_ctx({"pool": feats["line"]}, {"pool": feats["tri"]}))
+    got = _loss("rkd", distance_weight=2.0, angle_weight=3.0)(_ctx({"embedding": feats["line"]}, {"embedding": feats["tri"]}))
     assert got.item() == pytest.approx(2 * d_term + 3 * a_term, rel=1e-5)
-    scaled = _loss("rkd")(_ctx({"pool": 5 * feats["tri"]}, {"pool": feats["tri"]}))  # same shape, other scale
+    scaled = _loss("rkd")(_ctx({"embedding": 5 * feats["tri"]}, {"embedding": feats["tri"]}))  # same shape, other scale
     assert scaled.item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_sp_value_by_hand() -> None:
-    s = {"pool": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}  # G_s = I
-    t = {"pool": torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])}  # G_t rows [1/sqrt2, 1/sqrt2]
+    s = {"embedding": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}  # G_s = I
+    t = {"embedding": torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])}  # G_t rows [1/sqrt2, 1/sqrt2]
     r = 1 / math.sqrt(2)
     expected = (2 * (1 - r) ** 2 + 2 * r**2) / 2**2
     assert _loss("sp")(_ctx(s, t)).item() == pytest.approx(expected, rel=1e-6)
@@ -127,13 +127,13 @@ def test_ofd_margin_and_partial_l2_by_hand() -> None:
     s = torch.tensor([-5.0, -1.0, 1.0]).view(1, 3, 1, 1)
     assert partial_l2(s, target).item() == pytest.approx((0.0 + 1.0 + 1.0) / 3)
     ofd = _loss("ofd", momentum=0.5)
-    ofd.setup(_ctx({"layer3@prerelu": torch.zeros(2, 2, 1, 1)}, {"layer3@prerelu": t}), 2)
+    ofd.setup(_ctx({"stage:-1@prerelu": torch.zeros(2, 2, 1, 1)}, {"stage:-1@prerelu": t}), 2)
     torch.testing.assert_close(ofd.margins()[0], torch.tensor([-2.0, 0.0]))  # from the probe batch
     ofd.train()
-    ofd(_ctx({"layer3@prerelu": torch.zeros(2, 2, 1, 1)}, {"layer3@prerelu": t - 2}))  # negatives -3, -5 / -1.5
+    ofd(_ctx({"stage:-1@prerelu": torch.zeros(2, 2, 1, 1)}, {"stage:-1@prerelu": t - 2}))  # negatives -3, -5 / -1.5
     torch.testing.assert_close(ofd.margins()[0], torch.tensor([-3.0, -0.75]))  # running mean, momentum 0.5
     ofd.eval()
-    ofd(_ctx({"layer3@prerelu": torch.zeros(2, 2, 1, 1)}, {"layer3@prerelu": t - 9}))
+    ofd(_ctx({"stage:-1@prerelu": torch.zeros(2, 2, 1, 1)}, {"stage:-1@prerelu": t - 9}))
     torch.testing.assert_close(ofd.margins()[0], torch.tensor([-3.0, -0.75]))  # frozen outside training
 
 
@@ -146,8 +146,8 @@ def test_crd_nce_value_by_hand() -> None:
 def test_crd_memory_negatives_and_cap() -> None:
     torch.manual_seed(0)
     n_train, dim = 12, 4
-    s = {"pool": torch.randn(4, 6, 1, 1)}
-    t = {"pool": torch.randn(4, 10, 1, 1)}
+    s = {"embedding": torch.randn(4, 6, 1, 1)}
+    t = {"embedding": torch.randn(4, 10, 1, 1)}
     y, idx = torch.tensor([0, 1, 0, 1]), torch.tensor([3, 7, 0, 11])
     crd = _loss("crd", feat_dim=dim, negatives="other_class")
     with pytest.warns(UserWarning, match="k=16384 negatives capped at 11"):
@@ -158,7 +158,7 @@ def test_crd_memory_negatives_and_cap() -> None:
     loss = crd(ctx)
     assert torch.isfinite(loss) and loss.item() > 0 and (crd.z > 0).all()
     with torch.no_grad():
-        emb = F.normalize(crd.embed_s(s["pool"].flatten(1)), dim=1)
+        emb = F.normalize(crd.embed_s(s["embedding"].flatten(1)), dim=1)
     assert torch.allclose(crd.bank_s[idx], F.normalize(0.5 * old + 0.5 * emb, dim=1), atol=1e-6)
     rows = crd._sample(idx, y)  # labels of idx are now known: negatives among them avoid the class
     assert torch.equal(rows[:, 0], idx) and rows.shape == (4, 12)
@@ -259,11 +259,11 @@ def test_missing_tap_and_missing_indices_are_clear(digits: data.DataSplits, nets
     with pytest.raises(ConfigError, match=r"no module 'layer9'; nearby: layer\d"):
         distill(teacher, student, digits, "ce+fitnet", fitnet_student_taps=["layer9"], epochs=1, progress=False)
     crd = _loss("crd", k=2)
-    feats = {"pool": torch.randn(3, 4)}
+    feats = {"embedding": torch.randn(3, 4)}
     crd.setup(_ctx(feats, feats), 5)
     with pytest.raises(ConfigError, match="needs each sample's index"):
         crd(_ctx(feats, feats))
-    with pytest.raises(ConfigError, match="feature 'layer2' but it was not recorded"):
-        _loss("fitnet").setup(_ctx({"pool": torch.zeros(1, 2)}, {}), 1)
+    with pytest.raises(ConfigError, match="feature 'stage:-2' but it was not recorded"):
+        _loss("fitnet").setup(_ctx({"embedding": torch.zeros(1, 2)}, {}), 1)
     with pytest.raises(ConfigError, match="setup.*was not called"):
-        _loss("fitnet")(_ctx({"layer2": torch.zeros(1, 2, 1, 1)}, {"layer2": torch.zeros(1, 2, 1, 1)}))
+        _loss("fitnet")(_ctx({"stage:-2": torch.zeros(1, 2, 1, 1)}, {"stage:-2": torch.zeros(1, 2, 1, 1)}))

@@ -119,7 +119,7 @@ def test_feat_l1_value_and_gradient_direction() -> None:
     f0 = torch.zeros(1, 1, 2, 2, requires_grad=True)
     f1 = torch.full((1, 1, 2, 2), 3.0, requires_grad=True)
     ctx = StepContext(student_logits=z, teacher_logits=None, targets=torch.tensor([0]), indices=torch.tensor([0]),
-                      student_features={"peers": [{"layer3": f0}, {"layer3": f1}]})
+                      student_features={"peers": [{"stage:-1": f0}, {"stage:-1": f1}]})
     value = loss(ctx)
     expected = peers_ce(z, ctx.targets) + mutual_kl(z, 1.0) + 2.0 * (3.0 + 3.0)
     assert value.item() == pytest.approx(expected.item(), rel=1e-6)

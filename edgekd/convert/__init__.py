@@ -7,12 +7,21 @@ argument checks, the dispatch, the file suffixes and the runtimes parity uses::
                     calibration=calib, out_dir="bundle")
 
 Every file is run with its real runtime and compared with the eager model (see
-:mod:`edgekd.convert.parity`); ``edgekd.json`` is written only when every file passes.
+:mod:`edgekd.convert.parity`); ``edgekd.json`` is written only when every file passes (or, with
+``keep_going=True``, records each file that failed: converter, stage, the error and its fix).
+
+One ``torch.export`` of the model serves every file of a call (``.pte`` fp32 and int8, litert-torch
+int8, ``.pt2``); litert-torch fp32 traces the model itself and onnx2tf goes through the TorchScript
+ONNX exporter. Each file records where its seconds went (``extra["seconds"]``: ``write``, of which
+``quantize`` and ``lower``/``convert``, then ``parity``, all wall-clock; ``cpu``: the process's CPU seconds
+for write + parity, the figure to compare on a loaded machine) and the bundle the shared export's
+(``extra["torch_export_s"]``).
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +35,7 @@ from edgekd.extras import check as check_extra
 from edgekd.files import atomic_path, make_folder, output_error, output_oserror_in
 from edgekd.formats import FORMATS, PRECISIONS, Format, converters, format_of, row
 
-__all__ = ["FORMATS", "Bundle", "Format", "export", "format_of"]
+__all__ = ["FORMATS", "Bundle", "Format", "export", "format_of", "status_rows"]
 
 def _plan(formats_: Sequence[str], precision: Sequence[str], tflite_converter: str | Sequence[str],
           has_calibration: bool) -> list[tuple[Format, str, str]]:
@@ -97,7 +106,10 @@ def _split(calibration: Any, parity_data: Any, example: torch.Tensor) -> tuple[
     return head, calib[-k:].numpy(), (calib_y[-k:] if calib_y is not None else None)
 
 
-def _check_inputs(model: torch.nn.Module, example_inputs: Any) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+def _check_inputs(model: torch.nn.Module, example_inputs: Any
+                  ) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], torch.Tensor]:
+    """The model (its forward made to return logits when it returns an output object or a tuple), the
+    example inputs as compact tensors, and the model's output on them."""
     ex = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     # compact copies: a broadcast view (stride 0, e.g. from_numpy(a[:, None])) cannot be lowered
     ex = tuple(t.detach().clone(memory_format=torch.contiguous_format) if isinstance(t, torch.Tensor) else t
@@ -111,9 +123,15 @@ def _check_inputs(model: torch.nn.Module, example_inputs: Any) -> tuple[tuple[to
                           hint="pass example_inputs as a tuple with one batch the model accepts, "
                           "e.g. (torch.randn(1, 1, 28, 28),)") from e
     if not isinstance(out, torch.Tensor):
-        raise ConfigError(f"forward() returned {type(out).__name__}; export needs a single Tensor output",
-                          stage="export", hint="wrap the model so forward() returns the logits Tensor")
-    return ex, out
+        from edgekd.models.logits import logits_only, to_logits
+
+        try:
+            out = to_logits(out, type(model).__name__)
+        except ConfigError:
+            raise ConfigError(f"forward() returned {type(out).__name__}; export needs a single Tensor output",
+                              stage="export", hint="wrap the model so forward() returns the logits Tensor") from None
+        model = logits_only(model, in_place=True)  # export() works on its own copy
+    return model, ex, out
 
 
 def _logical(t: torch.Tensor, name: str) -> TensorSpec:
@@ -141,6 +159,7 @@ def export(
     keep_going: bool = False,
     task: str = "classification",
     qat: torch.fx.GraphModule | None = None,
+    observer: str = "histogram",
 ) -> Bundle:
     """Convert ``model`` to every requested (format, converter, precision), check parity, write the bundle.
 
@@ -157,14 +176,17 @@ def export(
             (see :mod:`edgekd.convert.parity`).
         check_parity: raise :class:`ParityError` when a file misses a threshold (parity is always recorded).
         keep_going: a file that fails to export (or misses parity with ``check_parity``) is recorded in
-            ``bundle.extra["failed"]`` (key, path, stage, error) and the other files go on; the benchmark
-            shows it as "failed to export". Default: raise at the first failure.
+            ``bundle.extra["failed"]`` (key, path, stage, error, fix) and the other files go on; the benchmark
+            shows it as "failed to export" and :func:`status_rows` lists every file. Default: raise at the
+            first failure (the ``edgekd export`` CLI keeps going by default).
         task: ``"classification"`` (judge top-1 agreement) or ``"embedding"`` (judge the cosine of each
             output row with eager's; top-1 of an embedding means nothing). See :mod:`edgekd.convert.parity`.
         qat: a trained fake-quant graph (:func:`edgekd.edge.qat.distill_qat`'s ``prepared``): the int8
             files are lowered from it (no calibration, no PTQ) and their parity is judged against the
             graph itself in eval mode, the model they must reproduce; fp32 files still come from
             ``model``. litert-torch and ExecuTorch only (onnx2tf takes no PT2E graph).
+        observer: the int8 calibration observer, ``"histogram"`` (default), ``"minmax"`` or
+            ``"histogram_torchao"`` (see :mod:`edgekd.quantization`).
 
     Returns:
         the :class:`Bundle`, saved as ``out_dir/edgekd.json``.
@@ -172,8 +194,7 @@ def export(
     from edgekd._version import __version__
     from edgekd.convert.parity import eager_outputs
 
-    model = copy.deepcopy(model).eval()
-    ex, y_ex = _check_inputs(model, example_inputs)
+    model, ex, y_ex = _check_inputs(copy.deepcopy(model).eval(), example_inputs)
     calib, px, py = _split(calibration, parity_data, ex[0])
     jobs = _plan(formats, precision, tflite_converter, calib is not None or qat is not None)
     for r in dict.fromkeys(e for e, _, _ in jobs):  # a missing backend fails now, not after the first file
@@ -181,7 +202,8 @@ def export(
     y_qat = _qat_reference(qat, jobs, px, batch=ex[0].shape[0]) if qat is not None else None
     root = make_folder(out_dir, stage="export", fix="export to another folder (--out DIR)")
     batch = ex[0].shape[0]
-    y_eager = eager_outputs(model, px, batch)
+    y_eager = eager_outputs(model, px, batch, expected=tuple(y_ex.shape))
+    program, export_s = _shared_program(model, ex, jobs)
     inputs, outputs = (_logical(ex[0], "input"),), (_logical(y_ex, "output"),)
     files: list[ModelFile] = []
     failed: list[dict[str, str]] = []
@@ -192,17 +214,16 @@ def export(
             bar.set_description(f"export {exporter.format}/{prec}/{exporter.converter}")
         try:
             files.append(_export_one(model, ex, exporter, prec, path, calib, px, py, y_eager, y_qat, qat, root,
-                                     inputs, outputs, thresholds, task, check_parity, verbose))
+                                     inputs, outputs, thresholds, task, check_parity, verbose, program, observer))
         except Exception as e:  # converters raise their own types; keep_going records them all
             if isinstance(e, OutputError) or not keep_going:
                 raise  # a full disk or an unwritable folder fails every file: no point going on
             path.unlink(missing_ok=True)  # a half-written file must not be benchmarked as if it were good
-            text = str(e) if isinstance(e, EdgekdError) else f"{type(e).__name__}: {e}"
-            failed.append({"key": f"{exporter.format}/{prec}/{exporter.converter}", "path": name,
-                           "stage": getattr(e, "stage", None) or "export", "error": (text.splitlines() or ["?"])[0][:300]})
+            failed.append(failure_record(e, f"{exporter.format}/{prec}/{exporter.converter}", name))
     bundle = Bundle(root=root, model_name=model_name or type(model).__name__, inputs=inputs, outputs=outputs,
                     files=files, preprocessing=preprocessing, labels=labels, edgekd_version=__version__,
                     extra={"calibration_samples": 0 if calib is None else len(calib), "parity_samples": len(px),
+                           "torch_export_s": export_s, "observer": observer,
                            **({"failed": failed} if failed else {})})
     bundle.save()
     return bundle
@@ -211,22 +232,26 @@ def export(
 def _export_one(model: torch.nn.Module, ex: tuple[torch.Tensor, ...], exporter: Format, prec: str, path: Path,
                 calib: Any, px: np.ndarray, py: Any, y_eager: np.ndarray, y_qat: np.ndarray | None, qat: Any,
                 root: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], thresholds: Any,
-                task: str, check_parity: bool, verbose: bool) -> ModelFile:
+                task: str, check_parity: bool, verbose: bool, program: Any = None,
+                observer: str = "histogram") -> ModelFile:
     """Write one file, run it, measure and (optionally) check its parity with the reference."""
     from edgekd.convert.parity import check, measure, thresholds_for
 
     name, batch = path.name, ex[0].shape[0]
     ref = y_qat if y_qat is not None and prec == "int8" else y_eager
+    t0, c0 = time.perf_counter(), time.process_time()
     if ref is y_qat:
         from edgekd.convert.qat import write_int8
 
         write_int8(qat, ex, root, formats=(exporter.format,), name=path.stem)  # type: ignore[arg-type]
-        extra = {"quantization": "qat"}
+        extra: dict[str, Any] = {"quantization": "qat"}
     else:
         stage, what = f"export/{exporter.format}", f"the {prec} .{exporter.format} file"
+        fn = exporter.load("exporter")
+        shared = {k: v for k, v in (("program", program), ("observer", observer)) if _takes(fn, k)}
         try:  # the converter writes a temporary name; the final name appears only once the file is whole
             with atomic_path(path, stage=stage, what=what, fix="export to another folder (--out DIR)") as tmp:
-                extra = exporter.load("exporter")(model, ex, tmp, precision=prec, calibration=calib, verbose=verbose)
+                extra = fn(model, ex, tmp, precision=prec, calibration=calib, verbose=verbose, **shared)
         except OutputError:
             raise
         except Exception as e:  # a converter that wrapped the OSError of its writer in its own error type
@@ -234,7 +259,11 @@ def _export_one(model: torch.nn.Module, ex: tuple[torch.Tensor, ...], exporter: 
                 raise
             raise output_error(ose, path, stage=stage, what=what,
                                fix="export to another folder (--out DIR)") from None
+    t1 = time.perf_counter()
     y, f_in, f_out = _run_written(exporter, path, px, batch, prec)
+    seconds = {**extra.get("seconds", {}), "write": t1 - t0, "parity": time.perf_counter() - t1,  # write ⊇ its parts
+               "cpu": time.process_time() - c0}  # CPU seconds of write + parity (all threads): wall time under load
+    extra = {**extra, "seconds": {k: round(v, 3) for k, v in seconds.items()}}
     t = thresholds_for(prec, thresholds, task)
     p = measure(y, ref[: len(y)], py, t)
     if check_parity:
@@ -242,6 +271,66 @@ def _export_one(model: torch.nn.Module, ex: tuple[torch.Tensor, ...], exporter: 
     return ModelFile(path=name, format=exporter.format, precision=prec, converter=exporter.converter,
                      bytes=path.stat().st_size, sha256=sha256_of(path), inputs=f_in or inputs,
                      outputs=f_out or outputs, parity=p, extra=extra)
+
+
+def _takes(fn: Any, name: str) -> bool:
+    """Whether exporter ``fn`` takes keyword ``name`` (the shared program and the observer are optional
+    for an exporter: a format row written before them keeps working)."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _shared_program(model: torch.nn.Module, ex: tuple[torch.Tensor, ...],
+                    jobs: list[tuple[Format, str, str]]) -> tuple[Any, float | None]:
+    """One ``torch.export`` of ``model`` for every file that starts from it, and the seconds it took.
+
+    A model torch.export cannot trace gives ``None``: each exporter then tries on its own and raises
+    its own error (onnx2tf's TorchScript exporter may still succeed)."""
+    if not any(e.format in ("pte", "pt2") or (e.converter == "litert-torch" and p == "int8") for e, p, _ in jobs):
+        return None, None
+    from edgekd.quantization import export_program
+
+    t0 = time.perf_counter()
+    try:
+        return export_program(model, ex, stage="export"), round(time.perf_counter() - t0, 3)
+    except EdgekdError:
+        return None, None
+
+
+def failure_record(e: BaseException, key: str, path: str) -> dict[str, str]:
+    """What ``keep_going`` keeps of a failed file: its key and path, the stage, the error's first line and
+    the fix (for edgekd's own errors)."""
+    text = e.message if isinstance(e, EdgekdError) else f"{type(e).__name__}: {e}"
+    record = {"key": key, "path": path, "stage": getattr(e, "stage", None) or "export",
+              "error": (str(text).splitlines() or ["?"])[0][:400]}
+    hint = getattr(e, "hint", None)
+    if hint:
+        record["fix"] = str(hint)[:300]
+    return record
+
+
+def export_seconds(extra: dict[str, Any]) -> float | None:
+    """A file's export time: writing it (``quantize``, ``lower``/``convert`` are parts of that) plus its parity run."""
+    secs = extra.get("seconds", {})
+    return round(secs["write"] + secs.get("parity", 0.0), 3) if "write" in secs else None
+
+
+def status_rows(bundle: Bundle) -> list[dict[str, Any]]:
+    """One row per file an :func:`export` call tried, in the bundle's order: ``status`` ``ok`` or
+    ``failed``, size, parity (max error, top-1 agreement, accuracy), seconds, and for a failure the
+    stage, the error and the fix. What ``edgekd export`` prints."""
+    rows: list[dict[str, Any]] = []
+    for f in bundle.files:
+        p = f.parity
+        rows.append({"file": f.path, "key": f.key, "status": "ok", "kb": round(f.bytes / 1024, 1),
+                     "max_abs_error": p.max_abs_error if p else None, "top1_agreement": p.top1_agreement if p else None,
+                     "accuracy": p.accuracy if p else None, "seconds": export_seconds(f.extra)})
+    for r in bundle.extra.get("failed", []):
+        rows.append({"file": r["path"], "key": r["key"], "status": "failed", "stage": r.get("stage"),
+                     "error": r.get("error"), "fix": r.get("fix")})
+    return rows
 
 
 def _qat_reference(qat: torch.fx.GraphModule, jobs: list[tuple[Format, str, str]], px: np.ndarray,

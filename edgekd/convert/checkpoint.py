@@ -25,13 +25,13 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, data: str 
                       tflite_converter: str | Sequence[str] = "litert-torch", calibration: int = 128,
                       parity_samples: int = 200, name: str | None = None, exit: str | None = None,
                       android_assets: str | Path | None = None, progress: bool = True,
-                      keep_going: bool = False) -> Bundle:
+                      keep_going: bool = False, observer: str = "histogram") -> Bundle:
     """Export ``checkpoint`` to ``out_dir`` (see the module docstring); returns the saved :class:`Bundle`.
 
     ``exit`` (e.g. ``"layer1.2"``) exports a self-distilled model cut at that early exit; ``name`` is the
     bundle's model name (default: the architecture, ``name@exit`` for a cut model); ``android_assets``
-    also copies the ``.pte``/``.tflite`` files, ``edgekd.json`` and sample images there. ``keep_going``:
-    see :func:`edgekd.convert.export`.
+    also copies the ``.pte``/``.tflite`` files, ``edgekd.json`` and sample images there. ``keep_going``,
+    ``observer``: see :func:`edgekd.convert.export`.
     """
     from edgekd import data as D
     from edgekd.convert import export
@@ -52,7 +52,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, data: str 
                     calibration=D.calibration_sample(splits.train, n=calibration, seed=seed), out_dir=out_dir,
                     labels=list(splits.labels), preprocessing=splits.preprocessing(),
                     model_name=name or meta["name"], tflite_converter=tflite_converter,
-                    parity_data=(x_test, y_test), progress=progress)
+                    parity_data=(x_test, y_test), progress=progress, observer=observer)
     if android_assets:
         from edgekd.android import copy_to_android_assets, samples_from_tensors
 

@@ -115,18 +115,33 @@ def to_pte(
     precision: str,
     calibration: torch.Tensor | None,
     verbose: bool = False,
+    program: torch.export.ExportedProgram | None = None,
+    observer: str = "histogram",
 ) -> dict[str, Any]:
-    """Write ``path`` (.pte, XNNPACK-lowered) and return notes for ``ModelFile.extra``."""
+    """Write ``path`` (.pte, XNNPACK-lowered) and return notes for ``ModelFile.extra``.
+
+    ``program``: the model's ``torch.export`` made once per :func:`edgekd.convert.export` call (copied,
+    never changed); ``observer``: the int8 calibration observer (:mod:`edgekd.quantization`).
+    ``extra["seconds"]`` says where the time went (``quantize``, ``lower``).
+    """
+    import copy
+    import time
+
     from edgekd.quantization import export_program, quantize
 
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
     if precision == "int8":
-        program = export_program(quantize(model, example_inputs, calibration, transform=keepdim_spatial_means),
-                                 example_inputs, stage=STAGE)
+        q = quantize(model, example_inputs, calibration, transform=keepdim_spatial_means, observer=observer,
+                     program=program)
+        seconds["quantize"] = time.perf_counter() - t0
+        program = export_program(q, example_inputs, stage=STAGE)
     else:
-        program = export_program(model, example_inputs, stage=STAGE)
+        program = copy.deepcopy(program) if program is not None else export_program(model, example_inputs, stage=STAGE)
         gm = program.module()
         if keepdim_spatial_means(gm):  # re-export so the new nodes get torch.export's metadata and checks
             program = export_program(gm, example_inputs, stage=STAGE)
+    t1 = time.perf_counter()
     try:
         buffer, coverage = _lower(program)
     except Exception as e:
@@ -135,8 +150,9 @@ def to_pte(
             stage=STAGE,
             hint="export fp32 only, or replace the op named above with a supported one",
         ) from e
+    seconds["lower"] = time.perf_counter() - t1
     path.write_bytes(buffer)
-    return {"partition": coverage}
+    return {"partition": coverage, "seconds": seconds}
 
 
 _FRAMEWORK_EVENTS = {"Method::init", "Program::load_method", "Method::execute", "DELEGATE_CALL"}

@@ -67,18 +67,37 @@ def thresholds_for(precision: str, overrides: dict[str, dict[str, float]] | None
     return t
 
 
-def run_batches(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: int) -> np.ndarray:
-    """Run ``run`` over ``x`` in batches of the traced size and concatenate the outputs."""
+def run_batches(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: int,
+                expected: tuple[int, ...] | None = None) -> np.ndarray:
+    """Run ``run`` over ``x`` in batches of the traced size and concatenate the outputs.
+
+    Every batch must give an output of one shape (``expected`` when given): a model whose output
+    shape depends on its input values is a :class:`ConfigError` naming the samples, not a numpy error.
+    """
     n = x.shape[0] - x.shape[0] % batch
-    return np.concatenate([run(x[i : i + batch]) for i in range(0, n, batch)])
+    outs = [np.asarray(run(x[i : i + batch])) for i in range(0, n, batch)]
+    shapes = [o.shape for o in outs]
+    ref = expected if expected is not None else (shapes[0] if shapes else None)
+    odd = [i for i, s in enumerate(shapes) if s != ref]
+    if odd:
+        i = odd[0]
+        raise ConfigError(
+            f"the model's output shape depends on its input: {ref} for the example input but {shapes[i]} for "
+            f"samples {i * batch}..{i * batch + batch - 1} of the parity data ({len(odd)} of {len(shapes)} batches "
+            "differ); a converted file has one fixed output shape", stage="export/parity",
+            hint="make forward() return one shape for one input shape: replace value-dependent control flow "
+                 "(if on tensor values, x[x > 0], nonzero, early returns) with shape-stable ops (torch.where, masks)")
+    return np.concatenate(outs)
 
 
-def eager_outputs(model: torch.nn.Module, x: np.ndarray, batch: int) -> np.ndarray:
+def eager_outputs(model: torch.nn.Module, x: np.ndarray, batch: int,
+                  expected: tuple[int, ...] | None = None) -> np.ndarray:
+    """The eager model's outputs on ``x`` (batches of ``batch``), each checked to have ``expected``'s shape."""
     def run(a: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return model(torch.from_numpy(a)).numpy()
 
-    return run_batches(run, x, batch)
+    return run_batches(run, x, batch, expected)
 
 
 def measure(y: np.ndarray, y_eager: np.ndarray, labels: np.ndarray | None, thresholds: dict[str, float]) -> Parity:

@@ -64,8 +64,41 @@ def quiet(verbose: bool) -> Iterator[None]:
             os.close(fd)
 
 
+def xnnpack_coverage(path: Path) -> dict[str, Any]:
+    """Which ops of a .tflite file LiteRT's default XNNPACK delegate takes, as ``ModelFile.extra["partition"]``
+    of a .pte: ``{"partitions", "delegated_ops", "non_delegated_ops", "non_delegated": {op: count}}``.
+
+    The interpreter (default delegates on) appends one ``DELEGATE`` node per delegated subgraph; an
+    original op is delegated when it lies between a delegate node's inputs and outputs (a walk back
+    from the outputs through the ops that produce each tensor, stopping at the inputs).
+    """
+    with requires("tflite", "reading .tflite files (the LiteRT interpreter)"):
+        from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    ops = it._get_ops_details()
+    original = [o for o in ops if o["op_name"] != "DELEGATE"]
+    producer = {int(t): o for o in original for t in o["outputs"]}
+    delegated: set[int] = set()
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    for d in delegates:
+        stop, stack = {int(t) for t in d["inputs"]}, [int(t) for t in d["outputs"]]
+        while stack:
+            t = stack.pop()
+            o = producer.get(t)
+            if t in stop or o is None or o["index"] in delegated:
+                continue
+            delegated.add(o["index"])
+            stack.extend(int(i) for i in o["inputs"] if i >= 0)
+    outside = Counter(o["op_name"] for o in original if o["index"] not in delegated)
+    return {"partitions": len(delegates), "delegated_ops": len(delegated), "non_delegated_ops": sum(outside.values()),
+            "non_delegated": dict(outside)}
+
+
 def graph_summary(path: Path) -> dict[str, Any]:
-    """Op-type counts and tensor-dtype counts of a .tflite file, read with the LiteRT interpreter."""
+    """Op-type counts and tensor-dtype counts of a .tflite file, read with the LiteRT interpreter, and what
+    its XNNPACK delegate takes (:func:`xnnpack_coverage`)."""
     with requires("tflite", "reading .tflite files (the LiteRT interpreter)"):
         from ai_edge_litert.interpreter import Interpreter
 
@@ -77,11 +110,26 @@ def graph_summary(path: Path) -> dict[str, Any]:
         if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
         and any(i >= 0 and it._get_tensor_details(i, 0)["dtype"] == np.float32 for i in op["inputs"])
     })
-    return {"ops": dict(ops), "tensor_dtypes": dict(dtypes), "float_compute_ops": float_ops}
+    return {"ops": dict(ops), "tensor_dtypes": dict(dtypes), "float_compute_ops": float_ops,
+            "partition": xnnpack_coverage(path)}
+
+
+# Known converter failures: (text in the error, what it means, what to do).
+KNOWN_FAILURES = (
+    ("Attempting to convert non-NHWC compatible node to NHWC",
+     "its NHWC layout pass loses a quantized tensor's shape next to explicit pad ops (TF-style 'SAME' padding, "
+     "e.g. a Hugging Face MobileNetV2 with tf_padding=True)",
+     "build the model with symmetric conv padding (edgekd's hf:mobilenet_v2 default, tf_padding=False), or "
+     "export this int8 file with tflite_converter='onnx2tf' or as .pte"),
+)
 
 
 def _converter_error(converter: str, precision: str, e: Exception, other: str, ops: Sequence[str] = ()) -> ExportError:
     why = f"no TFLite lowering for op(s) {', '.join(ops)} ({first_line(e)})" if ops else first_line(e)
+    known = next(((meaning, fix) for text, meaning, fix in KNOWN_FAILURES if text in str(e)), None)
+    if known is not None:
+        return ExportError(f"{converter} could not convert the {precision} model: {first_line(e)}: {known[0]}",
+                           stage=STAGE, hint=known[1])
     return ExportError(
         f"{converter} could not convert the {precision} model: {why}",
         stage=STAGE,
@@ -99,15 +147,24 @@ def to_tflite_litert(
     precision: str,
     calibration: torch.Tensor | None,
     verbose: bool = False,
+    program: torch.export.ExportedProgram | None = None,
+    observer: str = "histogram",
 ) -> dict[str, Any]:
-    """Write ``path`` with litert-torch (fp32, or int8 in/out via its PT2EQuantizer)."""
+    """Write ``path`` with litert-torch (fp32, or int8 in/out via its PT2EQuantizer).
+
+    int8 quantizes a copy of ``program`` (the call's one ``torch.export``) with ``observer``; fp32 lets
+    litert-torch trace the model itself (its layout passes read the module metadata of its own trace).
+    """
+    import time
+
     with requires("tflite"):
         import litert_torch
 
+    t0 = time.perf_counter()
     try:
         with quiet(verbose):
             if precision == "int8":
-                edge = _litert_int8(model, example_inputs, calibration)
+                edge = _litert_int8(model, example_inputs, calibration, program=program, observer=observer)
             else:
                 edge = litert_torch.convert(model.eval(), example_inputs)
             edge.export(str(path))
@@ -115,7 +172,7 @@ def to_tflite_litert(
         raise
     except Exception as e:
         raise _converter_error("litert-torch", precision, e, "onnx2tf", _unlowered_ops(model, example_inputs)) from e
-    return graph_summary(path)
+    return {**graph_summary(path), "seconds": {"convert": time.perf_counter() - t0}}
 
 
 def _unlowered_ops(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> list[str]:
@@ -134,16 +191,19 @@ def _unlowered_ops(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, .
 
 
 def _litert_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
-                 calibration: torch.Tensor | None) -> Any:
+                 calibration: torch.Tensor | None, *, program: torch.export.ExportedProgram | None = None,
+                 observer: str = "histogram") -> Any:
     """PTQ with litert-torch's quantizer (calibrated on ``calibration``), then :func:`litert_int8`."""
     import copy
 
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from edgekd.quantization import capture, iter_batches
+    from edgekd.quantization import capture, iter_batches, program_module
 
-    quantizer = litert_quantizer()
-    graph = _softmax_as_aten_softmax(capture(copy.deepcopy(model).eval(), example_inputs, stage=STAGE))
+    quantizer = litert_quantizer(observer)
+    gm = program_module(program) if program is not None else capture(copy.deepcopy(model).eval(), example_inputs,
+                                                                      stage=STAGE)
+    graph = _softmax_as_aten_softmax(gm)
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for args in iter_batches(calibration, example_inputs[0].shape[0]):
@@ -151,12 +211,15 @@ def _litert_int8(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     return litert_int8(convert_pt2e(prepared, fold_quantize=False), example_inputs, quantizer)
 
 
-def litert_quantizer() -> Any:
-    """litert-torch's PT2E quantizer, per-channel symmetric int8: the one scheme its int8 lowering takes."""
+def litert_quantizer(observer: str = "histogram") -> Any:
+    """litert-torch's PT2E quantizer, per-channel symmetric int8: the one scheme its int8 lowering takes
+    (activations observed with ``observer``, see :mod:`edgekd.quantization`)."""
     with requires("tflite"):
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
-    return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    from edgekd.quantization import with_observer
+
+    return PT2EQuantizer().set_global(with_observer(get_symmetric_quantization_config(is_per_channel=True), observer))
 
 
 def litert_int8(converted: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], quantizer: Any = None) -> Any:
@@ -204,8 +267,14 @@ def to_tflite_onnx2tf(
     precision: str,
     calibration: torch.Tensor | None,
     verbose: bool = False,
+    program: torch.export.ExportedProgram | None = None,
+    observer: str = "histogram",
 ) -> dict[str, Any]:
-    """Write ``path`` with onnx2tf (NHWC input; fp32, or full-integer int8 calibrated on our data)."""
+    """Write ``path`` with onnx2tf (NHWC input; fp32, or full-integer int8 calibrated on our data).
+
+    ``program`` and ``observer`` are not used: the ONNX comes from the TorchScript exporter, and TF's
+    converter calibrates int8 itself.
+    """
     if len(example_inputs) != 1:
         raise ExportError(f"onnx2tf export takes one input tensor, got {len(example_inputs)}",
                           stage=STAGE, hint="use tflite_converter='litert-torch' for multi-input models")

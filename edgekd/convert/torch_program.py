@@ -25,9 +25,11 @@ def to_pt2(
     precision: str,
     calibration: torch.Tensor | None,
     verbose: bool = False,
+    program: torch.export.ExportedProgram | None = None,
+    observer: str = "histogram",
 ) -> dict[str, Any]:
-    """Write ``path`` with ``torch.export.save`` of the eval-mode fp32 program."""
-    program = export_program(model.eval(), example_inputs, stage=STAGE)
+    """Write ``path`` with ``torch.export.save`` of the eval-mode fp32 program (``program`` when given)."""
+    program = program if program is not None else export_program(model.eval(), example_inputs, stage=STAGE)
     torch.export.save(program, str(path))
     return {"torch_version": torch.__version__}
 

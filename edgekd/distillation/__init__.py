@@ -129,6 +129,7 @@ def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module 
                       "to keep them, train the module itself with Trainer(student, data, build_objective(...), "
                       "TrainConfig(...)).fit()", UserWarning, stacklevel=2)
     model = [copy.deepcopy(s) for s in student] if isinstance(student, Sequence) else copy.deepcopy(student)
+    model, teacher = _logits_models(model, teacher, data)
     strategy = make_strategy(objective, model, teacher, cache_teacher)
     trainer = Trainer(None, data, objective, config, strategy=strategy, on_epoch_end=on_epoch_end)
     history = trainer.fit()
@@ -146,6 +147,26 @@ def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module 
     return DistillResult(model=evals[best], history=history, metrics=metrics, checkpoint=trainer.checkpoint_path,
                          best_path=trainer.best_path, method=objective.spec, objective=objective,
                          models=list(evals.values()))
+
+
+def _logits_models(model: Any, teacher: Any, data: DataSplits) -> tuple[Any, Any]:
+    """Students (copies) and teacher whose forward returns an output object or a tuple (a Hugging Face
+    classifier, ``(logits, aux)``) are given one that returns the logits Tensor (:func:`edgekd.models.logits_only`;
+    module paths and parameters unchanged). Checked with one eval-mode pass on one train sample."""
+    from edgekd.models.logits import logits_only, returns_tensor
+
+    if len(data.train) == 0:
+        return model, teacher
+    item = data.train[0]
+    x = (item[0] if isinstance(item, (tuple, list)) else item).unsqueeze(0)
+
+    def fix(net: Any, in_place: bool) -> Any:
+        if isinstance(net, nn.Module) and not isinstance(net, EnsembleTeacher) and not returns_tensor(net, x):
+            return logits_only(net, in_place=in_place)
+        return net
+
+    students = [fix(m, True) for m in model] if isinstance(model, list) else fix(model, True)
+    return students, fix(teacher, False)
 
 
 def train(student: nn.Module, data: DataSplits | Dataset | str | Sequence[Dataset], **kw: Any) -> DistillResult:

@@ -5,8 +5,10 @@ or linear layer (for N×C vectors) that maps a student feature to the teacher's 
 a loss's ``setup`` from the probe batch and trained with the student. :func:`match_spatial` pools
 two maps to a common grid when their resolutions differ (e.g. a MobileNet student of a ResNet).
 
-Defaults name modules that exist in both the CIFAR ResNets and the MobileNets (``layer1..3``,
-``pool``); any dotted path from ``model.named_modules()`` works::
+Defaults are symbolic taps that each model's family contract resolves (:mod:`edgekd.models.contract`):
+``stage:-2`` (the second deepest stage), ``embedding`` (the pooled feature), so one default fits a
+CIFAR ResNet (``layer2``, ``pool``), torchvision's MobileNetV3 (``features.8``, ``avgpool``) and a Hugging
+Face ConvNeXt alike; any dotted path from ``model.named_modules()`` works for any model::
 
     distill(teacher, student, data, "ce+fitnet", fitnet_student_taps=["layer3"], fitnet_teacher_taps=["layer3"])
 """

@@ -14,21 +14,41 @@ last ``nn.ReLU`` called inside it, which must be what ``path`` returns (e.g. ``"
 of a ResNet: the last block's ``bn2(conv2(·)) + shortcut`` before its ReLU, the features of Heo et
 al.'s margin loss). The input is cloned before an in-place ReLU overwrites it, and gradients flow
 through it. A module that does not end in a ReLU is a clear error on the first forward pass.
+``"<path>@input"`` records the module's (first) input instead of its output (e.g. ``"fc@input"``:
+the pooled embedding a classifier reads, where the pooling is a function call, not a module), and
+``"<path>@avg"`` its output averaged over H×W (an N×C×H×W map → N×C).
+
+Symbolic taps resolve through the model's family contract (:mod:`edgekd.models.contract`):
+``"stage:-2"`` (the second deepest stage), ``"stage:-1@prerelu"``, ``"embedding"`` (the pooled
+feature the classifier reads). The output is recorded under the name asked for, so a loss that
+asks for ``"stage:-2"`` reads ``taps["stage:-2"]`` whatever module that is in this model.
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from edgekd.errors import ConfigError
+from edgekd.models.contract import is_symbolic, nearby_modules, resolve_tap
 
 PRERELU = "@prerelu"
+INPUT = "@input"
+AVG = "@avg"
+SUFFIXES = (PRERELU, INPUT, AVG)
+
+
+def _split(tap: str) -> tuple[str, str]:
+    """``"layer3@prerelu"`` → ``("layer3", "@prerelu")``; a path without a known suffix → ``(path, "")``."""
+    for suffix in SUFFIXES:
+        if tap.endswith(suffix):
+            return tap[: -len(suffix)], suffix
+    return tap, ""
 
 
 class Taps:
@@ -36,31 +56,35 @@ class Taps:
 
     def __init__(self, model: nn.Module, paths: Sequence[str]) -> None:
         modules = dict(model.named_modules())
-        for tap in paths:
-            path = tap.removesuffix(PRERELU)
-            if path not in modules:
-                near = difflib.get_close_matches(path, list(modules), n=6, cutoff=0.5)
-                top = [n for n, _ in model.named_children()]
-                raise ConfigError(
-                    f"{type(model).__name__} has no module {path!r}; "
-                    f"nearby: {', '.join(near) or '(none)'}; top level: {', '.join(top)}",
-                    stage="distill/taps", hint="name a module by its dotted path from model.named_modules()")
         self.model = model
         self.paths = list(dict.fromkeys(paths))
-        self._modules = {p: modules[p.removesuffix(PRERELU)] for p in self.paths}
+        #: tap as asked for -> the concrete ``path[@suffix]`` it records in this model
+        self.resolved = {tap: resolve_tap(model, tap) if is_symbolic(tap) and _split(tap)[0] not in modules else tap
+                         for tap in self.paths}  # a module literally named so (an ensemble's mirror) wins
+        for tap, concrete in self.resolved.items():
+            path, _ = _split(concrete)
+            if path not in modules:
+                shown = path if tap == concrete else f"{path} (from {tap!r})"
+                raise ConfigError(f"{type(model).__name__} has no module {shown!r}; {nearby_modules(model, path)}",
+                                  stage="distill/taps", hint="name a module by its dotted path from model.named_modules()")
+        self._modules = {tap: modules[_split(c)[0]] for tap, c in self.resolved.items()}
         for tap, module in self._modules.items():
-            if tap.endswith(PRERELU) and not any(isinstance(m, nn.ReLU) for m in module.modules()):
-                raise ConfigError(f"{tap!r}: {type(module).__name__} at {tap.removesuffix(PRERELU)!r} has no nn.ReLU "
-                                  "inside", stage="distill/taps", hint="tap a stage or block that ends in an nn.ReLU module")
+            if _split(self.resolved[tap])[1] == PRERELU and not any(isinstance(m, nn.ReLU) for m in module.modules()):
+                raise ConfigError(f"{tap!r}: {type(module).__name__} at {_split(self.resolved[tap])[0]!r} has no "
+                                  "nn.ReLU inside", stage="distill/taps",
+                                  hint="tap a stage or block that ends in an nn.ReLU module")
         self._handles: list[RemovableHandle] = []
         self.outputs: dict[str, Any] = {}
 
     def __enter__(self) -> Taps:
         for path, module in self._modules.items():
-            if path.endswith(PRERELU):
+            suffix = _split(self.resolved[path])[1]
+            if suffix == PRERELU:
                 self._prerelu(path, module)
+            elif suffix == INPUT:
+                self._handles.append(module.register_forward_pre_hook(self._input_recorder(path)))
             else:
-                self._handles.append(module.register_forward_hook(self._recorder(path)))
+                self._handles.append(module.register_forward_hook(self._recorder(path, pool=suffix == AVG)))
         return self
 
     def _prerelu(self, tap: str, module: nn.Module) -> None:
@@ -91,9 +115,17 @@ class Taps:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def _recorder(self, path: str) -> Any:
+    def _recorder(self, path: str, pool: bool = False) -> Any:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if pool and isinstance(output, torch.Tensor) and output.dim() == 4:
+                output = output.mean((2, 3))
             self.outputs[path] = output
+
+        return hook
+
+    def _input_recorder(self, path: str) -> Any:
+        def hook(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
+            self.outputs[path] = inputs[0] if inputs else None
 
         return hook
 

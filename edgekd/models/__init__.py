@@ -1,17 +1,32 @@
 """Students and teachers behind one registry: ``create("resnet8_plain", num_classes=10)``.
 
-Families: :mod:`edgekd.models.resnet` (CIFAR ResNets and their ``*_plain`` twins) and
-:mod:`edgekd.models.mobilenet` (MobileNetV2 students). A new model is a typed factory function
-decorated with :func:`register_model` in a family file imported below.
+Three sources, one call:
+
+- the zoo: CIFAR ResNets and their ``*_plain`` twins (:mod:`edgekd.models.resnet`), MobileNetV2
+  students (:mod:`edgekd.models.mobilenet`), AdderNets (:mod:`edgekd.models.adder`) and BERT-style
+  encoders (:mod:`edgekd.models.bert`);
+- ``tv:NAME``: torchvision's classification builders (:mod:`edgekd.models.tv`);
+- ``hf:NAME``: Hugging Face ``transformers`` image classifiers built from a config (:mod:`edgekd.models.hf`).
+
+Weights only come from a file the user gives (``weights=PATH``); nothing is downloaded. Every
+model family declares its contract (stages to tap, pruning rules, exits, input size, knobs) beside
+its code (:mod:`edgekd.models.contract`). Every module of this package is imported below, so a new
+family file registers its models and its family as soon as it exists.
 """
 
 from __future__ import annotations
 
-from edgekd.models import adder as _adder  # noqa: F401  (fills the registry)
-from edgekd.models import bert as _bert  # noqa: F401
-from edgekd.models import mobilenet as _mobilenet  # noqa: F401
-from edgekd.models import resnet as _resnet  # noqa: F401
-from edgekd.models._registry import MODELS, create, list_models, register_model
-from edgekd.models.complexity import count_params, flops
+import importlib
+import pkgutil
 
-__all__ = ["MODELS", "count_params", "create", "flops", "list_models", "register_model"]
+from edgekd.models._registry import MODELS, NAMESPACES, create, list_models, register_model
+from edgekd.models.complexity import count_params, flops
+from edgekd.models.contract import Contract, Family, Feature, Knob, contract_of, family_of, register_family
+from edgekd.models.logits import logits_only
+
+for _info in pkgutil.iter_modules(__path__):
+    if not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")
+
+__all__ = ["MODELS", "NAMESPACES", "Contract", "Family", "Feature", "Knob", "contract_of", "count_params", "create",
+           "family_of", "flops", "list_models", "logits_only", "register_family", "register_model"]

@@ -50,6 +50,7 @@ from torch.utils.hooks import RemovableHandle
 
 from edgekd.errors import ConfigError
 from edgekd.models._registry import register_model
+from edgekd.models.contract import Family, Knob, named, register_family
 from edgekd.models.resnet import _BASE, ResNet, _resnet
 
 _CHUNK = 1 << 23  # elements of the (n, O, K, L) block the eager kernels work in
@@ -228,3 +229,13 @@ def resnet32_adder(num_classes: int = 10, in_channels: int = 3) -> ResNet:
 @register_model
 def resnet56_adder(num_classes: int = 10, in_channels: int = 3) -> ResNet:
     return _adder_resnet(56, num_classes, in_channels)
+
+
+register_family(Family(
+    name="zoo:resnet_adder", classes=("edgekd.models.resnet.ResNet",), module=__name__,
+    match=lambda m: any(isinstance(x, Adder2d) for x in m.modules()),
+    candidates=named("layer1", "layer2", "layer3"), embedding="pool", stem="conv1", classifier="fc",
+    input_size=32, prune_note="adder layers are L1-distance filters; channel surgery cuts nn.Conv2d only",
+    knobs=(Knob("depth", variants={8: "resnet8_adder", 14: "resnet14_adder", 20: "resnet20_adder",
+                                   32: "resnet32_adder", 56: "resnet56_adder"}),),
+))

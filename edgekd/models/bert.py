@@ -40,6 +40,7 @@ from torch import nn
 from edgekd.errors import ConfigError, ModelFileError
 from edgekd.extras import requires
 from edgekd.models._registry import register_model
+from edgekd.models.contract import Family, register_family
 
 STAGE = "models/bert"
 
@@ -265,3 +266,11 @@ def minilm_tiny(num_classes: int = 10, in_channels: int = 3, vocab_size: int = 3
                 embed_dim: int | None = None, pad_token_id: int = 0, dropout: float = 0.0) -> BertEncoder:
     """2 layers, hidden 48, 4 heads: for tests."""
     return _create(2, 48, 4, vocab_size, max_length, embed_dim, pad_token_id, dropout)
+
+
+register_family(Family(
+    name="zoo:bert", classes=(f"{__name__}.BertEncoder",), module=__name__, candidates=lambda m: [],
+    embedding="proj", stem="", classifier="proj", input_size=64, input_kind="tokens",
+    prune_note="attention heads and hidden units are not conv channel groups",
+    exits=lambda m: [], exits_note="an encoder of token embeddings, not a CNN",
+))

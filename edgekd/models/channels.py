@@ -4,10 +4,16 @@ A *group* is a set of channels that one conv (+BN) produces and other layers con
 a channel removes a filter, its BN entries and the matching input slices of every consumer. Only
 channels *not* tied by a residual add are grouped, which keeps every shortcut consistent:
 
-- CIFAR ResNets and their ``_plain`` twins: the inner channels of each ``BasicBlock``
-  (``conv1``/``bn1`` out → ``conv2`` in);
-- MobileNetV2: the expanded (hidden) channels of every inverted residual with an expansion conv
-  (``conv.0`` out → depthwise ``conv.1`` → ``conv.2`` in) and the ``head`` channels (→ ``fc`` in).
+- CIFAR ResNets and their ``_plain`` twins, torchvision's ResNets: the inner channels of each block
+  (``conv1``/``bn1`` out → ``conv2`` in; a bottleneck also ``conv2``/``bn2`` → ``conv3``);
+- MobileNetV2 (the zoo's and torchvision's): the expanded (hidden) channels of every inverted
+  residual with an expansion conv (expand out → depthwise → project in) and the head channels
+  (→ classifier in).
+
+Which groups a model has is its family's declaration (``Family.prune`` in
+:mod:`edgekd.models.contract`, written beside the family with :func:`inner_block_groups` /
+:func:`inverted_residual_groups`); families whose channels are tied across blocks (squeeze-excitation,
+channel shuffle, grouped convolutions) declare themselves not prunable and say why.
 
 :func:`apply` performs a :class:`PrunePlan`; :func:`channels_of` / :func:`shrink_to` record and
 rebuild the widths of a cut model (what :mod:`edgekd.models.saved` stores in a checkpoint).
@@ -17,12 +23,14 @@ rebuild the widths of a cut model (what :mod:`edgekd.models.saved` stores in a c
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from edgekd.errors import ConfigError
+from edgekd.models.contract import families, family_of
 
 STAGE = "models/channels"
 
@@ -53,25 +61,53 @@ class PrunePlan:
 
 
 def channel_groups(model: nn.Module) -> list[ChannelGroup]:
-    """The prunable groups of a CIFAR ResNet (plain or not) or a MobileNetV2 (see module docstring)."""
-    from edgekd.models.mobilenet import InvertedResidual, MobileNetV2
-    from edgekd.models.resnet import BasicBlock, ResNet
+    """The prunable groups of ``model``, as its family declares them (:mod:`edgekd.models.contract`)."""
+    fam = family_of(model)
+    if fam is None or fam.prune is None:
+        why = (f"family {fam.name} cannot be pruned: {fam.prune_note}" if fam is not None
+               else f"{type(model).__name__} belongs to no registered model family")
+        prunable = sorted(f.name for f in families() if f.prune is not None)
+        raise ConfigError(f"no channel-pruning rules for {type(model).__name__} ({why})", stage=STAGE,
+                          hint=f"prune a model of a prunable family ({', '.join(prunable)}; `edgekd list models` "
+                               "shows which), or register a Family with prune=... for this class")
+    return list(fam.prune(model))
 
+
+def inner_block_groups(model: nn.Module, block_types: tuple[type, ...], chains: list[tuple[str, str, str]],
+                       ) -> list[ChannelGroup]:
+    """Groups of every block of ``block_types``: for each ``(conv, bn, consumer)`` chain (paths relative
+    to the block), the channels ``conv``/``bn`` produce and ``consumer`` reads. Blocks whose modules
+    do not exist (a missing expansion conv) are skipped."""
     groups: list[ChannelGroup] = []
-    if isinstance(model, ResNet):
-        for name, m in model.named_modules():
-            if isinstance(m, BasicBlock):
-                groups.append(ChannelGroup(name, ((f"{name}.conv1", f"{name}.bn1"),), (f"{name}.conv2",)))
-        return groups
-    if isinstance(model, MobileNetV2):
-        for name, m in model.named_modules():
-            if isinstance(m, InvertedResidual) and len(m.conv) == 3:
-                groups.append(ChannelGroup(name, ((f"{name}.conv.0.0", f"{name}.conv.0.1"),),
-                                           (f"{name}.conv.2.0",), ((f"{name}.conv.1.0", f"{name}.conv.1.1"),)))
-        groups.append(ChannelGroup("head", (("head.0", "head.1"),), ("fc",)))
-        return groups
-    raise ConfigError(f"no channel-pruning rules for {type(model).__name__}", stage=STAGE,
-                      hint="prune a CIFAR ResNet (resnet*, resnet*_plain) or a MobileNetV2 from edgekd.models")
+    for name, m in model.named_modules():
+        if not isinstance(m, block_types):
+            continue
+        sub = dict(m.named_modules())
+        for i, (conv, bn, consumer) in enumerate(chains):
+            if conv in sub and bn in sub and consumer in sub:
+                suffix = f"#{i}" if len(chains) > 1 else ""
+                groups.append(ChannelGroup(f"{name}{suffix}", ((f"{name}.{conv}", f"{name}.{bn}"),),
+                                           (f"{name}.{consumer}",)))
+    return groups
+
+
+def inverted_residual_groups(model: nn.Module, block_type: type, expand: str, depthwise: str, project: str,
+                             head: tuple[str, str, str, str] | None,
+                             has_expand: Callable[[nn.Module], bool] | None = None) -> list[ChannelGroup]:
+    """MobileNetV2-style groups: the hidden channels of each inverted residual with an expansion conv
+    (``expand`` (conv, bn) → ``depthwise`` (conv, bn) → ``project`` conv input, paths relative to the
+    block, each ``"conv|bn"``), and the ``head`` ``(group name, conv, bn, classifier)`` channels.
+    ``has_expand(block)`` says whether a block has the expansion conv (default: always)."""
+    groups: list[ChannelGroup] = []
+    e_conv, e_bn = expand.split("|")
+    d_conv, d_bn = depthwise.split("|")
+    for name, m in model.named_modules():
+        if isinstance(m, block_type) and (has_expand is None or has_expand(m)):
+            groups.append(ChannelGroup(name, ((f"{name}.{e_conv}", f"{name}.{e_bn}"),), (f"{name}.{project}",),
+                                       ((f"{name}.{d_conv}", f"{name}.{d_bn}"),)))
+    if head is not None:
+        groups.append(ChannelGroup(head[0], ((head[1], head[2]),), (head[3],)))
+    return groups
 
 
 def _set(model: nn.Module, path: str, module: nn.Module) -> None:

@@ -27,22 +27,28 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgekd.errors import ConfigError
+from edgekd.models.contract import blocks, family_of
 
 STAGE = "models/exits"
 FINAL = "final"
 
 
-def blocks(model: nn.Module) -> list[str]:
-    """Dotted paths of the backbone's blocks in depth order (composite children of top-level stages)."""
-    return [f"{name}.{sub}" for name, stage in model.named_children() if isinstance(stage, nn.Sequential)
-            for sub, block in stage.named_children() if any(True for _ in block.children())]
+def exit_blocks(model: nn.Module) -> list[str]:
+    """Where exits may go, in depth order: the blocks the model's family declares (its contract), else
+    every composite child of a top-level ``nn.Sequential`` stage (:func:`~edgekd.models.contract.blocks`)."""
+    fam = family_of(model)
+    if fam is not None and fam.exits is not None:
+        return list(fam.exits(model))
+    return blocks(model)
 
 
 def default_exits(model: nn.Module) -> list[str]:
     """The blocks at about N/3 and N/2 depth (distinct; fewer when the backbone is very shallow)."""
-    names = blocks(model)
+    names = exit_blocks(model)
     if len(names) < 2:
-        raise ConfigError(f"{type(model).__name__} has {len(names)} blocks in nn.Sequential stages; "
+        fam = family_of(model)
+        why = f" ({fam.exits_note})" if fam is not None and fam.exits_note else ""
+        raise ConfigError(f"{type(model).__name__} has {len(names)} blocks where an exit can go{why}; "
                           "cannot place exits automatically", stage=STAGE,
                           hint="name exit blocks by dotted path, e.g. ExitModel(m, exits=['layer1.0'])")
     n = len(names)
@@ -102,7 +108,7 @@ class ExitModel(nn.Module):
         for path in self.exits:
             if path not in modules or path == FINAL:
                 raise ConfigError(f"exit {path!r} is not a module of {type(backbone).__name__}", stage=STAGE,
-                                  hint=f"pick blocks by dotted path; blocks: {', '.join(blocks(backbone))}")
+                                  hint=f"pick blocks by dotted path; blocks: {', '.join(exit_blocks(backbone))}")
             self.heads[exit_key(path)] = ExitHead(_channels(modules[path], path), fc.in_features, fc.out_features)
 
     @property

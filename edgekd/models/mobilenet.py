@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from edgekd.models._registry import register_model
+from edgekd.models.contract import Family, Knob, named, register_family
 
 # (expansion t, output channels c, repeats n, first stride s), as in the paper's Table 2.
 _STAGES = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
@@ -106,3 +107,20 @@ def mobilenetv2_x0_5(num_classes: int = 10, in_channels: int = 3) -> MobileNetV2
 @register_model
 def mobilenetv2_x1_0(num_classes: int = 10, in_channels: int = 3) -> MobileNetV2:
     return _mobilenetv2(1.0, num_classes, in_channels, head_channels=1280)
+
+
+# -- the family's contract (edgekd.models.contract) -------------------------------------------------
+def _prune_groups(model: nn.Module) -> list:
+    from edgekd.models.channels import inverted_residual_groups
+
+    return inverted_residual_groups(model, InvertedResidual, "conv.0.0|conv.0.1", "conv.1.0|conv.1.1", "conv.2.0",
+                                    head=("head", "head.0", "head.1", "fc"), has_expand=lambda b: len(b.conv) == 3)
+
+
+register_family(Family(
+    name="zoo:mobilenetv2_cifar", classes=(f"{__name__}.MobileNetV2",), module=__name__,
+    candidates=named(*(f"layer{i + 1}" for i in range(len(_STAGES)))), embedding="pool",
+    stem="stem.0", classifier="fc", input_size=32, prune=_prune_groups,
+    knobs=(Knob("width", variants={0.25: "mobilenetv2_x0_25", 0.5: "mobilenetv2_x0_5", 1.0: "mobilenetv2_x1_0"}),
+           Knob("resolution", values=(28, 32))),
+))

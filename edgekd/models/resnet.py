@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from edgekd.models._registry import register_model
+from edgekd.models.contract import Family, Knob, named, register_family
 
 
 def _conv3x3(inp: int, out: int, stride: int = 1) -> nn.Conv2d:
@@ -194,3 +195,21 @@ def resnet8x4_plain(num_classes: int = 10, in_channels: int = 3) -> ResNet:
 @register_model
 def resnet32x4_plain(num_classes: int = 10, in_channels: int = 3) -> ResNet:
     return _resnet(32, _X4, num_classes, in_channels, plain=True)
+
+
+# -- the family's contract (edgekd.models.contract) -------------------------------------------------
+def _prune_groups(model: nn.Module) -> list:
+    from edgekd.models.channels import inner_block_groups
+
+    return inner_block_groups(model, (BasicBlock,), [("conv1", "bn1", "conv2")])
+
+
+register_family(Family(
+    name="zoo:resnet_cifar", classes=(f"{__name__}.ResNet",), module=__name__,
+    candidates=named("layer1", "layer2", "layer3"), embedding="pool", stem="conv1", classifier="fc",
+    input_size=32, prune=_prune_groups,
+    knobs=(Knob("depth", variants={8: "resnet8", 14: "resnet14", 20: "resnet20", 32: "resnet32", 44: "resnet44",
+                                   56: "resnet56", 110: "resnet110"}),
+           Knob("width", variants={0.5: "resnet8x0_5", 1: "resnet8", 4: "resnet8x4"}),
+           Knob("resolution", values=(8, 28, 32))),
+))

@@ -29,7 +29,8 @@ class ATLoss(DistillLoss):
         \qquad
         \text{paper: } L_{AT} = \sum_j \frac{1}{N} \sum_{i} \big\|Q(S_{ij}) - Q(T_{ij})\big\|_2
 
-    over stages :math:`j` (default ``layer1``, ``layer2``, ``layer3``) and samples :math:`i`.
+    over stages :math:`j` (default the three deepest of each net's contract, ``stage:-3..-1``: ``layer1..3`` of a
+    CIFAR ResNet) and samples :math:`i`.
     Attention maps need no width adapter (channels are averaged). Maps of different resolution
     meet on the smaller grid: by default (``pool="features"``) the larger *feature map* is
     average-pooled first and its attention computed after, as RepDistiller's ``Attention.at_loss``
@@ -47,7 +48,7 @@ class ATLoss(DistillLoss):
     compose it as ``"ce + at:1000"``. ``mode="paper"`` takes the per-sample L2 norm instead.
 
     Args:
-        student_taps: module paths in the student (default ``["layer1", "layer2", "layer3"]``).
+        student_taps: module paths in the student (default ``["stage:-3", "stage:-2", "stage:-1"]``).
         teacher_taps: paired module paths in the teacher (default: the student's).
         p: exponent of the activations (2 in the paper).
         mode: ``"code"`` or ``"paper"`` (see above).
@@ -68,7 +69,7 @@ class ATLoss(DistillLoss):
                               f"pool one of {', '.join(POOLS)} and p > 0", stage=STAGE,
                               hint="pass at_mode='code' (or 'paper'), at_pool='features' (or 'attention') and at_p=2")
         self.student_taps, self.teacher_taps = tap_pairs("at", student_taps, teacher_taps,
-                                                         ("layer1", "layer2", "layer3"))
+                                                         ("stage:-3", "stage:-2", "stage:-1"))
         self.p, self.mode, self.pool = float(p), mode, pool
 
     def attention(self, feat: torch.Tensor) -> torch.Tensor:

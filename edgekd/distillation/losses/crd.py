@@ -55,7 +55,7 @@ class CRDLoss(DistillLoss):
             + \sum_{j=1}^{k} \log \frac{k/M}{h(a_i, B_{n_{ij}}) + \tfrac{k}{M}} \Big]
 
     with trainable linear embeddings :math:`W_s, W_t` of the pooled features :math:`u, v`
-    (default tap ``pool``; widths may differ), memory banks :math:`B_s, B_t` (M × 128, one row per
+    (default tap ``embedding``, the pooled feature of the family contract: ``pool`` of the zoo; widths may differ), memory banks :math:`B_s, B_t` (M × 128, one row per
     training sample, updated :math:`B_i \leftarrow \mathrm{norm}(m B_i + (1 - m) a_i)`, m = 0.5),
     negatives :math:`n_{ij}` and temperature τ = 0.07. The trainer passes each batch's sample
     indices (``ctx.indices``); negatives are drawn with ``torch.randint`` on the bank's device,
@@ -69,7 +69,7 @@ class CRDLoss(DistillLoss):
     is replaced by uniform ``randint``, the same distribution. ``k`` is capped at ``num_train - 1``.
 
     Args:
-        student_taps / teacher_taps: one module path each (default ``["pool"]``).
+        student_taps / teacher_taps: one module path each (default ``["embedding"]``).
         feat_dim: embedding size (128). k: negatives per sample (16384). T: temperature (0.07).
         momentum: memory-bank momentum (0.5). negatives: ``"uniform"`` or ``"other_class"``.
 
@@ -87,7 +87,7 @@ class CRDLoss(DistillLoss):
                               f"{NEGATIVES}; got feat_dim={feat_dim}, k={k}, T={T}, momentum={momentum}, "
                               f"negatives={negatives!r}", stage=STAGE,
                               hint="pass e.g. crd_feat_dim=128, crd_k=4096, crd_T=0.07, crd_momentum=0.5")
-        self.student_taps, self.teacher_taps = tap_pairs("crd", student_taps, teacher_taps, ("pool",))
+        self.student_taps, self.teacher_taps = tap_pairs("crd", student_taps, teacher_taps, ("embedding",))
         if len(self.student_taps) != 1:
             raise ConfigError(f"crd embeds one tap per net, got {list(self.student_taps)}", stage=STAGE,
                               hint="pass crd_student_taps=['pool'] (one module)")

@@ -21,8 +21,8 @@ class FitNetLoss(DistillLoss):
         L_{HT} = \frac{1}{|H|} \sum_{(g, h) \in H} \frac{1}{N C H W}
                  \big\| r_h(u_g(x)) - v_h(x) \big\|_2^2
 
-    for each pair of student tap :math:`u_g` and teacher tap :math:`v_h` (default ``layer2`` of
-    both), with a trainable regressor :math:`r_h` (a 1×1 conv, optionally with BatchNorm, from the
+    for each pair of student tap :math:`u_g` and teacher tap :math:`v_h` (default ``stage:-2`` of
+    both, from its family contract; ``layer2`` of a CIFAR ResNet), with a trainable regressor :math:`r_h` (a 1×1 conv, optionally with BatchNorm, from the
     student's width to the teacher's; built at setup). Maps of different resolution are average-
     pooled to the smaller grid first.
 
@@ -33,7 +33,7 @@ class FitNetLoss(DistillLoss):
     its regressor is conv+BN+ReLU). This is the single-stage recipe; ``bn=True`` adds the BN.
 
     Args:
-        student_taps: module paths in the student (default ``["layer2"]``).
+        student_taps: module paths in the student (default ``["stage:-2"]``: the second deepest stage).
         teacher_taps: module paths in the teacher, paired one to one (default: the student's).
         bn: add BatchNorm after each 1×1 regressor conv.
 
@@ -45,7 +45,7 @@ class FitNetLoss(DistillLoss):
     def __init__(self, student_taps: Sequence[str] | str | None = None,
                  teacher_taps: Sequence[str] | str | None = None, bn: bool = False) -> None:
         super().__init__()
-        self.student_taps, self.teacher_taps = tap_pairs("fitnet", student_taps, teacher_taps, ("layer2",))
+        self.student_taps, self.teacher_taps = tap_pairs("fitnet", student_taps, teacher_taps, ("stage:-2",))
         self.bn = bool(bn)
         self.regressors = nn.ModuleList()
 

@@ -43,7 +43,7 @@ class OFDLoss(DistillLoss):
     with pre-ReLU teacher features :math:`v_h`, student pre-ReLU features :math:`u_g` through a
     trainable connector :math:`r_h` (1×1 conv + BatchNorm, as in the paper), and per-channel margin
     :math:`m_c = E[v_c \mid v_c < 0]`: a student response below a negative teacher response is
-    not penalised, since the ReLU erases both. Taps default to ``layer3@prerelu`` (see
+    not penalised, since the ReLU erases both. Taps default to ``stage:-1@prerelu`` (``layer3@prerelu`` of a CIFAR ResNet; see
     :mod:`edgekd.distillation.taps`): the last block's output before its ReLU.
 
     Paper: Heo, Kim, Yun, Park, Kwak, Choi, "A Comprehensive Overhaul of Feature Distillation",
@@ -64,7 +64,7 @@ class OFDLoss(DistillLoss):
     def __init__(self, student_taps: Sequence[str] | str | None = None,
                  teacher_taps: Sequence[str] | str | None = None, momentum: float = 0.9) -> None:
         super().__init__()
-        self.student_taps, self.teacher_taps = tap_pairs("ofd", student_taps, teacher_taps, ("layer3@prerelu",))
+        self.student_taps, self.teacher_taps = tap_pairs("ofd", student_taps, teacher_taps, ("stage:-1@prerelu",))
         if not 0.0 <= momentum < 1.0:
             raise ConfigError(f"ofd momentum={momentum} must be in [0, 1)", stage="distill/ofd",
                               hint="e.g. ofd_momentum=0.9 (0 = each batch's own margin)")

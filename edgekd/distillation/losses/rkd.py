@@ -34,7 +34,7 @@ def _normalised_distances(e: torch.Tensor) -> torch.Tensor:
 
 @register_method("rkd")
 class RKDLoss(DistillLoss):
-    r"""RKD-D and RKD-A on an embedding (default: the ``pool`` output, flattened), Huber-matched.
+    r"""RKD-D and RKD-A on an embedding (default: the ``embedding`` tap, the pooled feature the classifier reads), Huber-matched.
 
     .. math::
 
@@ -54,7 +54,7 @@ class RKDLoss(DistillLoss):
     are RepDistiller's CIFAR ones (w_D = 25, w_A = 50, https://github.com/HobbitLong/RepDistiller).
 
     Args:
-        student_taps / teacher_taps: one module path each (default ``["pool"]``).
+        student_taps / teacher_taps: one module path each (default ``["embedding"]``).
         distance_weight: :math:`w_D \ge 0`.
         angle_weight: :math:`w_A \ge 0`.
 
@@ -71,7 +71,7 @@ class RKDLoss(DistillLoss):
             raise ConfigError(f"rkd weights must be >= 0, got distance_weight={distance_weight}, "
                               f"angle_weight={angle_weight}", stage=STAGE,
                               hint="pass rkd_distance_weight=25, rkd_angle_weight=50")
-        self.student_taps, self.teacher_taps = tap_pairs("rkd", student_taps, teacher_taps, ("pool",))
+        self.student_taps, self.teacher_taps = tap_pairs("rkd", student_taps, teacher_taps, ("embedding",))
         self.distance_weight, self.angle_weight = float(distance_weight), float(angle_weight)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:

@@ -34,12 +34,12 @@ class SPLoss(DistillLoss):
     Paper: Tung, Mori, "Similarity-Preserving Knowledge Distillation", ICCV 2019,
     https://arxiv.org/abs/1907.09682 (code as in RepDistiller's ``Similarity``,
     https://github.com/HobbitLong/RepDistiller). The paper taps the last stage's activation map
-    (``sp_student_taps=["layer3"]``); the default here is the pooled embedding (``pool``), which
+    (``sp_student_taps=["layer3"]``); the default here is the pooled embedding (``embedding``: ``pool`` of the zoo), which
     exists in every edgekd model and is cheaper but coarser (spatially averaged first). RepDistiller
     weighs it by 3000 on CIFAR: compose as ``"ce + sp:3000"``.
 
     Args:
-        student_taps / teacher_taps: module paths, paired (default ``["pool"]``).
+        student_taps / teacher_taps: module paths, paired (default ``["embedding"]``).
 
     Options: ``sp_student_taps=["layer3"]``.
     """
@@ -49,7 +49,7 @@ class SPLoss(DistillLoss):
     def __init__(self, student_taps: Sequence[str] | str | None = None,
                  teacher_taps: Sequence[str] | str | None = None) -> None:
         super().__init__()
-        self.student_taps, self.teacher_taps = tap_pairs("sp", student_taps, teacher_taps, ("pool",))
+        self.student_taps, self.teacher_taps = tap_pairs("sp", student_taps, teacher_taps, ("embedding",))
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         total = ctx.student_logits.new_zeros(())

@@ -45,14 +45,15 @@ def discriminator(channels: int) -> nn.Sequential:
 class AFDLoss(DistillLoss):
     """AFD (formula above), summed over networks.
 
-    Options: ``afd_layer="layer3"`` (tap path of the feature map), ``afd_T=3.0``, ``afd_adv=1.0``
+    Options: ``afd_layer="stage:-1"`` (the tap of the feature map: by default each peer's deepest contract
+    stage, ``layer3`` of a CIFAR ResNet; any module path), ``afd_T=3.0``, ``afd_adv=1.0``
     (:math:`\\lambda`), ``afd_ce=1.0``, ``afd_disc_lr=0.1`` (discriminator lr multiplier).
     """
 
     needs_teacher = False
     strategy = "online"
 
-    def __init__(self, layer: str = "layer3", T: float = 3.0, adv: float = 1.0, ce: float = 1.0,
+    def __init__(self, layer: str = "stage:-1", T: float = 3.0, adv: float = 1.0, ce: float = 1.0,
                  disc_lr: float = 0.1) -> None:
         super().__init__()
         if not T > 0 or min(adv, ce) < 0 or not disc_lr > 0:

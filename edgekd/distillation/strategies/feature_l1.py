@@ -28,14 +28,14 @@ from edgekd.errors import ConfigError
 class FeatureL1Loss(DistillLoss):
     """Online L1 feature alignment (formula above), summed over networks.
 
-    Options: ``feat_l1_layer="layer3"``, ``feat_l1_T=3.0``, ``feat_l1_weight=1.0`` (:math:`\\lambda`),
+    Options: ``feat_l1_layer="stage:-1"`` (default: the deepest contract stage, ``layer3`` of a CIFAR ResNet), ``feat_l1_T=3.0``, ``feat_l1_weight=1.0`` (:math:`\\lambda`),
     ``feat_l1_ce=1.0``.
     """
 
     needs_teacher = False
     strategy = "online"
 
-    def __init__(self, layer: str = "layer3", T: float = 3.0, weight: float = 1.0, ce: float = 1.0) -> None:
+    def __init__(self, layer: str = "stage:-1", T: float = 3.0, weight: float = 1.0, ce: float = 1.0) -> None:
         super().__init__()
         if not T > 0 or min(weight, ce) < 0:
             raise ConfigError(f"feat_l1 T={T} must be > 0 and weight={weight}, ce={ce} >= 0",
