@@ -84,6 +84,8 @@ class FitSettings:
     retries: int = setting(3, "an unstable measurement is repeated this many times; its p50s must agree")
     agree: float = setting(0.05, "how close (relative range) the repeated p50s of an unstable candidate must be")
     runner: str = setting("auto", "device runner: auto, python or native", choices=("auto", "python", "native"))
+    timing_lock: str | None = setting(None, "hold an exclusive lock on this file while measuring, so fits and other "
+                                      "timing runs on this host sharing it measure one at a time")
     table: str | None = setting(None, "the latency table (default: $EDGEKD_CACHE_DIR or ~/.cache/edgekd/fit.sqlite)")
     data_root: str | None = setting(None, "folder holding the data set files, where it needs one")
     out: str = setting("fit", "output folder: fit.json, the student, its bundle, the final benchmark, the report")

@@ -18,11 +18,13 @@ that says the rows so far are kept and how to go on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -73,7 +75,7 @@ def _sha(path: Path) -> str:
 
 def runtime_stamp(tgt: Target, fmt: str, runner: str = "auto") -> str:
     """Which runner will run ``fmt`` files on ``tgt`` and the version of the runtime it loads, asked before
-    measuring: ``python:tflite==2.3.0``, ``native:<sha256 of the runner or bundle>``; ``unknown`` for a
+    measuring: ``python:tflite:ai-edge-litert==2.3.0``, ``native:<sha256 of the runner or bundle>``; ``unknown`` for a
     target kind that cannot be asked (its rows are then reused by device and spec alone)."""
     from edgekd.bench.native import choose_local_runner
     from edgekd.bench.targets.local import LocalTarget
@@ -105,6 +107,28 @@ def runtime_stamp(tgt: Target, fmt: str, runner: str = "auto") -> str:
         return "unknown"
     found = next((f"{d}=={versions[d]}" for d in RUNTIME_DISTS.get(r.backend, ()) if d in versions), "none")
     return f"{which}:{r.backend}:{found}"
+
+
+Guard = Callable[[], AbstractContextManager[object]]
+
+
+def file_lock(path: str | Path) -> Guard:
+    """A guard that holds an exclusive ``flock`` on ``path`` while it is entered: several fits (or other timing
+    runs) on this host that share the lock measure one at a time instead of disturbing each other."""
+
+    @contextlib.contextmanager
+    def hold() -> Iterator[object]:
+        import fcntl
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield f
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    return hold
 
 
 def trust(row: BenchResult, agree: float) -> tuple[bool, str]:
@@ -148,15 +172,17 @@ class Measurer:
 
     def __init__(self, store: LatencyStore, targets: Sequence[Target], out_dir: Path, *, runs: int = 100,
                  warmup: int = 10, min_duration: float = 0.0, timeout_s: float = 300.0, retries: int = 3,
-                 agree: float = 0.05, runner: str = "auto",
+                 agree: float = 0.05, runner: str = "auto", guard: Guard | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.store, self.targets, self.out_dir = store, list(targets), Path(out_dir)
         self.runs, self.warmup, self.min_duration, self.timeout_s = runs, warmup, min_duration, timeout_s
         self.retries, self.agree, self.runner = retries, agree, runner
+        self.guard: Guard = guard or contextlib.nullcontext  # held around every runner call
         self.on_event = on_event or (lambda _e, _i: None)
         self.devices: dict[str, tuple[str, dict[str, Any]]] = {}
         self._stamps: dict[tuple[str, str], str] = {}
-        self.measured = 0  # rows measured (and trusted or not) by this Measurer
+        self.measured = 0  # runner runs made by this Measurer (re-measurements included)
+        self.stored = 0  # trusted rows it added to the table
         self.reused = 0  # rows taken from the table
         for t in self.targets:
             fp, facts = device_identity(t)
@@ -192,8 +218,9 @@ class Measurer:
         tgts = [t for t in self.targets if t.url in urls]
         kw = dict(warmup=self.warmup, runs=self.runs, threads=d.threads, out_dir=self.out_dir, files=[file_key],
                   timeout_s=self.timeout_s, progress=False, runner=self.runner, min_duration=self.min_duration)
-        rows = ([*benchmark(bundle, tgts[0], print_table=False, **kw)] if len(tgts) == 1
-                else bench_pool(bundle, tgts, **kw))  # type: ignore[arg-type]
+        with self.guard():
+            rows = ([*benchmark(bundle, tgts[0], print_table=False, **kw)] if len(tgts) == 1
+                    else bench_pool(bundle, tgts, **kw))  # type: ignore[arg-type]
         out: dict[str, Measured] = {}
         lost: list[BenchResult] = []
         for t, r in zip(tgts, rows, strict=True):
@@ -203,7 +230,8 @@ class Measurer:
                 continue
             ok, why = trust(r, self.agree)
             if not ok and r.ok and self.retries > 1:  # unstable: measure again, several times, and compare
-                (r,) = benchmark(bundle, t, print_table=False, repeat=self.retries, **kw)
+                with self.guard():
+                    (r,) = benchmark(bundle, t, print_table=False, repeat=self.retries, **kw)
                 self.measured += self.retries
                 if not r.ok and r.error_type == "target":
                     lost.append(r)
@@ -211,14 +239,15 @@ class Measurer:
                 ok, why = trust(r, self.agree)
             if ok:
                 self.store.put_latency(self.key(t, arch, shape, d), r.to_dict())
+                self.stored += 1
             out[t.url] = Measured(r, "measured", why)
             self.on_event("measured", {"arch": arch.name, "deploy": d.name, "target": t.url, "ok": ok,
                                        "p50_ms": r.latency_ms.p50 if r.latency_ms else None, "reason": why})
         if lost:
             r = lost[0]
             raise TargetError(f"{r.target.split('?')[0]} was lost while measuring {arch.name} {d.name} ({r.error}); "
-                              f"the {self.measured - len(lost)} measurement(s) made before are kept in the latency "
-                              f"table {self.store.path}", stage=STAGE,
+                              f"the {self.stored} measurement(s) made before are kept in the latency table "
+                              f"{self.store.path}", stage=STAGE,
                               hint="bring the device back and run the same fit again with --resume (resume=True): "
                                    "keys already in the table are not measured again")
         return out

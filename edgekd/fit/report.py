@@ -48,7 +48,7 @@ def document(cands: Sequence[Candidate], *, status: str, settings: Any, space: A
                               + (f", pruning {settings.prune:g} of the inner channels" if settings.prune else "")},
         "table": {"path": str(store.path), **store.counts()},
         "counts": {"exported": exporter.exported, "exports_reused": exporter.reused, "measured": measurer.measured,
-                   "measurements_reused": measurer.reused},
+                   "stored": measurer.stored, "measurements_reused": measurer.reused},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "candidates": [c.to_dict() for c in cands],
         "rejected": {v: sum(c.verdict == v for c in cands) for v in REJECTIONS},

@@ -43,7 +43,7 @@ from edgekd.edge.budget import Budget, parse_budget
 from edgekd.errors import ConfigError, DataError, EdgekdError
 from edgekd.fit.config import FitSettings, settings_of
 from edgekd.fit.coverage import Exporter
-from edgekd.fit.measure import Measurer
+from edgekd.fit.measure import Guard, Measurer, file_lock
 from edgekd.fit.proxy import Proxies, ProxyResult, Resized, Schedule, at_resolution, resize_images
 from edgekd.fit.select import Candidate, choose, classify, fronts, impossible, proxy_set
 from edgekd.fit.space import Arch, Space
@@ -88,17 +88,23 @@ def _say(progress: bool, text: str) -> None:
 
 
 def import_modules(names: tuple[str, ...]) -> None:
-    """Import each module name or ``.py`` file (their ``@register_model`` factories become families)."""
+    """Import each module name or ``.py`` file (their ``@register_model`` factories become families); a file
+    already imported by an earlier call is not run again (its models are registered)."""
+    import hashlib
+
     for name in names:
         path = Path(name)
         try:
             if path.suffix == ".py":
                 if not path.is_file():
                     raise FileNotFoundError(name)
-                spec = importlib.util.spec_from_file_location(f"edgekd_fit_user_{path.stem}", path)
+                key = "edgekd_fit_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+                if key in sys.modules:
+                    continue
+                spec = importlib.util.spec_from_file_location(key, path)
                 module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-                sys.modules[spec.name] = module  # type: ignore[union-attr]
                 spec.loader.exec_module(module)  # type: ignore[union-attr]
+                sys.modules[key] = module
             else:
                 importlib.import_module(name)
         except (ImportError, FileNotFoundError, SyntaxError) as e:
@@ -184,7 +190,7 @@ def _candidates(space: Space, splits: DataSplits, exporter: Exporter, measurer: 
 
     archs, deploys = space.archs(splits.image_size), space.deploys()
     pairs = list(dict.fromkeys((d.format, d.precision) for d in deploys))
-    calib_native = calibration_sample(splits.train, 20, seed=0)
+    calib_native = calibration_sample(splits.train, 12, seed=0)  # 8 to calibrate int8, 4 for parity
     out: list[Candidate] = []
     bar = tqdm(archs, desc="fit: candidates", unit="arch", disable=not progress, leave=False)
     for arch in bar:
@@ -267,7 +273,8 @@ def _final(teacher: nn.Module, chosen: Candidate, splits: DataSplits, s: FitSett
 def fit(teacher: nn.Module | str | Path, data: DataSplits | str, *, target: str | Any = "local",
         budget: str | Any = None, qat: bool = False, strict_delegation: bool = False, search_only: bool = False,
         resume: bool = False, progress: bool = True, verbose: bool = False,
-        on_event: Callable[[str, dict[str, Any]], None] | None = None, **kwargs: Any) -> FitResult:
+        on_event: Callable[[str, dict[str, Any]], None] | None = None, measure_guard: Guard | None = None,
+        **kwargs: Any) -> FitResult:
     """Pick the student that meets ``budget`` on ``target`` by measuring candidates there, distil it, prove it.
 
     Args:
@@ -281,6 +288,8 @@ def fit(teacher: nn.Module | str | Path, data: DataSplits | str, *, target: str 
         resume: continue in an ``out`` folder that holds an earlier, interrupted fit.
         on_event: called as ``on_event(kind, info)`` after each export (``"exported"``), measurement
             (``"measured"``) and proxy run (``"proxy"``).
+        measure_guard: a context manager factory entered around every measurement (search and final
+            benchmark); default: a lock on ``timing_lock`` when given (:func:`edgekd.fit.measure.file_lock`).
         **kwargs: the :class:`~edgekd.fit.config.FitSettings` (``families``, ``widths``, ``depths``,
             ``resolutions``, ``formats``, ``precisions``, ``threads``, ``proxies``, ``proxy_epochs``,
             ``epochs``, ``method``, ``require``, ``prune``, ``table``, ``out``, ...); any other keyword is an
@@ -314,8 +323,9 @@ def fit(teacher: nn.Module | str | Path, data: DataSplits | str, *, target: str 
     _check_out(out, resume)
     targets = [get_target(u) for u in s.target]
     store = LatencyStore(s.table)
+    guard = measure_guard or (file_lock(s.timing_lock) if s.timing_lock else None)
     measurer = Measurer(store, targets, out / "measure", runs=s.runs, warmup=s.warmup, retries=s.retries,
-                        agree=s.agree, runner=s.runner, on_event=emit)
+                        agree=s.agree, runner=s.runner, guard=guard, on_event=emit)
     exporter = Exporter(store, out / "candidates", verbose=verbose)
     schedule = Schedule(s.proxy_epochs, s.method, s.batch_size, s.lr, s.seed, s.proxy_limit,
                         tuple(sorted(method_options.items())))
@@ -360,12 +370,13 @@ def fit(teacher: nn.Module | str | Path, data: DataSplits | str, *, target: str 
                                                              resume=resume, progress=progress,
                                                              method_options=method_options)
         result.model_path = out / "model.pt"
-        result.bench, result.misses = _final_bench(result.bundle, targets, chosen, splits, s, budgets, requirements,
-                                                   out, progress)
+        with measurer.guard():
+            result.bench, result.misses = _final_bench(result.bundle, targets, chosen, splits, s, budgets,
+                                                       requirements, out, progress)
         timings["final"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
     result.counts = {"exported": exporter.exported, "exports_reused": exporter.reused, "measured": measurer.measured,
-                     "measurements_reused": measurer.reused}
+                     "stored": measurer.stored, "measurements_reused": measurer.reused}
     final = None if search_only else final_section(result.metrics, result.model_path, result.bundle, result.bench,
                                                    result.misses, result.passed)
     result.doc = document(cands, status="done" if search_only or result.passed else "missed", timings=timings,

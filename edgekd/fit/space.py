@@ -146,7 +146,7 @@ class Space:
                                     ("precision", self.precisions, list(PRECISIONS))):
             bad = [v for v in values if v not in known] or ([] if values else ["(none)"])
             if bad:
-                raise ConfigError(f"unknown {what} {', '.join(map(str, bad))}; known: {', '.join(known)}",
+                raise ConfigError(f"unknown {what} {', '.join(map(repr, bad))}; known: {', '.join(known)}",
                                   stage=STAGE, hint=f"pass --{what}s as a comma list of {', '.join(known)}")
         if not self.threads or any(int(t) < 1 for t in self.threads):
             raise ConfigError(f"threads {self.threads} must be >= 1", stage=STAGE, hint="e.g. --threads 1,2")
