@@ -145,15 +145,20 @@ def round_up(x: float) -> float:
     return math.ceil(x / 10**e) * 10**e
 
 
-def kendall(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    from scipy.stats import kendalltau
-
-    rows = []
+def by_format(doc: dict[str, Any]) -> list[tuple[tuple[str, str], list[dict[str, Any]]]]:
+    """The measured candidates of a fit.json, grouped by (format, precision)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for c in doc["candidates"]:
         if c["p50_ms"].get("local") is not None:
             groups.setdefault((c["format"], c["precision"]), []).append(c)
-    for (fmt, prec), cs in sorted(groups.items()):
+    return sorted(groups.items())
+
+
+def kendall(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    from scipy.stats import kendalltau
+
+    rows = []
+    for (fmt, prec), cs in by_format(doc):
         p50 = [c["p50_ms"]["local"] for c in cs]
         t_f = kendalltau([c["flops"] for c in cs], p50)
         t_p = kendalltau([c["params"] for c in cs], p50)
@@ -169,11 +174,7 @@ def flops_choices(doc: dict[str, Any], budgets: dict[str, float]) -> list[dict[s
     import numpy as np
 
     rows = []
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for c in doc["candidates"]:
-        if c["p50_ms"].get("local") is not None:
-            groups.setdefault((c["format"], c["precision"]), []).append(c)
-    for (fmt, prec), cs in sorted(groups.items()):
+    for (fmt, prec), cs in by_format(doc):
         f = np.array([c["flops"] / 1e6 for c in cs])
         p = np.array([c["p50_ms"]["local"] for c in cs])
         slope, icpt = np.polyfit(f, p, 1)

@@ -493,7 +493,7 @@ def fit_section(doc: dict[str, Any], out: Path, plt: Any) -> str:
                  "<p class='note'>no front plot: no feasible candidate got a proxy run</p>")
     head = ("<tr><th>candidate</th><th>deploy</th><th>params</th><th>KB</th>"
             + "".join(f"<th>p50 ms {html.escape(_target(u))}</th>" for u in urls)
-            + "<th>proxy val %</th><th>verdict</th><th>reason / flags</th></tr>")
+            + "<th>peak MB</th><th>proxy val %</th><th>verdict</th><th>reason / flags</th></tr>")
     body = []
     for c in sorted(doc["candidates"], key=lambda c: (c["verdict"] != "feasible", c["verdict"], c["arch"])):
         why = "; ".join([c["reason"], *c["flags"]] if c["reason"] else c["flags"])
@@ -501,6 +501,7 @@ def fit_section(doc: dict[str, Any], out: Path, plt: Any) -> str:
                     f"<td>{c['format']}/{c['precision']}/{c['threads']}t</td><td>{c['params']:,}</td>"
                     f"<td>{_f(c['bytes'] / 1024 if c['bytes'] else None, '.1f')}</td>"
                     + "".join(f"<td>{_f(c['p50_ms'].get(u), '.4f')}</td>" for u in urls)
+                    + f"<td>{_f(max([v for v in c['peak_mem_mb'].values() if v is not None] or [None]), '.1f')}</td>"
                     + f"<td>{_f(100 * c['proxy']['val_acc'] if c.get('proxy') else None, '.2f')}</td>"
                     f"<td class='{'ok' if c['verdict'] == 'feasible' else 'bad'}'>{html.escape(c['verdict'])}</td>"
                     f"<td>{html.escape(why)}</td></tr>")

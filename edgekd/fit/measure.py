@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from edgekd.bench.results import BenchResult
 from edgekd.bench.stats import agreement
 from edgekd.bench.targets import Target
-from edgekd.bundle import Bundle
+from edgekd.bundle import Bundle, sha256_of
 from edgekd.errors import TargetError
 from edgekd.fit.space import Arch, Deploy
 from edgekd.fit.store import LatencyStore, MeasureKey
@@ -53,24 +53,19 @@ _VERSIONS_SCRIPT = ("import importlib.metadata as m, json\nout = {}\nfor d in %r
 
 
 def device_identity(tgt: Target) -> tuple[str, dict[str, Any]]:
-    """(fingerprint, facts) of the device behind ``tgt``: its address (``local@hostname``, the ssh host, the
-    adb serial — not the port or options) and CPU facts (model, architecture, ISA flags, core count)."""
+    """(fingerprint, facts) of the device behind ``tgt``: where it is (``local@hostname``; an ssh host without
+    its port, so a board reached on another port is the same board; an adb serial, ``host:port`` for adb over
+    TCP) and its CPU facts (model, architecture, ISA flags, core count)."""
     from edgekd.bench.machine import machine_of
 
     url = tgt.url.split("?", 1)[0]
-    where = f"local@{platform.node()}" if url == "local" else f"{urlsplit(url).scheme}://{urlsplit(url).hostname}"
+    parts = urlsplit(url)
+    where = (f"local@{platform.node()}" if url == "local" else f"adb://{parts.netloc}" if parts.scheme == "adb"
+             else f"{parts.scheme}://{parts.hostname}")
     facts = machine_of(tgt)
     ident = {"where": where, **{k: facts.get(k) for k in ("cpu_model", "arch", "isa", "logical_cpus")}}
     fp = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     return fp, ident
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def runtime_stamp(tgt: Target, fmt: str, runner: str = "auto") -> str:
@@ -87,7 +82,7 @@ def runtime_stamp(tgt: Target, fmt: str, runner: str = "auto") -> str:
     if isinstance(tgt, LocalTarget):
         which, exe = choose_local_runner(runner, probe)
         if exe is not None:
-            return f"native:{_sha(exe)}"
+            return f"native:{sha256_of(exe)[:16]}"
         for d in RUNTIME_DISTS.get(r.backend, ()):
             try:
                 versions[d] = metadata.version(d)
@@ -188,6 +183,10 @@ class Measurer:
             fp, facts = device_identity(t)
             self.devices[t.url] = (fp, facts)
             store.put_device(fp, facts)
+
+    def stamps(self, url: str) -> dict[str, str]:
+        """The runtime stamps asked so far on target ``url``, by format."""
+        return {fmt: v for (u, fmt), v in self._stamps.items() if u == url}
 
     def stamp(self, tgt: Target, fmt: str) -> str:
         if (tgt.url, fmt) not in self._stamps:

@@ -39,7 +39,7 @@ def document(cands: Sequence[Candidate], *, status: str, settings: Any, space: A
         "require": [str(r) for r in requirements], "qat": qat, "prune": settings.prune, "strict_delegation": strict,
         "space": space.describe(),
         "targets": [{"url": t.url, "fingerprint": measurer.devices[t.url][0], "device": measurer.devices[t.url][1],
-                     "runtimes": {k[1]: v for k, v in measurer._stamps.items() if k[0] == t.url}}
+                     "runtimes": measurer.stamps(t.url)}
                     for t in measurer.targets],
         "host": machine_facts(),
         "schedule": {"proxy": schedule.describe(len(splits.train)), "proxies": settings.proxies,

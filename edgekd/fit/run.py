@@ -162,12 +162,13 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _read_proxies(path: Path, schedule: Schedule) -> dict[str, ProxyResult]:
+def _read_proxies(path: Path, schedule: str) -> dict[str, ProxyResult]:
+    """The proxy runs of ``OUT/proxies.jsonl`` made with the same stated schedule, by architecture spec."""
     done: dict[str, ProxyResult] = {}
     for line in path.read_text().splitlines() if path.exists() else []:
         try:
             d = json.loads(line)
-            if d.get("schedule") == schedule.describe(0):
+            if d.get("schedule") == schedule:
                 done[d["arch"]] = ProxyResult(**{k: d[k] for k in ProxyResult.__dataclass_fields__})
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line cut off by an interruption
@@ -182,8 +183,9 @@ def _append(path: Path, doc: dict[str, Any]) -> None:
 
 
 def _candidates(space: Space, splits: DataSplits, exporter: Exporter, measurer: Measurer, strict: bool,
-                progress: bool, on_event: Callable[[str, dict[str, Any]], None]) -> list[Candidate]:
-    """Build, export (or look up) and measure (or look up) every candidate; see the module docstring."""
+                progress: bool, on_event: Callable[[str, dict[str, Any]], None], out: list[Candidate]) -> None:
+    """Build, export (or look up) and measure (or look up) every candidate into ``out`` (as they are made, so
+    an interrupted search still lists what it had); see the module docstring."""
     from tqdm.auto import tqdm
 
     from edgekd.models.complexity import count_params, flops
@@ -191,7 +193,6 @@ def _candidates(space: Space, splits: DataSplits, exporter: Exporter, measurer: 
     archs, deploys = space.archs(splits.image_size), space.deploys()
     pairs = list(dict.fromkeys((d.format, d.precision) for d in deploys))
     calib_native = calibration_sample(splits.train, 12, seed=0)  # 8 to calibrate int8, 4 for parity
-    out: list[Candidate] = []
     bar = tqdm(archs, desc="fit: candidates", unit="arch", disable=not progress, leave=False)
     for arch in bar:
         bar.set_postfix_str(arch.name)
@@ -229,7 +230,6 @@ def _candidates(space: Space, splits: DataSplits, exporter: Exporter, measurer: 
                     c.measured.update(measurer.measure(bundle, str(cov.file_key), arch, shape, c.deploy,
                                                        missing[c.deploy]))
     bar.close()
-    return out
 
 
 def _final(teacher: nn.Module, chosen: Candidate, splits: DataSplits, s: FitSettings, out: Path, *, qat: bool,
@@ -339,7 +339,7 @@ def fit(teacher: nn.Module | str | Path, data: DataSplits | str, *, target: str 
     try:
         _say(progress, f"{len(space.archs(splits.image_size))} architectures x {len(space.deploys())} deployments on "
                        f"{', '.join(t.url.split('?')[0] for t in targets)}; latency table {store.path}")
-        cands = _candidates(space, splits, exporter, measurer, strict_delegation, progress, emit)
+        _candidates(space, splits, exporter, measurer, strict_delegation, progress, emit, cands)
         timings["candidates"] = time.perf_counter() - t0
         _say(progress, f"exported {exporter.exported} file(s) ({exporter.reused} known), measured {measurer.measured} "
                        f"({measurer.reused} from the table) in {timings['candidates']:.0f} s")
@@ -352,8 +352,13 @@ def fit(teacher: nn.Module | str | Path, data: DataSplits | str, *, target: str 
         chosen = choose(cands)
         timings["search"] = time.perf_counter() - t0
     except (EdgekdError, KeyboardInterrupt) as e:
+        classify(cands, budgets, requirements, strict_delegation)
+        for c in cands:
+            if not c.measured and c.verdict == "failed on device":  # never reached: not a device failure
+                c.verdict, c.reason = "not measured", "the search stopped before measuring it"
         write_json(out / FIT_JSON, document(cands, status="interrupted" if isinstance(e, KeyboardInterrupt)
-                                            else "failed", error=str(e), timings=timings, **doc_args))
+                                            else "failed", error=str(e) or type(e).__name__, timings=timings,
+                                            **doc_args))
         raise
     front = fronts(cands, [t.url for t in targets])
     for i in {i for ids in front.values() for i in ids}:
@@ -399,16 +404,17 @@ def _run_proxies(cands: list[Candidate], teacher: nn.Module, splits: DataSplits,
     every feasible deployment of their architecture."""
     chosen = proxy_set(cands, s.proxies)
     path = out / PROXIES
-    done = _read_proxies(path, schedule) if resume else {}
+    stated = schedule.describe(len(splits.train))
+    done = _read_proxies(path, stated) if resume else {}
     runner = Proxies(teacher, splits, schedule, progress=False)
     results: dict[Arch, ProxyResult] = {}
-    _say(progress, f"proxy runs for {len(chosen)} candidate(s) on or near the front: {schedule.describe(len(splits.train))}")
+    _say(progress, f"proxy runs for {len(chosen)} candidate(s) on or near the front: {stated}")
     for c in chosen:
         r = done.get(c.arch.spec)
         if r is None:
             torch.manual_seed(schedule.seed)
             r = runner.run(c.arch, c.arch.build(splits.num_classes, splits.in_channels))
-            _append(path, {**r.__dict__, "schedule": schedule.describe(0)})
+            _append(path, {**r.__dict__, "schedule": stated})
         results[c.arch] = r
         emit("proxy", {"arch": r.name, "val_acc": r.val_acc, "seconds": r.seconds})
         _say(progress, f"  {r.name}: val {100 * r.val_acc:.2f}%  ({r.seconds:.0f} s)")

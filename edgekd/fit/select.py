@@ -33,7 +33,7 @@ from edgekd.fit.space import Arch, Deploy
 
 STAGE = "fit/select"
 REJECTIONS = ("cannot build", "failed export", "op fallback", "failed on device", "unstable", "over budget",
-              "misses requirement")
+              "misses requirement", "not measured")
 _COST = {"latency_ms": "p50 (slowest target)", "bytes": "file size", "params": "parameters"}
 
 
