@@ -371,3 +371,18 @@ def test_an_export_that_takes_the_process_down_is_retried_once_then_recorded(tmp
     store.put_coverage(key, {"state": "started", "tries": 2})  # and died again
     cov = ex.known(arch, (1, 1, 8, 8), "pte", "int8")
     assert cov is not None and not cov.ok and "took the process down 2 times" in cov.error
+
+
+def test_a_lower_resolution_candidate_trains_on_resized_images_against_the_full_size_teacher(teacher, digits) -> None:
+    from edgekd.fit.proxy import Proxies, Resized, Schedule
+
+    arch = Arch("resnet", "resnet", (("depth", 8), ("width", 0.25)), (6, 6))
+    proxies = Proxies(teacher[0], digits, Schedule(epochs=1, limit=100))
+    splits, t, cache = proxies.data(arch)
+    assert tuple(splits.train.tensors[0].shape[1:]) == (1, 6, 6) and splits.image_size == (6, 6)
+    assert len(splits.train) == 100 and isinstance(t, Resized) and cache is not None and len(cache) == 100
+    assert splits.preprocessing().size == (6, 6)  # what the bundle tells an app to resize to
+    assert t(splits.val.tensors[0][:2]).shape == (2, 10)  # the teacher sees its own 8x8
+    r = proxies.run(arch, arch.build(10, 1))
+    assert 0.0 <= r.val_acc <= 1.0 and r.name == "resnet(depth=8,width=0.25)@6x6"
+    assert arch.input_shape(1, (8, 8)) == (1, 1, 6, 6)
