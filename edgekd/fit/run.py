@@ -270,6 +270,98 @@ def _final(teacher: nn.Module, chosen: Candidate, splits: DataSplits, s: FitSett
     return model, bundle, metrics
 
 
+@dataclass
+class _Run:
+    """One fit's checked inputs and the stages' state (see :func:`fit`)."""
+
+    s: FitSettings
+    budgets: list[Budget]
+    requirements: list[Requirement]
+    method_options: dict[str, Any]
+    space: Space
+    teacher: nn.Module
+    splits: DataSplits
+    out: Path
+    targets: list[Any]
+    store: LatencyStore
+    measurer: Measurer
+    exporter: Exporter
+    schedule: Schedule
+    qat: bool
+    strict: bool
+    resume: bool
+    progress: bool
+    emit: Callable[[str, dict[str, Any]], None]
+
+    def document(self, cands: list[Candidate], **kw: Any) -> dict[str, Any]:
+        from edgekd.fit.report import document
+
+        return document(cands, settings=self.s, space=self.space, budgets=self.budgets,
+                        requirements=self.requirements, schedule=self.schedule, splits=self.splits,
+                        measurer=self.measurer, exporter=self.exporter, store=self.store, qat=self.qat,
+                        strict=self.strict, **kw)
+
+
+def _prepare(teacher: nn.Module | str | Path, data: DataSplits | str, settings: dict[str, Any], *, qat: bool,
+             strict: bool, resume: bool, progress: bool, verbose: bool,
+             emit: Callable[[str, dict[str, Any]], None], guard: Guard | None) -> _Run:
+    """Check everything that can be checked before any work (module docstring, step 1)."""
+    from edgekd.bench.targets import get_target
+    from edgekd.distillation import build_objective
+
+    s, method_options = settings_of(settings)
+    if not s.budget:
+        raise ConfigError("fit needs a budget", stage=STAGE, hint="pass budget='latency_ms=2' (or bytes=…, params=…)")
+    budgets = [parse_budget(b) for b in s.budget]
+    requirements = parse_require(s.require) if s.require else []
+    build_objective(s.method, **method_options)  # an unknown method or option fails now
+    import_modules(s.modules)
+    precisions = s.precisions
+    if qat:
+        if "int8" not in precisions:
+            raise ConfigError("--qat trains an int8 student, but int8 is not among the precisions", stage=STAGE,
+                              hint="add int8 to --precisions (or drop --qat)")
+        precisions = ("int8",)
+    space = Space(s.families, s.widths, s.depths, s.resolutions, s.formats, precisions, s.threads)
+    space.archs((8, 8))  # unknown families fail now
+    teacher_model, splits = _load(teacher, data, s)
+    out = Path(s.out)
+    _check_out(out, resume)
+    targets = [get_target(u) for u in s.target]
+    store = LatencyStore(s.table)
+    guard = guard or (file_lock(s.timing_lock) if s.timing_lock else None)
+    measurer = Measurer(store, targets, out / "measure", runs=s.runs, warmup=s.warmup, retries=s.retries,
+                        agree=s.agree, runner=s.runner, guard=guard, on_event=emit)
+    schedule = Schedule(s.proxy_epochs, s.method, s.batch_size, s.lr, s.seed, s.proxy_limit,
+                        tuple(sorted(method_options.items())))
+    return _Run(s, budgets, requirements, method_options, space, teacher_model, splits, out, targets, store,
+                measurer, Exporter(store, out / "candidates", verbose=verbose), schedule, qat, strict, resume,
+                progress, emit)
+
+
+def _search(run: _Run, cands: list[Candidate], timings: dict[str, float], t0: float) -> tuple[Candidate,
+                                                                                              list[ProxyResult]]:
+    """Candidates, verdicts, proxies, the choice (module docstring, steps 2-4); ``cands`` fills as it goes."""
+    ex, ms = run.exporter, run.measurer
+    _say(run.progress, f"{len(run.space.archs(run.splits.image_size))} architectures x {len(run.space.deploys())} "
+                       f"deployments on {', '.join(t.url.split('?')[0] for t in run.targets)}; latency table "
+                       f"{run.store.path}")
+    _candidates(run.space, run.splits, ex, ms, run.strict, run.progress, run.emit, cands)
+    timings["candidates"] = time.perf_counter() - t0
+    _say(run.progress, f"exported {ex.exported} file(s) ({ex.reused} known), measured {ms.measured} "
+                       f"({ms.reused} from the table) in {timings['candidates']:.0f} s")
+    classify(cands, run.budgets, run.requirements, run.strict)
+    if not any(c.feasible for c in cands):
+        raise impossible(cands, run.budgets, run.space.describe(), [t.url for t in run.targets])
+    t1 = time.perf_counter()
+    proxies = _run_proxies(cands, run.teacher, run.splits, run.schedule, run.s, run.out, run.resume, run.progress,
+                           run.emit)
+    timings["proxies"] = time.perf_counter() - t1
+    chosen = choose(cands)
+    timings["search"] = time.perf_counter() - t0
+    return chosen, proxies
+
+
 def fit(teacher: nn.Module | str | Path, data: DataSplits | str, *, target: str | Any = "local",
         budget: str | Any = None, qat: bool = False, strict_delegation: bool = False, search_only: bool = False,
         resume: bool = False, progress: bool = True, verbose: bool = False,
@@ -298,100 +390,55 @@ def fit(teacher: nn.Module | str | Path, data: DataSplits | str, *, target: str 
     Returns:
         a :class:`FitResult`; ``passed`` says whether the final benchmark met the budget on every target.
     """
-    from edgekd.bench.targets import get_target
-    from edgekd.distillation import build_objective
+    from edgekd.fit.report import final_section, format_fit
 
     t0 = time.perf_counter()
-    emit = on_event or (lambda _k, _i: None)
-    s, method_options = settings_of({"target": target, "budget": budget, **kwargs})
-    if not s.budget:
-        raise ConfigError("fit needs a budget", stage=STAGE, hint="pass budget='latency_ms=2' (or bytes=…, params=…)")
-    budgets: list[Budget] = [parse_budget(b) for b in s.budget]
-    requirements: list[Requirement] = parse_require(s.require) if s.require else []
-    build_objective(s.method, **method_options)  # an unknown method or option fails now
-    import_modules(s.modules)
-    precisions = s.precisions
-    if qat:
-        if "int8" not in precisions:
-            raise ConfigError("--qat trains an int8 student, but int8 is not among the precisions", stage=STAGE,
-                              hint="add int8 to --precisions (or drop --qat)")
-        precisions = ("int8",)
-    space = Space(s.families, s.widths, s.depths, s.resolutions, s.formats, precisions, s.threads)
-    space.archs((8, 8))  # unknown families fail now
-    teacher_model, splits = _load(teacher, data, s)
-    out = Path(s.out)
-    _check_out(out, resume)
-    targets = [get_target(u) for u in s.target]
-    store = LatencyStore(s.table)
-    guard = measure_guard or (file_lock(s.timing_lock) if s.timing_lock else None)
-    measurer = Measurer(store, targets, out / "measure", runs=s.runs, warmup=s.warmup, retries=s.retries,
-                        agree=s.agree, runner=s.runner, guard=guard, on_event=emit)
-    exporter = Exporter(store, out / "candidates", verbose=verbose)
-    schedule = Schedule(s.proxy_epochs, s.method, s.batch_size, s.lr, s.seed, s.proxy_limit,
-                        tuple(sorted(method_options.items())))
-    from edgekd.fit.report import document, final_section, format_fit
-
-    doc_args: dict[str, Any] = dict(settings=s, space=space, budgets=budgets, requirements=requirements,
-                                    schedule=schedule, splits=splits, measurer=measurer, exporter=exporter,
-                                    store=store, qat=qat, strict=strict_delegation)
+    run = _prepare(teacher, data, {"target": target, "budget": budget, **kwargs}, qat=qat, strict=strict_delegation,
+                   resume=resume, progress=progress, verbose=verbose, emit=on_event or (lambda _k, _i: None),
+                   guard=measure_guard)
     cands: list[Candidate] = []
     timings: dict[str, float] = {}
     try:
-        _say(progress, f"{len(space.archs(splits.image_size))} architectures x {len(space.deploys())} deployments on "
-                       f"{', '.join(t.url.split('?')[0] for t in targets)}; latency table {store.path}")
-        _candidates(space, splits, exporter, measurer, strict_delegation, progress, emit, cands)
-        timings["candidates"] = time.perf_counter() - t0
-        _say(progress, f"exported {exporter.exported} file(s) ({exporter.reused} known), measured {measurer.measured} "
-                       f"({measurer.reused} from the table) in {timings['candidates']:.0f} s")
-        classify(cands, budgets, requirements, strict_delegation)
-        if not any(c.feasible for c in cands):
-            raise impossible(cands, budgets, space.describe(), [t.url for t in targets])
-        t1 = time.perf_counter()
-        chosen_proxies = _run_proxies(cands, teacher_model, splits, schedule, s, out, resume, progress, emit)
-        timings["proxies"] = time.perf_counter() - t1
-        chosen = choose(cands)
-        timings["search"] = time.perf_counter() - t0
+        chosen, proxies = _search(run, cands, timings, t0)
     except (EdgekdError, KeyboardInterrupt) as e:
-        classify(cands, budgets, requirements, strict_delegation)
+        classify(cands, run.budgets, run.requirements, run.strict)
         for c in cands:
             if not c.measured and c.verdict == "failed on device":  # never reached: not a device failure
                 c.verdict, c.reason = "not measured", "the search stopped before measuring it"
-        write_json(out / FIT_JSON, document(cands, status="interrupted" if isinstance(e, KeyboardInterrupt)
-                                            else "failed", error=str(e) or type(e).__name__, timings=timings,
-                                            **doc_args))
+        write_json(run.out / FIT_JSON, run.document(cands, status="interrupted" if isinstance(e, KeyboardInterrupt)
+                                                    else "failed", error=str(e) or type(e).__name__, timings=timings))
         raise
-    front = fronts(cands, [t.url for t in targets])
+    front = fronts(cands, [t.url for t in run.targets])
     for i in {i for ids in front.values() for i in ids}:
         cands[i].role = "front"
-    for c in cands:
-        if c.arch == chosen.arch and c.deploy == chosen.deploy:
-            c.role = "chosen"
+    chosen.role = "chosen"
     _say(progress, f"chose {chosen.name}: proxy val acc {100 * chosen.proxy.val_acc:.2f}%, "  # type: ignore[union-attr]
                    f"p50 {chosen.worst_p50:.3g} ms (search {timings['search']:.0f} s)")
-    result = FitResult(out, chosen, cands, chosen_proxies, front, timings_s=timings)
+    result = FitResult(run.out, chosen, cands, proxies, front, timings_s=timings)
     if not search_only:
         t2 = time.perf_counter()
-        result.model, result.bundle, result.metrics = _final(teacher_model, chosen, splits, s, out, qat=qat,
+        result.model, result.bundle, result.metrics = _final(run.teacher, chosen, run.splits, run.s, run.out, qat=qat,
                                                              resume=resume, progress=progress,
-                                                             method_options=method_options)
-        result.model_path = out / "model.pt"
-        with measurer.guard():
-            result.bench, result.misses = _final_bench(result.bundle, targets, chosen, splits, s, budgets,
-                                                       requirements, out, progress)
+                                                             method_options=run.method_options)
+        result.model_path = run.out / "model.pt"
+        with run.measurer.guard():
+            result.bench, result.misses = _final_bench(result.bundle, run.targets, chosen, run.splits, run.s,
+                                                       run.budgets, run.requirements, run.out, progress)
         timings["final"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
-    result.counts = {"exported": exporter.exported, "exports_reused": exporter.reused, "measured": measurer.measured,
-                     "stored": measurer.stored, "measurements_reused": measurer.reused}
+    ex, ms = run.exporter, run.measurer
+    result.counts = {"exported": ex.exported, "exports_reused": ex.reused, "measured": ms.measured,
+                     "stored": ms.stored, "measurements_reused": ms.reused}
     final = None if search_only else final_section(result.metrics, result.model_path, result.bundle, result.bench,
                                                    result.misses, result.passed)
-    result.doc = document(cands, status="done" if search_only or result.passed else "missed", timings=timings,
-                          chosen=chosen, fronts=front, final=final, **doc_args)
-    write_json(out / FIT_JSON, result.doc)
+    result.doc = run.document(cands, status="done" if search_only or result.passed else "missed", timings=timings,
+                              chosen=chosen, fronts=front, final=final)
+    write_json(run.out / FIT_JSON, result.doc)
     if result.bench:
         from edgekd.bench.html_report import write_html_report
 
-        result.doc["report"] = str(write_html_report(out))
-        write_json(out / FIT_JSON, result.doc)
+        result.doc["report"] = str(write_html_report(run.out))
+        write_json(run.out / FIT_JSON, result.doc)
     if progress:
         print(format_fit(result.doc))
     return result
