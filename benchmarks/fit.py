@@ -75,7 +75,7 @@ MODES: dict[str, dict[str, Any]] = {
               "runs": 100},
     "medium": {"data": {"mnist5k": None, "fashion_mnist": 5_000}, "teacher": "resnet14", "teacher_epochs": 4,
                "space": {"families": ("resnet", "resnet_plain"), "depths": (8, 14), "widths": (0.25, 0.5, 1.0)},
-               "epochs": 3, "seeds": [0, 1, 2], "proxies": 6, "proxy_epochs": 1, "proxy_limit": 1000, "batch_size": 64,
+               "epochs": 3, "seeds": [0, 1, 2], "proxies": 6, "proxy_epochs": 1, "proxy_limit": None, "batch_size": 64,
                "runs": 100},
 }
 QUANTILES = {"tight": 0.2, "medium": 0.5, "loose": 0.85}
