@@ -386,3 +386,19 @@ def test_a_lower_resolution_candidate_trains_on_resized_images_against_the_full_
     r = proxies.run(arch, arch.build(10, 1))
     assert 0.0 <= r.val_acc <= 1.0 and r.name == "resnet(depth=8,width=0.25)@6x6"
     assert arch.input_shape(1, (8, 8)) == (1, 1, 6, 6)
+
+
+@pytest.mark.slow
+def test_qat_and_pruning_go_through_the_edge_pipeline(teacher, digits, tmp_path: Path) -> None:
+    """``qat``/``prune``: the chosen student goes through edgekd.edge.pipeline.joint (KD -> prune -> KD + QAT) and
+    its int8 file is lowered from the trained fake-quant graph (minutes on 2 cores: the slow tier)."""
+    r = edgekd.fit(teacher[0], digits, budget="latency_ms=50", families=("resnet",), widths=(0.5,), depths=(8,),
+                   formats=("tflite",), precisions=("fp32", "int8"), qat=True, prune=0.25, epochs=1, ft_epochs=1,
+                   proxy_limit=200, runs=20, agree=1.0, out=str(tmp_path / "o"), table=str(tmp_path / "t.sqlite"),
+                   progress=False)
+    assert {c.deploy.precision for c in r.candidates} == {"int8"}  # QAT delivers int8 only
+    [f] = r.bundle.files
+    assert f.precision == "int8" and f.extra == {"quantization": "qat"} and f.parity.passed
+    assert r.metrics["prune_ratio"] == 0.25 and "int8_acc" in r.metrics and r.passed
+    model, meta = load_model(r.model_path)
+    assert meta["channels"] == {"layer1.0": 6, "layer2.0": 12, "layer3.0": 24}  # 8/16/32 inner channels, 25 % cut
