@@ -1,7 +1,7 @@
 """``edgekd`` command line: a thin shell over the Python API (each subcommand parses, calls, prints).
 
     edgekd demo [--quick] [--out DIR]
-    edgekd list models|methods|datasets|strategies|targets
+    edgekd list models|methods|datasets|strategies|targets|families
     edgekd train   --model resnet20 --data mnist5k --epochs 5 --out runs/teacher
     edgekd distill --teacher runs/teacher/model.pt --student resnet8 --method ce+kd --out runs/kd
     edgekd distill --student resnet8 --peers 2 --method dml --out runs/dml
@@ -67,6 +67,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         from edgekd.distillation.strategies import STRATEGIES
 
         names = STRATEGIES.names
+    elif args.what == "families":
+        from edgekd.fit.space import FAMILIES as _families
+
+        def names() -> list[str]:  # edgekd fit's families (any registered model name is one too)
+            return list(_families)
     else:
         from edgekd.bench.targets import list_targets as names
     print("\n".join(names()))
@@ -265,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     ls = sub.add_parser("list", help="list registered names")
-    ls.add_argument("what", choices=("models", "methods", "datasets", "strategies", "targets"))
+    ls.add_argument("what", choices=("models", "methods", "datasets", "strategies", "targets", "families"))
     ls.set_defaults(func=cmd_list)
 
     t = sub.add_parser("train", help="train a model from scratch (cross-entropy)")
