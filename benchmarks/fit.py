@@ -201,7 +201,7 @@ def flops_choices(doc: dict[str, Any], budgets: dict[str, float]) -> list[dict[s
 
 
 def fit_once(teacher: Path, splits: Any, out: Path, table: Path, budget: float, mode: dict[str, Any],
-             search_only: bool) -> dict[str, Any]:
+             search_only: bool, on_event: Any = None) -> dict[str, Any]:
     """One ``edgekd.fit`` call (its fit.json), measurements under the timing lock."""
     if out.exists():
         shutil.rmtree(out)
@@ -209,8 +209,39 @@ def fit_once(teacher: Path, splits: Any, out: Path, table: Path, budget: float, 
                    proxies=mode["proxies"], proxy_epochs=mode["proxy_epochs"], proxy_limit=mode["proxy_limit"],
                    epochs=mode["epochs"], batch_size=mode["batch_size"],
                    runs=mode["runs"], search_only=search_only, measure_guard=timing, progress=True,
-                   **space_kwargs(mode))
+                   on_event=on_event, **space_kwargs(mode))
     return r.doc
+
+
+def cold_search(state: State, teacher: Path, splits: Any, out: Path, table: Path, mode: dict[str, Any]
+                ) -> dict[str, Any]:
+    """The first search on an empty table, resumable: an interrupted attempt keeps its table, and the time its
+    candidate stage had spent up to its last finished export or measurement (work the next attempt reuses) is
+    kept in ``state`` and added to the next attempt's; its proxies are run again (and timed) by that attempt."""
+    before = state.get("pilot_partial") or {"candidates_s": 0.0, "exported": 0, "measured": 0, "attempts": 0}
+    if before["attempts"] == 0:
+        table.unlink(missing_ok=True)
+    before["attempts"] += 1
+    state.put("pilot_partial", before)
+    t0, la = time.perf_counter(), load_avg()
+    done = {"exported": 0, "measured": 0}
+
+    def on_event(kind: str, info: dict[str, Any]) -> None:
+        if kind in done:
+            done[kind] += 1
+            state.put("pilot_partial", {**before, "candidates_s": before["candidates_s"] + time.perf_counter() - t0,
+                                        "exported": before["exported"] + done["exported"],
+                                        "measured": before["measured"] + done["measured"]})
+
+    doc = fit_once(teacher, splits, out, table, 1e6, mode, search_only=True, on_event=on_event)
+    t = doc["timings_s"]
+    cand = before["candidates_s"] + t["candidates"]
+    counts = {**doc["counts"], "exported": doc["counts"]["exported"] + before["exported"],
+              "measured": doc["counts"]["measured"] + before["measured"]}
+    return {"wall_s": before["candidates_s"] + time.perf_counter() - t0, "attempts": before["attempts"],
+            "timings_s": {**t, "candidates": cand, "search": cand + t["proxies"],
+                          "interrupted_attempts_candidates_s": before["candidates_s"]},
+            "counts": counts, "load_avg_before": la, "load_avg_after": load_avg(), "doc": str(out / "fit.json")}
 
 
 def train_acc(arch: Arch, splits: Any, teacher: Any, mode: dict[str, Any], seed: int) -> float:
@@ -253,14 +284,8 @@ def main() -> None:
     splits0, teacher0, _ = teacher_for(first, mode["data"][first], mode, work)
     pilot = state.get("pilot")
     if pilot is None:  # a cold search (empty table) under no real budget: measures every candidate
-        table = work / "pilot.sqlite"
-        table.unlink(missing_ok=True)
-        la = load_avg()
-        t0 = time.perf_counter()
-        doc = fit_once(teacher0, splits0, work / first / "pilot", table, 1e6, mode, search_only=True)
-        pilot = state.put("pilot", {"data": first, "wall_s": time.perf_counter() - t0, "timings_s": doc["timings_s"],
-                                    "counts": doc["counts"], "load_avg_before": la, "load_avg_after": load_avg(),
-                                    "doc": str(work / first / "pilot" / "fit.json")})
+        pilot = state.put("pilot", {"data": first, **cold_search(state, teacher0, splits0, work / first / "pilot",
+                                                                 work / "pilot.sqlite", mode)})
     pdoc = json.loads(Path(pilot["doc"]).read_text())
     arch_best = best_p50_by_arch(pdoc)
     p50s = sorted(v["p50"] for v in arch_best.values())

@@ -217,25 +217,24 @@ class Measurer:
         tgts = [t for t in self.targets if t.url in urls]
         kw = dict(warmup=self.warmup, runs=self.runs, threads=d.threads, out_dir=self.out_dir, files=[file_key],
                   timeout_s=self.timeout_s, progress=False, runner=self.runner, min_duration=self.min_duration)
-        with self.guard():
-            rows = ([*benchmark(bundle, tgts[0], print_table=False, **kw)] if len(tgts) == 1
-                    else bench_pool(bundle, tgts, **kw))  # type: ignore[arg-type]
         out: dict[str, Measured] = {}
         lost: list[BenchResult] = []
-        for t, r in zip(tgts, rows, strict=True):
-            self.measured += 1
+        with self.guard():  # held over the re-measurements too: one wait for the lock per file
+            rows = ([*benchmark(bundle, tgts[0], print_table=False, **kw)] if len(tgts) == 1
+                    else bench_pool(bundle, tgts, **kw))  # type: ignore[arg-type]
+            checked = []
+            for t, r in zip(tgts, rows, strict=True):
+                self.measured += 1
+                ok, why = trust(r, self.agree)
+                if not ok and r.ok and self.retries > 1:  # unstable: measure again, several times, and compare
+                    (r,) = benchmark(bundle, t, print_table=False, repeat=self.retries, **kw)
+                    self.measured += self.retries
+                    ok, why = trust(r, self.agree)
+                checked.append((t, r, ok, why))
+        for t, r, ok, why in checked:
             if not r.ok and r.error_type == "target":
                 lost.append(r)
                 continue
-            ok, why = trust(r, self.agree)
-            if not ok and r.ok and self.retries > 1:  # unstable: measure again, several times, and compare
-                with self.guard():
-                    (r,) = benchmark(bundle, t, print_table=False, repeat=self.retries, **kw)
-                self.measured += self.retries
-                if not r.ok and r.error_type == "target":
-                    lost.append(r)
-                    continue
-                ok, why = trust(r, self.agree)
             if ok:
                 self.store.put_latency(self.key(t, arch, shape, d), r.to_dict())
                 self.stored += 1
