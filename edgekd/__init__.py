@@ -7,6 +7,7 @@ The public API is one function per stage (heavy backends are imported when first
     q = edgekd.quantize(result.model, example_inputs, calibration)
     bundle = edgekd.export(result.model, example_inputs, out_dir="bundle", calibration=calib)
     rows = edgekd.benchmark(bundle, target="local")
+    r = edgekd.fit(teacher, data, target="local", budget="latency_ms=2")  # measure, choose, distil, prove
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "benchmark",
     "distill",
     "export",
+    "fit",
     "quantize",
 ]
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgekd.bundle import Bundle
     from edgekd.convert import export
     from edgekd.distillation import distill
+    from edgekd.fit import fit
     from edgekd.quantization import quantize
 
 _LAZY = {
@@ -38,6 +41,7 @@ _LAZY = {
     "distill": ("edgekd.distillation", "distill"),
     "quantize": ("edgekd.quantization", "quantize"),
     "export": ("edgekd.convert", "export"),
+    "fit": ("edgekd.fit", None),  # the package itself: callable, edgekd.fit(...) runs the search
     "benchmark": ("edgekd.bench.harness", "benchmark"),
 }
 
@@ -47,5 +51,6 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         mod, attr = _LAZY[name]
-        return getattr(importlib.import_module(mod), attr)
+        module = importlib.import_module(mod)
+        return module if attr is None else getattr(module, attr)
     raise AttributeError(f"module 'edgekd' has no attribute {name!r}")

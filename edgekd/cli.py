@@ -1,7 +1,7 @@
 """``edgekd`` command line: a thin shell over the Python API (each subcommand parses, calls, prints).
 
     edgekd demo [--quick] [--out DIR]
-    edgekd list models|methods|datasets|strategies|targets
+    edgekd list models|methods|datasets|strategies|targets|families
     edgekd train   --model resnet20 --data mnist5k --epochs 5 --out runs/teacher
     edgekd train   --model resnet8 --data folder:photos/ --image-size 96 --epochs 5 --out runs/teacher
     edgekd distill --teacher runs/teacher/model.pt --student resnet8 --method ce+kd --out runs/kd
@@ -16,6 +16,7 @@
     edgekd bench   bundle --mlperf --require accuracy>=0.97,p50_ms<=2      # CI gate: exit 3 on a miss
     edgekd bench   model.pte --sustained 300 --interval 10                  # latency + temperature curve
     edgekd report  runs/b1 [runs/b2 ...]
+    edgekd fit     --teacher runs/teacher/model.pt --data mnist5k --target local --budget latency_ms=0.2 --out runs/fit
 
 Library noise (torch/TensorFlow warnings, absl/oneDNN/cpuinfo lines) is kept off the terminal;
 ``--verbose`` shows it.
@@ -89,6 +90,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         from edgekd.distillation.strategies import STRATEGIES
 
         names = STRATEGIES.names
+    elif args.what == "families":
+        from edgekd.fit.space import FAMILIES as _families
+
+        def names() -> list[str]:  # edgekd fit's families (any registered model name is one too)
+            return list(_families)
     else:
         from edgekd.bench.targets import list_targets as names
     print("\n".join(names()))
@@ -250,6 +256,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return GATE_EXIT if misses else 1 if failed else 0
 
 
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Search, distil, export, benchmark; exit 3 when the delivered student misses the budget on a target."""
+    from edgekd.bench.gate import GATE_EXIT
+    from edgekd.fit import fit
+    from edgekd.fit.config import FitSettings
+    from edgekd.fit.report import format_fit
+
+    settings = {k: v for k, v in given(args, FitSettings).items() if v is not None}
+    r = fit(args.teacher, args.data, qat=args.qat, strict_delegation=args.strict_delegation,
+            search_only=args.search_only, resume=args.resume, progress=not args.no_progress,
+            verbose=getattr(args, "verbose", False), **settings)
+    if args.no_progress:
+        print(format_fit(r.doc))
+    print(f"wrote {r.out / 'fit.json'}" + (f", {r.doc['report']}" if r.doc.get("report") else ""))
+    return 0 if args.search_only or r.passed else GATE_EXIT
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     import json
 
@@ -296,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     ls = sub.add_parser("list", help="list registered names")
-    ls.add_argument("what", choices=("models", "methods", "datasets", "strategies", "targets"))
+    ls.add_argument("what", choices=("models", "methods", "datasets", "strategies", "targets", "families"))
     ls.set_defaults(func=cmd_list)
 
     t = sub.add_parser("train", help="train a model from scratch (cross-entropy)")
@@ -403,6 +426,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "warm_load_ms, first_ms, peak_mem_mb, size_kb)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
+
+    f = sub.add_parser("fit", help="pick the student that meets a latency budget on a device by measuring "
+                                   "candidates there, distil it, export it and prove it meets the budget")
+    from edgekd.fit.config import FitSettings
+
+    f.add_argument("--teacher", required=True, help="teacher checkpoint (model.pt from `edgekd train`)")
+    f.add_argument("--data", default="mnist5k", help="data set name (`edgekd list datasets`)")
+    add_flags(f, FitSettings)
+    f.add_argument("--qat", action="store_true", help="train the chosen student with KD + QAT (int8 only)")
+    f.add_argument("--strict-delegation", action="store_true",
+                   help="drop candidates with ops outside the XNNPACK delegate (default: flag them)")
+    f.add_argument("--search-only", action="store_true",
+                   help="stop after choosing: no full distillation, export or final benchmark")
+    f.add_argument("--resume", action="store_true",
+                   help="continue an interrupted fit in OUT (proxy runs and the full run's checkpoint are kept)")
+    f.add_argument("--no-progress", action="store_true")
+    f.set_defaults(func=cmd_fit)
 
     dv = sub.add_parser("devices", help="list reachable targets (local, adb devices, --target URLs) and their facts")
     dv.add_argument("--target", action="append", default=[], help="also describe this URL (e.g. ssh://pi@board)")

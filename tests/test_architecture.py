@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("convert", "android"),  # the app side of a bundle: reads edgekd.json and the format table only
     ("bench",),
     ("edge",),
+    ("fit",),  # the student search: composes distillation, edge, convert and bench
     ("demo",),
     ("cli", "__init__", "__main__"),
 )

@@ -14,13 +14,15 @@ from edgekd.models import count_params, create
 
 @pytest.mark.parametrize(("text", "kind", "limit"), [
     ("latency_ms=2.5", "latency_ms", 2.5), ("params=50k", "params", 50_000), ("bytes=64KB", "bytes", 65_536),
-    ("params=1.5M", "params", 1.5e6), (" bytes = 1000 ", "bytes", 1000),
+    ("params=1.5M", "params", 1.5e6), (" bytes = 1000 ", "bytes", 1000), ("latency_ms=1e+06", "latency_ms", 1e6),
+    ("latency_ms=2.5E-1ms", "latency_ms", 0.25),
 ])
 def test_parse(text: str, kind: str, limit: float) -> None:
     assert parse_budget(text) == Budget(kind, limit)
 
 
-@pytest.mark.parametrize("text", ["latency=2", "params=", "params=5q", "flops=1", "params=0"])
+@pytest.mark.parametrize("text", ["latency=2", "params=", "params=5q", "flops=1", "params=0", "latency_ms=5us",
+                                  "latency_ms=2KB", "bytes=3ms"])
 def test_parse_errors(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_budget(text)

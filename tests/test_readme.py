@@ -1,7 +1,7 @@
 """The README's Python API is what users type first: every ```python block must run as written.
 
 Each block runs in a fresh interpreter (as a user's ``python`` would), in an empty folder, with
-``EDGEKD_MAX_EPOCHS=1`` so every training loop it starts stops after one epoch.
+``EDGEKD_MAX_EPOCHS=1`` so every training loop it starts stops after one epoch, and its own cache folder.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def test_readme_has_python_blocks() -> None:
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_python_block_runs(code: str, tmp_path: Path) -> None:
-    env = {**os.environ, "EDGEKD_MAX_EPOCHS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "EDGEKD_MAX_EPOCHS": "1", "PYTHONPATH": str(ROOT),
+           "EDGEKD_CACHE_DIR": str(tmp_path / "cache")}  # edgekd.fit's latency table: a fresh one, not ~/.cache
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=900)
     assert p.returncode == 0, f"README block failed:\n{code}\n--- stderr ---\n{p.stderr[-3000:]}"
@@ -34,7 +35,8 @@ def test_public_api_is_callable_after_importing_every_stage() -> None:
     """``edgekd.export`` once resolved to the subpackage ``edgekd/export/``: importing a stage's package
     must never shadow the function of the same stage."""
     code = ("import edgekd, edgekd.convert, edgekd.distillation, edgekd.quantization, edgekd.bench.harness\n"
-            "print(' '.join(n for n in ('distill', 'quantize', 'export', 'benchmark')"
+            "import edgekd.fit\n"
+            "print(' '.join(n for n in ('distill', 'quantize', 'export', 'benchmark', 'fit')"
             " if not callable(getattr(edgekd, n))))")
     p = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
                        capture_output=True, text=True, timeout=300)

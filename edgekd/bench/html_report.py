@@ -434,6 +434,102 @@ def _compare_html(rows: list[_Row]) -> str:
             f"that has the file</p><table class='results'>{head}{''.join(body)}</table>")
 
 
+# -- a run folder written by `edgekd fit` (fit.json beside results.jsonl) -----------------------------
+FIT_JSON = "fit.json"
+
+
+def _fit_front_plot(doc: dict[str, Any], out: Path, plt: Any) -> Path | None:
+    """Proxy accuracy against measured p50, one panel per target: marker area = file size, the chosen point
+    starred, the front (nothing else both faster and more accurate) dashed, the latency budget dotted."""
+    urls = [t["url"] for t in doc["targets"]]
+    pts = [c for c in doc["candidates"] if c.get("proxy") and c["verdict"] == "feasible"]
+    if not pts:
+        return None
+    fig, axes = plt.subplots(1, len(urls), figsize=(6.5 * len(urls), 4.8), squeeze=False)
+    kb = np.array([max(c["bytes"], 1) / 1024 for c in pts])
+    sizes = 30 + 400 * kb / kb.max()
+    groups = sorted({f"{c['format']}/{c['precision']}/{c['threads']}t" for c in pts})
+    colors = dict(zip(groups, plt.cm.tab10.colors, strict=False))
+    limit = next((b["limit"] for b in doc["budget"] if b["kind"] == "latency_ms"), None)
+    for ax, url in zip(axes[0], urls, strict=True):
+        xy = [(c["p50_ms"].get(url), 100 * c["proxy"]["val_acc"]) for c in pts]
+        for g in groups:
+            idx = [i for i, c in enumerate(pts) if f"{c['format']}/{c['precision']}/{c['threads']}t" == g
+                   and xy[i][0] is not None]
+            ax.scatter([xy[i][0] for i in idx], [xy[i][1] for i in idx], s=sizes[idx], color=colors[g], alpha=0.55,
+                       edgecolors="k", linewidths=0.5, label=g, zorder=3)
+        have = [i for i, p in enumerate(xy) if p[0] is not None]
+        front = [have[j] for j in pareto_front([xy[i] for i in have])]  # type: ignore[misc]
+        ax.step([xy[i][0] for i in front], [xy[i][1] for i in front], where="post", color="k", lw=1, ls="--",
+                label="front", zorder=2)
+        for i, c in enumerate(pts):
+            if c["role"] == "chosen" and xy[i][0] is not None:
+                ax.scatter([xy[i][0]], [xy[i][1]], marker="*", s=260, color="gold", edgecolors="k", zorder=5,
+                           label="chosen")
+                ax.annotate(c["arch"], xy[i], xytext=(6, 6), textcoords="offset points", fontsize=8)
+        if limit is not None:
+            ax.axvline(limit, color="#c62828", ls=":", lw=1.2, label=f"budget {limit:g} ms")
+        xs = [xy[i][0] for i in have] + ([limit] if limit is not None else [])
+        if xs and max(xs) / max(min(xs), 1e-9) > 8:  # type: ignore[type-var,arg-type]
+            ax.set_xscale("log")
+        ax.set(xlabel=f"p50 ms on {_target(url)}", ylabel="proxy validation accuracy (%)",
+               title=f"{_target(url)}: marker area = file size")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right", markerscale=0.5)
+    fig.tight_layout()
+    path = out / "fit_front.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def fit_section(doc: dict[str, Any], out: Path, plt: Any) -> str:
+    """The search of ``edgekd fit``: budget, schedule, the front plot, the chosen student, the final benchmark and
+    every rejected candidate with its reason (``doc``: the run's ``fit.json``)."""
+    plot = _fit_front_plot(doc, out, plt)
+    budget = ", ".join(f"{b['kind']} ≤ {b['limit']:g}" for b in doc["budget"])
+    urls = [t["url"] for t in doc["targets"]]
+    chosen = doc.get("chosen")
+    parts = [f"<h2>Fit: the student for {html.escape(budget)}</h2>",
+             f"<p class='note'>{len(doc['candidates'])} candidates ({doc['feasible']} feasible) measured on "
+             f"{html.escape(', '.join(_target(u) for u in urls))}; proxy runs: {html.escape(doc['schedule']['proxy'])}; "
+             f"full run: {html.escape(doc['schedule']['final'])}. Search {doc['timings_s'].get('search', 0):.0f} s, "
+             f"{doc['counts']['measured']} measured, {doc['counts']['measurements_reused']} from the latency table "
+             f"({html.escape(doc['table']['path'])}).</p>"]
+    if chosen:
+        p50s = ", ".join(f"{_target(u)} {_f(v, '.4f')} ms" for u, v in chosen["p50_ms"].items())
+        parts.append(f"<p><b>chosen:</b> {html.escape(chosen['name'])} — {chosen['params']:,} parameters, "
+                     f"{chosen['bytes'] / 1024:.1f} KB, p50 {html.escape(p50s)}, proxy validation accuracy "
+                     f"{_f(100 * chosen['proxy']['val_acc'] if chosen.get('proxy') else None, '.2f')}%</p>")
+    final = doc.get("final")
+    if final:
+        rows = "".join(f"<tr><td>{html.escape(_target(b['target']))}</td><td>{html.escape(b['key'])}</td>"
+                       f"<td>{_f(b['p50_ms'], '.4f')}</td><td>{_f(100 * b['accuracy'] if b['accuracy'] is not None else None, '.2f')}</td>"
+                       f"<td>{_f(b['peak_mem_mb'], '.1f')}</td></tr>" for b in final["bench"])
+        verdict = ("<span class='ok'>meets the budget on every target</span>" if final["passed"] else
+                   "<span class='bad'>misses: " + html.escape("; ".join(final["misses"]) or "a target failed") + "</span>")
+        parts.append("<table class='results'><tr><th>target</th><th>file</th><th>p50 ms</th><th>accuracy %</th>"
+                     f"<th>peak MB</th></tr>{rows}</table><p>{verdict}</p>")
+    parts.append(f"<img src='{plot.name}' alt='accuracy vs latency of the candidates'>" if plot else
+                 "<p class='note'>no front plot: no feasible candidate got a proxy run</p>")
+    head = ("<tr><th>candidate</th><th>deploy</th><th>params</th><th>KB</th>"
+            + "".join(f"<th>p50 ms {html.escape(_target(u))}</th>" for u in urls)
+            + "<th>peak MB</th><th>proxy val %</th><th>verdict</th><th>reason / flags</th></tr>")
+    body = []
+    for c in sorted(doc["candidates"], key=lambda c: (c["verdict"] != "feasible", c["verdict"], c["arch"])):
+        why = "; ".join([c["reason"], *c["flags"]] if c["reason"] else c["flags"])
+        body.append(f"<tr><td>{html.escape(c['arch'])}{' ★' if c['role'] == 'chosen' else ''}</td>"
+                    f"<td>{c['format']}/{c['precision']}/{c['threads']}t</td><td>{c['params']:,}</td>"
+                    f"<td>{_f(c['bytes'] / 1024 if c['bytes'] else None, '.1f')}</td>"
+                    + "".join(f"<td>{_f(c['p50_ms'].get(u), '.4f')}</td>" for u in urls)
+                    + f"<td>{_f(max([v for v in c['peak_mem_mb'].values() if v is not None] or [None]), '.1f')}</td>"
+                    + f"<td>{_f(100 * c['proxy']['val_acc'] if c.get('proxy') else None, '.2f')}</td>"
+                    f"<td class='{'ok' if c['verdict'] == 'feasible' else 'bad'}'>{html.escape(c['verdict'])}</td>"
+                    f"<td>{html.escape(why)}</td></tr>")
+    parts.append(f"<h3>Every candidate</h3><table class='results'>{head}{''.join(body)}</table>")
+    return "".join(parts)
+
+
 STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222;max-width:1400px}"
          "h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}"
          "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px;text-align:left}"
@@ -461,7 +557,7 @@ def write_html_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for stale in ("pareto.png", "latency.png", "sustained.png"):
+    for stale in ("pareto.png", "latency.png", "sustained.png", "fit_front.png"):
         (out / stale).unlink(missing_ok=True)
     (pareto, key), hist, sus = _pareto(rows, out, plt), _histograms(rows, out, plt), _sustained(rows, out, plt)
     key_html = ("<ol class='key'>" + "".join(f"<li>{html.escape(k)}</li>" for k in key) + "</ol>") if key else ""
@@ -478,6 +574,8 @@ def write_html_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str 
         return f"<img src='{p.name}' alt='{alt}'>" if p else f"<p class='note'>{missing}</p>"
 
     ops = _ops_html(rows)
+    fit_doc = runs[0] / FIT_JSON
+    fit_html = fit_section(json.loads(fit_doc.read_text()), out, plt) if fit_doc.is_file() else ""
     errors = "".join(f"<li><b>{html.escape(x.label)}</b>: <code>{html.escape(x.r.error or '')}</code></li>"
                      for x in rows if not x.r.ok)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>edgekd report {html.escape(title)}</title>"
@@ -486,7 +584,8 @@ def write_html_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str 
             f"<p class='note'>models {html.escape(', '.join(dict.fromkeys(x.r.model_name for x in rows)))}: "
             f"{len(rows)} results, {len(rows) - n_bad} ok, {n_bad} failed"
             + (f"; measured {html.escape(', '.join(c for c in created if c))}" if any(created) else "") + "</p>"
-            f"<h2>Devices</h2>{_facts_html(rows)}"
+            + fit_html
+            + f"<h2>Devices</h2>{_facts_html(rows)}"
             f"<h2>Results</h2>{_status_html(rows)}"
             "<p class='note'>stability: CV = std/mean of the timed runs; stable ≤ 5%, noisy ≤ 10%, unstable above. "
             "trim ms: mean of the middle 80%. load: cold (first in the process); warm: the same file loaded again.</p>"

@@ -124,6 +124,42 @@ KNOWN_FAILURES = (
 )
 
 
+def xnnpack_delegation(path: Path) -> dict[str, Any]:
+    """Which operators of a .tflite file LiteRT hands to its XNNPACK delegate, and which it runs itself.
+
+    The interpreter applies XNNPACK (its default delegate, as on a device) and appends one ``DELEGATE``
+    node per delegated partition after the model's own nodes; Python does not expose which nodes a
+    partition replaced, so they are found from the tensors: a node runs outside every delegate when an
+    output of it is read by a delegate or is a model output (or is read by another such node) and no
+    delegate produces it. Returns ``{"partitions": n, "outside": {op: count}, "nodes": total}``; an
+    empty ``outside`` means the whole graph runs in XNNPACK (:func:`edgekd.convert.executorch.partition_coverage`
+    is the ``.pte`` counterpart).
+    """
+    with requires("tflite", "reading .tflite files (the LiteRT interpreter)"):
+        from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    raw = it._interpreter  # noqa: SLF001  (the node list after delegation is only on the wrapped interpreter)
+    nodes = [(raw.NodeName(i), set(raw.NodeInputs(i).tolist()), set(raw.NodeOutputs(i).tolist()))
+             for i in range(raw.NumNodes())]
+    delegates = [n for n in nodes if n[0] == "DELEGATE"]
+    own = [n for n in nodes if n[0] != "DELEGATE"]
+    produced = set().union(*(d[2] for d in delegates))
+    read = set().union(*(d[1] for d in delegates)) | set(raw.OutputIndices().tolist())
+    outside: set[int] = set()
+    grew = True
+    while grew:  # an outside node's inputs may come from another outside node
+        grew = False
+        for i, (_, ins, outs) in enumerate(own):
+            if i not in outside and outs & read and not outs & produced:
+                outside.add(i)
+                read |= ins
+                grew = True
+    return {"partitions": len(delegates), "outside": dict(Counter(own[i][0] for i in sorted(outside))),
+            "nodes": len(own)}
+
+
 def _converter_error(converter: str, precision: str, e: Exception, other: str, ops: Sequence[str] = ()) -> ExportError:
     why = f"no TFLite lowering for op(s) {', '.join(ops)} ({first_line(e)})" if ops else first_line(e)
     known = next(((meaning, fix) for text, meaning, fix in KNOWN_FAILURES if text in str(e)), None)

@@ -40,7 +40,12 @@ from edgekd.errors import ConfigError
 
 STAGE = "edge/budget"
 KINDS = ("params", "bytes", "latency_ms")
-_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "kb": 1024.0, "mb": 1024.0**2, "kib": 1024.0, "mib": 1024.0**2, "ms": 1.0}
+_UNITS: dict[str, dict[str, float]] = {  # per kind: unit suffix (lower case) -> multiplier
+    "params": {"": 1.0, "k": 1e3, "m": 1e6},
+    "bytes": {"": 1.0, "k": 1e3, "m": 1e6, "kb": 1024.0, "mb": 1024.0**2, "kib": 1024.0, "mib": 1024.0**2},
+    "latency_ms": {"": 1.0, "ms": 1.0},
+}
+_TIME = {"s": 1e3, "sec": 1e3, "us": 1e-3, "µs": 1e-3, "ns": 1e-6}  # other time units, to suggest the ms value
 
 
 @dataclass(frozen=True)
@@ -56,16 +61,25 @@ class Budget:
 
 
 def parse_budget(text: str) -> Budget:
-    """``"latency_ms=2.5"``, ``"params=50k"``, ``"bytes=100KB"`` → :class:`Budget`."""
-    m = re.fullmatch(r"\s*(\w+)\s*=\s*([0-9.]+(?:e-?\d+)?)\s*([a-zA-Z]*)\s*", text or "")
-    if not m or m.group(1) not in KINDS or m.group(3).lower() not in _SUFFIX:
+    """``"latency_ms=2.5"``, ``"params=50k"``, ``"bytes=100KB"`` → :class:`Budget`; each kind takes its own units."""
+    m = re.fullmatch(r"\s*(\w+)\s*=\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*([a-zA-Zµ]*)\s*", text or "")
+    if not m or m.group(1) not in KINDS:
         raise ConfigError(f"cannot read budget {text!r}", stage=STAGE,
                           hint="write KIND=VALUE with KIND one of params, bytes, latency_ms, "
                           "e.g. latency_ms=2.5, params=50k, bytes=100KB")
-    limit = float(m.group(2)) * _SUFFIX[m.group(3).lower()]
+    kind, value, unit = m.group(1), float(m.group(2)), m.group(3)
+    units = _UNITS[kind]
+    if unit.lower() not in units:
+        known = ", ".join(u for u in units if u) or "none"
+        suggest = (f"; {value:g} {unit} is latency_ms={value * _TIME[unit.lower()]:g}"
+                   if kind == "latency_ms" and unit.lower() in _TIME else "")
+        raise ConfigError(f"unknown unit {unit!r} in budget {text!r}: {kind} takes {known} (or no unit)", stage=STAGE,
+                          hint=f"write the number in {kind}'s units{suggest}, e.g. "
+                          + {"latency_ms": "latency_ms=2.5", "params": "params=50k", "bytes": "bytes=100KB"}[kind])
+    limit = value * units[unit.lower()]
     if limit <= 0:
         raise ConfigError(f"budget {text!r} must be > 0", stage=STAGE)
-    return Budget(m.group(1), limit)
+    return Budget(kind, limit)
 
 
 def layer_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:

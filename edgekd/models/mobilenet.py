@@ -93,6 +93,17 @@ def _mobilenetv2(width: float, num_classes: int, in_channels: int, head_channels
 
 
 @register_model
+def mobilenetv2(num_classes: int = 10, in_channels: int = 3, width: float = 1.0, head_channels: int | None = None
+                ) -> MobileNetV2:
+    """Any width multiplier (the family's knob, :mod:`edgekd.fit` searches over it); the head is 320 wide
+    below width 0.5 and 1280 from there on, as in the named variants below (``head_channels`` overrides)."""
+    if width <= 0:
+        raise ValueError(f"MobileNetV2 width multiplier must be > 0, got {width}")
+    head = head_channels if head_channels is not None else (320 if width < 0.5 else 1280)
+    return _mobilenetv2(width, num_classes, in_channels, head_channels=head)
+
+
+@register_model
 def mobilenetv2_x0_25(num_classes: int = 10, in_channels: int = 3) -> MobileNetV2:
     """A very small student: width 0.25 and a 320-wide head."""
     return _mobilenetv2(0.25, num_classes, in_channels, head_channels=320)

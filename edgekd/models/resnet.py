@@ -99,6 +99,18 @@ _X4 = (32, 64, 128, 256)
 
 
 @register_model
+def resnet(num_classes: int = 10, in_channels: int = 3, depth: int = 8, width: float = 1.0,
+           plain: bool = False) -> ResNet:
+    """Any member of the family: ``depth = 6n + 2`` and a width multiplier on (16, 16, 32, 64) channels
+    (``plain``: no shortcuts). The named variants below are points of it (``resnet8x0_5`` is
+    ``depth=8, width=0.5``); :mod:`edgekd.fit` searches over these knobs."""
+    if width <= 0:
+        raise ValueError(f"ResNet width multiplier must be > 0, got {width}")
+    widths = tuple(max(1, round(w * width)) for w in _BASE)
+    return _resnet(depth, widths, num_classes, in_channels, plain=plain)  # type: ignore[arg-type]
+
+
+@register_model
 def resnet8(num_classes: int = 10, in_channels: int = 3) -> ResNet:
     """ResNet-8 (78k params at 10 classes)."""
     return _resnet(8, _BASE, num_classes, in_channels, plain=False)
