@@ -328,12 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "for edgekd report")
     m = b.add_argument_group("how long to measure (MLPerf Mobile / benchmark_model style)")
     m.add_argument("--min-runs", type=int, default=0, help="time at least this many runs (raises --runs)")
-    m.add_argument("--min-duration", type=float, default=0.0, metavar="SECONDS",
-                   help="go on timing past --runs until this many seconds of timed runs")
+    m.add_argument("--min-duration", type=float, default=1.0, metavar="SECONDS",
+                   help="go on timing past --runs until this many seconds of timed runs (default 1 s, as "
+                        "benchmark_model's --min_secs: a sub-millisecond model gets thousands of runs, not 100; "
+                        "0: exactly --runs)")
     m.add_argument("--mlperf", action="store_true",
                    help="MLPerf Mobile's publishable minimum: at least 1024 runs and 60 s per file")
     m.add_argument("--repeat", type=int, default=1, metavar="N",
-                   help="measure each file N times; says whether the p50s agree within 5%%")
+                   help="measure every file in N interleaved rounds (order reversed every other round); each row "
+                        "gets its p50 range over the rounds and a noise group (same letter: same speed within "
+                        "noise), and says whether the p50s agree within 5%%")
     m.add_argument("--sustained", type=float, default=0.0, metavar="SECONDS",
                    help="time back to back for this long, with latency and temperature every --interval s")
     m.add_argument("--interval", type=float, default=10.0, metavar="SECONDS", help="sustained mode's step")

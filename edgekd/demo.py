@@ -7,9 +7,13 @@
    each of ``seeds``; the table prints each seed's accuracies, the mean margin and the seed spread,
    and says whether KD won on every seed by more than that spread;
 3. export the first seed's two students to .pte and .tflite, fp32 and int8, each checked for parity
-   against eager PyTorch; 4. benchmark every file on this machine with the device runner;
+   against eager PyTorch; 4. benchmark every file on this machine with the device runner, in
+   interleaved rounds (:data:`DemoConfig.rounds`, each at least ``min_duration`` s per file), so
+   each file's p50 comes with a noise band and the table says which files are the same speed
+   within noise: the two students are the same network, so their files must come out level;
 5. print one table, write ``summary.json`` / ``bench/results.jsonl`` and the HTML report
-   ``bench/report/index.html`` under ``--out``.
+   ``bench/report/index.html`` under ``--out``: first what the demo shows (teacher, KD vs alone per
+   seed, both students' validation curves, the speed pairs), then the benchmark.
 """
 
 from __future__ import annotations
@@ -40,16 +44,21 @@ class DemoConfig:
     limit: int | None = None  # cap on data-set size (quick mode)
     eval_samples: int = 1000  # test samples each exported file is scored on by the runner
     parity_samples: int = 200
-    warmup: int = 10
+    # measuring: every file in `rounds` interleaved rounds (order reversed every other round), each round
+    # `warmup` untimed runs, then timed runs for at least `min_duration` s (and at least `runs`)
+    warmup: int = 200
     runs: int = 100
-    threads: int = 2
+    min_duration: float = 0.5
+    rounds: int = 5
+    threads: int = 1
     tflite_converter: str = "litert-torch"
     seed: int = 0  # data split, labelled subset and teacher
 
     @staticmethod
     def quick() -> DemoConfig:
         return DemoConfig(teacher_epochs=5, labels=100, alone_epochs=6, kd_epochs=1, seeds=(0, 1),
-                          batch_size=32, limit=1200, eval_samples=200, parity_samples=64, warmup=2, runs=10)
+                          batch_size=32, limit=1200, eval_samples=200, parity_samples=64, warmup=20, runs=10,
+                          min_duration=0.05, rounds=3)
 
 
 def _log(msg: str) -> None:
@@ -78,8 +87,10 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
     from edgekd.bench.harness import benchmark
     from edgekd.bench.html_report import write_html_report
     from edgekd.bench.report import format_status
+    from edgekd.bench.results import ABOUT
     from edgekd.convert import export
     from edgekd.data.augment import augmented
+    from edgekd.demo_report import about_html, curve, curves_png, format_speed_pairs, speed_pairs
     from edgekd.distillation import TeacherCache, distill, train
     from edgekd.models.saved import save_model
 
@@ -107,7 +118,9 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
          f"epochs over all {n_train} images, the teacher's soft labels on every one); same init per seed")
     cache = TeacherCache(teacher.model, transfer.train)
     runs: list[dict[str, Any]] = []
+    curves: dict[int, dict[str, list[tuple[int, float]]]] = {}
     students: dict[str, Any] = {}
+    steps_per_epoch = {"alone": math.ceil(cfg.labels / cfg.batch_size), "kd": math.ceil(n_train / cfg.batch_size)}
     for seed in cfg.seeds:
         torch.manual_seed(seed)
         init = M.create(cfg.student, **kw)
@@ -118,13 +131,14 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
                      batch_size=cfg.batch_size, cache_teacher=cache, out_dir=out / f"student_kd_seed{seed}",
                      progress=progress)
         runs.append({"seed": seed, "alone": alone.metrics["test_acc"], "kd": kd.metrics["test_acc"]})
+        curves[seed] = {"alone": curve(alone.history, steps_per_epoch["alone"]),
+                        "kd": curve(kd.history, steps_per_epoch["kd"])}
         if not students:  # the first seed's pair is exported and benchmarked
             students = {"student_kd": kd, "student_alone": alone}
     verdict = kd_verdict([r["alone"] for r in runs], [r["kd"] for r in runs])
     for name, res in students.items():
         save_model(res.model, out / name / "model.pt", cfg.student, **kw)
-    steps = {"alone": cfg.alone_epochs * math.ceil(cfg.labels / cfg.batch_size),
-             "kd": cfg.kd_epochs * math.ceil(n_train / cfg.batch_size)}
+    steps = {"alone": cfg.alone_epochs * steps_per_epoch["alone"], "kd": cfg.kd_epochs * steps_per_epoch["kd"]}
 
     x_test, y_test = D.as_tensors(splits.test)
     x_eval, y_eval = x_test[: cfg.eval_samples], y_test[: cfg.eval_samples]
@@ -140,20 +154,27 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
                                tflite_converter=cfg.tflite_converter, parity_data=parity,
                                progress=progress, keep_going=True)
 
-    _log(f"4/4 benchmarking every file locally ({cfg.threads} threads, {cfg.runs} runs, "
-         f"accuracy on {len(y_eval)} test images)")
-    results: list[BenchResult] = []
-    for bundle in bundles.values():  # one run folder for both students: one results.jsonl, one report
-        results += benchmark(bundle, target="local", warmup=cfg.warmup, runs=cfg.runs, threads=cfg.threads,
-                             eval_data=(x_eval.numpy(), y_eval.numpy()), out_dir=out / "bench",
-                             progress=progress, print_table=False)
+    _log(f"4/4 benchmarking every file locally: {cfg.rounds} interleaved rounds of at least {cfg.min_duration:g} s "
+         f"per file ({cfg.threads} thread{'s' if cfg.threads > 1 else ''}, a real test image as input), "
+         f"accuracy on {len(y_eval)} test images")
+    # both students in one run: one results.jsonl, one report, their rounds interleaved with each other
+    results = benchmark(list(bundles.values()), target="local", warmup=cfg.warmup, runs=cfg.runs,
+                        min_duration=cfg.min_duration, repeat=cfg.rounds, threads=cfg.threads,
+                        inputs=x_test[:1].numpy(), eval_data=(x_eval.numpy(), y_eval.numpy()),
+                        out_dir=out / "bench", progress=progress, print_table=False)
+    pairs = speed_pairs(results)
+    (out / "bench" / ABOUT).write_text(about_html(
+        teacher=cfg.teacher, teacher_acc=teacher.metrics["test_acc"], student=cfg.student, labels=cfg.labels,
+        n_train=n_train, kd_T=cfg.kd_T, steps=steps, runs=runs, verdict=verdict,
+        curves_png_bytes=curves_png(curves, teacher.metrics["test_acc"]), pairs=pairs))
     report = write_html_report(out / "bench")
 
     summary = {
         "config": cfg.__dict__,
         "teacher": {"name": cfg.teacher, **teacher.metrics},
         "kd_vs_alone": {"student": cfg.student, "labels": cfg.labels, "transfer_images": n_train, "steps": steps,
-                        "runs": runs, **verdict},
+                        "runs": runs, **verdict, "val_curves": curves},
+        "speed_pairs": pairs,
         "students": {name: {"name": cfg.student, "seed": cfg.seeds[0], **res.metrics} for name, res in students.items()},
         "results": [r.to_dict() for r in results],
         "report": str(report),
@@ -163,6 +184,7 @@ def run_demo(out_dir: str | Path = "edgekd-demo", config: DemoConfig | None = No
     print()
     print(format_status(results))
     print(f"(exported: the seed-{cfg.seeds[0]} students; acc % by the runtime on {len(y_eval)} test images)")
+    print(format_speed_pairs(pairs))
     print()
     print(format_kd_table(cfg, teacher.metrics["test_acc"], n_train, runs, verdict, steps))
     _log(f"done in {summary['wall_s']:.0f} s; bundles, logs, summary.json and the HTML report "

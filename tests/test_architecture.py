@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("convert", "android"),  # the app side of a bundle: reads edgekd.json and the format table only
     ("bench",),
     ("edge",),
-    ("demo",),
+    ("demo", "demo_report"),
     ("cli", "__init__", "__main__"),
 )
 

@@ -16,6 +16,7 @@ from edgekd.bench.stats import Spread, Stats
 
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
+ABOUT = "about.html"  # an HTML fragment a run folder may carry about itself; the report shows it first
 OK, DEVICE_FAILED, EXPORT_FAILED = "ok", "failed on device", "failed to export"  # BenchResult.status
 
 
