@@ -32,8 +32,9 @@ def test_kd_verdict_needs_every_seed_and_a_margin_above_the_spread() -> None:
 
 def test_demo_quick(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "edgekd.cli", "demo", "--quick", "--no-progress", "--out", str(out)],
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run([sys.executable, "-m", "edgekd.cli", "demo", "--quick", "--no-progress", "--out", str(out),
+                        "--timing-lock", str(tmp_path / "timing.lock")],
+                       capture_output=True, text=True, timeout=1800)  # ~3 min idle; 15+ min at load average 15
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     results = summary["results"]
@@ -93,3 +94,12 @@ def test_demo_quick(tmp_path: Path) -> None:
         assert p["same"] == (lo_kd <= hi_al and lo_al <= hi_kd)
         assert p["key"] in about and ("same within noise" in about or "differ beyond noise" in about)
     assert "p50 range" in page[page.index("<h2>Results</h2>"):]
+    # wall and CPU seconds per stage (the benchmark stage under the timing lock, nobody else queued on it)
+    stages = summary["stages"]
+    assert list(stages) == ["teacher", "students", "export", "bench", "report"]
+    assert all(st["wall_s"] > 0 and st["cpu_s"] >= 0 for st in stages.values())
+    assert stages["bench"]["lock_wait_s"] < 5 and stages["bench"]["cpu_s"] > 0  # the runners' CPU is counted
+    assert summary["cpu_s"] == pytest.approx(sum(st["cpu_s"] for st in stages.values()), abs=0.2)
+    assert sum(st["wall_s"] for st in stages.values()) <= summary["wall_s"] + 1
+    assert len(summary["bench_load_avg"]["before"]) == 3 and len(summary["bench_load_avg"]["after"]) == 3
+    assert f"({summary['cpu_s']:.0f} CPU-seconds)" in r.stdout

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.bench.lock import timing_lock as timing_lock_of
 from edgekd.bench.machine import machine_of
 from edgekd.bench.native import check_runner
 from edgekd.bench.native_profile import PROFILES, dump_name, store_op_table
@@ -207,7 +208,7 @@ def benchmark(bundle_or_file: Source | Sequence[Source], target: str | Target = 
               timeout_s: float = 300, progress: bool = True, cpus: str | None = None, runner: str = "auto",
               profile: bool = False, min_runs: int = 0, min_duration: float = 0.0, mlperf: bool = False,
               repeat: int = 1, sustained: float = 0.0, interval: float = 10.0,
-              print_table: bool | None = None) -> list[BenchResult]:
+              print_table: bool | None = None, timing_lock: str | Path | None = None) -> list[BenchResult]:
     """Measure every model file of a bundle (or one file) on ``target``; see the module docstring.
 
     ``cpus`` pins the runner to those CPUs ("0,1") before the runtime starts its thread pool.
@@ -221,6 +222,8 @@ def benchmark(bundle_or_file: Source | Sequence[Source], target: str | Target = 
     ``interval`` s (see :mod:`edgekd.bench.sustained`). Several bundles or files (a list) are
     measured as one run: one results.jsonl, and their rounds interleaved with each other.
     ``print_table`` (default: ``progress``) prints the status table: every file, ok or why not.
+    ``timing_lock``: a file to hold an exclusive lock on while measuring (:mod:`edgekd.bench.lock`), so
+    timing runs on a shared machine take turns.
 
     ``eval_data``/``inputs``: an ``.npz`` path or arrays/tensors (``(x, y)`` for eval data);
     ``files``: keys (``pte/int8/executorch``) or paths within the bundle. Returns one
@@ -247,17 +250,18 @@ def benchmark(bundle_or_file: Source | Sequence[Source], target: str | Target = 
     done = {(r.target, r.model): r for r in load_results(jsonl) if r.ok and _complete(r, modes)} if resume else {}
     todo = [job for job in jobs if (tgt.url, str(job.path)) not in done]
     profile_dir = out if profile else None
-    if modes.repeat > 1 and not modes.sustained:
-        measured = measure_rounds(todo, tgt, args, inputs_npz, eval_npz, timeout_s, modes.repeat, jsonl,
-                                  progress=progress, profile_dir=profile_dir)
-    else:
-        from tqdm import tqdm
+    with timing_lock_of(timing_lock):
+        if modes.repeat > 1 and not modes.sustained:
+            measured = measure_rounds(todo, tgt, args, inputs_npz, eval_npz, timeout_s, modes.repeat, jsonl,
+                                      progress=progress, profile_dir=profile_dir)
+        else:
+            from tqdm import tqdm
 
-        measured = {}
-        for job in tqdm(todo, desc=f"bench {tgt.url}", unit="file", disable=not progress):
-            measured[job.path] = measure_job(job, tgt, args, inputs_npz, eval_npz, timeout_s, modes,
-                                             profile_dir=profile_dir)
-            append_result(jsonl, measured[job.path])
+            measured = {}
+            for job in tqdm(todo, desc=f"bench {tgt.url}", unit="file", disable=not progress):
+                measured[job.path] = measure_job(job, tgt, args, inputs_npz, eval_npz, timeout_s, modes,
+                                                 profile_dir=profile_dir)
+                append_result(jsonl, measured[job.path])
     results = [done.get((tgt.url, str(job.path))) or measured[job.path] for job in jobs]
     for failed in (row for b in bundles for row in export_failures(b, tgt, args)):  # files the export could not write
         results.append(failed)
