@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.bench.report import COLUMNS, GROUP, NOISE_NOTE, STATUS_COLUMNS, status_groups
+from edgekd.bench.report import COLUMNS, GROUP, NOISE_NOTE, STATUS_COLUMNS, noise_columns, status_groups
 from edgekd.bench.results import ABOUT, OK, RESULTS, SUMMARY, BenchResult, load_results
 from edgekd.bench.stats import noise_band
 from edgekd.errors import ConfigError
@@ -387,8 +387,7 @@ def _status_html(rows: list[_Row]) -> str:
     cols = [c for c in STATUS_COLUMNS if c != "model" and (
         any(COLUMNS[c][0](r) is not None for r in results) or c in ("format", "precision", "status"))]
     groups = status_groups(results)
-    if any(groups):
-        cols.insert(cols.index("p50 range ms") + 1, GROUP)
+    cols = noise_columns(cols, groups)
     head = "<tr><th>file</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
     body = []
     for x, group in zip(rows, groups, strict=True):
@@ -448,6 +447,7 @@ STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222;max-
          "h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}"
          "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px;text-align:left}"
          "th{background:#f3f3f3}table.results td{font-variant-numeric:tabular-nums}"
+         "table.results{display:block;overflow-x:auto;max-width:100%}"  # a wide table scrolls, the page does not
          ".ok{color:#1a7f37;font-weight:600}.bad{color:#c62828;font-weight:600}.stable{color:#1a7f37}"
          ".noisy{color:#b26a00}.unstable{color:#c62828}.note{color:#666;font-size:12px}"
          ".facts,.ops{display:inline-block;vertical-align:top;margin:0 1.5em 1em 0}"

@@ -87,13 +87,21 @@ def format_status(results: Sequence[BenchResult]) -> str:
     if not any(r.error for r in results):
         cols = [c for c in cols if c != "reason"]
     groups = status_groups(results)
-    extra = {}
-    if any(groups):
-        cols.insert(cols.index("p50 range ms") + 1, GROUP)
-        extra[GROUP] = [g or "-" for g in groups]
+    cols = noise_columns(cols, groups)
+    extra = {GROUP: [g or "-" for g in groups]} if any(groups) else {}
     n_ok = sum(1 for r in results if r.ok)
     return (format_table(results, cols, extra) + f"\n{n_ok}/{len(results)} files ok"
             + (f"\n{NOISE_NOTE}" if extra else ""))
+
+
+def noise_columns(cols: Sequence[str], groups: Sequence[str | None]) -> list[str]:
+    """With noise groups (``--repeat``): the group column after the p50 range, which also replaces the
+    ``repeat`` column (its agreement % is the range's width over the p50, said twice otherwise)."""
+    if not any(groups):
+        return list(cols)
+    out = [c for c in cols if c != "repeat"]
+    out.insert(out.index("p50 range ms") + 1, GROUP)
+    return out
 
 
 def status_groups(results: Sequence[BenchResult]) -> list[str | None]:
