@@ -53,7 +53,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
     if args.tflite_converter:
         cfg = DemoConfig(**{**cfg.__dict__, "tflite_converter": args.tflite_converter})
-    results = run_demo(args.out, cfg, progress=not args.no_progress)
+    results = run_demo(args.out, cfg, progress=not args.no_progress, timing_lock=args.timing_lock)
     return 1 if any(r.error for r in results) else 0
 
 
@@ -212,10 +212,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edgekd.bench.report import format_status
 
     requirements = parse_require(args.require) if args.require else []  # a bad spec fails before any run
-    if len(args.target) > 1 and (args.repeat > 1 or args.sustained):
+    if len(args.target) > 1 and (args.repeat > 1 or args.sustained or args.timing_lock):
         from edgekd.errors import ConfigError
 
-        raise ConfigError("--repeat and --sustained measure one target at a time", stage="bench",
+        raise ConfigError("--repeat, --sustained and --timing-lock measure one target at a time", stage="bench",
                           hint="pass a single --target with them")
     kw = dict(warmup=args.warmup, runs=args.runs, threads=args.threads, eval_data=_eval_data(args.eval_data, args),
               inputs=args.inputs,
@@ -224,7 +224,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
               min_runs=args.min_runs, min_duration=args.min_duration, mlperf=args.mlperf)
     if len(args.target) == 1:
         results = benchmark(args.model, target=args.target[0], profile=args.profile, repeat=args.repeat,
-                            sustained=args.sustained, interval=args.interval, print_table=False, **kw)
+                            sustained=args.sustained, interval=args.interval, print_table=False,
+                            timing_lock=args.timing_lock, **kw)
     else:  # several targets in parallel, one shared results.jsonl
         results = bench_pool(args.model, args.target, **kw)
     for url in dict.fromkeys(r.target for r in results):
@@ -315,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="tiny settings (about a minute; for tests)")
     d.add_argument("--out", default="edgekd-demo", help="output folder (default: edgekd-demo)")
     d.add_argument("--tflite-converter", choices=("litert-torch", "onnx2tf"), default=None)
+    d.add_argument("--timing-lock", default=None, metavar="FILE",
+                   help="hold an exclusive lock (flock) on FILE during the benchmark stage only (training does not "
+                        "take it): on a shared machine, timing runs that name the same FILE take turns")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_demo)
 
@@ -411,15 +415,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "for edgekd report")
     m = b.add_argument_group("how long to measure (MLPerf Mobile / benchmark_model style)")
     m.add_argument("--min-runs", type=int, default=0, help="time at least this many runs (raises --runs)")
-    m.add_argument("--min-duration", type=float, default=0.0, metavar="SECONDS",
-                   help="go on timing past --runs until this many seconds of timed runs")
+    m.add_argument("--min-duration", type=float, default=1.0, metavar="SECONDS",
+                   help="go on timing past --runs until this many seconds of timed runs (default 1 s, as "
+                        "benchmark_model's --min_secs: a sub-millisecond model gets thousands of runs, not 100; "
+                        "0: exactly --runs)")
     m.add_argument("--mlperf", action="store_true",
                    help="MLPerf Mobile's publishable minimum: at least 1024 runs and 60 s per file")
     m.add_argument("--repeat", type=int, default=1, metavar="N",
-                   help="measure each file N times; says whether the p50s agree within 5%%")
+                   help="measure every file in N interleaved rounds (order reversed every other round); each row "
+                        "gets its p50 range over the rounds and a noise group (same letter: same speed within "
+                        "noise), and says whether the p50s agree within 5%%")
     m.add_argument("--sustained", type=float, default=0.0, metavar="SECONDS",
                    help="time back to back for this long, with latency and temperature every --interval s")
     m.add_argument("--interval", type=float, default=10.0, metavar="SECONDS", help="sustained mode's step")
+    m.add_argument("--timing-lock", default=None, metavar="FILE",
+                   help="hold an exclusive lock (flock) on FILE while measuring: timing runs that share a machine "
+                        "and name the same FILE take turns (e.g. /tmp/edgekd-timing.lock)")
     b.add_argument("--require", default=None, metavar="SPEC",
                    help="CI gate, e.g. accuracy>=0.97,p50_ms<=2: exit 3 naming each file that misses it "
                         "(metrics: accuracy, p50_ms, p90_ms, p99_ms, mean_ms, trimmed_mean_ms, cv, load_ms, "

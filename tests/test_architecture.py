@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("bench",),
     ("edge",),
     ("fit",),  # the student search: composes distillation, edge, convert and bench
-    ("demo",),
+    ("demo", "demo_report"),
     ("cli", "__init__", "__main__"),
 )
 

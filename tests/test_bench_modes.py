@@ -12,6 +12,7 @@ from conftest import _tiny_cnn
 from edgekd.bench.harness import benchmark, plan_runs
 from edgekd.bench.report import format_status
 from edgekd.bench.results import DEVICE_FAILED, EXPORT_FAILED, OK, load_results
+from edgekd.bench.stats import noise_band
 from edgekd.bench.sustained import parse_thermal, run_sustained
 from edgekd.bundle import Bundle, ModelFile, sha256_of
 from edgekd.errors import ConfigError
@@ -39,13 +40,34 @@ def test_min_duration_warm_load_and_machine_facts(tiny_models, tmp_path: Path) -
     assert again.spread == r.spread and again.warm_load_ms == r.warm_load_ms and again.status == OK
 
 
-def test_repeat_reports_agreement(tiny_models, tmp_path: Path) -> None:
-    (r,) = benchmark(tiny_models.pte, warmup=2, runs=20, threads=1, repeat=3, out_dir=tmp_path, progress=False)
-    assert r.ok and len(r.repeat["p50s"]) == 3
-    p = r.repeat["p50s"]
-    assert r.repeat["spread"] == pytest.approx((max(p) - min(p)) / float(np.median(p)))
-    assert r.repeat["agree"] == (r.repeat["spread"] <= 0.05)
-    assert r.latency_ms.p50 == sorted(p)[1]  # the row is the median repetition
+def test_repeat_interleaves_rounds_and_reports_agreement(tiny_models, tmp_path: Path) -> None:
+    """``repeat=3`` over two files: rounds A B, B A, A B; each file's row after every round; the eval set only
+    in the first round, its accuracy kept; the row's latency is the median round's; a resumed run skips
+    files that have every round and remeasures one that was cut short."""
+    n_eval = len(np.load(tiny_models.eval)["y"])
+    a, b = benchmark([tiny_models.pte, tiny_models.tflite], warmup=2, runs=20, threads=1, repeat=3,
+                     eval_data=tiny_models.eval, out_dir=tmp_path, progress=False)
+    lines = load_results(tmp_path / "results.jsonl")
+    assert [(Path(r.model).name, len(r.repeat["p50s"])) for r in lines] == [
+        ("tiny.pte", 1), ("tiny.tflite", 1), ("tiny.tflite", 2), ("tiny.pte", 2), ("tiny.pte", 3), ("tiny.tflite", 3)]
+    for r in (a, b):
+        assert r.ok and len(r.repeat["p50s"]) == 3 and r.accuracy is not None and r.eval_samples == n_eval
+        p = r.repeat["p50s"]
+        assert r.repeat["spread"] == pytest.approx((max(p) - min(p)) / float(np.median(p)))
+        assert r.repeat["agree"] == (r.repeat["spread"] <= 0.05)
+        assert r.latency_ms.p50 == sorted(p)[1]  # the row is the median round
+        lo, hi = noise_band(r.repeat)
+        assert lo <= min(p) and hi >= max(p) and hi - lo >= 0.02 * float(np.median(p)) * 0.999
+    table = format_status([a, b])
+    assert "p50 range ms" in table and "same as" in table and "overlapping ranges" in table
+    assert "{:.3f}-{:.3f}".format(*noise_band(a.repeat)) in table
+    # resume with repeat=2 after a cut in round 2 (pte has 1 round, tflite 2): pte is measured again, tflite is not
+    jsonl = tmp_path / "results.jsonl"
+    jsonl.write_text("".join(ln + "\n" for ln in jsonl.read_text().splitlines()[:3]))
+    again = benchmark([tiny_models.pte, tiny_models.tflite], warmup=2, runs=20, threads=1, repeat=2,
+                      out_dir=tmp_path, resume=True, progress=False)
+    assert [len(r.repeat["p50s"]) for r in again] == [2, 2]
+    assert [Path(r.model).name for r in load_results(jsonl)[3:]] == ["tiny.pte", "tiny.pte"]
 
 
 def test_sustained_windows_and_temperature(tiny_models, tmp_path: Path) -> None:

@@ -32,8 +32,9 @@ def test_kd_verdict_needs_every_seed_and_a_margin_above_the_spread() -> None:
 
 def test_demo_quick(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "edgekd.cli", "demo", "--quick", "--no-progress", "--out", str(out)],
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run([sys.executable, "-m", "edgekd.cli", "demo", "--quick", "--no-progress", "--out", str(out),
+                        "--timing-lock", str(tmp_path / "timing.lock")],
+                       capture_output=True, text=True, timeout=1800)  # ~3 min idle; 15+ min at load average 15
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     results = summary["results"]
@@ -69,3 +70,36 @@ def test_demo_quick(tmp_path: Path) -> None:
     assert "student_kd" in page and "student_alone" in page
     assert "src='pareto.png'" in page and (out / "bench" / "report" / "latency.png").exists()
     assert "status" in r.stdout and "8/8 files ok" in r.stdout
+    # ... which opens with what the demo is about, above the benchmark: teacher, KD vs alone per seed with the
+    # margin and spread, both students' validation curves
+    about = page[:page.index("<h2>Devices</h2>")]
+    assert "What this demo shows" in about and f"{100 * summary['teacher']['test_acc']:.2f}%" in about
+    for run, m in zip(kd["runs"], kd["margins"], strict=True):
+        assert f"<td>{run['seed']}</td><td>{100 * run['alone']:.2f}</td><td>{100 * run['kd']:.2f}</td>" in about
+        assert f"{m:+.2f}</td>" in about
+    assert f"Mean margin <b>{kd['mean_margin']:+.2f}</b>" in about and f"seed spread {kd['spread']:.2f}" in about
+    assert "data:image/png;base64," in about
+    for seed in ("0", "1"):  # validation curves of both students, from their training history
+        curves = kd["val_curves"][seed]
+        assert len(curves["alone"]) >= 1 and len(curves["kd"]) >= 1
+        assert all(0 <= acc <= 1 for _, acc in curves["alone"] + curves["kd"])
+    # every file measured in interleaved rounds: a noise band per row, noise groups, the two students compared
+    assert all(len(res["repeat"]["p50s"]) == 3 for res in results)
+    assert "p50 range ms" in r.stdout and "same as" in r.stdout and "same architecture, same speed?" in r.stdout
+    pairs = summary["speed_pairs"]
+    assert sorted(p["key"] for p in pairs) == sorted({res["key"] for res in results}) and len(pairs) == 4
+    for p in pairs:
+        lo_kd, hi_kd = p["kd_band_ms"]
+        lo_al, hi_al = p["alone_band_ms"]
+        assert p["same"] == (lo_kd <= hi_al and lo_al <= hi_kd)
+        assert p["key"] in about and ("same within noise" in about or "differ beyond noise" in about)
+    assert "p50 range" in page[page.index("<h2>Results</h2>"):]
+    # wall and CPU seconds per stage (the benchmark stage under the timing lock, nobody else queued on it)
+    stages = summary["stages"]
+    assert list(stages) == ["teacher", "students", "export", "bench", "report"]
+    assert all(st["wall_s"] > 0 and st["cpu_s"] >= 0 for st in stages.values())
+    assert stages["bench"]["lock_wait_s"] < 5 and stages["bench"]["cpu_s"] > 0  # the runners' CPU is counted
+    assert summary["cpu_s"] == pytest.approx(sum(st["cpu_s"] for st in stages.values()), abs=0.2)
+    assert sum(st["wall_s"] for st in stages.values()) <= summary["wall_s"] + 1
+    assert len(summary["bench_load_avg"]["before"]) == 3 and len(summary["bench_load_avg"]["after"]) == 3
+    assert f"({summary['cpu_s']:.0f} CPU-seconds)" in r.stdout

@@ -5,6 +5,12 @@ model file through a target (one process per file, so a crash in one runtime can
 others down), turns its JSON line into a :class:`BenchResult` and appends that to
 ``out_dir/results.jsonl`` at once (flushed and fsynced). A failing file becomes a result with
 ``error`` set and the run goes on; ``resume=True`` skips files already measured successfully.
+
+``repeat=N`` measures in N interleaved rounds: every file once per round, the order reversed every
+other round (A B C, C B A, A B C, ...), so a neighbour's load, clock drift and whatever a file's
+position in the run does to it fall on every file alike. Each file's row gets the p50s of all its
+rounds; their range is its noise band (:func:`edgekd.bench.stats.noise_band`), and files whose
+bands overlap are the same speed within noise (:func:`edgekd.bench.stats.noise_groups`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.bench.lock import timing_lock as timing_lock_of
 from edgekd.bench.machine import machine_of
 from edgekd.bench.native import check_runner
 from edgekd.bench.native_profile import PROFILES, dump_name, store_op_table
@@ -257,13 +264,16 @@ def plan_runs(runs: int, min_runs: int = 0, min_duration: float = 0.0, mlperf: b
     return max(runs, min_runs), min_duration
 
 
-def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local", *, warmup: int = 10,
+Source = str | Path | Bundle
+
+
+def benchmark(bundle_or_file: Source | Sequence[Source], target: str | Target = "local", *, warmup: int = 10,
               runs: int = 50, threads: int = 2, eval_data: Any = None, inputs: Any = None,
               out_dir: str | Path | None = None, files: Sequence[str] | None = None, resume: bool = False,
               timeout_s: float = 300, progress: bool = True, cpus: str | None = None, runner: str = "auto",
               profile: bool = False, min_runs: int = 0, min_duration: float = 0.0, mlperf: bool = False,
               repeat: int = 1, sustained: float = 0.0, interval: float = 10.0,
-              print_table: bool | None = None) -> list[BenchResult]:
+              print_table: bool | None = None, timing_lock: str | Path | None = None) -> list[BenchResult]:
     """Measure every model file of a bundle (or one file) on ``target``; see the module docstring.
 
     ``cpus`` pins the runner to those CPUs ("0,1") before the runtime starts its thread pool.
@@ -271,10 +281,14 @@ def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local
     ``profile``: where the native runner runs a file, also store its per-operator table
     (:mod:`edgekd.bench.native_profile`) and set the result's ``profile``.
     ``min_runs``/``min_duration``: time at least that many runs and that many seconds (``mlperf=True``:
-    1024 and 60 s, MLPerf Mobile's publishable minimum). ``repeat=N`` measures each file N times and
-    records whether the p50s agree within 5%; ``sustained=S`` times back to back for S seconds and
-    reads the temperature every ``interval`` s (see :mod:`edgekd.bench.sustained`).
+    1024 and 60 s, MLPerf Mobile's publishable minimum). ``repeat=N`` measures every file in N
+    interleaved rounds (see the module docstring) and records each round's p50 and whether they agree
+    within 5%; ``sustained=S`` times back to back for S seconds and reads the temperature every
+    ``interval`` s (see :mod:`edgekd.bench.sustained`). Several bundles or files (a list) are
+    measured as one run: one results.jsonl, and their rounds interleaved with each other.
     ``print_table`` (default: ``progress``) prints the status table: every file, ok or why not.
+    ``timing_lock``: a file to hold an exclusive lock on while measuring (:mod:`edgekd.bench.lock`), so
+    timing runs on a shared machine take turns.
 
     ``eval_data``/``inputs``: an ``.npz`` path or arrays/tensors (``(x, y)`` for eval data); for eval data also
     ``"folder:PATH"``/``"csv:FILE"`` or :class:`EvalImages`: decoded images that the runner preprocesses itself
@@ -288,27 +302,35 @@ def benchmark(bundle_or_file: str | Path | Bundle, target: str | Target = "local
     runs, min_duration = plan_runs(runs, min_runs, min_duration, mlperf)
     modes = Modes(repeat, sustained, interval)
     tgt = get_target(target)
-    jobs, bundle = _jobs(bundle_or_file, files)
+    sources = list(bundle_or_file) if isinstance(bundle_or_file, (list, tuple)) else [bundle_or_file]
+    if not sources:
+        raise ConfigError("no bundle or model file to benchmark", stage="bench", hint="pass a bundle folder or a file")
+    found = [_jobs(source, files) for source in sources]
+    jobs = [job for js, _ in found for job in js]
+    bundles = [b for _, b in found if b is not None]
     out = Path(out_dir) if out_dir else Path("edgekd_runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     make_folder(out, stage="bench", fix=_FIX)
-    inputs_npz, eval_npz = _prepare_npz(out, eval_data, inputs, bundle)
+    inputs_npz, eval_npz = _prepare_npz(out, eval_data, inputs, bundles[0] if bundles else None)
     args = RunnerArgs(warmup=warmup, runs=runs, threads=threads, cpus=cpus, runner=check_runner(runner),
                       min_duration=min_duration)
     jsonl = out / RESULTS
-    done = {(r.target, r.model): r for r in load_results(jsonl) if r.ok} if resume else {}
+    done = {(r.target, r.model): r for r in load_results(jsonl) if r.ok and _complete(r, modes)} if resume else {}
+    todo = [job for job in jobs if (tgt.url, str(job.path)) not in done]
+    profile_dir = out if profile else None
+    with timing_lock_of(timing_lock):
+        if modes.repeat > 1 and not modes.sustained:
+            measured = measure_rounds(todo, tgt, args, inputs_npz, eval_npz, timeout_s, modes.repeat, jsonl,
+                                      progress=progress, profile_dir=profile_dir)
+        else:
+            from tqdm import tqdm
 
-    from tqdm import tqdm
-
-    results: list[BenchResult] = []
-    for job in tqdm(jobs, desc=f"bench {tgt.url}", unit="file", disable=not progress):
-        previous = done.get((tgt.url, str(job.path)))
-        if previous is not None:
-            results.append(previous)
-            continue
-        results.append(measure_job(job, tgt, args, inputs_npz, eval_npz, timeout_s, modes,
-                                   profile_dir=out if profile else None))
-        append_result(jsonl, results[-1])
-    for failed in export_failures(bundle, tgt, args):  # files the export could not write: rows too
+            measured = {}
+            for job in tqdm(todo, desc=f"bench {tgt.url}", unit="file", disable=not progress):
+                measured[job.path] = measure_job(job, tgt, args, inputs_npz, eval_npz, timeout_s, modes,
+                                                 profile_dir=profile_dir)
+                append_result(jsonl, measured[job.path])
+    results = [done.get((tgt.url, str(job.path))) or measured[job.path] for job in jobs]
+    for failed in (row for b in bundles for row in export_failures(b, tgt, args)):  # files the export could not write
         results.append(failed)
         append_result(jsonl, failed)
     latest = {(r.target, r.model): r for r in load_results(jsonl)}  # every file this folder has seen
@@ -333,9 +355,55 @@ def export_failures(bundle: Bundle | None, tgt: Target, args: RunnerArgs) -> lis
     return rows
 
 
+def _complete(r: BenchResult, modes: Modes) -> bool:
+    """Whether a row from an earlier run needs no more measuring: it has every round ``--repeat`` asks for."""
+    return modes.repeat <= 1 or len((r.repeat or {}).get("p50s") or ()) >= modes.repeat
+
+
+def measure_rounds(jobs: Sequence[_Job], tgt: Target, args: RunnerArgs, inputs_npz: Path | None,
+                   eval_npz: Path | None, timeout_s: float, rounds: int, jsonl: Path, *, progress: bool = True,
+                   profile_dir: Path | None = None) -> dict[Path, BenchResult]:
+    """Every file ``rounds`` times, in interleaved rounds (order reversed every other round).
+
+    Accuracy (the eval set) and the per-operator profile are taken in the first round only; later
+    rounds time. After each measurement the file's row so far (:func:`combine_rounds`) is appended
+    to ``jsonl``, so an interrupted run keeps every round it finished. A file that fails in a round
+    is a failed file and is not run again.
+    """
+    from tqdm import tqdm
+
+    tries: dict[Path, list[BenchResult]] = {job.path: [] for job in jobs}
+    with tqdm(total=rounds * len(jobs), desc=f"bench {tgt.url} x{rounds} rounds", unit="file",
+              disable=not progress) as bar:
+        for k in range(rounds):
+            for job in jobs if k % 2 == 0 else jobs[::-1]:
+                done = tries[job.path]
+                if not done or done[-1].ok:
+                    done.append(_measure(job, tgt, args, inputs_npz, eval_npz if k == 0 else None, timeout_s,
+                                         profile_dir=profile_dir if k == 0 else None))
+                    append_result(jsonl, combine_rounds(done))
+                bar.update()
+    return {path: combine_rounds(done) for path, done in tries.items()}
+
+
+def combine_rounds(tries: Sequence[BenchResult]) -> BenchResult:
+    """One row from a file's rounds: the first round's row (accuracy, memory, loads: the eval ran there)
+    with the latency of the round whose p50 is the median, and every round's p50 (``repeat``)."""
+    failed = next((r for r in tries if not r.ok), None)
+    if failed is not None:
+        return failed  # a file that failed once is a failed file
+    timed = sorted((r for r in tries if r.latency_ms), key=lambda r: r.latency_ms.p50)  # type: ignore[union-attr]
+    if not timed:
+        return tries[0]
+    mid = timed[len(timed) // 2]
+    return replace(tries[0], latency_samples_ms=mid.latency_samples_ms, latency_ms=mid.latency_ms, spread=mid.spread,
+                   runs=mid.runs, repeat=agreement([r.latency_ms.p50 for r in tries]).to_dict())  # type: ignore[union-attr]
+
+
 def measure_job(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, eval_npz: Path | None,
                 timeout_s: float, modes: Modes = Modes(), profile_dir: Path | None = None) -> BenchResult:
-    """One file in the chosen mode: once, ``repeat`` times, or sustained; never raises for a per-file failure.
+    """One file in the chosen mode: once, ``repeat`` times back to back (:func:`measure_rounds` interleaves
+    several files instead), or sustained; never raises for a per-file failure.
 
     ``profile_dir``: see :func:`_measure` (the per-operator table comes from the first try)."""
     if modes.sustained:
@@ -348,17 +416,9 @@ def measure_job(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | Non
                 n_eval = len(ev["y"])
         return run_sustained(lambda: _measure(job, tgt, a, inputs_npz, eval_npz, max(timeout_s, 2 * modes.sustained + 120)),
                              tgt, modes.sustained, modes.interval, eval_samples=n_eval)
-    tries = [_measure(job, tgt, args, inputs_npz, eval_npz, timeout_s, profile_dir=profile_dir if i == 0 else None)
-             for i in range(modes.repeat)]
-    if modes.repeat == 1:
-        return tries[0]
-    ok = [r for r in tries if r.ok and r.latency_ms]
-    if len(ok) < len(tries):
-        return next(r for r in tries if not r.ok)  # a file that failed once is a failed file
-    ok.sort(key=lambda r: r.latency_ms.p50)  # type: ignore[union-attr]
-    row = ok[len(ok) // 2]
-    row.repeat = agreement([r.latency_ms.p50 for r in tries]).to_dict()  # type: ignore[union-attr]
-    return row
+    tries = [_measure(job, tgt, args, inputs_npz, eval_npz if i == 0 else None, timeout_s,
+                      profile_dir=profile_dir if i == 0 else None) for i in range(modes.repeat)]
+    return tries[0] if modes.repeat == 1 else combine_rounds(tries)
 
 
 def _measure(job: _Job, tgt: Target, args: RunnerArgs, inputs_npz: Path | None, eval_npz: Path | None,

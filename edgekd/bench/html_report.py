@@ -4,12 +4,18 @@ Reads each ``RUN_DIR/results.jsonl`` (the latest row for each target and file), 
 matplotlib's Agg backend (no display needed) and writes into the output folder (default
 ``RUN_DIR/report/``; for several runs ``<parent of the first>/report/``):
 
-- ``index.html``: device facts per target; the status table (every file ok / failed on device /
-  failed to export, with the reason; trimmed mean, CV and the stability verdict); with several
-  runs or targets, a comparison table of p50s; the per-op top list of every file with an op table;
-  every error. Images are linked relatively, so the folder opens from disk.
+- ``index.html``: what the run is about, where the run folder says (``RUN_DIR/about.html``, an HTML
+  fragment written by whoever started the run: ``edgekd demo`` puts its teacher, KD-vs-alone table
+  and validation curves there); device facts per target; the status table (every file ok / failed
+  on device / failed to export, with the reason; trimmed mean, CV and the stability verdict; with
+  ``--repeat``, each file's p50 range over the rounds and its noise group: files with the same
+  letter are the same speed within noise); with several runs or targets, a comparison table of
+  p50s; the per-op top list of every file with an op table; every error. Images are linked
+  relatively, so the folder opens from disk.
 - ``pareto.png``: accuracy against p50 latency, marker area = file size, labels placed so they do
   not overlap, the Pareto front (nothing else both faster and more accurate) drawn as a step line;
+  with ``--repeat``, a horizontal bar per file spans its p50 range (overlapping bars: same speed
+  within noise);
 - ``latency.png``: one small latency histogram per file (1st-99.5th percentile, at most 4/6 IQR beyond the
   quartiles, so a far burst does not squash the peak; p50 marked, the count left outside noted);
 - ``sustained.png``: p50 and temperature over time for results measured with ``--sustained``.
@@ -32,8 +38,9 @@ from typing import Any
 import numpy as np
 
 from edgekd.bench.native_profile import PROFILES, profile_stem
-from edgekd.bench.report import COLUMNS, STATUS_COLUMNS
-from edgekd.bench.results import OK, RESULTS, SUMMARY, BenchResult, load_results
+from edgekd.bench.report import COLUMNS, GROUP, NOISE_NOTE, STATUS_COLUMNS, noise_columns, status_groups
+from edgekd.bench.results import ABOUT, OK, RESULTS, SUMMARY, BenchResult, load_results
+from edgekd.bench.stats import noise_band
 from edgekd.errors import ConfigError
 from edgekd.files import atomic_path, make_folder, write_atomic
 
@@ -236,6 +243,11 @@ def _pareto(rows: list[_Row], out: Path, plt: Any) -> tuple[Path | None, list[st
         idx = [i for i, x in enumerate(pts) if f"{x.r.format}/{x.r.precision}" == g]
         ax.scatter([xy[i][0] for i in idx], [xy[i][1] for i in idx], s=sizes[idx], color=colors[g], alpha=0.55,
                    edgecolors="k", linewidths=0.6, label=g, zorder=3)
+    bands = [noise_band(x.r.repeat) for x in pts]
+    for (_, py), b in zip(xy, bands, strict=True):  # the p50 range over the rounds: overlap = same within noise
+        if b is not None:
+            ax.plot([b[0], b[1]], [py, py], color="0.25", lw=1.4, solid_capstyle="butt", zorder=4)
+            ax.plot([b[0], b[1]], [py, py], ls="none", marker="|", ms=7, color="0.25", zorder=4)
     front = pareto_front(xy)
     fx, fy = [xy[i][0] for i in front], [xy[i][1] for i in front]
     ax.step(fx, fy, where="post", color="k", lw=1.2, ls="--", label="Pareto front", zorder=2)
@@ -249,7 +261,8 @@ def _pareto(rows: list[_Row], out: Path, plt: Any) -> tuple[Path | None, list[st
     ax.set_xlim(xs[0] * (0.8 if ax.get_xscale() == "log" else 1) - (0 if ax.get_xscale() == "log" else 0.08 * (xs[1] - xs[0])),
                 xs[1] * (1.6 if ax.get_xscale() == "log" else 1) + (0 if ax.get_xscale() == "log" else 0.25 * (xs[1] - xs[0])))
     ax.set(xlabel="p50 latency per inference (ms)", ylabel="top-1 accuracy (%)",
-           title="accuracy vs latency (marker area = file size; dashed: Pareto front)")
+           title="accuracy vs latency (marker area = file size; dashed: Pareto front"
+                 + ("; bars: p50 range over the rounds" if any(bands) else "") + ")")
     ax.grid(alpha=0.3)
     leg = ax.legend(fontsize=7, loc="lower right", markerscale=0.5)
     for h in leg.legend_handles:
@@ -305,7 +318,9 @@ def _histograms(rows: list[_Row], out: Path, plt: Any) -> Path | None:
         ax.axvline(p50, color="#c44e52", lw=1.2)
         cut = len(a) - len(inside)
         verdict = x.r.spread.verdict if x.r.spread else ""
-        cv = f"CV {100 * x.r.spread.cv:.2f}% {verdict}" if x.r.spread else ""
+        rcv = x.r.spread.robust_cv if x.r.spread else None
+        cv = (f"robust CV {100 * rcv:.2f}% {verdict}" if rcv is not None else
+              f"CV {100 * x.r.spread.cv:.2f}% {verdict}" if x.r.spread else "")
         ax.set_title(x.label, fontsize=8)
         ax.text(0.98, 0.95, f"p50 {p50:.3f} ms\n{cv}\nn={len(a)}" + (f", {cut} outside" if cut else ""),
                 transform=ax.transAxes, ha="right", va="top", fontsize=7,
@@ -392,19 +407,34 @@ def _status_html(rows: list[_Row]) -> str:
     results = [x.r for x in rows]
     cols = [c for c in STATUS_COLUMNS if c != "model" and (
         any(COLUMNS[c][0](r) is not None for r in results) or c in ("format", "precision", "status"))]
+    groups = status_groups(results)
+    cols = noise_columns(cols, groups)
     head = "<tr><th>file</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
     body = []
-    for x in rows:
+    for x, group in zip(rows, groups, strict=True):
         cells = []
         for c in cols:
             try:
-                v = COLUMNS[c][1](COLUMNS[c][0](x.r))
+                v = (group or "-") if c == GROUP else COLUMNS[c][1](COLUMNS[c][0](x.r))
             except (TypeError, ValueError, KeyError, AttributeError):
                 v = "?"
-            cls = {"status": "ok" if x.r.status == OK else "bad", "stability": v if c == "stability" else ""}.get(c, "")
+            cls = {"status": "ok" if x.r.status == OK else "bad", "stability": v if c == "stability" else "",
+                   GROUP: "group"}.get(c, "")
             cells.append(f"<td class='{cls}'>{html.escape(v)}</td>")
         body.append(f"<tr><td>{html.escape(x.label)}</td>{''.join(cells)}</tr>")
-    return f"<table class='results'>{head}{''.join(body)}</table>"
+    note = f"<p class='note'>{html.escape(NOISE_NOTE)}.</p>" if any(groups) else ""
+    return f"<table class='results'>{head}{''.join(body)}</table>{note}"
+
+
+def _about_html(runs: list[Path]) -> str:
+    """The fragment each run folder carries about itself (``about.html``), in run order."""
+    parts = []
+    for run in runs:
+        try:
+            parts.append((run / ABOUT).read_text())
+        except OSError:
+            continue
+    return "".join(parts)
 
 
 def _compare_html(rows: list[_Row]) -> str:
@@ -534,10 +564,12 @@ STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222;max-
          "h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}"
          "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px;text-align:left}"
          "th{background:#f3f3f3}table.results td{font-variant-numeric:tabular-nums}"
+         "table.results{display:block;overflow-x:auto;max-width:100%}"  # a wide table scrolls, the page does not
          ".ok{color:#1a7f37;font-weight:600}.bad{color:#c62828;font-weight:600}.stable{color:#1a7f37}"
          ".noisy{color:#b26a00}.unstable{color:#c62828}.note{color:#666;font-size:12px}"
          ".facts,.ops{display:inline-block;vertical-align:top;margin:0 1.5em 1em 0}"
-         ".key{columns:3;font-size:12px}img{max-width:100%;display:block;margin:.8em 0;border:1px solid #eee}code{font-size:12px}")
+         ".key{columns:3;font-size:12px}img{max-width:100%;display:block;margin:.8em 0;border:1px solid #eee}code{font-size:12px}"
+         "td.group{font-weight:600;text-align:center}.won{color:#1a7f37;font-weight:600}.lost{color:#c62828;font-weight:600}")
 
 
 def write_html_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str | Path | None = None) -> Path:
@@ -584,10 +616,13 @@ def write_html_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str 
             f"<p class='note'>models {html.escape(', '.join(dict.fromkeys(x.r.model_name for x in rows)))}: "
             f"{len(rows)} results, {len(rows) - n_bad} ok, {n_bad} failed"
             + (f"; measured {html.escape(', '.join(c for c in created if c))}" if any(created) else "") + "</p>"
+            + _about_html(runs)
             + fit_html
             + f"<h2>Devices</h2>{_facts_html(rows)}"
             f"<h2>Results</h2>{_status_html(rows)}"
-            "<p class='note'>stability: CV = std/mean of the timed runs; stable ≤ 5%, noisy ≤ 10%, unstable above. "
+            "<p class='note'>stability, from the robust CV (1.4826 × median absolute deviation / median of the timed "
+            "runs: the spread of their bulk, which a few preempted runs do not inflate, as they do not move the p50): "
+            "stable ≤ 5%, noisy ≤ 10%, unstable above; cv: std/mean, the tail's share. "
             "trim ms: mean of the middle 80%. load: cold (first in the process); warm: the same file loaded again.</p>"
             + _compare_html(rows)
             + "<h2>Accuracy vs latency</h2>" + img(pareto, "accuracy vs latency", "no accuracy-vs-latency plot: no file has an accuracy (pass --eval-data)") + key_html

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgekd.bench.stats import noise_band, noise_groups
 from edgekd.files import write_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,15 +49,23 @@ COLUMNS: dict[str, tuple[Callable[[BenchResult], Any], Callable[[Any], str], boo
     "min ms": (_lat("min"), _num(".3f"), True),
     "max ms": (_lat("max"), _num(".3f"), True),
     "cv %": (lambda r: 100 * r.spread.cv if r.spread else None, _num(".2f"), True),
+    "robust cv %": (lambda r: 100 * r.spread.robust_cv if r.spread and r.spread.robust_cv is not None else None,
+                    _num(".2f"), True),
     "stability": (lambda r: r.spread.verdict if r.spread else None, lambda v: v or "-", False),
     "repeat": (lambda r: r.repeat, lambda v: "-" if not v else
                f"{'agree' if v['agree'] else 'DIFFER'} {100 * v['spread']:.1f}%", False),
+    "p50 range ms": (lambda r: noise_band(r.repeat) if r.ok else None,
+                     lambda v: "-" if v is None else f"{v[0]:.3f}-{v[1]:.3f}", True),
     "status": (lambda r: r.status, str, False),
     "reason": (lambda r: r.error, lambda v: "" if v is None else _reason(str(v)), False),
     "error": (lambda r: r.error, lambda v: "" if v is None else str(v).splitlines()[0][:100], False),
 }
 STATUS_COLUMNS = ("model", "format", "precision", "converter", "status", "KB", "acc %", "load ms", "warm ms",
-                  "first ms", "p50 ms", "trim ms", "p99 ms", "cv %", "stability", "repeat", "runs", "peak MB", "reason")
+                  "first ms", "p50 ms", "p50 range ms", "trim ms", "p99 ms", "cv %", "robust cv %", "stability", "repeat", "runs",
+                  "peak MB", "reason")
+GROUP = "same as"  # the noise-group column: files with the same letter are the same speed within noise
+NOISE_NOTE = ("p50 range: the lowest and highest p50 of the interleaved rounds (--repeat), at least +-1% of the "
+              "p50; \"same as\": files with the same letter have overlapping ranges, i.e. the same speed within noise")
 DEFAULT_COLUMNS = ("model", "format", "precision", "converter", "KB", "acc %", "load ms", "first ms",
                    "p50 ms", "p90 ms", "p99 ms", "peak MB", "error")
 
@@ -77,24 +86,48 @@ def format_status(results: Sequence[BenchResult]) -> str:
             ("model", "format", "precision", "status")]
     if not any(r.error for r in results):
         cols = [c for c in cols if c != "reason"]
+    groups = status_groups(results)
+    cols = noise_columns(cols, groups)
+    extra = {GROUP: [g or "-" for g in groups]} if any(groups) else {}
     n_ok = sum(1 for r in results if r.ok)
-    return format_table(results, cols) + f"\n{n_ok}/{len(results)} files ok"
+    return (format_table(results, cols, extra) + f"\n{n_ok}/{len(results)} files ok"
+            + (f"\n{NOISE_NOTE}" if extra else ""))
 
 
-def format_table(results: Sequence[BenchResult], columns: Sequence[str] = DEFAULT_COLUMNS) -> str:
-    """A plain-text table, one row per result; headers carry the units (ms, MB, KB, %)."""
-    unknown = [c for c in columns if c not in COLUMNS]
+def noise_columns(cols: Sequence[str], groups: Sequence[str | None]) -> list[str]:
+    """With noise groups (``--repeat``): the group column after the p50 range, which also replaces the
+    ``repeat`` column (its agreement % is the range's width over the p50, said twice otherwise)."""
+    if not any(groups):
+        return list(cols)
+    out = [c for c in cols if c != "repeat"]
+    out.insert(out.index("p50 range ms") + 1, GROUP)
+    return out
+
+
+def status_groups(results: Sequence[BenchResult]) -> list[str | None]:
+    """The noise group of each result (:func:`edgekd.bench.stats.noise_groups`; None: measured once or failed)."""
+    return noise_groups([noise_band(r.repeat) if r.ok else None for r in results])
+
+
+def format_table(results: Sequence[BenchResult], columns: Sequence[str] = DEFAULT_COLUMNS,
+                 extra: dict[str, Sequence[str]] | None = None) -> str:
+    """A plain-text table, one row per result; headers carry the units (ms, MB, KB, %).
+
+    ``extra``: columns whose cells the caller computed over the whole set (one string per result), such as
+    the noise group, which no single row knows."""
+    extra = extra or {}
+    unknown = [c for c in columns if c not in COLUMNS and c not in extra]
     if unknown:
         from edgekd.errors import ConfigError
 
         raise ConfigError(f"unknown table column(s) {unknown}; known: {', '.join(COLUMNS)}", stage="bench/report")
     if not any(r.error for r in results):
         columns = [c for c in columns if c != "error"]
-    rows = [[_cell(c, r) for c in columns] for r in results]
+    rows = [[extra[c][i] if c in extra else _cell(c, r) for c in columns] for i, r in enumerate(results)]
     widths = [max([len(c), *(len(row[i]) for row in rows)]) for i, c in enumerate(columns)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(cell.rjust(w) if COLUMNS[c][2] else cell.ljust(w)
+        return "  ".join(cell.rjust(w) if c not in extra and COLUMNS[c][2] else cell.ljust(w)
                          for cell, w, c in zip(cells, widths, columns, strict=True)).rstrip()
 
     return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in rows)])

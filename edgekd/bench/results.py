@@ -27,6 +27,7 @@ from edgekd.files import output_error
 
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
+ABOUT = "about.html"  # an HTML fragment a run folder may carry about itself; the report shows it first
 OK, DEVICE_FAILED, EXPORT_FAILED = "ok", "failed on device", "failed to export"  # BenchResult.status
 
 
