@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.bench.report import COLUMNS, STATUS_COLUMNS
+from edgekd.bench.report import COLUMNS, STATUS_COLUMNS, speed_warnings
 from edgekd.bench.results import OK, RESULTS, SUMMARY, BenchResult, load_results
 from edgekd.errors import ConfigError
 
@@ -386,6 +386,15 @@ def _status_html(rows: list[_Row]) -> str:
     return f"<table class='results'>{head}{''.join(body)}</table>"
 
 
+def _warnings_html(rows: list[_Row]) -> str:
+    """The speed warnings of each run folder (:func:`edgekd.bench.report.speed_warnings`), above the table."""
+    by_run: dict[Path, list[BenchResult]] = {}
+    for x in rows:
+        by_run.setdefault(x.run, []).append(x.r)
+    items = [f"<li class='bad'>{html.escape(w)}</li>" for rs in by_run.values() for w in speed_warnings(rs)]
+    return f"<ul>{''.join(items)}</ul>" if items else ""
+
+
 def _compare_html(rows: list[_Row]) -> str:
     """p50 of each file (model + format/precision/converter) in each run x target, and its ratio to the first."""
     columns = list(dict.fromkeys((x.run, x.r.target) for x in rows))
@@ -466,7 +475,7 @@ def write_html_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str 
             f"{len(rows)} results, {len(rows) - n_bad} ok, {n_bad} failed"
             + (f"; measured {html.escape(', '.join(c for c in created if c))}" if any(created) else "") + "</p>"
             f"<h2>Devices</h2>{_facts_html(rows)}"
-            f"<h2>Results</h2>{_status_html(rows)}"
+            f"<h2>Results</h2>{_warnings_html(rows)}{_status_html(rows)}"
             "<p class='note'>stability: CV = std/mean of the timed runs; stable ≤ 5%, noisy ≤ 10%, unstable above. "
             "trim ms: mean of the middle 80%. load: cold (first in the process); warm: the same file loaded again.</p>"
             + _compare_html(rows)
