@@ -108,7 +108,7 @@ def test_export_records_the_host_check_of_the_fp32_pte_against_the_tflite(fp32_b
     check = Bundle.load(fp32_bundle.root).extra["fp32_pte_vs_tflite"]  # survives the manifest round trip
     assert check["pte"] == "model_fp32.pte" and check["tflite"] == "model_fp32.tflite", check
     assert "error" not in check, check
-    assert check["pte_ms"] > 0 and check["tflite_ms"] > 0 and check["calls"] >= 10 and check["threads"] >= 1
+    assert check["pte_ms"] > 0 and check["tflite_ms"] > 0 and check["calls"] >= 2 and check["threads"] >= 1
     assert check["ratio"] == pytest.approx(check["pte_ms"] / check["tflite_ms"])
     # the recorded note is the rule applied to the recorded medians, whatever this machine measured
     assert (check["note"] is None) == (slow_pte_note(check["pte_ms"], check["tflite_ms"], "x") is None)

@@ -166,7 +166,7 @@ def export(
             graph itself in eval mode, the model they must reproduce; fp32 files still come from
             ``model``. litert-torch and ExecuTorch only (onnx2tf takes no PT2E graph).
         check_speed: when the bundle has both a fp32 ``.pte`` and a fp32 ``.tflite``, time the two on this
-            host (alternating blocks, ~2 s) and record ``extra["fp32_pte_vs_tflite"]``; a ``.pte`` that
+            host (alternating blocks, ~1 s) and record ``extra["fp32_pte_vs_tflite"]``; a ``.pte`` that
             takes 1.5x the ``.tflite``'s time or more gets a warning (see :mod:`edgekd.convert.speed`:
             on x86 CPUs with AVX2 but no AVX-512, the executorch wheel's fp32 convolutions are ~2.5x slower).
 

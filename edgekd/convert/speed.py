@@ -55,10 +55,10 @@ def _ms_per_call(run: Callable[[np.ndarray], Any], x: np.ndarray, n: int) -> lis
 
 
 def host_check(pte: Path, tflite: Path, tflite_layout: str | None, x: np.ndarray, *,
-               budget_s: float = 2.0, block: int = 5) -> dict[str, Any]:
-    """Time the fp32 ``pte`` and ``tflite`` files on this host in alternating blocks of ``block`` calls on
-    the one input ``x`` (NCHW float32, batch as exported) until ~``budget_s`` seconds are spent (at least
-    two blocks each), both at ExecuTorch's thread-pool size (its pool is process-wide and is left alone;
+               budget_s: float = 1.0, block: int = 5) -> dict[str, Any]:
+    """Time the fp32 ``pte`` and ``tflite`` files on this host in alternating blocks of ``block`` calls
+    (one call for models slower than 50 ms) on the one input ``x`` (NCHW float32, batch as exported) until
+    ~``budget_s`` seconds are spent (at least two blocks each), both at ExecuTorch's thread-pool size (its pool is process-wide and is left alone;
     LiteRT gets the same number of threads). Returns ``{"pte_ms", "tflite_ms", "ratio", "threads",
     "calls", "host", "note"}``: the medians of the per-call times, and the :func:`slow_pte_note`
     (``None`` when the ``.pte`` is not much slower). A busy machine slows both alike (the blocks
@@ -74,8 +74,8 @@ def host_check(pte: Path, tflite: Path, tflite_layout: str | None, x: np.ndarray
     x = np.ascontiguousarray(x, dtype=np.float32)
     runs = {"pte": pte_runner(pte)[0], "tflite": tflite_runner(tflite, tflite_layout, threads=threads)[0]}
     samples: dict[str, list[float]] = {k: [] for k in runs}
-    for run in runs.values():
-        run(x)  # first call: weight packing, allocation
+    first = max(_ms_per_call(run, x, 1)[0] for run in runs.values())  # first call: weight packing, allocation
+    block = block if first < 50 else 1
     deadline = time.perf_counter() + budget_s
     rounds = 0
     while rounds < 2 or time.perf_counter() < deadline:
