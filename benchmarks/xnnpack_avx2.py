@@ -249,6 +249,7 @@ def _conv_as_gemm(gm: Any) -> None:
 # -- one (isa, threads) measurement, in a child process -------------------------------------------------------
 def child(args: argparse.Namespace) -> dict[str, Any]:
     masked = mask_to_avx2() if args.isa == "avx2" else {}
+    args.threads = int(args.threads)
     import bare_loop
 
     runner = bare_loop.load_runner()
