@@ -1,7 +1,7 @@
 """Is the fp32 ``.pte`` much slower than the fp32 ``.tflite`` beside it? One rule, two places.
 
 The executorch 1.5 wheels build XNNPACK with GCC 13, LiteRT builds it with clang 18. On x86 CPUs with
-AVX2 + FMA but no AVX-512 (Zen 2/3, Intel client cores before and after AVX-512), XNNPACK runs every
+AVX2 + FMA but no AVX-512 (Zen 2/3; Intel Haswell to Comet Lake, Alder Lake on), XNNPACK runs every
 fp32 convolution in the C micro-kernel ``xnn_f32_igemm_minmax_ukernel_5x16__fma3_broadcast_prfm``; GCC's
 build of it keeps one of its ten accumulators on the stack (a load, an FMA and a store every step of
 the inner loop), so a fp32 ``.pte`` takes ~2.5x the time of the same model in TFLite there, however it
