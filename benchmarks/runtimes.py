@@ -7,15 +7,20 @@ the same harness and runner, one after another in one process tree, at each thre
 measures this CPU's fp32 matmul rate at each thread count and prints each latency beside its
 roofline (model FLOPs / measured rate).
 
-    python benchmarks/runtimes.py                 # full: threads 1 and 2, 200 runs
+    python benchmarks/runtimes.py                 # full: threads 1 and 2, 200 runs, 3 interleaved rounds
     python benchmarks/runtimes.py --quick         # a smoke run
 
+Each thread count is measured in ``--rounds`` rounds over every file, the file order reversed in every
+other round, so files measured a minute apart share the machine's background load; a row's p50 is the
+median of its rounds' p50s (each round's value is kept, and the load average before and after).
 Writes ``benchmarks/results/runtimes.json`` and prints a table; the figures go to RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -60,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all files per thread count")
     ap.add_argument("--eval-samples", type=int, default=1000)
     ap.add_argument("--work", default=str(HERE / "results" / "runtimes_work"), help="scratch folder")
     ap.add_argument("--out", default=str(HERE / "results" / "runtimes.json"))
@@ -69,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 epoch on 1,200 images, 20 runs")
     args = ap.parse_args(argv)
     if args.quick:
-        args.epochs, args.runs, args.warmup, args.eval_samples = 1, 20, 3, 200
+        args.epochs, args.runs, args.warmup, args.eval_samples, args.rounds = 1, 20, 3, 200, 1
     threads = [int(t) for t in args.threads.split(",")]
     work = Path(args.work)
 
@@ -103,25 +109,38 @@ def main(argv: list[str] | None = None) -> int:
                         labels=list(splits.labels))
 
     eval_data = (x_test[: args.eval_samples].numpy(), y_test[: args.eval_samples].numpy())
+    keys = [f.key for f in bundle.files]
+    load_avg = {"before": os.getloadavg()}
     rows = []
     for t in threads:
         rate = matmul_gflops(t)
         roof_ms = mflops / 1e3 / rate * 1e3
-        results = benchmark(bundle, target="local", warmup=args.warmup, runs=args.runs, threads=t,
-                            eval_data=eval_data, out_dir=work / f"bench_t{t}", cpus=args.cpus or None)
-        eager = next((r for r in results if r.format == "pt2" and not r.error), None)
-        for r in results:
-            p50 = r.latency_ms.p50 if r.latency_ms else None
+        rounds: dict[str, list] = {k: [] for k in keys}
+        for i in range(args.rounds):
+            order = keys if i % 2 == 0 else keys[::-1]
+            for r in benchmark(bundle, target="local", warmup=args.warmup, runs=args.runs, threads=t, files=order,
+                               eval_data=eval_data if i == 0 else None, out_dir=work / f"bench_t{t}_r{i}",
+                               cpus=args.cpus or None):
+                rounds[r.key].append(r)
+        p50s = {k: [r.latency_ms.p50 for r in rs if r.latency_ms] for k, rs in rounds.items()}
+        eager = statistics.median(p50s["pt2/fp32/torch"]) if p50s.get("pt2/fp32/torch") else None
+        for key in keys:
+            first, p50 = rounds[key][0], (statistics.median(p50s[key]) if p50s[key] else None)
             rows.append({
-                "threads": t, "key": r.key, "format": r.format, "precision": r.precision,
-                "converter": r.converter, "kb": round(r.bytes / 1024, 1), "accuracy": r.accuracy,
-                "p50_ms": p50, "p90_ms": r.latency_ms.p90 if r.latency_ms else None,
-                "p99_ms": r.latency_ms.p99 if r.latency_ms else None,
-                "load_ms": r.load_ms, "peak_mem_mb": r.peak_mem_mb,
-                "speedup_vs_eager": (eager.latency_ms.p50 / p50) if (eager and p50) else None,
+                "threads": t, "key": key, "format": first.format, "precision": first.precision,
+                "converter": first.converter, "kb": round(first.bytes / 1024, 1), "accuracy": first.accuracy,
+                "p50_ms": p50, "p50_ms_rounds": p50s[key], "p50_ms_min": min(p50s[key]) if p50s[key] else None,
+                "p90_ms": statistics.median(r.latency_ms.p90 for r in rounds[key] if r.latency_ms) if p50 else None,
+                "p99_ms": statistics.median(r.latency_ms.p99 for r in rounds[key] if r.latency_ms) if p50 else None,
+                "load_ms": first.load_ms, "peak_mem_mb": first.peak_mem_mb,
+                "speedup_vs_eager": (eager / p50) if (eager and p50) else None,
                 "roofline_ms": roof_ms, "pct_of_roofline": (roof_ms / p50 * 100) if p50 else None,
-                "matmul_gflops": rate, "error": r.error,
+                "matmul_gflops": rate, "error": next((r.error for r in rounds[key] if r.error), None),
             })
+    load_avg["after"] = os.getloadavg()
+    by = {(r["threads"], r["key"]): r["p50_ms"] for r in rows}
+    fp32_pte_over_tflite = {t: by[(t, "pte/fp32/executorch")] / by[(t, "tflite/fp32/litert-torch")]
+                            for t in threads if by.get((t, "pte/fp32/executorch")) and by.get((t, "tflite/fp32/litert-torch"))}
 
     hdr = f"{'thr':>3} {'runtime':30s} {'KB':>8} {'acc %':>6} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} " \
           f"{'x eager':>7} {'roof ms':>7} {'% roof':>6} {'peak MB':>7}"
@@ -137,10 +156,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{f(r['p50_ms'], '7.3f')} {f(r['p90_ms'], '7.3f')} {f(r['p99_ms'], '7.3f')} "
               f"{f(r['speedup_vs_eager'], '7.2f')} {r['roofline_ms']:7.3f} {f(r['pct_of_roofline'], '6.1f')} "
               f"{f(r['peak_mem_mb'], '7.1f')}" + (f"  ERROR {r['error']}" if r["error"] else ""))
+    print("fp32 .pte p50 / fp32 .tflite (litert-torch) p50: " +
+          ", ".join(f"{t} thread(s) {v:.2f}x" for t, v in fp32_pte_over_tflite.items()) +
+          f"; load average {load_avg['before'][0]:.1f} -> {load_avg['after'][0]:.1f}")
     write_results(args.out, "runtimes", {
         "model": args.model, "params": count_params(model), "mflops": mflops, "quick": args.quick, "runs": args.runs,
-        "warmup": args.warmup, "eval_samples": args.eval_samples, "cpus": args.cpus, "rows": rows,
-        "files": {f.key: f.extra for f in bundle.files}})
+        "warmup": args.warmup, "rounds": args.rounds, "eval_samples": args.eval_samples, "cpus": args.cpus,
+        "load_avg": load_avg, "fp32_pte_over_tflite": fp32_pte_over_tflite, "rows": rows,
+        "files": {f.key: f.extra for f in bundle.files}, "bundle_extra": bundle.extra})
     return 0
 
 

@@ -165,6 +165,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                                exit=args.exit, android_assets=args.android_assets, progress=not args.no_progress,
                                keep_going=not args.fail_fast, observer=args.observer)
     print_status(status_rows(bundle))
+    note = (bundle.extra.get("fp32_pte_vs_tflite") or {}).get("note")
+    if note:
+        print(f"WARNING: {note}")
     print(f"wrote {bundle.root / 'edgekd.json'}")
     if args.android_assets:
         print(f"copied the bundle into {args.android_assets}")
@@ -209,7 +212,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edgekd.bench.gate import GATE_EXIT, check, parse_require
     from edgekd.bench.harness import benchmark
     from edgekd.bench.pool import bench_pool
-    from edgekd.bench.report import format_status
+    from edgekd.bench.report import format_status, speed_warnings
 
     requirements = parse_require(args.require) if args.require else []  # a bad spec fails before any run
     if len(args.target) > 1 and (args.repeat > 1 or args.sustained or args.timing_lock):
@@ -232,6 +235,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if len(args.target) > 1:
             print(f"\n== {url.split('?')[0]}")
         print(format_status([r for r in results if r.target == url]))
+    for warning in speed_warnings(results):
+        print(f"WARNING: {warning}")
     if args.sustained:
         from edgekd.bench.sustained import format_sustained
 

@@ -11,6 +11,7 @@ it under ``perf record``.
     python benchmarks/investigations/bare_loop.py --model m.pte --threads 1 --warmup 20 --runs 300 [--inputs x.npz]
     python benchmarks/investigations/bare_loop.py --model m.tflite --threads 1 --seconds 6 --ready   # for perf -p PID
     python benchmarks/investigations/bare_loop.py --model a.pte --model b.tflite --threads 2 --runs 4000 --block 100
+    python benchmarks/investigations/bare_loop.py --model a.pte --isa avx2          # XNNPACK's AVX2 kernels on an AVX-512 host
 
 Prints one JSON line on stdout: file, runtime, threads, p50_ms (+ the runner's other summaries) and
 the samples. ``--call both`` alternates blocks of ``invoke()`` and of the runner's ``run(x)`` in one
@@ -114,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=None, help="time for this long instead of --runs")
     ap.add_argument("--inputs", default=None, help=".npz with x: logical float32 NCHW input (default: zeros)")
     ap.add_argument("--cpus", default=None, help="pin to these CPUs first (e.g. 0,1)")
+    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
+                    help="avx2: make both runtimes' XNNPACK pick the kernels of an AVX2-only CPU "
+                    "(benchmarks/xnnpack_avx2.py); must be given before anything loads")
     ap.add_argument("--ready", action="store_true", help="print a ready line with the pid after warm-up")
     ap.add_argument("--call", choices=("invoke", "run", "both", "timed", "both-timed"), default="invoke",
                     help="time the runtime's own call (invoke), the runner's per-sample run(x) as the harness "
@@ -126,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.model) > 1 and args.call != "invoke":
         ap.error("several --model files are timed with --call invoke only")
 
+    if args.isa == "avx2":
+        from xnnpack_avx2 import mask_to_avx2
+
+        mask_to_avx2()
     runner = load_runner()
     out_fd = os.dup(1)
     os.dup2(2, 1)  # native libraries print on fd 1; keep stdout for JSON

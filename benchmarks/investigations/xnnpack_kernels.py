@@ -18,6 +18,10 @@ model is exported.
     apt-get install -y linux-perf        # Debian; kernel.perf_event_paranoid <= 2 is enough
     python benchmarks/investigations/xnnpack_kernels.py --threads 1 --seconds 5
     python benchmarks/investigations/xnnpack_kernels.py --files pte/int8/executorch tflite/int8/litert-torch --threads 2
+    python benchmarks/investigations/xnnpack_kernels.py --files pte/fp32/executorch tflite/fp32/litert-torch --isa avx2
+
+``--isa avx2`` runs both runtimes on XNNPACK's AVX2 kernels on an AVX-512 host (``benchmarks/investigations/xnnpack_avx2.py``).
+For stripped code each row also names the hottest single instruction address (a stall shows up there).
 
 Reads the bundle ``benchmarks/runtimes.py`` exported (``--bundle``); writes ``benchmarks/results/kernels.json``.
 """
@@ -123,10 +127,10 @@ def isa_of(mix: collections.Counter[str]) -> dict[str, int]:
     return {k: sum(mix[o] for o in ops) for k, ops in ISA_OPS.items() if sum(mix[o] for o in ops)}
 
 
-def profile(model: Path, threads: int, seconds: float, perf_data: Path) -> dict[str, Any]:
+def profile(model: Path, threads: int, seconds: float, perf_data: Path, isa: str = "native") -> dict[str, Any]:
     """Run the bare loop, attach perf to the timed part, return the loop's result and perf's hot list."""
     loop = subprocess.Popen([sys.executable, str(HERE / "bare_loop.py"), "--model", str(model), "--threads",
-                             str(threads), "--seconds", str(seconds + 1.5), "--ready"],
+                             str(threads), "--seconds", str(seconds + 1.5), "--ready", "--isa", isa],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert loop.stdout is not None
     ready = json.loads(loop.stdout.readline() or "{}")
@@ -167,7 +171,10 @@ def name_hot(hot: list[tuple[float, str, str]], libs: dict[str, Library], refere
             if rng is not None:
                 key = (dso, f"{rng[0]:#x}")
                 row = {"dso": dso, "function": f"{dso}+{rng[0]:#x}", "approx": True, "range": rng}
-        grouped.setdefault(key, {**row, "pct": 0.0})["pct"] += pct
+        g = grouped.setdefault(key, {**row, "pct": 0.0})
+        g["pct"] += pct
+        if sym.startswith("0x") and pct > g.get("hottest_pct", 0.0):  # stripped code: perf lists each address
+            g["hottest_address"], g["hottest_pct"] = sym, pct
     rows = sorted(grouped.values(), key=lambda r: -r["pct"])[:top]
     for r in rows:
         lib = libs.get(r["dso"])
@@ -196,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=5.0, help="perf recording time per file")
     ap.add_argument("--top", type=int, default=6)
+    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
+                    help="avx2: both runtimes pick the kernels of an AVX2-only CPU (see benchmarks/xnnpack_avx2.py)")
     ap.add_argument("--out", default=str(BENCH / "results" / "kernels.json"))
     args = ap.parse_args(argv)
     _need("perf", "linux-perf")
@@ -220,15 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for key, path in models:
             print(f"\n== {key} ({path.name}), {args.threads} thread(s), perf {args.seconds:.0f} s", flush=True)
-            prof = profile(path, args.threads, args.seconds, Path(tmp) / "perf.data")
+            prof = profile(path, args.threads, args.seconds, Path(tmp) / "perf.data", args.isa)
             rows = name_hot(prof["hot"], libs, reference, args.top)
             print(f"   bare-loop p50 {prof['loop']['p50_ms']:.3f} ms over {prof['loop']['runs']} runs; threads with "
                   "samples: " + ", ".join(f"{t['thread']} {t['pct']:.0f}%" for t in prof["threads"]))
             for r in rows:
                 extra = f"  [similarity {r['similarity']}]" if "similarity" in r else ""
                 insns = " ".join(f"{k}:{v}" for k, v in r.get("isa_insns", {}).items())
-                print(f"   {r['pct']:6.2f}%  {r['dso'][:34]:34s} {r['function']}{extra}  {insns}")
-            results.append({"key": key, "file": str(path), "threads": args.threads, "loop": prof["loop"],
+                hottest = (f"  [hottest instruction {r['hottest_address']}: {r['hottest_pct']:.1f}%]"
+                           if "hottest_address" in r else "")
+                print(f"   {r['pct']:6.2f}%  {r['dso'][:34]:34s} {r['function']}{extra}  {insns}{hottest}")
+            results.append({"key": key, "file": str(path), "threads": args.threads, "isa": args.isa, "loop": prof["loop"],
                             "busy_threads": prof["threads"], "hot": rows})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

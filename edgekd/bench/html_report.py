@@ -38,7 +38,15 @@ from typing import Any
 import numpy as np
 
 from edgekd.bench.native_profile import PROFILES, profile_stem
-from edgekd.bench.report import COLUMNS, GROUP, NOISE_NOTE, STATUS_COLUMNS, noise_columns, status_groups
+from edgekd.bench.report import (
+    COLUMNS,
+    GROUP,
+    NOISE_NOTE,
+    STATUS_COLUMNS,
+    noise_columns,
+    speed_warnings,
+    status_groups,
+)
 from edgekd.bench.results import ABOUT, OK, RESULTS, SUMMARY, BenchResult, load_results
 from edgekd.bench.stats import noise_band
 from edgekd.errors import ConfigError
@@ -437,6 +445,15 @@ def _about_html(runs: list[Path]) -> str:
     return "".join(parts)
 
 
+def _warnings_html(rows: list[_Row]) -> str:
+    """The speed warnings of each run folder (:func:`edgekd.bench.report.speed_warnings`), above the table."""
+    by_run: dict[Path, list[BenchResult]] = {}
+    for x in rows:
+        by_run.setdefault(x.run, []).append(x.r)
+    items = [f"<li class='bad'>{html.escape(w)}</li>" for rs in by_run.values() for w in speed_warnings(rs)]
+    return f"<ul>{''.join(items)}</ul>" if items else ""
+
+
 def _compare_html(rows: list[_Row]) -> str:
     """p50 of each file (model + format/precision/converter) in each run x target, and its ratio to the first."""
     columns = list(dict.fromkeys((x.run, x.r.target) for x in rows))
@@ -619,7 +636,7 @@ def write_html_report(run_dirs: str | Path | Sequence[str | Path], out_dir: str 
             + _about_html(runs)
             + fit_html
             + f"<h2>Devices</h2>{_facts_html(rows)}"
-            f"<h2>Results</h2>{_status_html(rows)}"
+            f"<h2>Results</h2>{_warnings_html(rows)}{_status_html(rows)}"
             "<p class='note'>stability, from the robust CV (1.4826 × median absolute deviation / median of the timed "
             "runs: the spread of their bulk, which a few preempted runs do not inflate, as they do not move the p50): "
             "stable ≤ 5%, noisy ≤ 10%, unstable above; cv: std/mean, the tail's share. "

@@ -141,11 +141,36 @@ def _cell(column: str, r: BenchResult) -> str:
         return "?"
 
 
+def speed_warnings(results: Sequence[BenchResult]) -> list[str]:
+    """One line per (target, model, threads) where the fp32 ``.pte`` is much slower than the fastest fp32
+    ``.tflite`` measured beside it (p50s of this run; the rule is :func:`edgekd.convert.speed.slow_pte_note`)."""
+    from edgekd.convert.speed import slow_pte_note
+
+    groups: dict[tuple[str, str, int], list[BenchResult]] = {}
+    for r in results:
+        if r.ok and r.latency_ms is not None and r.precision == "fp32":
+            groups.setdefault((r.target, r.model_name, r.threads), []).append(r)
+    out = []
+    for (target, model, threads), rows in groups.items():
+        ptes = [r for r in rows if r.format == "pte"]
+        tflites = [r for r in rows if r.format == "tflite"]
+        if not ptes or not tflites:
+            continue
+        best = min(tflites, key=lambda r: r.latency_ms.p50)  # type: ignore[union-attr]
+        cpu = (ptes[0].machine or {}).get("cpu_model")
+        where = f"on {target.split('?')[0]}{f' ({cpu})' if cpu else ''}, {threads} thread{'s' * (threads != 1)}, p50"
+        for pte in ptes:
+            note = slow_pte_note(pte.latency_ms.p50, best.latency_ms.p50, where)  # type: ignore[union-attr]
+            if note:
+                out.append(f"{model}: {note}")
+    return out
+
+
 def write_summary(results: Sequence[BenchResult], path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write every result (raw samples included) and the rendered table to a JSON file, atomically."""
     path = Path(path)
     doc = {"created": datetime.now().isoformat(timespec="seconds"), "n_results": len(results),
-           "n_failed": sum(1 for r in results if r.error), **(extra or {}),
+           "n_failed": sum(1 for r in results if r.error), "warnings": speed_warnings(results), **(extra or {}),
            "table": format_table(results).splitlines(), "results": [r.to_dict() for r in results]}
     return write_atomic(path, json.dumps(doc, indent=1), stage="bench", what="the run summary",
                         fix="bench into another folder (--out DIR)")

@@ -160,6 +160,7 @@ def export(
     task: str = "classification",
     qat: torch.fx.GraphModule | None = None,
     observer: str = "histogram",
+    check_speed: bool = True,
 ) -> Bundle:
     """Convert ``model`` to every requested (format, converter, precision), check parity, write the bundle.
 
@@ -187,6 +188,10 @@ def export(
             ``model``. litert-torch and ExecuTorch only (onnx2tf takes no PT2E graph).
         observer: the int8 calibration observer, ``"histogram"`` (default), ``"minmax"`` or
             ``"histogram_torchao"`` (see :mod:`edgekd.quantization`).
+        check_speed: when the bundle has both a fp32 ``.pte`` and a fp32 ``.tflite``, time the two on this
+            host (alternating blocks, ~1 s) and record ``extra["fp32_pte_vs_tflite"]``; a ``.pte`` that
+            takes 1.5x the ``.tflite``'s time or more gets a warning (see :mod:`edgekd.convert.speed`:
+            on x86 CPUs with AVX2 but no AVX-512, the executorch wheel's fp32 convolutions are ~2.5x slower).
 
     Returns:
         the :class:`Bundle`, saved as ``out_dir/edgekd.json``.
@@ -220,13 +225,36 @@ def export(
                 raise  # a full disk or an unwritable folder fails every file: no point going on
             path.unlink(missing_ok=True)  # a half-written file must not be benchmarked as if it were good
             failed.append(failure_record(e, f"{exporter.format}/{prec}/{exporter.converter}", name))
+    speed = _speed_check(files, root, px[:batch]) if check_speed else None
     bundle = Bundle(root=root, model_name=model_name or type(model).__name__, inputs=inputs, outputs=outputs,
                     files=files, preprocessing=preprocessing, labels=labels, edgekd_version=__version__,
                     extra={"calibration_samples": 0 if calib is None else len(calib), "parity_samples": len(px),
                            "torch_export_s": export_s, "observer": observer,
-                           **({"failed": failed} if failed else {})})
+                           **({"failed": failed} if failed else {}),
+                           **({"fp32_pte_vs_tflite": speed} if speed else {})})
     bundle.save()
     return bundle
+
+
+def _speed_check(files: list[ModelFile], root: Path, x: np.ndarray) -> dict[str, Any] | None:
+    """:func:`edgekd.convert.speed.host_check` of the fp32 ``.pte`` against the first fp32 ``.tflite``, when the
+    bundle has both; a ``.pte`` much slower than the ``.tflite`` is also a ``UserWarning``. A check that cannot
+    run records why and never fails the export."""
+    import warnings
+
+    from edgekd.convert.speed import host_check
+
+    pte = next((f for f in files if f.format == "pte" and f.precision == "fp32"), None)
+    tfl = next((f for f in files if f.format == "tflite" and f.precision == "fp32"), None)
+    if pte is None or tfl is None or x.dtype != np.float32:
+        return None
+    try:
+        check = host_check(root / pte.path, root / tfl.path, row(tfl.format, tfl.converter).layout, x)
+    except Exception as e:  # a timing check must never cost the user the bundle
+        return {"pte": pte.path, "tflite": tfl.path, "error": f"{type(e).__name__}: {e}"[:300]}
+    if check["note"]:
+        warnings.warn(f"export: {check['note']}", stacklevel=3)
+    return {"pte": pte.path, "tflite": tfl.path, **check}
 
 
 def _export_one(model: torch.nn.Module, ex: tuple[torch.Tensor, ...], exporter: Format, prec: str, path: Path,

@@ -18,6 +18,8 @@ on a par with TFLite int8 on AVX512-VNNI CPUs but cannot be on AMX Xeons with th
 
 from __future__ import annotations
 
+import re
+import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,37 @@ def keepdim_spatial_means(gm: torch.fx.GraphModule) -> int:
     return done
 
 
+def xnnpack_nodes(edge_program: Any) -> dict[str, int] | None:
+    """The node types of the XNNPACK graphs an edge program was lowered to, counted over all its delegates:
+    what the XNNPACK runtime will be given, e.g. ``{"XNNConv2d": 9, "XNNStaticTranspose": 2, ...}`` (a
+    convolution is one ``XNNConv2d`` with its batch norm folded in and its ReLU fused; layout transposes
+    are ``XNNStaticTranspose``). Read from each delegate's flatbuffer with the ``flatc`` the executorch
+    wheel ships; ``None`` when it is missing."""
+    import tempfile
+
+    import executorch
+    from executorch.backends.xnnpack.serialization import xnnpack_graph_serialize as ser
+
+    flatc = Path(executorch.__path__[0]) / "data" / "bin" / "flatc"
+    schema = Path(ser.__file__).parent / "schema.fbs"
+    if not flatc.is_file() or not schema.is_file():
+        return None
+    counts: Counter[str] = Counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (_, sub) in enumerate(edge_program.graph_module.named_children()):
+            blob = getattr(sub, "processed_bytes", None)
+            if not blob or getattr(sub, "backend_id", "") != "XnnpackBackend":
+                continue
+            header = ser.XNNHeader.from_bytes(blob[: ser.XNNHeader.EXPECTED_LENGTH])
+            graph = Path(tmp) / f"g{i}.bin"
+            graph.write_bytes(blob[header.flatbuffer_offset:header.flatbuffer_offset + header.flatbuffer_size])
+            subprocess.run([str(flatc), "--json", "--raw-binary", "-o", tmp, str(schema), "--", str(graph)],
+                           check=True, capture_output=True, timeout=60)
+            text = (Path(tmp) / f"g{i}.json").read_text()
+            counts.update(re.findall(r'xnode_union_type:\s*"?(\w+)"?', text))
+    return dict(counts)
+
+
 def _lower(program: torch.export.ExportedProgram) -> tuple[bytes, dict[str, Any]]:
     with requires("executorch"):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -104,6 +137,12 @@ def _lower(program: torch.export.ExportedProgram) -> tuple[bytes, dict[str, Any]
 
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     coverage = partition_coverage(edge.exported_program())
+    try:
+        nodes = xnnpack_nodes(edge.exported_program())
+    except (OSError, ValueError, subprocess.SubprocessError):  # a diagnostic: never costs the export
+        nodes = None
+    if nodes is not None:
+        coverage["xnnpack_nodes"] = nodes
     return edge.to_executorch().buffer, coverage
 
 

@@ -397,8 +397,8 @@ def _run_onnx2tf(onnx_path: Path, out: Path, samples_nhwc: np.ndarray, verbose: 
 
 
 # -- running -------------------------------------------------------------------------------------
-def tflite_runner(path: Path, layout: str | None = None) -> Any:
-    """Return ``(run, inputs, outputs)``: ``run(x_nchw_float32) -> float32 output``.
+def tflite_runner(path: Path, layout: str | None = None, threads: int = 1) -> Any:
+    """Return ``(run, inputs, outputs)``: ``run(x_nchw_float32) -> float32 output``, on ``threads`` threads.
 
     ``run`` converts to the file's layout (NHWC for 4-D inputs when ``layout == "NHWC"``) and, for
     int8 inputs/outputs, quantizes/dequantizes with the file's own scale and zero point.
@@ -409,7 +409,7 @@ def tflite_runner(path: Path, layout: str | None = None) -> Any:
     from edgekd.bundle import Quantization, TensorSpec
     from edgekd.formats import dequantize, quantize, to_layout
 
-    it = Interpreter(model_path=str(path), num_threads=1)
+    it = Interpreter(model_path=str(path), num_threads=threads)
     it.allocate_tensors()
     ind, outd = it.get_input_details()[0], it.get_output_details()[0]
 
