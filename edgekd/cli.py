@@ -1,7 +1,7 @@
 """``edgekd`` command line: a thin shell over the Python API (each subcommand parses, calls, prints).
 
     edgekd demo [--quick] [--out DIR]
-    edgekd list models|methods|datasets|strategies|targets
+    edgekd list models|methods|modifiers|datasets|strategies|targets
     edgekd train   --model resnet20 --data mnist5k --epochs 5 --out runs/teacher
     edgekd distill --teacher runs/teacher/model.pt --student resnet8 --method ce+kd --out runs/kd
     edgekd distill --student resnet8 --peers 2 --method dml --out runs/dml
@@ -60,6 +60,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         from edgekd.models import list_models as names
     elif args.what == "methods":
         from edgekd.distillation import methods as names
+    elif args.what == "modifiers":
+        from edgekd.distillation.methods import modifiers as names
     elif args.what == "datasets":
         from edgekd.data import list_datasets as names
     elif args.what == "strategies":
@@ -247,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     ls = sub.add_parser("list", help="list registered names")
-    ls.add_argument("what", choices=("models", "methods", "datasets", "strategies", "targets"))
+    ls.add_argument("what", choices=("models", "methods", "modifiers", "datasets", "strategies", "targets"))
     ls.set_defaults(func=cmd_list)
 
     t = sub.add_parser("train", help="train a model from scratch (cross-entropy)")

@@ -25,7 +25,7 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(("what", "expected"), [
     ("models", "resnet8x4"), ("models", "resnet8_plain"), ("methods", "kd"), ("datasets", "mnist5k"),
-    ("targets", "local"),
+    ("targets", "local"), ("methods", "mlkd"), ("methods", "reviewkd"), ("modifiers", "std=True"),
 ])
 def test_list(what: str, expected: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", what]) == 0

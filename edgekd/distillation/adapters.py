@@ -23,6 +23,13 @@ from torch import nn
 from edgekd.distillation.methods import StepContext
 from edgekd.errors import ConfigError
 
+#: The stages a multi-stage feature loss taps when none are given (``at``, ``reviewkd``): the names every
+#: CNN of the zoo gives its stages, shallow to deep. The one place that choice is written down: when
+#: ``edgekd.models`` declares per-family feature contracts (which stages can be tapped), read them here.
+STAGES: tuple[str, ...] = ("layer1", "layer2", "layer3")
+#: The pooled embedding (N×C×1×1) after the last stage, the deepest "stage" ReviewKD reviews from.
+POOLED = "pool"
+
 
 def tap_pairs(method: str, student: Sequence[str] | str | None, teacher: Sequence[str] | str | None,
               default: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
