@@ -77,12 +77,17 @@ class External(nn.Module):
         return self.net((pixels - MNIST_MEAN) / MNIST_STD)
 
 
-def train_external(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int = 0) -> nn.Module:
-    """The plain loop of PyTorch's MNIST example (Adadelta lr 1, step decay 0.7, batch 64) on [0, 1] pixels."""
+def train_external(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int = 0, recipe: str = "example") -> nn.Module:
+    """A plain loop on [0, 1] pixels, batch 64: ``example`` is PyTorch's MNIST example (Adadelta lr 1, step decay
+    0.7 per epoch); ``adam`` is Adam at 1e-3 with no decay, run long: a teacher that memorises its train set."""
     torch.manual_seed(seed)
     net = MnistNet()
-    opt = torch.optim.Adadelta(net.parameters(), lr=1.0)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+    if recipe == "example":
+        opt: torch.optim.Optimizer = torch.optim.Adadelta(net.parameters(), lr=1.0)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=1.0)
     xn = (x - MNIST_MEAN) / MNIST_STD
     for _ in range(epochs):
         net.train()
@@ -110,7 +115,8 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def _row_key(r: dict[str, Any]) -> tuple[str, str, str, int, int]:
-    return (r["teacher"], r["regime"], r["recipe"], r["epochs"], r["seed"])
+    """A run's identity; the student alone has no teacher, so one run serves every teacher."""
+    return ("none" if r["recipe"] == "alone" else r["teacher"], r["regime"], r["recipe"], r["epochs"], r["seed"])
 
 
 def _done(path: Path) -> dict[tuple[str, str, str, int, int], dict[str, Any]]:
@@ -128,7 +134,8 @@ def teacher_stats(teacher: nn.Module, x: torch.Tensor) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--teacher-epochs", default="14", help="comma list: epochs of the plain-loop teacher(s)")
+    p.add_argument("--teachers", default="example:14",
+                   help="comma list of RECIPE:EPOCHS plain-loop teachers (example: PyTorch's MNIST example; adam)")
     p.add_argument("--epochs", default="3", help="comma list: student epochs (full-label: passes over 3,500 images)")
     p.add_argument("--regimes", default="full,few")
     p.add_argument("--recipes", default="", help="comma list of RECIPES names (default: all)")
@@ -147,21 +154,23 @@ def main(argv: list[str] | None = None) -> int:
     pixels = x_tr * splits.std[0] + splits.mean[0]
     recipes = [r for r in RECIPES if not a.recipes or r in a.recipes.split(",")]
     teachers: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
-    for te in (int(v) for v in a.teacher_epochs.split(",")):
-        path = work / f"teacher_mnistnet_{te}ep.pt"
+    for spec in a.teachers.split(","):
+        recipe, te = spec.split(":")[0], int(spec.split(":")[1])
+        name = f"mnistnet_{te}ep" if recipe == "example" else f"mnistnet_{recipe}_{te}ep"
+        path = work / f"teacher_{name}.pt"
         net = MnistNet()
         if path.exists():
             net.load_state_dict(torch.load(path, weights_only=True))
         else:
             t0 = time.perf_counter()
-            net = train_external(pixels, y_tr, te)
+            net = train_external(pixels, y_tr, te, recipe=recipe)
             torch.save(net.state_dict(), path)
-            print(f"plain-loop teacher {te} epochs: {time.perf_counter() - t0:.0f} s", flush=True)
+            print(f"plain-loop teacher {name}: {time.perf_counter() - t0:.0f} s", flush=True)
         teacher = External(net.eval(), splits.mean[0], splits.std[0]).eval()
-        info = {"epochs": te, "val_acc": evaluate(teacher, splits.val)["acc"], "test_acc": evaluate(teacher, splits.test)["acc"],
+        info = {"recipe": recipe, "epochs": te, "val_acc": evaluate(teacher, splits.val)["acc"], "test_acc": evaluate(teacher, splits.test)["acc"],
                 "train": teacher_stats(teacher, x_tr), "test_stats": teacher_stats(teacher, splits.test.tensors[0])}
-        teachers[f"mnistnet_{te}ep"] = (teacher, info)
-        print(f"teacher mnistnet {te} ep: val {info['val_acc']:.4f} test {info['test_acc']:.4f} on train: "
+        teachers[name] = (teacher, info)
+        print(f"teacher {name}: val {info['val_acc']:.4f} test {info['test_acc']:.4f} on train: "
               f"max p {info['train']['max_p_T1']:.4f} (T=4: {info['train']['max_p_T4']:.3f}), top gap {info['train']['top_gap']:.1f}",
               flush=True)
     regimes = {"full": splits, "few": few_labels(splits, 500, seed=0, transfer=True)}
@@ -172,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             for epochs in (int(v) for v in a.epochs.split(",")):
                 for recipe in recipes:
                     for seed in (int(s) for s in a.seeds.split(",")):
-                        key = (tname, regime, recipe, epochs, seed)
+                        key = _row_key({"teacher": tname, "regime": regime, "recipe": recipe, "epochs": epochs,
+                                        "seed": seed})
                         if a.report or key in _done(jsonl):
                             continue
                         spec, opts = RECIPES[recipe]
@@ -199,12 +209,11 @@ def main(argv: list[str] | None = None) -> int:
                               f"({row['wall_s']:.0f} s)", flush=True)
     rows = list(_done(jsonl).values())
     summary = []
-    for (tname, regime, epochs) in sorted({(r["teacher"], r["regime"], r["epochs"]) for r in rows}):
-        base = {r["seed"]: r["test_acc"] for r in rows if (r["teacher"], r["regime"], r["epochs"], r["recipe"]) ==
-                (tname, regime, epochs, "alone")}
+    for (tname, regime, epochs) in sorted({(r["teacher"], r["regime"], r["epochs"]) for r in rows if r["recipe"] != "alone"}):
+        base = {r["seed"]: r["test_acc"] for r in rows if (r["regime"], r["epochs"], r["recipe"]) == (regime, epochs, "alone")}
         for recipe in RECIPES:
-            rs = sorted((r for r in rows if (r["teacher"], r["regime"], r["epochs"], r["recipe"]) == (tname, regime, epochs, recipe)),
-                        key=lambda r: r["seed"])
+            rs = sorted((r for r in rows if (r["regime"], r["epochs"], r["recipe"]) == (regime, epochs, recipe)
+                         and (recipe == "alone" or r["teacher"] == tname)), key=lambda r: r["seed"])
             if not rs:
                 continue
             deltas = [r["test_acc"] - base[r["seed"]] for r in rs if r["seed"] in base]
