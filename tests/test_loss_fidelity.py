@@ -565,7 +565,8 @@ def test_wttm_equals_zheng_yang() -> None:
     assert np.isfinite(float(_loss("wttm")(_ctx(s, t * 200))))
 
 
-def mlkd_np(sw: np.ndarray, tw: np.ndarray, ss: np.ndarray, ts: np.ndarray, T: float, std: bool) -> float:
+def mlkd_np(sw: np.ndarray, tw: np.ndarray, ss: np.ndarray, ts: np.ndarray, T: float, std: bool,
+            w_cls: float = 1.0, w_bat: float = 1.0) -> float:
     """Multi-Level-Logit-Distillation KD_ours.forward_train minus its CE, line by line (reduce=True KD)."""
     n, c = sw.shape
     pw = softmax(tw)
@@ -591,7 +592,7 @@ def mlkd_np(sw: np.ndarray, tw: np.ndarray, ss: np.ndarray, ts: np.ndarray, T: f
     kd_strong = kd(ss, ts, T) + kd(ss, ts, 3.0) + kd(ss, ts, 5.0) + kd(sw, tw, 2.0) + kd(sw, tw, 6.0)
     cc_weak = sum((cc(sw, tw, tau) * cmask).mean() for tau in temps)
     bc_weak = sum((bc(sw, tw, tau) * mask).mean() for tau in temps)
-    return float(kd_weak + kd_strong + cc_weak + bc_weak)  # the strong cc/bc terms are not in losses_dict
+    return float(kd_weak + kd_strong + w_cls * cc_weak + w_bat * bc_weak)  # the strong cc/bc: not in losses_dict
 
 
 def test_mlkd_equals_jin_et_al_code() -> None:
@@ -604,6 +605,10 @@ def test_mlkd_equals_jin_et_al_code() -> None:
     sw7, tw7 = sw[:7], tw[:7]
     _close(_loss("mlkd")(_ctx(sw7, tw7, views={"strong": (_t(ss[:7]), _t(ts[:7]))})),
            mlkd_np(sw7, tw7, ss[:7], ts[:7], 4.0, False))
+    # scale="reference": the class / batch levels in the code's proportions at N = 64, C = 100
+    n, c = sw.shape
+    _close(_loss("mlkd", scale="reference", cls=0.5)(_ctx(sw, tw, views=views)),
+           mlkd_np(sw, tw, ss, ts, 4.0, False, w_cls=0.5 * (64**2 / 100) / (n**2 / c), w_bat=64 / n))
     # CE of "ce + mlkd" is the code's CE of both views
     y = r.integers(0, 5, size=8)
     _close(_loss("ce")(_ctx(sw, tw, y, views=views)), ce_np(sw, y) + ce_np(ss, y))

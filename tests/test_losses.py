@@ -251,7 +251,8 @@ def test_ofd_trains_from_the_teacher_cache_of_pre_relu_maps(digits: data.DataSpl
     ("dist", {"dist_gamma": -1}, "gamma >= 0"),
     ("nkd", {"nkd_T": 0}, "T > 0"),
     ("wttm", {"wttm_gamma": 1.5}, r"gamma=1.5 must be in \(0, 1\]"),
-    ("mlkd", {"mlkd_T": -1}, "T=-1 must be > 0"),
+    ("mlkd", {"mlkd_T": -1}, "T=-1"),
+    ("mlkd", {"mlkd_scale": "paper"}, "scale in code, reference"),
     ("reviewkd", {"reviewkd_warmup": -1}, "warmup=-1 must be >= 0"),
     ("at", {"at_warmup": -2}, "mode must be one of"),
 ])

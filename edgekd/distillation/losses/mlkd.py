@@ -13,6 +13,8 @@ from edgekd.errors import ConfigError
 STAGE = "distill/mlkd"
 EXTRA_T = (3.0, 5.0, 2.0, 6.0)  # the code's temperatures besides the base one
 VIEW = "strong"
+SCALES = ("code", "reference")
+REFERENCE = (64, 100)  # the code's CIFAR-100 batch size and class count
 
 
 def class_correlation(s: torch.Tensor, t: torch.Tensor, T: float) -> torch.Tensor:
@@ -74,20 +76,42 @@ class MLKDLoss(LogitLoss):
     standardization (``mlkd(ls)``, applied to the instance terms only, as that code does) T = 2 and
     weights 1 / 9.
 
+    **Scale.** The levels do not scale alike: the class-level term grows as :math:`N^2/C` (batch size
+    :math:`N`, :math:`C` classes) and the batch-level one as :math:`N`, the instance terms not at all. The
+    code's proportions hold at its CIFAR-100 setting (:math:`N = 64`, :math:`C = 100`); at :math:`N = 128`,
+    :math:`C = 10` the class term is 40× larger relative to the others and swamps them (a student trained
+    so fell *below* the student alone here). ``cls`` and ``bat`` weight the two levels (1 = the code);
+    ``scale="reference"`` sets them to :math:`(64^2/100)/(N^2/C)` and :math:`64/N`, the code's proportions at
+    this batch size and class count.
+
     Args:
         T: the base temperature > 0 (the others, 3, 5, 2 and 6, are fixed, as in the code).
         std: logit standardization of the instance-level terms (:mod:`~edgekd.distillation.losses.logit_std`).
+        cls: weight of the class-level term (1: the code).
+        bat: weight of the batch-level term (1: the code).
+        scale: ``"code"`` (``cls`` and ``bat`` as given) or ``"reference"`` (times the factors above).
 
-    Options: ``mlkd_T=4``, ``mlkd_std=True`` (or ``"mlkd(ls)"``); use as ``"ce:0.1 + mlkd:0.9"``.
+    Options: ``mlkd_T=4``, ``mlkd_std=True`` (or ``"mlkd(ls)"``), ``mlkd_scale="reference"``; use as
+    ``"ce:0.1 + mlkd:0.9"``.
     """
 
     views = (VIEW,)
 
-    def __init__(self, T: float = 4.0, std: bool = False) -> None:
+    def __init__(self, T: float = 4.0, std: bool = False, cls: float = 1.0, bat: float = 1.0,
+                 scale: str = "code") -> None:
         super().__init__(std)
-        if not T > 0:
-            raise ConfigError(f"mlkd temperature T={T} must be > 0", stage=STAGE, hint="pass mlkd_T=4")
-        self.T = float(T)
+        if not T > 0 or min(cls, bat) < 0 or scale not in SCALES:
+            raise ConfigError(f"mlkd needs T > 0, cls, bat >= 0 and scale in {', '.join(SCALES)}; got T={T}, "
+                              f"cls={cls}, bat={bat}, scale={scale!r}", stage=STAGE,
+                              hint="pass e.g. mlkd_T=4, mlkd_scale='reference'")
+        self.T, self.cls, self.bat, self.scale = float(T), float(cls), float(bat), scale
+
+    def level_weights(self, n: int, c: int) -> tuple[float, float]:
+        """The class- and batch-level weights for a batch of ``n`` samples and ``c`` classes."""
+        if self.scale == "code":
+            return self.cls, self.bat
+        ref_n, ref_c = REFERENCE
+        return self.cls * (ref_n**2 / ref_c) / (n**2 / c), self.bat * ref_n / n
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         s_w, t_w = ctx.student_logits, self.teacher(ctx, "mlkd")
@@ -105,4 +129,5 @@ class MLKDLoss(LogitLoss):
         strong = sum(kd_kl(zs_s, zt_s, tau) for tau in temps[:3]) + sum(kd_kl(zs_w, zt_w, tau) for tau in temps[3:])
         cls = sum(class_correlation(s_w, t_w, tau) for tau in temps)
         bat = sum(batch_correlation(s_w, t_w, tau) for tau in temps)
-        return rho * weak + strong + kappa * cls + rho * bat  # type: ignore[return-value]
+        w_cls, w_bat = self.level_weights(*s_w.shape)
+        return rho * weak + strong + w_cls * kappa * cls + w_bat * rho * bat  # type: ignore[return-value]
