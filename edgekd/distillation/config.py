@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from edgekd.data.core import DataSplits
 from edgekd.distillation.methods import build_objective, format_term, parse_terms
 from edgekd.errors import ConfigError
-from edgekd.settings import LoopSettings, MethodTerm, RunSettings, names
+from edgekd.settings import DEFAULT_METHOD, LoopSettings, MethodTerm, RunSettings, names
 from edgekd.settings import check as check_setting
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,7 +87,7 @@ class DistillConfig(RunSettings):
                               hint="write `key: value` lines (teacher, student, data, method, ...)")
         _no_unknown(raw, [*names(cls), "options", "taps"], source)
         values = {k: check_setting(cls, k, raw[k], source, STAGE) for k in names(cls) if k in raw and k != "method"}
-        terms = _terms(raw.get("method", "ce+kd"), source)
+        terms = _terms(raw.get("method", DEFAULT_METHOD), source)
         by_name = {t.name: t for t in terms}
         for key in ("options", "taps"):
             section = raw.get(key) or {}

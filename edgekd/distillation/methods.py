@@ -35,6 +35,7 @@ from torch import nn
 
 from edgekd.errors import ConfigError
 from edgekd.registry import Registry
+from edgekd.settings import DEFAULT_METHOD
 
 STAGE = "distill/method"
 
@@ -280,7 +281,7 @@ class Objective(nn.Module):
         return total, {n: v.detach() for n, v in parts.items()}
 
 
-def build_objective(method: str | Sequence[tuple[str, float]] | Mapping[str, float] = "ce+kd",
+def build_objective(method: str | Sequence[tuple[str, float]] | Mapping[str, float] = DEFAULT_METHOD,
                     **method_kwargs: Any) -> Objective:
     """Parse ``method``, route ``method_kwargs`` and instantiate each loss."""
     terms = parse_terms(method)

@@ -27,14 +27,16 @@ class KDLoss(LogitLoss):
     Learning Workshop, https://arxiv.org/abs/1503.02531.
 
     Args:
-        T: temperature > 0 (default 4, the usual value on CIFAR benchmarks).
+        T: temperature > 0 (default 4, the usual value on CIFAR benchmarks; 2 with ``std``, the logit-
+            standardization paper's base temperature for z-scored logits).
         std: logit standardization (:mod:`~edgekd.distillation.losses.logit_std`): z-score both logits first.
 
     Options: ``kd_T=4.0``, ``kd_std=True`` (or ``"kd(ls)"``); compose with labels as ``"ce:0.1 + kd:0.9"``.
     """
 
-    def __init__(self, T: float = 4.0, std: bool = False) -> None:
+    def __init__(self, T: float | None = None, std: bool = False) -> None:
         super().__init__(std)
+        T = (2.0 if std else 4.0) if T is None else T
         if not T > 0:
             raise ConfigError(f"kd temperature T={T} must be > 0", stage="distill/kd", hint="pass kd_T=4.0")
         self.T = float(T)
