@@ -231,7 +231,7 @@ def _summary(rows: list[dict[str, Any]], teacher_acc: float) -> list[dict[str, A
         paired = [a - base[s] for a, s in zip(accs, seeds, strict=True) if s in base]
         b = statistics.mean(base[s] for s in seeds if s in base) if all(s in base for s in seeds) else None
         out.append({"method": method, "kind": kind, "candidate": best["candidate"], "spec": best["spec"],
-                    "options": best["options"],
+                    "options": best["options"], "tuning_complete": len(tuned) >= len(METHODS[method][1]),
                     "candidates": [{"spec": r["spec"], "options": r["options"], "val_acc": r["val_acc"]}
                                    for r in sorted(tuned, key=lambda r: r["candidate"])],
                     "seeds": seeds, "test_acc": accs, "acc_mean": statistics.mean(accs),
@@ -326,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="run every candidate on --seeds, not only the val pick (sensitivity on chosen seeds)")
     p.add_argument("--picks", default=None,
                    help="a results JSON whose val-tuned candidate per method is used as is (no tuning here)")
+    p.add_argument("--only-picked", action="store_true", help="with --picks: skip the methods it has no pick for")
     p.add_argument("--shard", default="0/1", help="i/n: run the methods i, i+n, ... of the list (share the work)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit", type=int, default=None, help="cap the data set (a smoke test; use its own --work)")
@@ -349,8 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"kd_subset: unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
     picks: dict[str, int] = {}
-    if a.picks:
-        picks = {r["method"]: int(r["candidate"]) for r in json.loads(Path(a.picks).read_text())["summary"]}
+    if a.picks:  # the picks of methods whose every candidate ran (a table still running gives the finished ones)
+        picks = {r["method"]: int(r["candidate"]) for r in json.loads(Path(a.picks).read_text())["summary"]
+                 if r.get("tuning_complete", True)}
+        if a.only_picked:
+            names = [m for m in names if m in picks]
     if not a.report:
         i, n = (int(v) for v in a.shard.split("/"))
         mine = names[i::n]

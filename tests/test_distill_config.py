@@ -152,7 +152,8 @@ def test_one_declaration_drives_yaml_flags_and_distill_kwargs() -> None:
     assert set(names(RunSettings)) <= flags
     assert set(names(RunSettings)) - {"teacher", "student", "method"} <= {a.dest for a in sub["train"]._actions}
     assert set(names(LoopSettings)) <= {f.name for f in dataclasses.fields(TrainConfig)}
-    assert set(DistillConfig().distill_kwargs()) == {"method", *names(LoopSettings)}
+    cfg = DistillConfig()  # the default method's options (kd: std=True, from its "(ls)") travel as method options
+    assert set(cfg.distill_kwargs()) == {"method", *names(LoopSettings), *cfg.method_kwargs()}
     help_text = sub["distill"].format_help()
     assert "--weight-decay" in help_text and "training epochs (default: 10)" in help_text
 
