@@ -1,7 +1,7 @@
 """``edgekd`` command line: a thin shell over the Python API (each subcommand parses, calls, prints).
 
     edgekd demo [--quick] [--out DIR]
-    edgekd list models|methods|datasets|strategies|targets|families
+    edgekd list models|methods|modifiers|datasets|strategies|targets|families
     edgekd train   --model resnet20 --data mnist5k --epochs 5 --out runs/teacher
     edgekd train   --model resnet8 --data folder:photos/ --image-size 96 --epochs 5 --out runs/teacher
     edgekd distill --teacher runs/teacher/model.pt --student resnet8 --method ce+kd --out runs/kd
@@ -84,6 +84,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         return _list_models()
     elif args.what == "methods":
         from edgekd.distillation import methods as names
+    elif args.what == "modifiers":
+        from edgekd.distillation.methods import modifiers as names
     elif args.what == "datasets":
         from edgekd.data import list_datasets as names
     elif args.what == "strategies":
@@ -328,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     ls = sub.add_parser("list", help="list registered names")
-    ls.add_argument("what", choices=("models", "methods", "datasets", "strategies", "targets", "families"))
+    ls.add_argument("what", choices=("models", "methods", "modifiers", "datasets", "strategies", "targets", "families"))
     ls.set_defaults(func=cmd_list)
 
     t = sub.add_parser("train", help="train a model from scratch (cross-entropy)")

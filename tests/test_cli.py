@@ -25,7 +25,8 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(("what", "expected"), [
     ("models", "resnet8x4"), ("models", "resnet8_plain"), ("methods", "kd"), ("datasets", "mnist5k"),
-    ("targets", "local"), ("families", "resnet_plain"),
+    ("targets", "local"), ("families", "resnet_plain"), ("methods", "mlkd"), ("methods", "reviewkd"),
+    ("modifiers", "std=True"),
 ])
 def test_list(what: str, expected: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", what]) == 0

@@ -21,7 +21,7 @@ from edgekd.distillation import (
     register_method,
     train,
 )
-from edgekd.distillation.methods import METHODS
+from edgekd.distillation.methods import METHODS, modifiers, parse_terms
 from edgekd.distillation.parallel import mixed_batches
 from edgekd.distillation.strategies.offline import OfflineStrategy
 from edgekd.errors import ConfigError
@@ -108,6 +108,36 @@ def test_parse_method(spec: object, expected: list[tuple[str, float]]) -> None:
 def test_parse_method_errors(spec: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_method(spec)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("ce + kd:9(ls)", [("ce", 1.0, {}), ("kd", 9.0, {"std": True})]),
+    ("kd(ls)", [("kd", 1.0, {"std": True})]),
+    ("ce:0.1 + mlkd:0.9( LS )", [("ce", 0.1, {}), ("mlkd", 0.9, {"std": True})]),
+    ({"kd(ls)": 2}, [("kd", 2.0, {"std": True})]),
+])
+def test_parse_terms_reads_modifiers(spec: object, expected: list) -> None:
+    assert parse_terms(spec) == expected  # type: ignore[arg-type]
+    assert parse_method(spec) == [(n, w) for n, w, _ in expected]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("spec", "options", "message"), [
+    ("ce + kd(xx)", {}, r"unknown modifier \(xx\) of 'kd'.*known: ls"),
+    ("ce + crd(ls)", {}, r"modifier \(ls\) does not apply to 'crd'.*only .*dkd.*kd.*mlkd"),
+    ("kd(ls)", {"kd_std": False}, "its modifier sets std=True but the options say std=False"),
+    ("ce + kd:9(ls", {}, "cannot parse"),
+])
+def test_modifier_errors_are_clear(spec: str, options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_objective(spec, **options)
+
+
+def test_modifier_round_trips_through_the_spec() -> None:
+    obj = build_objective("ce + kd:9(ls) + dkd:1", kd_T=2.0, dkd_std=True)
+    assert obj.losses["kd"].std and obj.losses["dkd"].std and not hasattr(obj.losses["ce"], "std")
+    assert obj.spec == "ce:1 + kd:9(ls) + dkd:1(ls)"  # what checkpoints and results record
+    assert build_objective(obj.spec).spec == obj.spec
+    assert "ls: std=True" in modifiers()
 
 
 def test_method_options_routing() -> None:

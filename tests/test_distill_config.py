@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from edgekd.cli import main
+from edgekd.distillation import build_objective
 from edgekd.distillation.config import DistillConfig, MethodTerm, load_config
 from edgekd.errors import ConfigError
 
@@ -127,7 +128,14 @@ def test_cli_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_defaults_match_the_cli() -> None:
     cfg = DistillConfig()
-    assert cfg.spec == "ce:1 + kd:1" and cfg.data == "mnist5k" and cfg.epochs == 10 and cfg.batch_size == 128
+    assert cfg.spec == "ce:1 + kd:9(ls)" and cfg.data == "mnist5k" and cfg.epochs == 10 and cfg.batch_size == 128
+    # one default method everywhere: distill(), build_objective(), a run file without `method`, the CLI
+    from edgekd.distillation.methods import parse_terms
+    from edgekd.settings import DEFAULT_METHOD, default_method
+
+    assert [(t.name, t.weight, t.options) for t in default_method()] == parse_terms(DEFAULT_METHOD)
+    assert DistillConfig.from_dict({}).spec == build_objective().spec == "ce:1 + kd:9(ls)"
+    assert build_objective().losses["kd"].T == 2.0 and build_objective("kd").losses["kd"].T == 4.0
 
 
 def test_one_declaration_drives_yaml_flags_and_distill_kwargs() -> None:
@@ -144,7 +152,8 @@ def test_one_declaration_drives_yaml_flags_and_distill_kwargs() -> None:
     assert set(names(RunSettings)) <= flags
     assert set(names(RunSettings)) - {"teacher", "student", "method"} <= {a.dest for a in sub["train"]._actions}
     assert set(names(LoopSettings)) <= {f.name for f in dataclasses.fields(TrainConfig)}
-    assert set(DistillConfig().distill_kwargs()) == {"method", *names(LoopSettings)}
+    cfg = DistillConfig()  # the default method's options (kd: std=True, from its "(ls)") travel as method options
+    assert set(cfg.distill_kwargs()) == {"method", *names(LoopSettings), *cfg.method_kwargs()}
     help_text = sub["distill"].format_help()
     assert "--weight-decay" in help_text and "training epochs (default: 10)" in help_text
 

@@ -318,10 +318,11 @@ def test_ensemble_averages_probabilities_with_exact_weights(dtype: torch.dtype) 
     _close(got, want, rtol=1e-10 if dtype == torch.float64 else 1e-5)
 
 
-def _peers_ctx(logits: np.ndarray, y: np.ndarray, maps: list[np.ndarray] | None = None) -> StepContext:
+def _peers_ctx(logits: np.ndarray, y: np.ndarray, maps: list[np.ndarray] | None = None, epoch: int = 0
+               ) -> StepContext:
     feats = [{"layer3": _t(m)} for m in maps] if maps is not None else [{} for _ in logits]
     return StepContext(student_logits=_t(logits), teacher_logits=None, targets=torch.as_tensor(y),
-                       student_features={"peers": feats})
+                       student_features={"peers": feats}, epoch=epoch)
 
 
 def dml_np(z: np.ndarray, y: np.ndarray, T: float) -> float:
@@ -482,3 +483,218 @@ def test_pkkd_kernels_and_loss_equal_xu_et_al() -> None:
         loss.transforms["l"].bias.zero_()
     feat = float(((np.einsum("oc,nchw->nohw", g, psi_a) - psi_c) ** 2).mean())
     _close(loss(ctx), ce_np(s, labels) + 0.5 * kd_np(s, t, T) + 2.0 * feat, rtol=1e-9)
+
+
+# -- the modern logit losses (issue 28): logit standardization, DIST, NKD, WTTM, MLKD; ReviewKD --------------
+def zscore(z: np.ndarray) -> np.ndarray:
+    """The logit-standardization code's normalize(): (z - mean) / (1e-7 + std), std unbiased (torch's default)."""
+    return (z - z.mean(-1, keepdims=True)) / (1e-7 + z.std(-1, ddof=1, keepdims=True))
+
+
+def test_logit_standardization_of_kd_dkd_and_their_modifier() -> None:
+    r = _rng(20)
+    s, t, y = r.normal(size=(6, 5)) * 3, r.normal(size=(6, 5)) * 9, np.array([0, 4, 2, 2, 1, 3])
+    for T in (1.0, 2.0):
+        want = kd_np(zscore(s), zscore(t), T)
+        _close(_loss("kd", T=T, std=True)(_ctx(s, t)), want)
+        _close(build_objective("kd(ls)", kd_T=T).losses["kd"].double()(_ctx(s, t)), want)
+    _close(_loss("dkd", T=2.0, warmup=0, std=True)(_ctx(s, t, y)), dkd_np(zscore(s), zscore(t), y, 2.0, 1.0, 8.0))
+    # what standardization buys: a teacher 10x as confident (scaled logits) gives the same loss
+    _close(_loss("kd", T=2.0, std=True)(_ctx(s, 10 * t + 3)), kd_np(zscore(s), zscore(t), 2.0), rtol=1e-7)
+    assert abs(kd_np(s, 10 * t, 2.0) - kd_np(s, t, 2.0)) > 1.0  # and without it, not at all
+    assert build_objective("ce + kd:9(ls)").spec == "ce:1 + kd:9(ls)"
+
+
+def pearson_np(a: np.ndarray, b: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Row-wise Pearson correlation, as DIST's code: cosine of the centred rows, eps on the norms' product."""
+    a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + eps)
+
+
+def test_dist_equals_huang_et_al() -> None:
+    r = _rng(21)
+    s, t = r.normal(size=(7, 5)) * 2, r.normal(size=(7, 5)) * 4
+    for T, beta, gamma in ((1.0, 1.0, 1.0), (4.0, 2.0, 0.5)):
+        ys, yt = softmax(s / T), softmax(t / T)
+        inter = 1 - pearson_np(ys, yt).mean()  # per sample, over classes
+        intra = 1 - pearson_np(ys.T, yt.T).mean()  # per class, over the batch
+        _close(_loss("dist", T=T, beta=beta, gamma=gamma)(_ctx(s, t)), T**2 * (beta * inter + gamma * intra))
+    ys, yt = softmax(zscore(s) / 2), softmax(zscore(t) / 2)
+    _close(_loss("dist", T=2.0, std=True)(_ctx(s, t)),
+           4 * ((1 - pearson_np(ys, yt).mean()) + (1 - pearson_np(ys.T, yt.T).mean())))
+
+
+def nkd_np(s: np.ndarray, t: np.ndarray, y: np.ndarray, T: float, gamma: float) -> float:
+    """cls_KD NKDLoss, line by line: -(t_t * log s_t).mean() - gamma T^2 mean_i sum_k N(t/T)_k log N(s/T)_k."""
+    n, k = s.shape
+    rows = np.arange(n)
+    loss_t = -(softmax(t)[rows, y] * np.log(softmax(s)[rows, y])).mean()
+    keep = np.ones((n, k), dtype=bool)
+    keep[rows, y] = False
+    s_n, t_n = s[keep].reshape(n, k - 1), t[keep].reshape(n, k - 1)
+    loss_non = (softmax(t_n / T) * np.log(softmax(s_n / T))).sum(1).mean()
+    return float(loss_t - gamma * T**2 * loss_non)
+
+
+def test_nkd_equals_yang_et_al() -> None:
+    r = _rng(22)
+    s, t, y = r.normal(size=(6, 5)) * 2, r.normal(size=(6, 5)) * 3, np.array([1, 4, 0, 2, 2, 3])
+    _close(_loss("nkd")(_ctx(s, t, y)), nkd_np(s, t, y, 1.0, 1.5))
+    _close(_loss("nkd", T=4.0, gamma=1.0)(_ctx(s, t, y)), nkd_np(s, t, y, 4.0, 1.0))
+    y_part = np.where(np.arange(6) % 3 == 0, -1, y)  # unlabelled: the teacher's top class stands in
+    _close(_loss("nkd")(_ctx(s, t, y_part)), nkd_np(s, t, np.where(y_part >= 0, y_part, t.argmax(1)), 1.0, 1.5))
+    _close(_loss("nkd", std=True)(_ctx(s, t, y)), nkd_np(zscore(s), zscore(t), y, 1.0, 1.5))
+
+
+def wttm_np(s: np.ndarray, t: np.ndarray, gamma: float) -> float:
+    """TTM repo's WTTM: p_t^gamma normalised by U = sum p_t^gamma; mean over the batch of U * KL(.||softmax(s))."""
+    q = softmax(t) ** gamma
+    u = q.sum(1)
+    q = q / u[:, None]
+    return float((u * kl_rows(q, softmax(s))).mean())
+
+
+def test_wttm_equals_zheng_yang() -> None:
+    r = _rng(23)
+    s, t = r.normal(size=(6, 5)) * 2, r.normal(size=(6, 5)) * 5
+    for gamma in (0.1, 0.5, 1.0):
+        _close(_loss("wttm", gamma=gamma)(_ctx(s, t)), wttm_np(s, t, gamma))
+    _close(_loss("wttm", gamma=1.0)(_ctx(s, t)), kd_np(s, t, 1.0))  # gamma = 1: plain KD at T = 1 (U = 1)
+    _close(_loss("wttm", gamma=0.3, std=True)(_ctx(s, t)), wttm_np(zscore(s), zscore(t), 0.3))
+    # a very confident teacher (p ~ e^-300) stays finite: the log-space form does not underflow
+    assert np.isfinite(float(_loss("wttm")(_ctx(s, t * 200))))
+
+
+def mlkd_np(sw: np.ndarray, tw: np.ndarray, ss: np.ndarray, ts: np.ndarray, T: float, std: bool,
+            w_cls: float = 1.0, w_bat: float = 1.0) -> float:
+    """Multi-Level-Logit-Distillation KD_ours.forward_train minus its CE, line by line (reduce=True KD)."""
+    n, c = sw.shape
+    pw = softmax(tw)
+    conf = pw.max(1)
+    mask = conf <= np.percentile(conf, 50)
+    cconf = pw.sum(0)
+    cmask = cconf <= np.percentile(cconf, 50)
+    z = zscore if std else (lambda a: a)
+
+    def kd(a: np.ndarray, b: np.ndarray, tau: float) -> float:
+        return kd_np(z(a), z(b), tau)
+
+    def cc(a: np.ndarray, b: np.ndarray, tau: float) -> float:
+        ps, pt = softmax(a / tau), softmax(b / tau)
+        return float(((pt.T @ pt - ps.T @ ps) ** 2).sum() / c)
+
+    def bc(a: np.ndarray, b: np.ndarray, tau: float) -> float:
+        ps, pt = softmax(a / tau), softmax(b / tau)
+        return float(((pt @ pt.T - ps @ ps.T) ** 2).sum() / n)
+
+    temps = [T, 3.0, 5.0, 2.0, 6.0]
+    kd_weak = sum((kd(sw, tw, tau) * mask).mean() for tau in temps)  # a scalar times the mask, then its mean
+    kd_strong = kd(ss, ts, T) + kd(ss, ts, 3.0) + kd(ss, ts, 5.0) + kd(sw, tw, 2.0) + kd(sw, tw, 6.0)
+    cc_weak = sum((cc(sw, tw, tau) * cmask).mean() for tau in temps)
+    bc_weak = sum((bc(sw, tw, tau) * mask).mean() for tau in temps)
+    return float(kd_weak + kd_strong + w_cls * cc_weak + w_bat * bc_weak)  # the strong cc/bc: not in losses_dict
+
+
+def test_mlkd_equals_jin_et_al_code() -> None:
+    r = _rng(24)
+    sw, tw, ss, ts = (r.normal(size=(8, 5)) * k for k in (2, 4, 2, 3))
+    views = {"strong": (_t(ss), _t(ts))}
+    for T, std in ((4.0, False), (2.0, True)):
+        _close(_loss("mlkd", T=T, std=std)(_ctx(sw, tw, views=views)), mlkd_np(sw, tw, ss, ts, T, std))
+    # the confidence masks only scale: an odd batch has (n + 1) / 2 samples at or below the median
+    sw7, tw7 = sw[:7], tw[:7]
+    _close(_loss("mlkd")(_ctx(sw7, tw7, views={"strong": (_t(ss[:7]), _t(ts[:7]))})),
+           mlkd_np(sw7, tw7, ss[:7], ts[:7], 4.0, False))
+    # scale="reference": the class / batch levels in the code's proportions at N = 64, C = 100
+    n, c = sw.shape
+    _close(_loss("mlkd", scale="reference", cls=0.5)(_ctx(sw, tw, views=views)),
+           mlkd_np(sw, tw, ss, ts, 4.0, False, w_cls=0.5 * (64**2 / 100) / (n**2 / c), w_bat=64 / n))
+    # CE of "ce + mlkd" is the code's CE of both views
+    y = r.integers(0, 5, size=8)
+    _close(_loss("ce")(_ctx(sw, tw, y, views=views)), ce_np(sw, y) + ce_np(ss, y))
+
+
+def nearest_np(f: np.ndarray, h: int, w: int) -> np.ndarray:
+    """torch nearest interpolation to (h, w): source index floor(i * in / out)."""
+    rows = (np.arange(h) * f.shape[2] // h)
+    cols = (np.arange(w) * f.shape[3] // w)
+    return f[:, :, rows][:, :, :, cols]
+
+
+def conv3x3_np(f: np.ndarray, w: np.ndarray) -> np.ndarray:
+    p = np.pad(f, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    h, wd = f.shape[2:]
+    return sum(np.einsum("oc,nchw->nohw", w[:, :, i, j], p[:, :, i:i + h, j:j + wd]) for i in range(3) for j in range(3))
+
+
+def hcl_np(fs: np.ndarray, ft: np.ndarray) -> float:
+    """ReviewKD's hcl for one stage."""
+    loss, cnt, tot = ((fs - ft) ** 2).mean(), 1.0, 1.0
+    for lvl in (4, 2, 1):
+        if lvl >= fs.shape[2]:
+            continue
+        cnt /= 2.0
+        loss += ((avg_pool(fs, lvl, lvl) - avg_pool(ft, lvl, lvl)) ** 2).mean() * cnt
+        tot += cnt
+    return float(loss / tot)
+
+
+def test_reviewkd_equals_chen_et_al() -> None:
+    r = _rng(25)
+    n = 2
+    fs = [r.normal(size=(n, 2, 4, 4)), r.normal(size=(n, 3, 2, 2)), r.normal(size=(n, 3, 1, 1))]
+    ft = [r.normal(size=(n, 3, 8, 8)), r.normal(size=(n, 4, 4, 4)), r.normal(size=(n, 5, 1, 1))]  # a finer teacher
+    names = ["layer1", "layer2", "pool"]
+    t_names = ["layer1@prerelu", "layer2@prerelu", "pool"]  # the default taps: the teacher's maps pre-ReLU
+    sf, tf = dict(zip(names, map(_t, fs), strict=True)), dict(zip(t_names, map(_t, ft), strict=True))
+    loss = _loss("reviewkd", student_taps=names, warmup=2)
+    assert loss.teacher_taps == tuple(t_names)
+    loss.setup(_ctx(sf=sf, tf=tf), num_train=n)
+    loss.double().eval()  # BN with running stats (0, 1 - eps) and affine (1, 0): identity
+    mid = 3  # min(512, width of the deepest student tap)
+    w1 = [r.normal(size=(mid, f.shape[1])) for f in fs]
+    w2 = [r.normal(size=(g.shape[1], mid, 3, 3)) for g in ft]
+    wa, ba = [r.normal(size=(2, 2 * mid)) for _ in range(2)], [r.normal(size=2) for _ in range(2)]
+    with torch.no_grad():
+        for i, abf in enumerate(loss.abfs):
+            abf.conv1[0].weight.copy_(_t(w1[i]).view(mid, -1, 1, 1))
+            abf.conv2[0].weight.copy_(_t(w2[i]))
+            for bn in (abf.conv1[1], abf.conv2[1]):
+                bn.running_var.fill_(1 - bn.eps)
+            if i < 2:
+                abf.att[0].weight.copy_(_t(wa[i]).view(2, 2 * mid, 1, 1))
+                abf.att[0].bias.copy_(_t(ba[i]))
+    assert loss.abfs[2].att is None  # the deepest stage has nothing deeper to fuse
+    want, deeper = 0.0, None
+    for i in (2, 1, 0):
+        x = np.einsum("oc,nchw->nohw", w1[i], fs[i])
+        if deeper is not None:
+            up = nearest_np(deeper, *x.shape[2:])
+            z = 1 / (1 + np.exp(-(np.einsum("oc,nchw->nohw", wa[i], np.concatenate([x, up], 1))
+                                  + ba[i][None, :, None, None])))
+            x = x * z[:, :1] + up * z[:, 1:2]
+        x = nearest_np(x, *ft[i].shape[2:])
+        want += hcl_np(conv3x3_np(x, w2[i]), ft[i])
+        deeper = x
+    _close(loss(_ctx(sf=sf, tf=tf, epoch=1)), want)
+    _close(loss(_ctx(sf=sf, tf=tf, epoch=0)), want / 2)  # warm-up: (epoch + 1) / 2
+
+
+def test_warmups_ramp_at_dml_and_feat_l1_linearly() -> None:
+    """The ``warmup`` options (an edgekd extension, off by default): the term times (epoch + 1) / warmup."""
+    r = _rng(26)
+    fs, ft = r.normal(size=(2, 3, 4, 4)), r.normal(size=(2, 5, 4, 4))
+    sf, tf = {"layer1": _t(fs)}, {"layer1": _t(ft)}
+    full = float(((at_np(fs) - at_np(ft)) ** 2).mean())
+    at = _loss("at", student_taps=["layer1"], warmup=4)
+    for epoch in (0, 2, 3, 7):
+        _close(at(_ctx(sf=sf, tf=tf, epoch=epoch)), min((epoch + 1) / 4, 1.0) * full)
+    z, y = r.normal(size=(2, 4, 3)), np.array([0, 2, 1, 1])
+    ce = sum(ce_np(zk, y) for zk in z)
+    _close(_loss("dml", warmup=2)(_peers_ctx(z, y, epoch=0)), ce + 0.5 * (dml_np(z, y, 1.0) - ce))
+    maps = [r.normal(size=(4, 2, 3, 3)) for _ in range(2)]
+    l1 = sum(np.abs(maps[k] - maps[k - 1]).mean() for k in range(2))
+    _close(_loss("feat_l1", warmup=3, weight=0.5)(_peers_ctx(z, y, maps, epoch=0)),
+           ce + (dml_np(z, y, 3.0) - ce + 0.5 * l1) / 3)
+    zs = np.stack([zscore(zk) for zk in z])  # std: the mutual KL of standardized logits, CE on the raw ones
+    _close(_loss("dml", std=True)(_peers_ctx(z, y)), ce + dml_np(zs, y, 1.0) - sum(ce_np(zk, y) for zk in zs))

@@ -248,6 +248,13 @@ def test_ofd_trains_from_the_teacher_cache_of_pre_relu_maps(digits: data.DataSpl
     ("dkd", {"dkd_beta": -8}, "beta"),
     ("rkd", {"rkd_stride": 2}, "has no option stride"),
     ("ofd", {"ofd_momentum": 1.0}, "momentum=1.0 must be in"),
+    ("dist", {"dist_gamma": -1}, "gamma >= 0"),
+    ("nkd", {"nkd_T": 0}, "T > 0"),
+    ("wttm", {"wttm_gamma": 1.5}, r"gamma=1.5 must be in \(0, 1\]"),
+    ("mlkd", {"mlkd_T": -1}, "T=-1"),
+    ("mlkd", {"mlkd_scale": "paper"}, "scale in code, reference"),
+    ("reviewkd", {"reviewkd_warmup": -1}, "warmup=-1 must be >= 0"),
+    ("at", {"at_warmup": -2}, "mode must be one of"),
 ])
 def test_bad_options_are_clear(method: str, options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -267,3 +274,59 @@ def test_missing_tap_and_missing_indices_are_clear(digits: data.DataSplits, nets
         _loss("fitnet").setup(_ctx({"embedding": torch.zeros(1, 2)}, {}), 1)
     with pytest.raises(ConfigError, match="setup.*was not called"):
         _loss("fitnet")(_ctx({"stage:-2": torch.zeros(1, 2, 1, 1)}, {"stage:-2": torch.zeros(1, 2, 1, 1)}))
+
+
+# -- augmented views (MLKD) and the modern losses end to end ----------------------------------------------
+def test_strong_view_is_seeded_in_range_and_changes_the_batch() -> None:
+    from edgekd.data.augment import VIEWS
+
+    x = torch.randn(16, 1, 12, 12) * 0.3 + 0.2
+    before = x.clone()
+    torch.manual_seed(3)
+    a = VIEWS.get("strong")(x)
+    torch.manual_seed(3)
+    b = VIEWS.get("strong")(x)
+    assert torch.equal(a, b) and a.shape == x.shape and a.dtype == x.dtype
+    assert not torch.equal(a, x) and (a - x).abs().flatten(1).amax(1).gt(1e-3).float().mean() > 0.8
+    assert float(a.min()) >= float(x.min()) - 1e-5 and float(a.max()) <= float(x.max()) + 1e-5  # black .. white
+    assert torch.equal(x, before)  # the input is not modified in place
+
+
+def test_mlkd_reads_the_cache_on_the_batch_and_runs_the_teacher_live_on_the_strong_view(
+        digits: data.DataSplits, nets: tuple) -> None:
+    from edgekd.data.augment import VIEWS
+    from edgekd.distillation import TeacherCache
+    from edgekd.distillation.strategies.offline import OfflineStrategy
+
+    student, teacher = nets
+    teacher.eval()
+    x, y = digits.train.tensors[0][:8], digits.train.tensors[1][:8]
+    obj = build_objective("ce + mlkd")
+    cache = TeacherCache(teacher, digits.train)
+    strategy = OfflineStrategy(student, obj, teacher, cache=cache)
+    strategy.cache = cache
+    torch.manual_seed(5)
+    ctx = strategy.context(x, y, torch.arange(8), epoch=0, step=0)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        want = teacher(VIEWS.get("strong")(x))
+    assert torch.allclose(ctx.teacher_logits, cache[torch.arange(8)])
+    assert set(ctx.views) == {"strong"} and torch.allclose(ctx.views["strong"][1], want, atol=1e-5)
+    assert ctx.views["strong"][0].requires_grad and not torch.allclose(ctx.views["strong"][1], ctx.teacher_logits)
+    with pytest.raises(ConfigError, match="strong view"):
+        obj.losses["mlkd"](StepContext(ctx.student_logits, ctx.teacher_logits, y))
+    r = distill(teacher, student, digits, "ce:0.1 + mlkd:0.9(ls)", epochs=1, batch_size=64, progress=False,
+                mlkd_T=2.0, cache_teacher=True)
+    row = r.history[0]
+    assert r.method == "ce:0.1 + mlkd:0.9(ls)" and math.isfinite(row["train_mlkd"]) and row["train_mlkd"] > 0
+
+
+def test_new_logit_and_review_losses_train_one_epoch(digits: data.DataSplits, nets: tuple) -> None:
+    student, teacher = nets
+    r = distill(teacher, student, digits, "ce + dist:2 + nkd + wttm:4 + kd(ls) + reviewkd", epochs=1, batch_size=64,
+                progress=False, reviewkd_warmup=1, cache_teacher=True)
+    row = r.history[0]
+    for name in ("dist", "nkd", "wttm", "kd", "reviewkd"):
+        assert math.isfinite(row[f"train_{name}"]) and row[f"train_{name}"] > 0, name
+    abfs = r.objective.losses["reviewkd"].abfs
+    assert [a.conv2[0].out_channels for a in abfs] == [64, 128, 256, 256]  # to resnet8x4's widths, pool last

@@ -1,7 +1,9 @@
-"""Distillation: ``distill(teacher, student, data, method="ce+kd") -> DistillResult``.
+"""Distillation: ``distill(teacher, student, data, method="ce + kd:9(ls)") -> DistillResult``.
 
 ``method`` composes registered losses with weights (``"kd"``, ``"ce+kd"``, ``"ce:0.1 + kd:0.9"``;
-:func:`methods` lists them). Extra keyword arguments configure the losses, prefixed with the
+:func:`methods` lists them). The default, ``"ce + kd:9(ls)"`` (:data:`~edgekd.settings.DEFAULT_METHOD`), is KD
+on standardized logits at T = 2: it does not fight a confident teacher's logit scale (plain ``"ce+kd"`` at
+T = 4 lost to the student alone from a teacher trained elsewhere; RESULTS.md). Extra keyword arguments configure the losses, prefixed with the
 method's name or nested::
 
     distill(teacher, student, data, method="ce:0.1+kd:0.9", kd_T=4.0)
@@ -49,6 +51,7 @@ from edgekd.distillation.strategies import EnsembleTeacher, Strategy, make_strat
 from edgekd.distillation.taps import Taps
 from edgekd.distillation.trainer import TrainConfig, Trainer
 from edgekd.eval.classification import evaluate
+from edgekd.settings import DEFAULT_METHOD
 
 __all__ = [
     "DistillLoss",
@@ -91,7 +94,7 @@ class DistillResult:
 
 
 def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module | Sequence[nn.Module],
-            data: DataSplits | Dataset | str | Sequence[Dataset], method: str | Sequence[tuple[str, float]] | Mapping[str, float] = "ce+kd", *,
+            data: DataSplits | Dataset | str | Sequence[Dataset], method: str | Sequence[tuple[str, float]] | Mapping[str, float] = DEFAULT_METHOD, *,
             on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
             cache_teacher: bool | TeacherCache | None = None, teacher_weights: Sequence[float] | None = None,
             config: TrainConfig | None = None, **kwargs: Any) -> DistillResult:

@@ -25,6 +25,12 @@ from torch import nn
 from edgekd.distillation.methods import StepContext
 from edgekd.errors import ConfigError
 
+#: The stages a multi-stage feature loss taps when none are given (``at``, ``reviewkd``): the three deepest
+#: stages of each net's family contract (:mod:`edgekd.models.contract`; ``layer1..3`` of a CIFAR ResNet).
+STAGES: tuple[str, ...] = ("stage:-3", "stage:-2", "stage:-1")
+#: The pooled embedding of the contract (N×C, or N×C×1×1), the deepest "stage" ReviewKD reviews from.
+POOLED = "embedding"
+
 
 def tap_pairs(method: str, student: Sequence[str] | str | None, teacher: Sequence[str] | str | None,
               default: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

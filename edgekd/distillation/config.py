@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekd.data.core import DataSplits
-from edgekd.distillation.methods import build_objective, parse_method
+from edgekd.distillation.methods import build_objective, format_term, parse_terms
 from edgekd.errors import ConfigError
-from edgekd.settings import LoopSettings, MethodTerm, RunSettings, names
+from edgekd.settings import DEFAULT_METHOD, LoopSettings, MethodTerm, RunSettings, names
 from edgekd.settings import check as check_setting
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,8 +55,8 @@ class DistillConfig(RunSettings):
 
     @property
     def spec(self) -> str:
-        """The method as a string, e.g. ``"ce:1 + kd:0.9"``."""
-        return " + ".join(f"{t.name}:{t.weight:g}" for t in self.method)
+        """The method as a string, e.g. ``"ce:1 + kd:0.9(ls)"``."""
+        return " + ".join(format_term(t.name, t.weight, t.options) for t in self.method)
 
     def method_kwargs(self) -> dict[str, dict[str, Any]]:
         """Options per method, in the nested form :func:`~edgekd.distillation.distill` takes."""
@@ -76,7 +76,7 @@ class DistillConfig(RunSettings):
         given = {k: v for k, v in values.items() if v is not None}
         if isinstance(given.get("method"), str):
             kept = {t.name: t.options for t in self.method}
-            given["method"] = [MethodTerm(n, w, dict(kept.get(n, {}))) for n, w in parse_method(given["method"])]
+            given["method"] = [MethodTerm(n, w, {**kept.get(n, {}), **mods}) for n, w, mods in parse_terms(given["method"])]
         return check(dataclasses.replace(self, **given))
 
     @classmethod
@@ -87,7 +87,7 @@ class DistillConfig(RunSettings):
                               hint="write `key: value` lines (teacher, student, data, method, ...)")
         _no_unknown(raw, [*names(cls), "options", "taps"], source)
         values = {k: check_setting(cls, k, raw[k], source, STAGE) for k in names(cls) if k in raw and k != "method"}
-        terms = _terms(raw.get("method", "ce+kd"), source)
+        terms = _terms(raw.get("method", DEFAULT_METHOD), source)
         by_name = {t.name: t for t in terms}
         for key in ("options", "taps"):
             section = raw.get(key) or {}
@@ -234,16 +234,16 @@ def _mapping(value: Any, what: str, source: str) -> dict[str, Any]:
 def _terms(value: Any, source: str) -> list[MethodTerm]:
     """``"ce:1 + kd:0.9"`` or a list of ``"kd:0.9"`` / ``{name, weight, options}`` items."""
     if isinstance(value, str):
-        return [MethodTerm(n, w) for n, w in parse_method(value)]
+        return [MethodTerm(n, w, mods) for n, w, mods in parse_terms(value)]
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{source}: method must be a string or a non-empty list, got {value!r}", stage=STAGE,
                           hint="write method: 'ce:1 + kd:0.9' or a list of {name, weight, options}")
     pairs, options = [], []
     for item in value:
         if isinstance(item, str):
-            parsed = parse_method(item)
-            pairs += parsed
-            options += [{} for _ in parsed]
+            parsed = parse_terms(item)
+            pairs += [(n, w) for n, w, _ in parsed]
+            options += [mods for _, _, mods in parsed]
             continue
         entry = _mapping(item, "each method entry", source)
         _no_unknown(entry, ["name", "weight", "options"], f"{source}: method entry {entry.get('name', '?')!r}")
@@ -252,7 +252,7 @@ def _terms(value: Any, source: str) -> list[MethodTerm]:
                               hint="write {name: kd, weight: 0.9}")
         pairs.append((entry["name"], entry.get("weight", 1.0)))
         options.append(_mapping(entry.get("options"), f"options of {entry['name']}", source))
-    return [MethodTerm(n, w, o) for (n, w), o in zip(parse_method(pairs), options, strict=True)]
+    return [MethodTerm(n, w, {**mods, **o}) for (n, w, mods), o in zip(parse_terms(pairs), options, strict=True)]
 
 
 def _taps(name: str, value: Any, source: str) -> dict[str, Any]:

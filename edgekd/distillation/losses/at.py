@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from edgekd.distillation.adapters import flat, match_spatial, tap_pairs, tapped
-from edgekd.distillation.methods import DistillLoss, StepContext, register_method
+from edgekd.distillation.adapters import STAGES, flat, match_spatial, tap_pairs, tapped
+from edgekd.distillation.methods import DistillLoss, StepContext, linear_ramp, register_method
 from edgekd.errors import ConfigError
 
 STAGE = "distill/at"
@@ -54,23 +54,25 @@ class ATLoss(DistillLoss):
         mode: ``"code"`` or ``"paper"`` (see above).
         pool: ``"features"`` (default, RepDistiller) or ``"attention"``: what is pooled when the
             two maps' resolutions differ (see above).
+        warmup: epochs of linear ramp of the term (an extension, 0 = off as in the paper; see
+            :func:`~edgekd.distillation.methods.linear_ramp`): a strong β pulls a fresh student's maps
+            toward the teacher's before its labels have shaped them.
 
-    Options: ``at_student_taps=[...]``, ``at_p=2``, ``at_mode="paper"``, ``at_pool="attention"``.
+    Options: ``at_student_taps=[...]``, ``at_p=2``, ``at_mode="paper"``, ``at_pool="attention"``, ``at_warmup=1``.
     """
 
     needs_teacher = True
 
     def __init__(self, student_taps: Sequence[str] | str | None = None,
                  teacher_taps: Sequence[str] | str | None = None, p: float = 2.0, mode: str = "code",
-                 pool: str = "features") -> None:
+                 pool: str = "features", warmup: int = 0) -> None:
         super().__init__()
-        if mode not in MODES or pool not in POOLS or not p > 0:
+        if mode not in MODES or pool not in POOLS or not p > 0 or warmup < 0:
             raise ConfigError(f"at mode={mode!r}, pool={pool!r}, p={p}: mode must be one of {', '.join(MODES)}, "
                               f"pool one of {', '.join(POOLS)} and p > 0", stage=STAGE,
                               hint="pass at_mode='code' (or 'paper'), at_pool='features' (or 'attention') and at_p=2")
-        self.student_taps, self.teacher_taps = tap_pairs("at", student_taps, teacher_taps,
-                                                         ("stage:-3", "stage:-2", "stage:-1"))
-        self.p, self.mode, self.pool = float(p), mode, pool
+        self.student_taps, self.teacher_taps = tap_pairs("at", student_taps, teacher_taps, STAGES)
+        self.p, self.mode, self.pool, self.warmup = float(p), mode, pool, int(warmup)
 
     def attention(self, feat: torch.Tensor) -> torch.Tensor:
         """Channel-mean of ``|A|^p``: (N, C, H, W) -> (N, 1, H, W), not yet normalised."""
@@ -90,4 +92,4 @@ class ATLoss(DistillLoss):
                 a_s, a_t = match_spatial(self.attention(f_s), self.attention(f_t))
             diff = F.normalize(flat(a_s), dim=1) - F.normalize(flat(a_t), dim=1)
             total = total + (diff.pow(2).mean() if self.mode == "code" else diff.norm(dim=1).mean())
-        return total
+        return linear_ramp(ctx.epoch, self.warmup) * total

@@ -23,6 +23,10 @@ class CrossEntropyLoss(DistillLoss):
     train split of a few labelled images among many unlabelled ones is Hinton et al.'s *transfer
     set*, where the KD term sees every image and this term only the labelled ones.
 
+    When a loss asks for augmented views of the batch (MLKD's strong view, ``ctx.views``), the
+    student is trained on them too and this term is summed over the batch and each view, all with
+    the batch's labels — as MLKD's code adds the cross-entropy of its weak and strong views.
+
     Label smoothing (:math:`\varepsilon`): Szegedy, Vanhoucke, Ioffe, Shlens, Wojna, "Rethinking
     the Inception Architecture for Computer Vision", CVPR 2016, https://arxiv.org/abs/1512.00567.
 
@@ -42,7 +46,10 @@ class CrossEntropyLoss(DistillLoss):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return labelled_ce(ctx.student_logits, ctx.targets, self.label_smoothing)
+        loss = labelled_ce(ctx.student_logits, ctx.targets, self.label_smoothing)
+        for s_view, _ in ctx.views.values():
+            loss = loss + labelled_ce(s_view, ctx.targets, self.label_smoothing)
+        return loss
 
 
 def labelled_ce(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from edgekd.distillation.methods import DistillLoss, StepContext, register_method
+from edgekd.distillation.losses.logit_std import LogitLoss, target_or_teacher_top
+from edgekd.distillation.methods import StepContext, linear_ramp, register_method
 from edgekd.errors import ConfigError
 
 STAGE = "distill/dkd"
@@ -23,13 +24,13 @@ def _binary_log(z: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return torch.stack([z[gt] - lse_all, lse_other - lse_all], dim=1)
 
 
-def _non_target(z: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+def non_target(z: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """Logits with the target column removed: (N, K-1)."""
     return z[~gt].view(z.shape[0], z.shape[1] - 1)
 
 
 @register_method("dkd")
-class DKDLoss(DistillLoss):
+class DKDLoss(LogitLoss):
     r"""DKD: :math:`\alpha \cdot \mathrm{TCKD} + \beta \cdot \mathrm{NCKD}`, ramped in over ``warmup`` epochs.
 
     .. math::
@@ -61,14 +62,16 @@ class DKDLoss(DistillLoss):
         alpha: TCKD weight >= 0.
         beta: NCKD weight >= 0.
         warmup: epochs of linear ramp (0 turns it off). Short runs want a short warm-up.
+        std: logit standardization (:mod:`~edgekd.distillation.losses.logit_std`) before everything above,
+            as the logit-standardization code does for DKD.
 
-    Options: ``dkd_T=4, dkd_alpha=1, dkd_beta=8, dkd_warmup=20``; use as ``"ce + dkd"``.
+    Options: ``dkd_T=4, dkd_alpha=1, dkd_beta=8, dkd_warmup=20``, ``dkd_std=True`` (or ``"dkd(ls)"``);
+    use as ``"ce + dkd"``.
     """
 
-    needs_teacher = True
-
-    def __init__(self, T: float = 4.0, alpha: float = 1.0, beta: float = 8.0, warmup: int = 20) -> None:
-        super().__init__()
+    def __init__(self, T: float = 4.0, alpha: float = 1.0, beta: float = 8.0, warmup: int = 20,
+                 std: bool = False) -> None:
+        super().__init__(std)
         if not T > 0 or alpha < 0 or beta < 0 or warmup < 0:
             raise ConfigError(f"dkd needs T > 0 and alpha, beta, warmup >= 0; got T={T}, alpha={alpha}, "
                               f"beta={beta}, warmup={warmup}", stage=STAGE,
@@ -77,17 +80,12 @@ class DKDLoss(DistillLoss):
 
     def ramp(self, epoch: int) -> float:
         """The warm-up factor at 0-based ``epoch``."""
-        return 1.0 if self.warmup == 0 else min((epoch + 1) / self.warmup, 1.0)
+        return linear_ramp(epoch, self.warmup)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        if ctx.teacher_logits is None:
-            raise ConfigError("dkd needs teacher logits but no teacher was given", stage=STAGE,
-                              hint="pass a teacher to distill(), or use method='ce'")
-        s, t = ctx.student_logits / self.T, ctx.teacher_logits.detach() / self.T
-        y = ctx.targets
-        if bool((y < 0).any()):  # unlabelled (transfer-set) samples: the teacher's top class stands in
-            y = torch.where(y >= 0, y, t.argmax(1))
-        gt = F.one_hot(y, s.shape[1]).bool()
+        s, t = self.logits(ctx, "dkd")
+        s, t = s / self.T, t / self.T
+        gt = F.one_hot(target_or_teacher_top(ctx.targets, t), s.shape[1]).bool()
         tckd = _kl(_binary_log(t, gt), _binary_log(s, gt))
-        nckd = _kl(F.log_softmax(_non_target(t, gt), 1), F.log_softmax(_non_target(s, gt), 1))
+        nckd = _kl(F.log_softmax(non_target(t, gt), 1), F.log_softmax(non_target(s, gt), 1))
         return self.ramp(ctx.epoch) * self.T**2 * (self.alpha * tckd + self.beta * nckd)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from edgekd.distillation.methods import DistillLoss, StepContext, register_method
+from edgekd.distillation.methods import DistillLoss, StepContext, linear_ramp, register_method
 from edgekd.distillation.strategies.online import PEER_FEATURES, mutual_kl, peers_ce
 from edgekd.errors import ConfigError
 
@@ -28,19 +28,23 @@ from edgekd.errors import ConfigError
 class FeatureL1Loss(DistillLoss):
     """Online L1 feature alignment (formula above), summed over networks.
 
+    ``warmup`` (an extension, off by default) ramps both peer terms (KL and L1) in linearly over that
+    many epochs, so peers trained from scratch do not align to each other's random early maps.
+
     Options: ``feat_l1_layer="stage:-1"`` (default: the deepest contract stage, ``layer3`` of a CIFAR ResNet), ``feat_l1_T=3.0``, ``feat_l1_weight=1.0`` (:math:`\\lambda`),
-    ``feat_l1_ce=1.0``.
+    ``feat_l1_ce=1.0``, ``feat_l1_warmup=0``.
     """
 
     needs_teacher = False
     strategy = "online"
 
-    def __init__(self, layer: str = "stage:-1", T: float = 3.0, weight: float = 1.0, ce: float = 1.0) -> None:
+    def __init__(self, layer: str = "stage:-1", T: float = 3.0, weight: float = 1.0, ce: float = 1.0,
+                 warmup: int = 0) -> None:
         super().__init__()
-        if not T > 0 or min(weight, ce) < 0:
-            raise ConfigError(f"feat_l1 T={T} must be > 0 and weight={weight}, ce={ce} >= 0",
+        if not T > 0 or min(weight, ce, warmup) < 0:
+            raise ConfigError(f"feat_l1 T={T} must be > 0 and weight={weight}, ce={ce}, warmup={warmup} >= 0",
                               stage="distill/feat_l1", hint="pass e.g. feat_l1_T=3.0 feat_l1_weight=1.0")
-        self.layer, self.T, self.weight, self.ce = layer, float(T), float(weight), float(ce)
+        self.layer, self.T, self.weight, self.ce, self.warmup = layer, float(T), float(weight), float(ce), int(warmup)
         self.student_taps = (layer,)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
@@ -51,5 +55,6 @@ class FeatureL1Loss(DistillLoss):
                               hint="pick feat_l1_layer= a stage every peer shares, e.g. 'layer3'")
         align = sum(((m - maps[k - 1].detach()).abs().mean() for k, m in enumerate(maps)),
                     ctx.student_logits.new_zeros(()))
-        return (self.ce * peers_ce(ctx.student_logits, ctx.targets) + mutual_kl(ctx.student_logits, self.T)
-                + self.weight * align)
+        ramp = linear_ramp(ctx.epoch, self.warmup)
+        return (self.ce * peers_ce(ctx.student_logits, ctx.targets)
+                + ramp * (mutual_kl(ctx.student_logits, self.T) + self.weight * align))

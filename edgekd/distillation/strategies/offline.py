@@ -130,12 +130,27 @@ class OfflineStrategy(Strategy):
         return t_logits, dict(self.t_taps.outputs) if self.t_taps else {}
 
     def context(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int) -> StepContext:
-        """Run the student (and teacher or cache) on one batch."""
+        """Run the student (and teacher or cache) on one batch, then on each augmented view the losses read."""
         t_logits, t_feats = self.teacher_outputs(x, idx)
         s_logits = self.student(x)
-        return StepContext(student_logits=s_logits, teacher_logits=t_logits, targets=y, indices=idx,
-                           student_features=dict(self.s_taps.outputs) if self.s_taps else {},
-                           teacher_features=t_feats, epoch=epoch, step=step, inputs=x)
+        ctx = StepContext(student_logits=s_logits, teacher_logits=t_logits, targets=y, indices=idx,
+                          student_features=dict(self.s_taps.outputs) if self.s_taps else {},
+                          teacher_features=t_feats, epoch=epoch, step=step, inputs=x)
+        for name in self.objective.views:
+            ctx.views[name] = self.view_outputs(name, x)
+        return ctx
+
+    def view_outputs(self, name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The student's and the teacher's logits on view ``name`` of the batch (:data:`~edgekd.data.augment.VIEWS`).
+        The teacher runs live: its cache holds only the plain batch."""
+        from edgekd.data.augment import VIEWS
+
+        x_view = VIEWS.get(name)(x)
+        if self.teacher is None:
+            return self.student(x_view), None
+        with torch.no_grad():
+            t_view = self.teacher(x_view)
+        return self.student(x_view), t_view
 
     def setup(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], data: DataSplits) -> None:
         self.student_mode(False)

@@ -30,7 +30,8 @@ from torch.utils.data import Dataset
 from edgekd.data.core import DataSplits
 from edgekd.distillation.cache import TeacherCache
 from edgekd.distillation.losses.ce import labelled_ce
-from edgekd.distillation.methods import DistillLoss, Objective, StepContext, register_method
+from edgekd.distillation.losses.logit_std import standardize
+from edgekd.distillation.methods import DistillLoss, Objective, StepContext, linear_ramp, register_method
 from edgekd.distillation.strategies.base import (
     STAGE,
     Losses,
@@ -66,20 +67,30 @@ def peers_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @register_method("dml")
 class DMLLoss(DistillLoss):
-    """Deep Mutual Learning (formula above), summed over peers. Options: ``dml_T=1.0``, ``dml_ce=1.0``."""
+    """Deep Mutual Learning (formula above), summed over peers.
+
+    Two extensions, off by default: ``warmup`` ramps the mutual term in linearly over that many epochs
+    (:func:`~edgekd.distillation.methods.linear_ramp`), so peers trained from scratch do not pull each
+    other toward their first, random predictions; ``std`` z-scores each peer's logits first (logit
+    standardization, :mod:`~edgekd.distillation.losses.logit_std`).
+
+    Options: ``dml_T=1.0``, ``dml_ce=1.0``, ``dml_warmup=0``, ``dml_std=False``.
+    """
 
     needs_teacher = False
     strategy = "online"
 
-    def __init__(self, T: float = 1.0, ce: float = 1.0) -> None:
+    def __init__(self, T: float = 1.0, ce: float = 1.0, warmup: int = 0, std: bool = False) -> None:
         super().__init__()
-        if not T > 0 or ce < 0:
-            raise ConfigError(f"dml T={T} must be > 0 and ce={ce} >= 0", stage="distill/dml",
-                              hint="pass dml_T=1.0 (the paper's) and dml_ce=1.0")
-        self.T, self.ce = float(T), float(ce)
+        if not T > 0 or ce < 0 or warmup < 0:
+            raise ConfigError(f"dml T={T} must be > 0 and ce={ce}, warmup={warmup} >= 0", stage="distill/dml",
+                              hint="pass dml_T=1.0 (the paper's), dml_ce=1.0, dml_warmup=0")
+        self.T, self.ce, self.warmup, self.std = float(T), float(ce), int(warmup), bool(std)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return self.ce * peers_ce(ctx.student_logits, ctx.targets) + mutual_kl(ctx.student_logits, self.T)
+        z = standardize(ctx.student_logits) if self.std else ctx.student_logits
+        return (self.ce * peers_ce(ctx.student_logits, ctx.targets)
+                + linear_ramp(ctx.epoch, self.warmup) * mutual_kl(z, self.T))
 
 
 @register_strategy
