@@ -79,6 +79,22 @@ def _list_models() -> int:
     return 0
 
 
+def _list_families() -> int:
+    """The models ``edgekd fit`` can scale (their width/depth knobs, from their family's declaration), defaults first."""
+    from edgekd.fit.space import DEFAULT_FAMILIES, knobs_of
+    from edgekd.models import list_models
+
+    print(f"{'family (--families)':30s}knobs (default values searched)")
+    for name in dict.fromkeys([*(f for f in DEFAULT_FAMILIES if f in list_models("all")), *list_models("all")]):
+        k = knobs_of(name)
+        if any(len(v) > 1 for v in k.values.values()) or name in DEFAULT_FAMILIES:
+            text = "  ".join(f"{a}: {kw}={'|'.join(f'{v:g}' if isinstance(v, float) else str(v) for v in k.values[a])}"
+                             for a, kw in k.knobs.items() if a in k.values)
+            print(f"{name + (' *' if name in DEFAULT_FAMILIES else ''):30s}{text or '-'}")
+    print("\n* searched by default; any registered model name is a family (its factory's width/depth, if any)")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "models":
         return _list_models()
@@ -93,10 +109,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         names = STRATEGIES.names
     elif args.what == "families":
-        from edgekd.fit.space import FAMILIES as _families
-
-        def names() -> list[str]:  # edgekd fit's families (any registered model name is one too)
-            return list(_families)
+        return _list_families()
     else:
         from edgekd.bench.targets import list_targets as names
     print("\n".join(names()))

@@ -337,8 +337,12 @@ def test_space_knobs_resolutions_and_registered_models() -> None:
     assert names == ["resnet(depth=8,width=0.5)", "resnet(depth=8,width=0.5)@6x6", "resnet(depth=14,width=0.5)",
                      "resnet(depth=14,width=0.5)@6x6", "mobilenetv2(width=0.5)", "mobilenetv2(width=0.5)@6x6",
                      "resnet8()", "resnet8()@6x6"]
-    assert Space(families=("resnet_plain",), widths=(1.0,), depths=(8,)).archs((8, 8))[0].kwargs == (
-        ("depth", 8), ("plain", True), ("width", 1.0))
+    plain = Space(families=("resnet_plain",), widths=(1.0,), depths=(8,)).archs((8, 8))[0]
+    assert plain.model == "resnet_plain" and plain.kwargs == (("depth", 8), ("width", 1.0))
+    from edgekd.models.resnet import BasicBlock
+
+    blocks = [m for m in plain.build(10, 1).modules() if isinstance(m, BasicBlock)]
+    assert blocks and not any(b.shortcut for b in blocks)
     assert len(Space(formats=("pte", "tflite"), precisions=("fp32", "int8"), threads=(1, 2)).deploys()) == 8
     with pytest.raises(ConfigError, match="unknown format 'onnx'"):
         Space(formats=("onnx",))

@@ -25,10 +25,11 @@ import types
 from typing import Any
 
 from edgekd.fit.run import FitResult, fit
-from edgekd.fit.space import FAMILIES, Arch, Deploy, Family, Space
+from edgekd.fit.space import DEFAULT_FAMILIES, Arch, Deploy, Knobs, Space, knobs_of
 from edgekd.fit.store import LatencyStore, MeasureKey
 
-__all__ = ["FAMILIES", "Arch", "Deploy", "Family", "FitResult", "LatencyStore", "MeasureKey", "Space", "fit"]
+__all__ = ["DEFAULT_FAMILIES", "Arch", "Deploy", "FitResult", "Knobs", "LatencyStore", "MeasureKey", "Space", "fit",
+           "knobs_of"]
 
 
 class _CallableModule(types.ModuleType):

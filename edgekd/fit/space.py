@@ -4,11 +4,12 @@
 An architecture is a registry model name plus the constructor keywords that build it
 (``models.create("resnet", depth=14, width=0.5)``) and, where the user allows it, an input
 resolution; so every candidate (and the chosen student's checkpoint) is rebuilt by name, the way
-:mod:`edgekd.models.saved` rebuilds any model. :data:`FAMILIES` is the one table that says which
-registry model a family is and which keyword each knob sets; a registered model that is not in it
-is a family too, whose knobs are the ``width``/``depth`` parameters its factory declares (none: one
-candidate). A family whose model is not registered (the torchvision ones where torchvision does not
-import) is left out of the default families and named in :attr:`Space.skipped`.
+:mod:`edgekd.models.saved` rebuilds any model. A search family is a registry model name; its knobs and
+their default values are the ``width``/``depth`` knobs its model family declares
+(:class:`edgekd.models.contract.Knob` with a keyword, for a factory that takes that keyword), else the
+``width``/``depth`` parameters its factory declares (none: one candidate). A default family whose model is
+not registered (the torchvision ones where torchvision does not import) is left out and named in
+:attr:`Space.skipped`.
 """
 
 from __future__ import annotations
@@ -30,24 +31,15 @@ AXES = ("width", "depth")  # the architecture knobs a family may have
 
 
 @dataclass(frozen=True)
-class Family:
-    """A registry ``model``, the keyword each knob sets (``{"width": "width_mult"}``), each knob's default
-    values, and keywords every member gets (``{"plain": True}``)."""
+class Knobs:
+    """What a search family varies: its registry ``model``, the keyword each knob sets (``{"width": "width_mult"}``)
+    and each knob's default values."""
 
     model: str
     knobs: dict[str, str] = field(default_factory=dict)
     values: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    fixed: dict[str, Any] = field(default_factory=dict)
 
 
-FAMILIES: dict[str, Family] = {
-    "resnet": Family("resnet", {"depth": "depth", "width": "width"}, {"depth": (8, 14, 20), "width": (0.25, 0.5, 1.0)}),
-    "resnet_plain": Family("resnet", {"depth": "depth", "width": "width"},
-                           {"depth": (8, 14, 20), "width": (0.25, 0.5, 1.0)}, {"plain": True}),
-    "mobilenetv2": Family("mobilenetv2", {"width": "width"}, {"width": (0.25, 0.5, 1.0)}),
-    "tv:mobilenet_v2": Family("tv:mobilenet_v2", {"width": "width_mult"}, {"width": (0.35, 0.5, 1.0)}),
-    "tv:mobilenet_v3_small": Family("tv:mobilenet_v3_small", {"width": "width_mult"}, {"width": (0.5, 0.75, 1.0)}),
-}
 DEFAULT_FAMILIES = ("resnet", "mobilenetv2", "tv:mobilenet_v3_small", "tv:mobilenet_v2")
 
 
@@ -97,21 +89,47 @@ class Deploy:
         return f"{self.format}/{self.precision}/{self.threads}t"
 
 
-def family_of(name: str) -> Family:
-    """The family ``name``: a row of :data:`FAMILIES`, else a registered model whose factory's ``width`` /
-    ``depth`` parameters are its knobs (a registered model without them is a family of one)."""
-    from edgekd.models import MODELS
+def registered(name: str) -> bool:
+    """Whether ``name`` is a registry model (``resnet``) or a model of a namespace that imports here
+    (``tv:mobilenet_v2`` where torchvision imports)."""
+    from edgekd.models import MODELS, list_models
+    from edgekd.models._registry import NAMESPACES
 
-    if name in FAMILIES:
-        return FAMILIES[name]
-    if name not in MODELS:
+    prefix, sep, _ = name.partition(":")
+    if not sep:
+        return name in MODELS
+    try:
+        return prefix in NAMESPACES and name in list_models(prefix)
+    except Exception:  # noqa: BLE001  (a namespace whose library does not import here has no models)
+        return False
+
+
+def knobs_of(name: str) -> Knobs:
+    """The knobs of the search family ``name`` (a registry model name): the keyword knobs (width, depth) its
+    model family declares, where the model's factory takes that keyword, else the factory's own ``width`` /
+    ``depth`` parameters with their defaults (a model without them is a family of one)."""
+    from edgekd.models import MODELS
+    from edgekd.models.catalog import family_of_name
+    from edgekd.models.contract import FAMILIES
+
+    if not registered(name):
         raise ConfigError(f"unknown student family {name!r}", stage=STAGE,
-                          hint=f"use one of {', '.join(FAMILIES)} or a model name from `edgekd list models` "
+                          hint=f"use one of {', '.join(DEFAULT_FAMILIES)} or a model name from `edgekd list models` "
                           "(register your own with edgekd.models.register_model and pass --import MODULE)")
-    params = inspect.signature(MODELS.get(name)).parameters
+    if ":" in name:  # a namespace's builder (torchvision's, Hugging Face's config) takes its family's keywords
+        params, takes_any = {}, True
+    else:
+        params = dict(inspect.signature(MODELS.get(name)).parameters)
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    fam_name = family_of_name(name)
+    declared = {k.name: k for k in (FAMILIES.get(fam_name).knobs if fam_name else ())
+                if k.name in AXES and k.kwarg and k.values and (k.kwarg in params or takes_any)}
+    if declared:
+        return Knobs(name, {a: k.kwarg for a, k in declared.items()},  # type: ignore[misc]
+                     {a: tuple(k.values) for a, k in declared.items()})
     knobs = {a: a for a in AXES if a in params}
     values = {a: (params[a].default,) for a in knobs if params[a].default is not inspect.Parameter.empty}
-    return Family(name, knobs, values)
+    return Knobs(name, knobs, values)
 
 
 def _floats(values: Sequence[Any] | None, what: str) -> tuple[Any, ...] | None:
@@ -154,13 +172,13 @@ class Space:
             raise ConfigError(f"resolutions {self.resolutions} must be >= 1 pixel", stage=STAGE, hint="e.g. 20,28")
 
     def family_names(self) -> list[str]:
-        from edgekd.models import MODELS
 
         if self.families is not None:
             if not self.families:
-                raise ConfigError("no student family given", stage=STAGE, hint=f"e.g. --families {','.join(FAMILIES)}")
+                raise ConfigError("no student family given", stage=STAGE,
+                                  hint=f"e.g. --families {','.join(DEFAULT_FAMILIES)}")
             return list(self.families)
-        names = [f for f in DEFAULT_FAMILIES if FAMILIES[f].model in MODELS]
+        names = [f for f in DEFAULT_FAMILIES if registered(f)]
         self.skipped = [f for f in DEFAULT_FAMILIES if f not in names]
         return names
 
@@ -172,12 +190,12 @@ class Space:
             sizes = [None if (int(r), int(r)) == own else (int(r), int(r)) for r in self.resolutions]
         out: list[Arch] = []
         for name in self.family_names():
-            fam = family_of(name)
+            fam = knobs_of(name)
             given = {"width": self.widths, "depth": self.depths}
             axes = [(fam.knobs[a], given[a] or fam.values.get(a, ())) for a in AXES if a in fam.knobs]
             axes = [(kw, vals) for kw, vals in axes if vals]
             for combo in itertools.product(*(vals for _, vals in axes)):
-                kwargs = {**fam.fixed, **{kw: v for (kw, _), v in zip(axes, combo, strict=True)}}
+                kwargs = {**{kw: v for (kw, _), v in zip(axes, combo, strict=True)}}
                 for size in dict.fromkeys(sizes):
                     out.append(Arch(name, fam.model, tuple(sorted(kwargs.items())), size))
         return list(dict.fromkeys(out))

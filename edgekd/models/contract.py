@@ -66,7 +66,9 @@ class Knob:
 
     ``Knob("width", kwarg="width_mult", values=(0.5, 0.75, 1.0))`` →
     ``create(name, width_mult=0.5)``; ``Knob("depth", variants={18: "tv:resnet18", 34: "tv:resnet34"})`` →
-    ``create(variants[18])``. ``resolution`` knobs name the input sizes the family takes.
+    ``create(variants[18])``. ``resolution`` knobs name the input sizes the family takes. A knob may have
+    both: ``values`` of its keyword (what :mod:`edgekd.fit` searches by default, for the family's models whose
+    factory takes that keyword) and named ``variants`` (registry points of it).
     """
 
     name: str  # "width" | "depth" | "resolution" | ...

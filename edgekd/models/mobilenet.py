@@ -132,6 +132,7 @@ register_family(Family(
     name="zoo:mobilenetv2_cifar", classes=(f"{__name__}.MobileNetV2",), module=__name__,
     candidates=named(*(f"layer{i + 1}" for i in range(len(_STAGES)))), embedding="pool",
     stem="stem.0", classifier="fc", input_size=32, prune=_prune_groups,
-    knobs=(Knob("width", variants={0.25: "mobilenetv2_x0_25", 0.5: "mobilenetv2_x0_5", 1.0: "mobilenetv2_x1_0"}),
+    knobs=(Knob("width", kwarg="width", values=(0.25, 0.5, 1.0),
+                variants={0.25: "mobilenetv2_x0_25", 0.5: "mobilenetv2_x0_5", 1.0: "mobilenetv2_x1_0"}),
            Knob("resolution", values=(28, 32))),
 ))

@@ -111,6 +111,12 @@ def resnet(num_classes: int = 10, in_channels: int = 3, depth: int = 8, width: f
 
 
 @register_model
+def resnet_plain(num_classes: int = 10, in_channels: int = 3, depth: int = 8, width: float = 1.0) -> ResNet:
+    """:func:`resnet` without shortcuts, at any depth and width (``resnet8_plain`` is ``depth=8``)."""
+    return resnet(num_classes, in_channels, depth=depth, width=width, plain=True)
+
+
+@register_model
 def resnet8(num_classes: int = 10, in_channels: int = 3) -> ResNet:
     """ResNet-8 (78k params at 10 classes)."""
     return _resnet(8, _BASE, num_classes, in_channels, plain=False)
@@ -220,8 +226,10 @@ register_family(Family(
     name="zoo:resnet_cifar", classes=(f"{__name__}.ResNet",), module=__name__,
     candidates=named("layer1", "layer2", "layer3"), embedding="pool", stem="conv1", classifier="fc",
     input_size=32, prune=_prune_groups,
-    knobs=(Knob("depth", variants={8: "resnet8", 14: "resnet14", 20: "resnet20", 32: "resnet32", 44: "resnet44",
-                                   56: "resnet56", 110: "resnet110"}),
-           Knob("width", variants={0.5: "resnet8x0_5", 1: "resnet8", 4: "resnet8x4"}),
+    knobs=(Knob("depth", kwarg="depth", values=(8, 14, 20),
+                variants={8: "resnet8", 14: "resnet14", 20: "resnet20", 32: "resnet32", 44: "resnet44", 56: "resnet56",
+                          110: "resnet110"}),
+           Knob("width", kwarg="width", values=(0.25, 0.5, 1.0),
+                variants={0.5: "resnet8x0_5", 1: "resnet8", 4: "resnet8x4"}),
            Knob("resolution", values=(8, 28, 32))),
 ))
