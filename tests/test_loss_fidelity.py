@@ -320,7 +320,7 @@ def test_ensemble_averages_probabilities_with_exact_weights(dtype: torch.dtype) 
 
 def _peers_ctx(logits: np.ndarray, y: np.ndarray, maps: list[np.ndarray] | None = None, epoch: int = 0
                ) -> StepContext:
-    feats = [{"layer3": _t(m)} for m in maps] if maps is not None else [{} for _ in logits]
+    feats = [{"stage:-1": _t(m)} for m in maps] if maps is not None else [{} for _ in logits]
     return StepContext(student_logits=_t(logits), teacher_logits=None, targets=torch.as_tensor(y),
                        student_features={"peers": feats}, epoch=epoch)
 

@@ -30,6 +30,8 @@ from edgekd.errors import ConfigError
 STAGES: tuple[str, ...] = ("stage:-3", "stage:-2", "stage:-1")
 #: The pooled embedding of the contract (N×C, or N×C×1×1), the deepest "stage" ReviewKD reviews from.
 POOLED = "embedding"
+#: Taps that name a pooled embedding (the contract's alias, the zoo's and torchvision's module names): no pre-ReLU form.
+POOLED_NAMES: tuple[str, ...] = (POOLED, "pool", "avgpool")
 
 
 def tap_pairs(method: str, student: Sequence[str] | str | None, teacher: Sequence[str] | str | None,

@@ -291,7 +291,10 @@ def run_edge(cfg: DistillConfig, opts: EdgeOptions, *, ft_epochs: int = 2, forma
         raise ConfigError("--qat/--prune/--budget distil one student from one teacher", stage="cli/distill",
                           hint="pass a single --teacher checkpoint and no --peers")
     splits, teacher, student, kw = prepare(cfg)
-    run_kw = {k: v for k, v in cfg.distill_kwargs().items() if v is not None and k not in ("optimizer", "device", "epochs")}
+    options = cfg.method_kwargs()  # flat (kd_std=True): a method named like a keyword of joint() (kd) must not clash
+    run_kw = {k: v for k, v in cfg.distill_kwargs().items()
+              if v is not None and k not in ("optimizer", "device", "epochs", *options)}
+    run_kw.update({f"{name}_{k}": v for name, opts in options.items() for k, v in opts.items()})
     r = joint(teacher, student, splits, opts, kd_epochs=cfg.epochs, ft_epochs=ft_epochs,  # type: ignore[arg-type]
               progress=progress, gradual=opts.gradual, **run_kw)
     out = Path(cfg.out)  # type: ignore[arg-type]  (require() checked it)

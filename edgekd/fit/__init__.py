@@ -20,16 +20,27 @@ by itself: it composes ``distill``, ``edge``, ``export`` and ``bench``.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgekd.fit.run import FitResult, fit
-from edgekd.fit.space import DEFAULT_FAMILIES, Arch, Deploy, Knobs, Space, knobs_of
-from edgekd.fit.store import LatencyStore, MeasureKey
+if TYPE_CHECKING:
+    from edgekd.fit.run import FitResult, fit
+    from edgekd.fit.space import DEFAULT_FAMILIES, Arch, Deploy, Knobs, Space, knobs_of
+    from edgekd.fit.store import LatencyStore, MeasureKey
 
+#: Where each public name lives; imported on first use, so ``edgekd.fit.config`` (the CLI's flags) loads no torch.
+_LAZY = {"FitResult": "run", "fit": "run", "DEFAULT_FAMILIES": "space", "Arch": "space", "Deploy": "space",
+         "Knobs": "space", "Space": "space", "knobs_of": "space", "LatencyStore": "store", "MeasureKey": "store"}
 __all__ = ["DEFAULT_FAMILIES", "Arch", "Deploy", "FitResult", "Knobs", "LatencyStore", "MeasureKey", "Space", "fit",
            "knobs_of"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _CallableModule(types.ModuleType):
@@ -37,7 +48,9 @@ class _CallableModule(types.ModuleType):
     of ``edgekd`` once imported, so a plain function of that name could not live beside it)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> FitResult:
-        return fit(*args, **kwargs)
+        from edgekd.fit.run import fit as run_fit
+
+        return run_fit(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule

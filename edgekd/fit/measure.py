@@ -72,7 +72,7 @@ def runtime_stamp(tgt: Target, fmt: str, runner: str = "auto") -> str:
     """Which runner will run ``fmt`` files on ``tgt`` and the version of the runtime it loads, asked before
     measuring: ``python:tflite:ai-edge-litert==2.3.0``, ``native:<sha256 of the runner or bundle>``; ``unknown`` for a
     target kind that cannot be asked (its rows are then reused by device and spec alone)."""
-    from edgekd.bench.native import choose_local_runner
+    from edgekd.bench.runner_bundle import choose_local_runner
     from edgekd.bench.targets.local import LocalTarget
     from edgekd.bench.targets.remote import RemoteTarget
 
@@ -134,7 +134,9 @@ def trust(row: BenchResult, agree: float) -> tuple[bool, str]:
     verdict = row.spread.verdict if row.spread else "unstable"
     if verdict in TRUSTED:
         return True, ""
-    cv = f"CV {100 * row.spread.cv:.0f}%" if row.spread else "no spread"
+    rcv = row.spread.robust_cv if row.spread and row.spread.robust_cv is not None else (
+        row.spread.cv if row.spread else None)
+    cv = f"robust CV {100 * rcv:.0f}%" if rcv is not None else "no spread"
     if row.repeat and row.repeat.get("p50s"):
         a = agreement(row.repeat["p50s"], agree)
         if a.agree:

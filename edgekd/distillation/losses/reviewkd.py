@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.distillation.adapters import POOLED, STAGES, require_setup, tap_pairs, tapped
+from edgekd.distillation.adapters import POOLED, POOLED_NAMES, STAGES, require_setup, tap_pairs, tapped
 from edgekd.distillation.methods import DistillLoss, StepContext, linear_ramp, register_method
 from edgekd.distillation.taps import PRERELU
 from edgekd.errors import ConfigError
@@ -109,7 +109,7 @@ class ReviewKDLoss(DistillLoss):
         default = (*STAGES, POOLED)
         self.student_taps, teacher = tap_pairs("reviewkd", student_taps, teacher_taps, default)
         if teacher_taps is None and teacher_preact:
-            teacher = tuple(t if t == POOLED or t.endswith(PRERELU) else t + PRERELU for t in teacher)
+            teacher = tuple(t if t in POOLED_NAMES or t.endswith(PRERELU) else t + PRERELU for t in teacher)
         self.teacher_taps = teacher
         self.warmup = int(warmup)
         self.abfs = nn.ModuleList()
