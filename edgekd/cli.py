@@ -213,8 +213,9 @@ def _eval_data(spec: str | None, args: argparse.Namespace):
     if spec.startswith(("folder:", "csv:")):
         from edgekd.bench.harness import eval_images
         from edgekd.bundle import Bundle
+        from edgekd.formats import suffixes
 
-        bundle = Bundle.load(args.model) if not any(args.model.endswith(s) for s in (".pte", ".tflite", ".pt2")) else None
+        bundle = Bundle.load(args.model) if Path(args.model).suffix.lower() not in suffixes() else None
         return eval_images(spec, bundle, n=args.eval_samples, seed=args.seed)
     from edgekd import data as D
 

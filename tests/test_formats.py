@@ -9,28 +9,79 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+from conftest import RUNNER
 from torch import nn
 
 from edgekd.bundle import Bundle, Quantization, TensorSpec
 from edgekd.errors import ConfigError, ModelFileError
 from edgekd.formats import (
     FORMATS,
+    RUNNER_BEGIN,
+    RUNNER_END,
     Format,
     app_formats,
+    backends,
     dequantize,
     format_of,
     guess_row,
+    header_ok,
+    native_header,
+    native_rows,
     quantize,
+    runner_source,
+    runner_table,
+    suffix_rows,
     suffixes,
+    sync_runner_table,
     to_layout,
 )
 
+CPP_FORMATS = RUNNER.parents[1] / "cpp" / "src" / "formats.h"
 
-def test_the_device_runner_has_a_backend_for_every_row(runner_module: ModuleType) -> None:
-    """The runner stays standalone (its own backend classes), but names the same backends as the table."""
-    runner = {suffix: cls.runtime for suffix, cls in runner_module.BACKENDS.items()}
-    assert runner == {"." + r.suffix: r.backend for r in FORMATS.values()}
+
+def test_the_device_runner_carries_the_generated_table(runner_module: ModuleType) -> None:
+    """The runner stays standalone (it never imports edgekd): its table is generated from this one, and it has
+    a backend class for every backend the table names."""
+    text = RUNNER.read_text()
+    assert runner_source(text) == text, "regenerate it: python -c 'import edgekd.formats as f; f.sync_runner_table()'"
+    assert {s: (r.backend, r.magic) for s, r in suffix_rows().items()} == runner_module.FORMATS
     assert set(runner_module.FORMATS) == set(suffixes())
+    assert {name: cls.runtime for name, cls in runner_module.BACKENDS.items()} == {b: b for b in backends()}
+
+
+def test_sync_rewrites_only_the_generated_block(tmp_path: Path) -> None:
+    runner = tmp_path / "edgekd_runner.py"
+    runner.write_text(f"before\n{RUNNER_BEGIN}\nFORMATS = {{}}\n{RUNNER_END}\nafter\n")
+    runner.chmod(0o755)
+    assert sync_runner_table(runner) and not sync_runner_table(runner)
+    assert runner.read_text() == f"before\n{runner_table()}after\n" and runner.stat().st_mode & 0o777 == 0o755
+    runner.write_text("FORMATS = {}\n")
+    with pytest.raises(ConfigError, match="no generated format table"):
+        sync_runner_table(runner)
+
+
+@pytest.mark.parametrize(("suffix", "head", "ok"), [
+    (".tflite", b"\x1c\0\0\0TFL3", True), (".tflite", b"\x1c\0\0\0TFL", False),
+    (".pte", b"\x18\0\0\0ET12", True), (".pte", b"\x18\0\0\0ETx2", False), (".pte", b"PK\x03\x04ET12", True),
+    (".pt2", b"PK\x03\x04\0\0\0\0", True), (".pt2", b"\0\0\0\0TFL3", False),
+])
+def test_the_runners_check_headers_as_the_table_says(runner_module: ModuleType, tmp_path: Path, suffix: str,
+                                                     head: bytes, ok: bool) -> None:
+    assert header_ok(head, suffix) is ok
+    path = tmp_path / f"m{suffix}"
+    path.write_bytes(head)
+    if ok:
+        runner_module.check_header(path)
+    else:
+        with pytest.raises(runner_module.RunnerError, match="does not start like"):
+            runner_module.check_header(path)
+
+
+def test_the_native_runner_reads_the_native_rows() -> None:
+    """The C++ runner's header (runtimes/cpp/src/formats.h) is generated from the table too."""
+    assert CPP_FORMATS.read_text() == native_header()
+    assert {s: r.plugin for s, r in native_rows().items()} == {
+        ".pte": "libedgekd_backend_executorch.so", ".tflite": "libedgekd_backend_litert.so"}
 
 
 @pytest.mark.parametrize("key", list(FORMATS), ids="/".join)

@@ -51,6 +51,7 @@ from edgekd.bench.results import ABOUT, OK, RESULTS, SUMMARY, BenchResult, load_
 from edgekd.bench.stats import noise_band
 from edgekd.errors import ConfigError
 from edgekd.files import atomic_path, make_folder, write_atomic
+from edgekd.formats import converters
 
 TOP_OPS = 10
 _SOURCES = {"pte": "etdump", "tflite": "litert-profiler"}  # the op table source each format's runtime writes
@@ -90,7 +91,7 @@ def _rows(runs: list[Path]) -> list[_Row]:
     several_models = len({x.r.model_name for x in rows}) > 1
     for x in rows:
         parts = ([x.r.model_name] if several_models else []) + [f"{x.r.format}/{x.r.precision}"]
-        if x.r.converter not in ("executorch", "torch", "unknown") and x.r.format == "tflite":
+        if x.r.converter != "unknown" and len(converters(x.r.format)) > 1:  # name the converter where there are several
             parts[-1] += f" ({x.r.converter})"
         if several_targets:
             parts.append(f"@{_target(x.r.target)}")

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.files import write_atomic
+from edgekd.formats import suffix_rows
 
 PROFILES = "profiles"
 _WRAPPERS = {"Method::execute", "Method::init", "Program::load_method", "OPERATOR_CALL"}
@@ -107,7 +108,8 @@ def etdump_op_table(dump: str | Path) -> dict[str, Any]:
 
 def dump_name(model: str | Path, key: str, threads: int) -> str:
     """The file name the native runner's ``--profile`` writes for ``model`` (an ETDump or LiteRT's JSON)."""
-    return profile_stem(model, key, threads) + (".litert.json" if Path(model).suffix == ".tflite" else ".etdump")
+    row = suffix_rows().get(Path(model).suffix.lower())
+    return profile_stem(model, key, threads) + (".litert.json" if row and row.backend == "tflite" else ".etdump")
 
 
 def store_op_table(run_dir: Path, model: str | Path, key: str, threads: int, dump: Path) -> str:
