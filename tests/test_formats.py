@@ -162,3 +162,88 @@ def test_a_new_format_is_one_row_and_one_backend_file(monkeypatch: pytest.Monkey
     ((job,), _) = _jobs(bundle, None)
     assert (job.format, job.layout) == ("npt", "NCHW")
     assert "npt" not in app_formats()  # the row says the phone app cannot load it
+
+
+# -- a toy format end to end: one row, one converter (the two functions below), one runner backend (NUMPY_BACKEND) --
+def to_npy(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path, *, precision: str,
+           calibration: torch.Tensor | None, verbose: bool = False) -> dict:
+    """The converter: the model's linear map read off its eager outputs on the basis vectors (exact for a
+    bias-free linear model), written as one ``(classes, C, H, W)`` array."""
+    shape = example_inputs[0].shape[1:]
+    basis = torch.eye(int(np.prod(shape))).reshape(-1, *shape)
+    with torch.no_grad():
+        w = model.eval()(basis).T.reshape(-1, *shape).numpy().astype(np.float32)
+    with open(path, "wb") as f:
+        np.save(f, w)
+    return {"classes": int(w.shape[0])}
+
+
+def npy_runner(path: Path, layout: str | None = None) -> tuple:
+    w = np.load(path)
+    return (lambda x: np.tensordot(x, w, axes=(list(range(1, x.ndim)), list(range(1, w.ndim))))), None, None
+
+
+NUMPY_BACKEND = '''
+class NumpyBackend:
+    runtime = "numpy"
+    interpreter = "numpy.tensordot"
+
+    def __init__(self) -> None:
+        self.version = np.__version__
+
+    def load(self, path: Path, threads: int) -> None:
+        self.w = np.load(path)
+        self.input = TensorInfo((1, *self.w.shape[1:]), "float32")
+        self.output = TensorInfo((1, self.w.shape[0]), "float32")
+
+    def close(self) -> None:
+        del self.w
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return np.tensordot(x, self.w, axes=(list(range(1, x.ndim)), list(range(1, self.w.ndim))))
+
+    def timed_call(self, x: np.ndarray) -> Any:
+        return lambda: self.run(x)
+
+
+'''
+
+
+def test_a_toy_format_flows_through_export_bench_and_report(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import edgekd.bench.targets.local as local
+    from edgekd.bench import benchmark
+    from edgekd.bench.html_report import write_html_report
+    from edgekd.bench.report import format_table
+    from edgekd.convert import export
+
+    row = Format("npy", "numpy", "npy", ("fp32",), "test_formats:to_npy", "test_formats:npy_runner", "numpy",
+                 "NCHW", False, None, False, magic=b"\x93NUMPY", runtimes=(("numpy",),), dists=("numpy",),
+                 engine="numpy")
+    monkeypatch.setitem(FORMATS, row.key, row)
+    # the device runner with its generated table regenerated and the one backend class added
+    text = runner_source(RUNNER.read_text())
+    anchor = "# a new format's backend class joins this tuple"
+    text = text.replace(anchor, NUMPY_BACKEND + anchor).replace("TorchBackend)}", "TorchBackend, NumpyBackend)}")
+    (tmp_path / "runner").mkdir()
+    runner = tmp_path / "runner" / "edgekd_runner.py"
+    runner.write_text(text)
+    monkeypatch.setattr(local, "runner_path", lambda: runner)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3, bias=False))
+    x_eval = torch.randn(32, 1, 4, 4)
+    y_eval = model(x_eval).argmax(1)
+    y_eval[:4] = (y_eval[:4] + 1) % 3  # 28 of 32 right, so a wrong map could not score the same
+    bundle = export(model, (x_eval[:1],), formats=("npy",), precision=("fp32",), out_dir=tmp_path / "b",
+                    parity_data=x_eval, progress=False)
+    (f,) = bundle.files
+    assert (f.path, f.format, f.converter, f.extra["classes"]) == ("model_fp32.npy", "npy", "numpy", 3)
+    assert f.parity is not None and f.parity.passed and f.parity.max_abs_error < 1e-5
+
+    (r,) = benchmark(tmp_path / "b", "local", warmup=1, runs=5, threads=1, out_dir=tmp_path / "run",
+                     eval_data=(x_eval.numpy(), y_eval.numpy()), progress=False, print_table=False)
+    assert r.error is None, r.error
+    assert (r.format, r.runtime, r.runner) == ("npy", "numpy", "python")
+    assert r.accuracy == pytest.approx(28 / 32) and r.latency_ms is not None and r.latency_ms.p50 > 0
+    assert "npy" in format_table([r])
+    assert "npy/fp32" in write_html_report(tmp_path / "run").read_text()
