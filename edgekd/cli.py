@@ -1,7 +1,7 @@
 """``edgekd`` command line: a thin shell over the Python API (each subcommand parses, calls, prints).
 
     edgekd demo [--quick] [--out DIR]
-    edgekd list models|methods|modifiers|datasets|strategies|targets|families
+    edgekd list models|methods|modifiers|datasets|strategies|targets|families|formats|metrics
     edgekd train   --model resnet20 --data mnist5k --epochs 5 --out runs/teacher
     edgekd train   --model resnet8 --data folder:photos/ --image-size 96 --epochs 5 --out runs/teacher
     edgekd distill --teacher runs/teacher/model.pt --student resnet8 --method ce+kd --out runs/kd
@@ -32,7 +32,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgekd.errors import EdgekdError
+from edgekd.registry import Registry
 from edgekd.settings import RunSettings, add_flags, given
+
+#: ``edgekd list WHAT``: one printer per registry or table, registered below (the choices come from here)
+LISTS: Registry = Registry("list")
 
 
 def _terminal():  # noqa: ANN202  (a text stream)
@@ -57,7 +61,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
-
+@LISTS.register("models")
 def _list_models() -> int:
     """Every model name with its family, then what each family supports (taps, pruning, exits, knobs)."""
     from edgekd.models.catalog import family_rows, model_rows
@@ -79,6 +83,7 @@ def _list_models() -> int:
     return 0
 
 
+@LISTS.register("families")
 def _list_families() -> int:
     """The models ``edgekd fit`` can scale (their width/depth knobs, from their family's declaration), defaults first."""
     from edgekd.fit.space import DEFAULT_FAMILIES, knobs_of
@@ -95,25 +100,76 @@ def _list_families() -> int:
     return 0
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    if args.what == "models":
-        return _list_models()
-    elif args.what == "methods":
-        from edgekd.distillation import methods as names
-    elif args.what == "modifiers":
-        from edgekd.distillation.methods import modifiers as names
-    elif args.what == "datasets":
-        from edgekd.data import list_datasets as names
-    elif args.what == "strategies":
-        from edgekd.distillation.strategies import STRATEGIES
+@LISTS.register("methods")
+def _list_methods() -> int:
+    from edgekd.distillation import methods
 
-        names = STRATEGIES.names
-    elif args.what == "families":
-        return _list_families()
-    else:
-        from edgekd.bench.targets import list_targets as names
-    print("\n".join(names()))
+    print("\n".join(methods()))
     return 0
+
+
+@LISTS.register("modifiers")
+def _list_modifiers() -> int:
+    from edgekd.distillation.methods import modifiers
+
+    print("\n".join(modifiers()))
+    return 0
+
+
+@LISTS.register("datasets")
+def _list_datasets() -> int:
+    from edgekd.data import list_datasets
+
+    print("\n".join(list_datasets()))
+    return 0
+
+
+@LISTS.register("strategies")
+def _list_strategies() -> int:
+    from edgekd.distillation.strategies import STRATEGIES
+
+    print("\n".join(STRATEGIES.names()))
+    return 0
+
+
+@LISTS.register("targets")
+def _list_targets() -> int:
+    from edgekd.bench.targets import list_targets
+
+    print("\n".join(list_targets()))
+    return 0
+
+
+@LISTS.register("formats")
+def _list_formats() -> int:
+    """One line per (format, converter) of the format table: what export writes and what runs it."""
+    from edgekd.formats import FORMATS, converters
+
+    head = ("format", "converter", "suffix", "precisions", "runner", "layout", "int8 I/O", "native", "QAT",
+            "app", "extra")
+    rows = [(f.format, f.converter + (" *" if converters(f.format)[0] == f.converter else ""), "." + f.suffix,
+             ",".join(f.precisions), f.backend, f.layout, "yes" if f.int8_io else "-", "yes" if f.plugin else "-",
+             "yes" if f.qat else "-", "yes" if f.app else "-", f.extra or "-") for f in FORMATS.values()]
+    widths = [max(len(r[i]) for r in (head, *rows)) + 2 for i in range(len(head))]
+    for r in (head, *rows):
+        print("".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print("\n* the format's default converter (export --converter FORMAT=NAME picks another)")
+    return 0
+
+
+@LISTS.register("metrics")
+def _list_metrics() -> int:
+    """Every metric ``bench --require`` takes, with its meaning."""
+    from edgekd.bench.gate import METRICS
+
+    width = max(map(len, METRICS)) + 2
+    for name, (_, meaning) in METRICS.items():
+        print(f"{name:{width}s}{meaning}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    return LISTS.get(args.what)()
 
 
 def _print_run(r) -> int:  # noqa: ANN001  (a distillation.config.RunResult)
@@ -344,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     ls = sub.add_parser("list", help="list registered names")
-    ls.add_argument("what", choices=("models", "methods", "modifiers", "datasets", "strategies", "targets", "families"))
+    ls.add_argument("what", choices=LISTS.names())
     ls.set_defaults(func=cmd_list)
 
     t = sub.add_parser("train", help="train a model from scratch (cross-entropy)")
@@ -407,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_export)
 
+    from edgekd.bench.gate import METRICS
+
     b = sub.add_parser("bench", help="benchmark a bundle or a model file on a target")
     b.add_argument("model", help=f"bundle folder, or a {'/'.join(suffixes())} file")
     b.add_argument("--target", action="append", default=None,
@@ -454,8 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and name the same FILE take turns (e.g. /tmp/edgekd-timing.lock)")
     b.add_argument("--require", default=None, metavar="SPEC",
                    help="CI gate, e.g. accuracy>=0.97,p50_ms<=2: exit 3 naming each file that misses it "
-                        "(metrics: accuracy, p50_ms, p90_ms, p99_ms, mean_ms, trimmed_mean_ms, cv, load_ms, "
-                        "warm_load_ms, first_ms, peak_mem_mb, size_kb)")
+                        f"(metrics, `edgekd list metrics`: {', '.join(METRICS)})")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 

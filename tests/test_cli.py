@@ -33,6 +33,25 @@ def test_list(what: str, expected: str, capsys: pytest.CaptureFixture[str]) -> N
     assert expected in capsys.readouterr().out.split()
 
 
+def test_list_formats_and_metrics_are_generated_from_their_tables(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekd.bench.gate import METRICS
+    from edgekd.cli import LISTS
+    from edgekd.formats import FORMATS, Format
+
+    row = Format("npy", "numpy", "npy", ("fp32",), "m:f", "m:g", "numpy", "NCHW", False, None, False)
+    monkeypatch.setitem(FORMATS, row.key, row)  # a new row shows up with no change to the CLI
+    assert main(["list", "formats"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    for f in FORMATS.values():
+        assert any(w[:1] == [f.format] and w[1] == f.converter and "." + f.suffix in w for w in lines if w), f.key
+    assert main(["list", "metrics"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == list(METRICS)
+    assert {"formats", "metrics", "models", "strategies"} <= set(LISTS.names())
+    with pytest.raises(SystemExit):
+        main(["list", "nothing"])
+
+
 def test_bench_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pte"
     r = run_cli("bench", str(missing), "--out", str(tmp_path / "run"), "--no-progress")
