@@ -8,8 +8,8 @@
     edgekd distill --student resnet8 --peers 2 --method dml --out runs/dml
     edgekd distill --config examples/distill_crd.yaml --epochs 2
     edgekd distill --teacher runs/teacher/model.pt --student resnet8 --qat --budget params=40000 --out runs/edge
-    edgekd export  runs/kd/model.pt --data mnist5k --formats pte,tflite --precision fp32,int8 --out bundle
-    edgekd export  runs/self/model.pt --exit layer1.2 --formats pte --precision fp32 --out bundle_exit1
+    edgekd export  runs/kd/model.pt --data mnist5k --formats pte,tflite --precisions fp32,int8 --out bundle
+    edgekd export  runs/self/model.pt --exit layer1.2 --formats pte --precisions fp32 --out bundle_exit1
     edgekd bench   bundle --target local --threads 2 --runs 100 --eval-data mnist5k
     edgekd bench   bundle --target ssh://pi@raspberrypi --target adb://SERIAL --out runs/b1
     edgekd devices [--target ssh://pi@raspberrypi]
@@ -31,7 +31,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import ConfigError, EdgekdError
 from edgekd.registry import Registry
 from edgekd.settings import RunSettings, add_flags, given
 
@@ -50,13 +50,57 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+_WARNED: set[str] = set()
+
+
+class _Deprecated(argparse.Action):
+    """An old option spelling, kept for one release: it works as before and says once what replaces it."""
+
+    def __init__(self, *args, new: str, **kwargs) -> None:  # noqa: ANN002, ANN003  (argparse's own arguments)
+        self.new = new
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        if option_string not in _WARNED:
+            _WARNED.add(str(option_string))
+            print(f"edgekd: {option_string} is deprecated, use {self.new} (the old spelling goes in the next release)",
+                  file=_terminal())
+        setattr(namespace, self.dest, values)
+
+
+def _converters(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
+    """``--converter FORMAT=NAME`` (repeatable), with the deprecated ``--tflite-converter NAME`` as ``tflite=NAME``."""
+    from edgekd.formats import parse_converters
+
+    specs = list(args.converter or [])
+    if args.tflite_converter and not any(s.partition("=")[0].strip() == "tflite" for s in specs):
+        specs.append(f"tflite={args.tflite_converter}")
+    return parse_converters(specs)
+
+
+def _converter_flags(p: argparse.ArgumentParser) -> None:
+    """``--converter`` for every format of the table, and the old ``--tflite-converter``."""
+    from edgekd.formats import converters, formats
+
+    p.add_argument("--converter", action="append", default=None, metavar="FORMAT=NAME",
+                   help="the converter of a format, repeatable; NAME,NAME writes both (default: the first): "
+                        + "; ".join(f"{f}={'|'.join(converters(f))}" for f in formats()))
+    p.add_argument("--tflite-converter", action=_Deprecated, new="--converter tflite=NAME", default=None,
+                   help="deprecated: --converter tflite=NAME")
+
+
 # -- subcommands -----------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgekd.demo import DemoConfig, run_demo
 
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
-    if args.tflite_converter:
-        cfg = DemoConfig(**{**cfg.__dict__, "tflite_converter": args.tflite_converter})
+    tflite = _converters(args).get("tflite", ())
+    if len(tflite) > 1:
+        raise ConfigError("the demo exports one .tflite converter", stage="cli/demo",
+                          hint="pass --converter tflite=litert-torch or --converter tflite=onnx2tf")
+    if tflite:
+        cfg = DemoConfig(**{**cfg.__dict__, "tflite_converter": tflite[0]})
     results = run_demo(args.out, cfg, progress=not args.no_progress, timing_lock=args.timing_lock)
     return 1 if any(r.error for r in results) else 0
 
@@ -191,7 +235,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from edgekd.distillation.config import DistillConfig, load_config, run
 
     cfg = (load_config(args.config) if args.config else DistillConfig()).override(**given(args, RunSettings))
-    if args.qat or args.prune is not None or args.budget or args.gradual:
+    edge = [flag for flag, on in (("--qat", args.qat), ("--prune", args.prune is not None), ("--budget", args.budget),
+                                  ("--gradual", args.gradual)) if on]
+    if edge:
+        print(f"edgekd distill: {', '.join(edge)} given: running the edge pipeline (KD -> prune -> KD+QAT -> int8 "
+              f"bundle in OUT/bundle) instead of plain distillation", file=_terminal())
         return _edge(args, cfg)
     weights = [float(w) for w in _csv(args.teacher_weights)] if args.teacher_weights else None
     cache = None if args.cache_teacher == "auto" else args.cache_teacher == "on"
@@ -228,10 +276,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from edgekd.convert import status_rows
     from edgekd.convert.checkpoint import export_checkpoint
 
-    converters = _csv(args.tflite_converter)
     bundle = export_checkpoint(args.checkpoint, args.out, data=args.data, data_root=args.data_root, seed=args.seed,
                                limit=args.limit, formats=_csv(args.formats), precision=_csv(args.precision),
-                               tflite_converter=converters[0] if len(converters) == 1 else converters,
+                               converter=_converters(args),
                                calibration=args.calibration, parity_samples=args.parity_samples, name=args.name,
                                exit=args.exit, android_assets=args.android_assets, progress=not args.no_progress,
                                keep_going=not args.fail_fast, observer=args.observer)
@@ -392,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train, distil, export and benchmark on the embedded MNIST-5k")
     d.add_argument("--quick", action="store_true", help="tiny settings (about a minute; for tests)")
     d.add_argument("--out", default="edgekd-demo", help="output folder (default: edgekd-demo)")
-    d.add_argument("--tflite-converter", choices=("litert-torch", "onnx2tf"), default=None)
+    _converter_flags(d)
     d.add_argument("--timing-lock", default=None, metavar="FILE",
                    help="hold an exclusive lock (flock) on FILE during the benchmark stage only (training does not "
                         "take it): on a shared machine, timing runs that name the same FILE take turns")
@@ -443,8 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(e, RunSettings, only=("data_root", "limit", "seed"))
     e.add_argument("--data", default=None, help="data set for calibration and parity (default: the checkpoint's)")
     e.add_argument("--formats", default="pte,tflite", help=f"comma list of {', '.join(formats())}")
-    e.add_argument("--precision", default="fp32,int8", help="comma list of fp32, int8")
-    e.add_argument("--tflite-converter", default="litert-torch", help="litert-torch, onnx2tf, or both (comma)")
+    e.add_argument("--precisions", dest="precision", default="fp32,int8", help="comma list of fp32, int8")
+    e.add_argument("--precision", dest="precision", action=_Deprecated, new="--precisions",
+                   default=argparse.SUPPRESS, help="deprecated: --precisions")
+    _converter_flags(e)
     e.add_argument("--calibration", type=int, default=128, help="calibration samples for int8")
     e.add_argument("--parity-samples", type=int, default=200)
     e.add_argument("--name", default=None, help="model name in the bundle (default: the architecture)")

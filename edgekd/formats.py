@@ -21,6 +21,7 @@ The functions at the end are the host side's one copy of the tensor conventions 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,21 @@ def header_matches(head: bytes, magic: bytes) -> bool:
 def converters(fmt: str) -> list[str]:
     """The converters of ``fmt``, the default first."""
     return [c for f, c in FORMATS if f == fmt]
+
+
+def parse_converters(specs: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """``["tflite=onnx2tf", "pte=executorch"]`` (``FORMAT=NAME[,NAME]``, one spec per format) → ``{format:
+    converters}``, each checked against the table; a bad spec is a ConfigError naming the known choices."""
+    out: dict[str, tuple[str, ...]] = {}
+    for spec in specs:
+        fmt, sep, names = (p.strip() for p in spec.partition("="))
+        choices = "; ".join(f"{f}={'|'.join(converters(f))}" for f in formats())
+        if not sep or not names:
+            raise ConfigError(f"--converter {spec!r} is not FORMAT=NAME", stage="export", hint=f"known: {choices}")
+        out[fmt] = tuple(n.strip() for n in names.split(",") if n.strip())
+        for name in out[fmt]:
+            row(fmt, name)  # an unknown format or converter fails here, naming the known ones
+    return out
 
 
 def format_of(path: str | Path) -> str:

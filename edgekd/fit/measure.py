@@ -66,7 +66,7 @@ def runtime_stamp(tgt: Target, fmt: str, runner: str = "auto") -> str:
     """Which runner will run ``fmt`` files on ``tgt`` and the version of the runtime it loads, asked before
     measuring: ``python:tflite:ai-edge-litert==2.3.0``, ``native:<sha256 of the runner or bundle>``; ``unknown`` for a
     target kind that cannot be asked (its rows are then reused by device and spec alone)."""
-    from edgekd.bench.native import choose_local_runner
+    from edgekd.bench.runner_bundle import choose_local_runner
     from edgekd.bench.targets.local import LocalTarget
     from edgekd.bench.targets.remote import RemoteTarget
 
