@@ -216,3 +216,12 @@ def test_export_plans_the_converters_it_is_given() -> None:
         ("executorch", "model_fp32.pte"), ("litert-torch", "model_fp32_litert-torch.tflite"),
         ("onnx2tf", "model_fp32_onnx2tf.tflite")]
     assert [r.converter for r, _, _ in _plan(("tflite",), ("fp32",), "onnx2tf", False)] == ["onnx2tf"]
+
+
+def test_distill_says_when_it_runs_the_edge_pipeline(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekd import cli
+
+    monkeypatch.setattr(cli, "_edge", lambda args, cfg: 0)
+    assert main(["distill", "--student", "resnet8", "--qat", "--budget", "params=40000", "--out", "x"]) == 0
+    assert "--qat, --budget given: running the edge pipeline" in capsys.readouterr().err

@@ -28,6 +28,7 @@ from edgekd.formats import (
     native_header,
     native_rows,
     quantize,
+    row,
     runner_source,
     runner_table,
     suffix_rows,
@@ -247,3 +248,11 @@ def test_a_toy_format_flows_through_export_bench_and_report(monkeypatch: pytest.
     assert r.accuracy == pytest.approx(28 / 32) and r.latency_ms is not None and r.latency_ms.p50 > 0
     assert "npy" in format_table([r])
     assert "npy/fp32" in write_html_report(tmp_path / "run").read_text()
+
+
+def test_fit_stamps_the_runtime_distribution_the_table_names() -> None:
+    from edgekd.bench.targets.local import LocalTarget
+    from edgekd.fit.measure import runtime_stamp
+
+    which, backend, found = runtime_stamp(LocalTarget(), "tflite", runner="python").split(":")
+    assert (which, backend) == ("python", "tflite") and found.split("==")[0] in row("tflite").dists
