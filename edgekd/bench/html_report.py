@@ -29,7 +29,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,10 +54,6 @@ from edgekd.formats import converters
 
 TOP_OPS = 10
 _SOURCES = {"pte": "etdump", "tflite": "litert-profiler"}  # the op table source each format's runtime writes
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "model"
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -193,10 +188,6 @@ def _f(v: Any, fmt: str) -> str:
 
 
 # -- plots -----------------------------------------------------------------------------------------
-def _overlaps(a: Any, boxes: list[Any]) -> bool:
-    return any(a.overlaps(b) for b in boxes)
-
-
 def _place_labels(ax: Any, fig: Any, xy: list[tuple[float, float]], texts: list[str], order: list[int],
                   avoid: list[Any] | None = None, fontsize: float = 7, radii_px: Sequence[float] | None = None) -> bool:
     """Annotate each point with its text where it overlaps no other label, no marker and nothing in ``avoid``

@@ -200,9 +200,3 @@ def machine_of(target: Any) -> dict[str, Any]:
                 facts = {}
         _FACTS[url] = facts
     return _FACTS[url]
-
-
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(machine_facts(), indent=2))
