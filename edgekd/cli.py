@@ -27,6 +27,7 @@ Errors on bad input are one clear message (stage, thing, fix) and a non-zero exi
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,44 +145,20 @@ def _list_families() -> int:
     return 0
 
 
-@LISTS.register("methods")
-def _list_methods() -> int:
-    from edgekd.distillation import methods
+def _print_names(where: str) -> int:
+    """Print the names of ``"module:attr"``: a Registry, or a function returning names (imported only now)."""
+    import importlib
 
-    print("\n".join(methods()))
+    module, _, attr = where.partition(":")
+    found = getattr(importlib.import_module(module), attr)
+    print("\n".join(found.names() if isinstance(found, Registry) else found()))
     return 0
 
 
-@LISTS.register("modifiers")
-def _list_modifiers() -> int:
-    from edgekd.distillation.methods import modifiers
-
-    print("\n".join(modifiers()))
-    return 0
-
-
-@LISTS.register("datasets")
-def _list_datasets() -> int:
-    from edgekd.data import list_datasets
-
-    print("\n".join(list_datasets()))
-    return 0
-
-
-@LISTS.register("strategies")
-def _list_strategies() -> int:
-    from edgekd.distillation.strategies import STRATEGIES
-
-    print("\n".join(STRATEGIES.names()))
-    return 0
-
-
-@LISTS.register("targets")
-def _list_targets() -> int:
-    from edgekd.bench.targets import list_targets
-
-    print("\n".join(list_targets()))
-    return 0
+for _topic, _where in (("methods", "edgekd.distillation:methods"), ("modifiers", "edgekd.distillation.methods:modifiers"),
+                       ("datasets", "edgekd.data:list_datasets"), ("strategies", "edgekd.distillation.strategies:STRATEGIES"),
+                       ("targets", "edgekd.bench.targets:list_targets")):
+    LISTS.register(_topic)(functools.partial(_print_names, _where))
 
 
 @LISTS.register("formats")
