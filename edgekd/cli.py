@@ -180,12 +180,13 @@ def _list_formats() -> int:
 
 @LISTS.register("metrics")
 def _list_metrics() -> int:
-    """Every metric ``bench --require`` takes, with its meaning."""
-    from edgekd.bench.gate import METRICS
+    """Every metric of the metrics table (``bench --require`` takes them), with its unit, direction and meaning."""
+    from edgekd.bench.metrics import METRICS
 
     width = max(map(len, METRICS)) + 2
-    for name, (_, meaning) in METRICS.items():
-        print(f"{name:{width}s}{meaning}")
+    print(f"{'metric':{width}s}{'unit':10s}{'better':8s}{'report column':15s}meaning")
+    for m in METRICS.values():
+        print(f"{m.name:{width}s}{m.unit:10s}{m.better:8s}{m.column or '-':15s}{m.meaning}")
     return 0
 
 
@@ -489,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_export)
 
-    from edgekd.bench.gate import METRICS
+    from edgekd.bench.metrics import METRICS
 
     b = sub.add_parser("bench", help="benchmark a bundle or a model file on a target")
     b.add_argument("model", help=f"bundle folder, or a {'/'.join(suffixes())} file")
