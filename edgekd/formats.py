@@ -56,6 +56,7 @@ class Format:
     plugin: str | None = None  # the native C++ runner's backend plugin for the suffix (None: Python runner only)
     qat: bool = False  # a trained PT2E fake-quant graph (QAT) lowers to an int8 file through this converter
     engine: str = ""  # the runtime's name in messages (ExecuTorch, LiteRT)
+    profile: tuple[str, str] | None = None  # the native runner's --profile dump: (op table source, file ending)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -70,10 +71,11 @@ class Format:
 # What the device runner's backends import and report (shared by the rows of one backend)
 _ET = {"magic": b"????ET##", "runtimes": (("torch", "executorch"),),  # ExecuTorch's bindings link libtorch
        "dists": ("executorch",), "plugin": "libedgekd_backend_executorch.so",
-       "engine": "ExecuTorch"}
+       "engine": "ExecuTorch", "profile": ("etdump", ".etdump")}
 _LITERT = {"magic": b"????TFL3", "runtimes": (("ai_edge_litert",), ("tflite_runtime",), ("tensorflow",)),
            "dists": ("ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu"),
-           "plugin": "libedgekd_backend_litert.so", "engine": "LiteRT"}
+           "plugin": "libedgekd_backend_litert.so", "engine": "LiteRT",
+           "profile": ("litert-profiler", ".litert.json")}
 _TORCH = {"magic": b"PK\x03\x04", "runtimes": (("torch",),), "dists": ("torch",), "engine": "torch"}
 
 FORMATS: dict[tuple[str, str], Format] = {

@@ -256,3 +256,19 @@ def test_fit_stamps_the_runtime_distribution_the_table_names() -> None:
 
     which, backend, found = runtime_stamp(LocalTarget(), "tflite", runner="python").split(":")
     assert (which, backend) == ("python", "tflite") and found.split("==")[0] in row("tflite").dists
+
+
+def test_native_profiles_are_named_and_read_as_the_table_says(tmp_path: Path) -> None:
+    import json
+
+    from edgekd.bench.native_profile import dump_name, store_op_table
+
+    for suffix, r in native_rows().items():
+        assert r.profile and dump_name(f"m{suffix}", "k/e/y", 2) == f"m__k-e-y__2t{r.profile[1]}"
+    dump = tmp_path / dump_name("m.tflite", "tflite/fp32/litert-torch", 1)
+    dump.write_text(json.dumps({"events": [{"type": 1, "tag": "Invoke", "us": 2000, "node": -1},
+                                           {"type": 8, "tag": "CONV_2D", "us": 1500, "node": 0}]}))
+    rel = store_op_table(tmp_path, "m.tflite", "tflite/fp32/litert-torch", 1, dump)
+    table = json.loads((tmp_path / rel).read_text())
+    assert table["source"] == row("tflite").profile[0] and table["ops"][0]["name"] == "CONV_2D"
+    assert table["ops"][0]["pct"] == pytest.approx(75.0)

@@ -50,10 +50,9 @@ from edgekd.bench.results import ABOUT, OK, RESULTS, SUMMARY, BenchResult, load_
 from edgekd.bench.stats import noise_band
 from edgekd.errors import ConfigError
 from edgekd.files import atomic_path, make_folder, write_atomic
-from edgekd.formats import converters
+from edgekd.formats import FORMATS, converters
 
 TOP_OPS = 10
-_SOURCES = {"pte": "etdump", "tflite": "litert-profiler"}  # the op table source each format's runtime writes
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -121,7 +120,8 @@ def ops_path(run: Path, r: BenchResult) -> Path:
         source = json.loads(legacy.read_text()).get("source")
     except (OSError, ValueError, AttributeError):
         return keyed
-    return legacy if source == _SOURCES.get(r.format) else keyed
+    rows = [f for f in FORMATS.values() if f.format == r.format and f.profile]  # the source its runtime writes
+    return legacy if rows and source == rows[0].profile[0] else keyed
 
 
 def load_ops(path: Path) -> list[dict[str, Any]] | None:
