@@ -4,10 +4,13 @@ The public API is one function per stage (heavy backends are imported when first
 
     import edgekd
     result = edgekd.distill(teacher, student, data, method="ce+kd")
-    q = edgekd.quantize(result.model, example_inputs, calibration)
-    bundle = edgekd.export(result.model, example_inputs, out_dir="bundle", calibration=calib)
+    bundle = edgekd.export(result.model, example_inputs, out_dir="bundle", calibration=calib)  # quantizes int8 itself
     rows = edgekd.benchmark(bundle, target="local")
     r = edgekd.fit(teacher, data, target="local", budget="latency_ms=2")  # measure, choose, distil, prove
+
+``export`` quantizes on its own (``precision=("fp32", "int8")`` with ``calibration``): the int8 files need no
+separate step. ``edgekd.quantize`` is the same PT2E int8 step as a PyTorch graph, for looking at the quantized
+model before export (its accuracy in PyTorch, its observers, a lowering of your own).
 """
 
 from __future__ import annotations

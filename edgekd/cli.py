@@ -1,15 +1,15 @@
 """``edgekd`` command line: a thin shell over the Python API (each subcommand parses, calls, prints).
 
     edgekd demo [--quick] [--out DIR]
-    edgekd list models|methods|modifiers|datasets|strategies|targets|families
+    edgekd list models|methods|modifiers|datasets|strategies|targets|families|formats|metrics
     edgekd train   --model resnet20 --data mnist5k --epochs 5 --out runs/teacher
     edgekd train   --model resnet8 --data folder:photos/ --image-size 96 --epochs 5 --out runs/teacher
     edgekd distill --teacher runs/teacher/model.pt --student resnet8 --method ce+kd --out runs/kd
     edgekd distill --student resnet8 --peers 2 --method dml --out runs/dml
     edgekd distill --config examples/distill_crd.yaml --epochs 2
     edgekd distill --teacher runs/teacher/model.pt --student resnet8 --qat --budget params=40000 --out runs/edge
-    edgekd export  runs/kd/model.pt --data mnist5k --formats pte,tflite --precision fp32,int8 --out bundle
-    edgekd export  runs/self/model.pt --exit layer1.2 --formats pte --precision fp32 --out bundle_exit1
+    edgekd export  runs/kd/model.pt --data mnist5k --formats pte,tflite --precisions fp32,int8 --out bundle
+    edgekd export  runs/self/model.pt --exit layer1.2 --formats pte --precisions fp32 --out bundle_exit1
     edgekd bench   bundle --target local --threads 2 --runs 100 --eval-data mnist5k
     edgekd bench   bundle --target ssh://pi@raspberrypi --target adb://SERIAL --out runs/b1
     edgekd devices [--target ssh://pi@raspberrypi]
@@ -27,12 +27,17 @@ Errors on bad input are one clear message (stage, thing, fix) and a non-zero exi
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import ConfigError, EdgekdError
+from edgekd.registry import Registry
 from edgekd.settings import RunSettings, add_flags, given
+
+#: ``edgekd list WHAT``: one printer per registry or table, registered below (the choices come from here)
+LISTS: Registry = Registry("list")
 
 
 def _terminal():  # noqa: ANN202  (a text stream)
@@ -46,18 +51,62 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+_WARNED: set[str] = set()
+
+
+class _Deprecated(argparse.Action):
+    """An old option spelling, kept for one release: it works as before and says once what replaces it."""
+
+    def __init__(self, *args, new: str, **kwargs) -> None:  # noqa: ANN002, ANN003  (argparse's own arguments)
+        self.new = new
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        if option_string not in _WARNED:
+            _WARNED.add(str(option_string))
+            print(f"edgekd: {option_string} is deprecated, use {self.new} (the old spelling goes in the next release)",
+                  file=_terminal())
+        setattr(namespace, self.dest, values)
+
+
+def _converters(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
+    """``--converter FORMAT=NAME`` (repeatable), with the deprecated ``--tflite-converter NAME`` as ``tflite=NAME``."""
+    from edgekd.formats import parse_converters
+
+    specs = list(args.converter or [])
+    if args.tflite_converter and not any(s.partition("=")[0].strip() == "tflite" for s in specs):
+        specs.append(f"tflite={args.tflite_converter}")
+    return parse_converters(specs)
+
+
+def _converter_flags(p: argparse.ArgumentParser) -> None:
+    """``--converter`` for every format of the table, and the old ``--tflite-converter``."""
+    from edgekd.formats import converters, formats
+
+    p.add_argument("--converter", action="append", default=None, metavar="FORMAT=NAME",
+                   help="the converter of a format, repeatable; NAME,NAME writes both (default: the first): "
+                        + "; ".join(f"{f}={'|'.join(converters(f))}" for f in formats()))
+    p.add_argument("--tflite-converter", action=_Deprecated, new="--converter tflite=NAME", default=None,
+                   help="deprecated: --converter tflite=NAME")
+
+
 # -- subcommands -----------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgekd.demo import DemoConfig, run_demo
 
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
-    if args.tflite_converter:
-        cfg = DemoConfig(**{**cfg.__dict__, "tflite_converter": args.tflite_converter})
+    tflite = _converters(args).get("tflite", ())
+    if len(tflite) > 1:
+        raise ConfigError("the demo exports one .tflite converter", stage="cli/demo",
+                          hint="pass --converter tflite=litert-torch or --converter tflite=onnx2tf")
+    if tflite:
+        cfg = DemoConfig(**{**cfg.__dict__, "tflite_converter": tflite[0]})
     results = run_demo(args.out, cfg, progress=not args.no_progress, timing_lock=args.timing_lock)
     return 1 if any(r.error for r in results) else 0
 
 
-
+@LISTS.register("models")
 def _list_models() -> int:
     """Every model name with its family, then what each family supports (taps, pruning, exits, knobs)."""
     from edgekd.models.catalog import family_rows, model_rows
@@ -79,6 +128,7 @@ def _list_models() -> int:
     return 0
 
 
+@LISTS.register("families")
 def _list_families() -> int:
     """The models ``edgekd fit`` can scale (their width/depth knobs, from their family's declaration), defaults first."""
     from edgekd.fit.space import DEFAULT_FAMILIES, knobs_of
@@ -95,25 +145,53 @@ def _list_families() -> int:
     return 0
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    if args.what == "models":
-        return _list_models()
-    elif args.what == "methods":
-        from edgekd.distillation import methods as names
-    elif args.what == "modifiers":
-        from edgekd.distillation.methods import modifiers as names
-    elif args.what == "datasets":
-        from edgekd.data import list_datasets as names
-    elif args.what == "strategies":
-        from edgekd.distillation.strategies import STRATEGIES
+def _print_names(where: str) -> int:
+    """Print the names of ``"module:attr"``: a Registry, or a function returning names (imported only now)."""
+    import importlib
 
-        names = STRATEGIES.names
-    elif args.what == "families":
-        return _list_families()
-    else:
-        from edgekd.bench.targets import list_targets as names
-    print("\n".join(names()))
+    module, _, attr = where.partition(":")
+    found = getattr(importlib.import_module(module), attr)
+    print("\n".join(found.names() if isinstance(found, Registry) else found()))
     return 0
+
+
+for _topic, _where in (("methods", "edgekd.distillation:methods"), ("modifiers", "edgekd.distillation.methods:modifiers"),
+                       ("datasets", "edgekd.data:list_datasets"), ("strategies", "edgekd.distillation.strategies:STRATEGIES"),
+                       ("targets", "edgekd.bench.targets:list_targets")):
+    LISTS.register(_topic)(functools.partial(_print_names, _where))
+
+
+@LISTS.register("formats")
+def _list_formats() -> int:
+    """One line per (format, converter) of the format table: what export writes and what runs it."""
+    from edgekd.formats import FORMATS, converters
+
+    head = ("format", "converter", "suffix", "precisions", "runner", "layout", "int8 I/O", "native", "QAT",
+            "app", "extra")
+    rows = [(f.format, f.converter + (" *" if converters(f.format)[0] == f.converter else ""), "." + f.suffix,
+             ",".join(f.precisions), f.backend, f.layout, "yes" if f.int8_io else "-", "yes" if f.plugin else "-",
+             "yes" if f.qat else "-", "yes" if f.app else "-", f.extra or "-") for f in FORMATS.values()]
+    widths = [max(len(r[i]) for r in (head, *rows)) + 2 for i in range(len(head))]
+    for r in (head, *rows):
+        print("".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print("\n* the format's default converter (export --converter FORMAT=NAME picks another)")
+    return 0
+
+
+@LISTS.register("metrics")
+def _list_metrics() -> int:
+    """Every metric of the metrics table (``bench --require`` takes them), with its unit, direction and meaning."""
+    from edgekd.bench.metrics import METRICS
+
+    width = max(map(len, METRICS)) + 2
+    print(f"{'metric':{width}s}{'unit':10s}{'better':8s}{'report column':15s}meaning")
+    for m in METRICS.values():
+        print(f"{m.name:{width}s}{m.unit:10s}{m.better:8s}{m.column or '-':15s}{m.meaning}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    return LISTS.get(args.what)()
 
 
 def _print_run(r) -> int:  # noqa: ANN001  (a distillation.config.RunResult)
@@ -135,7 +213,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from edgekd.distillation.config import DistillConfig, load_config, run
 
     cfg = (load_config(args.config) if args.config else DistillConfig()).override(**given(args, RunSettings))
-    if args.qat or args.prune is not None or args.budget or args.gradual:
+    edge = [flag for flag, on in (("--qat", args.qat), ("--prune", args.prune is not None), ("--budget", args.budget),
+                                  ("--gradual", args.gradual)) if on]
+    if edge:
+        print(f"edgekd distill: {', '.join(edge)} given: running the edge pipeline (KD -> prune -> KD+QAT -> int8 "
+              f"bundle in OUT/bundle) instead of plain distillation", file=_terminal())
         return _edge(args, cfg)
     weights = [float(w) for w in _csv(args.teacher_weights)] if args.teacher_weights else None
     cache = None if args.cache_teacher == "auto" else args.cache_teacher == "on"
@@ -172,10 +254,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from edgekd.convert import status_rows
     from edgekd.convert.checkpoint import export_checkpoint
 
-    converters = _csv(args.tflite_converter)
     bundle = export_checkpoint(args.checkpoint, args.out, data=args.data, data_root=args.data_root, seed=args.seed,
                                limit=args.limit, formats=_csv(args.formats), precision=_csv(args.precision),
-                               tflite_converter=converters[0] if len(converters) == 1 else converters,
+                               converter=_converters(args),
                                calibration=args.calibration, parity_samples=args.parity_samples, name=args.name,
                                exit=args.exit, android_assets=args.android_assets, progress=not args.no_progress,
                                keep_going=not args.fail_fast, observer=args.observer)
@@ -213,8 +294,9 @@ def _eval_data(spec: str | None, args: argparse.Namespace):
     if spec.startswith(("folder:", "csv:")):
         from edgekd.bench.harness import eval_images
         from edgekd.bundle import Bundle
+        from edgekd.formats import suffixes
 
-        bundle = Bundle.load(args.model) if not any(args.model.endswith(s) for s in (".pte", ".tflite", ".pt2")) else None
+        bundle = Bundle.load(args.model) if Path(args.model).suffix.lower() not in suffixes() else None
         return eval_images(spec, bundle, n=args.eval_samples, seed=args.seed)
     from edgekd import data as D
 
@@ -335,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train, distil, export and benchmark on the embedded MNIST-5k")
     d.add_argument("--quick", action="store_true", help="tiny settings (about a minute; for tests)")
     d.add_argument("--out", default="edgekd-demo", help="output folder (default: edgekd-demo)")
-    d.add_argument("--tflite-converter", choices=("litert-torch", "onnx2tf"), default=None)
+    _converter_flags(d)
     d.add_argument("--timing-lock", default=None, metavar="FILE",
                    help="hold an exclusive lock (flock) on FILE during the benchmark stage only (training does not "
                         "take it): on a shared machine, timing runs that name the same FILE take turns")
@@ -343,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     ls = sub.add_parser("list", help="list registered names")
-    ls.add_argument("what", choices=("models", "methods", "modifiers", "datasets", "strategies", "targets", "families"))
+    ls.add_argument("what", choices=LISTS.names())
     ls.set_defaults(func=cmd_list)
 
     t = sub.add_parser("train", help="train a model from scratch (cross-entropy)")
@@ -386,8 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(e, RunSettings, only=("data_root", "limit", "seed"))
     e.add_argument("--data", default=None, help="data set for calibration and parity (default: the checkpoint's)")
     e.add_argument("--formats", default="pte,tflite", help=f"comma list of {', '.join(formats())}")
-    e.add_argument("--precision", default="fp32,int8", help="comma list of fp32, int8")
-    e.add_argument("--tflite-converter", default="litert-torch", help="litert-torch, onnx2tf, or both (comma)")
+    e.add_argument("--precisions", dest="precision", default="fp32,int8", help="comma list of fp32, int8")
+    e.add_argument("--precision", dest="precision", action=_Deprecated, new="--precisions",
+                   default=argparse.SUPPRESS, help="deprecated: --precisions")
+    _converter_flags(e)
     e.add_argument("--calibration", type=int, default=128, help="calibration samples for int8")
     e.add_argument("--parity-samples", type=int, default=200)
     e.add_argument("--name", default=None, help="model name in the bundle (default: the architecture)")
@@ -405,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8 calibration observer (see edgekd.quantization)")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_export)
+
+    from edgekd.bench.metrics import METRICS
 
     b = sub.add_parser("bench", help="benchmark a bundle or a model file on a target")
     b.add_argument("model", help=f"bundle folder, or a {'/'.join(suffixes())} file")
@@ -453,8 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and name the same FILE take turns (e.g. /tmp/edgekd-timing.lock)")
     b.add_argument("--require", default=None, metavar="SPEC",
                    help="CI gate, e.g. accuracy>=0.97,p50_ms<=2: exit 3 naming each file that misses it "
-                        "(metrics: accuracy, p50_ms, p90_ms, p99_ms, mean_ms, trimmed_mean_ms, cv, load_ms, "
-                        "warm_load_ms, first_ms, peak_mem_mb, size_kb)")
+                        f"(metrics, `edgekd list metrics`: {', '.join(METRICS)})")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 

@@ -28,8 +28,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-NOISY_LOGGERS = ("absl", "tensorflow", "torch", "torch._export", "torch.export", "onnx2tf", "onnx", "jax",
-                 "executorch", "litert_torch", "ai_edge_torch", "matplotlib", "h5py")
+from edgekd.formats import runtime_modules
+
+# the runner backends' runtimes (from the format table), the converters' and a few more
+NOISY_LOGGERS = ("absl", *runtime_modules(), "torch._export", "torch.export", "onnx2tf", "onnx", "jax",
+                 "litert_torch", "ai_edge_torch", "matplotlib", "h5py")
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "3", "TF_CPP_MIN_VLOG_LEVEL": "0",
              "ABSL_MIN_LOG_LEVEL": "3", "KMP_WARNINGS": "0"}
 

@@ -1,17 +1,29 @@
 """One registry mechanism for every extension point (models, distillation methods, bench targets).
 
 A registry maps a lower-case name to a factory. Decorators fill it; a failed lookup lists the
-names it knows, so ``get("kdd")`` fails with ``unknown method 'kdd'; known: ce, kd``.
+names it knows, so ``get("kdd")`` fails with ``unknown method 'kdd'; known: ce, kd``. The modules that
+hold the decorated factories are found automatically: a package of extensions calls
+:func:`import_modules` on itself, so adding one is adding a file (losses, strategies, models, targets).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from edgekd.errors import RegistryError
 
 T = TypeVar("T")
+
+
+def import_modules(package: str, path: Iterable[str]) -> None:
+    """Import every module of a package (``import_modules(__name__, __path__)`` in its ``__init__``), so the
+    decorators in them fill their registries; names starting with ``_`` are left out."""
+    for info in pkgutil.iter_modules(list(path)):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
 
 
 class Registry(Generic[T]):

@@ -175,3 +175,73 @@ def test_cycle_finder_reports_the_lines() -> None:
              Edge("edgekd.c", "edgekd.a", "c.py:9"), Edge("edgekd.c", "edgekd.d", "c.py:10")]
     (c,) = cycles(edges)
     assert [e.where for e in c] == ["a.py:3", "b.py:7", "c.py:9"]  # c -> d leaves the cycle: not named
+
+
+# -- one table per fact: file suffixes and runtime modules are named in edgekd/formats.py only -------------
+# The converter modules a row names (``exporter`` / ``host_runner``) import and name their own runtime: that is
+# the "one converter file" of a format. extras.py is the pip extras' table (each extra's modules).
+_TABLE_OWNERS = {"formats.py", "extras.py"}
+# literals that look like a format fact but are another one (file, literal) -> why
+FORMAT_LITERALS_ALLOWED: dict[tuple[str, str], str] = {
+    ("data/images.py", "tensorflow"): "a loaded TensorFlow makes fork unsafe: a fact about fork, not a format",
+    ("fit/coverage.py", "executorch"): "the coverage cache key's toolchain; a new format must not change old keys",
+}
+# torch is the framework every stage imports: the string names a converter, a dtype prefix or a backend too
+_NOT_ONLY_A_RUNTIME = {"torch"}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    return {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+
+
+def _extra_names(tree: ast.AST) -> set[int]:
+    """The first argument of ``requires(...)`` / ``check(...)``: the name of a pip extra, not a module."""
+    return {id(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call) and n.args
+            and getattr(n.func, "id", getattr(n.func, "attr", None)) in ("requires", "check")}
+
+
+def format_literals(source: str, suffixes: list[str], modules: list[str]) -> list[tuple[int, str]]:
+    """(line, literal) of every string constant in ``source`` (docstrings, comments and extra names aside)
+    that is or ends with a file suffix, or is a runtime module (or a submodule of one)."""
+    tree = ast.parse(source)
+    skip = _docstrings(tree) | _extra_names(tree)
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in skip:
+            v = n.value
+            if v.lower().endswith(tuple(suffixes)) or any(v == m or v.startswith(m + ".") for m in modules):
+                out.append((n.lineno, v))
+    return sorted(out)
+
+
+def test_format_facts_are_named_in_the_format_table_only() -> None:
+    from edgekd.formats import FORMATS, runtime_modules, suffixes
+
+    converters = {getattr(f, attr).partition(":")[0] for f in FORMATS.values() for attr in ("exporter", "host_runner")}
+    modules = [m for m in runtime_modules() if m not in _NOT_ONLY_A_RUNTIME]
+    assert len(suffixes()) >= 3 and "executorch" in modules and "ai_edge_litert" in modules
+    bad, allowed = [], set()
+    for name, path in _modules().items():
+        rel = str(path.relative_to(ROOT))
+        if rel in _TABLE_OWNERS or name in converters:
+            continue
+        found = format_literals(path.read_text(), suffixes(), modules)
+        allowed |= {(rel, v) for _, v in found if (rel, v) in FORMAT_LITERALS_ALLOWED}
+        bad += [f"edgekd/{rel}:{line}: {v!r}" for line, v in found if (rel, v) not in FORMAT_LITERALS_ALLOWED]
+    assert allowed == set(FORMAT_LITERALS_ALLOWED), f"stale allowances: {set(FORMAT_LITERALS_ALLOWED) - allowed}"
+    assert not bad, ("a file suffix or runtime module written outside edgekd/formats.py (read it from the table: "
+                     "suffixes(), suffix_rows(), runtime_modules(), row(...).plugin/.runtimes/.dists):\n  "
+                     + "\n  ".join(bad))
+
+
+def test_the_literal_check_catches_what_it_should() -> None:
+    src = ('"""A docstring naming .pte and executorch is fine."""\n'
+           'def f(path):\n'
+           '    with requires("executorch"):\n'  # an extra's name
+           '        pass\n'
+           '    # a comment naming ".tflite" is fine\n'
+           '    return path.endswith(".tflite") or "ai_edge_litert.interpreter" or "model.pt2" or "pte"\n')
+    assert format_literals(src, [".pte", ".tflite", ".pt2"], ["executorch", "ai_edge_litert"]) == [
+        (6, ".tflite"), (6, "ai_edge_litert.interpreter"), (6, "model.pt2")]

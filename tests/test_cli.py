@@ -33,6 +33,25 @@ def test_list(what: str, expected: str, capsys: pytest.CaptureFixture[str]) -> N
     assert expected in capsys.readouterr().out.split()
 
 
+def test_list_formats_and_metrics_are_generated_from_their_tables(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekd.bench.metrics import METRICS
+    from edgekd.cli import LISTS
+    from edgekd.formats import FORMATS, Format
+
+    row = Format("npy", "numpy", "npy", ("fp32",), "m:f", "m:g", "numpy", "NCHW", False, None, False)
+    monkeypatch.setitem(FORMATS, row.key, row)  # a new row shows up with no change to the CLI
+    assert main(["list", "formats"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    for f in FORMATS.values():
+        assert any(w[:1] == [f.format] and w[1] == f.converter and "." + f.suffix in w for w in lines if w), f.key
+    assert main(["list", "metrics"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == list(METRICS)
+    assert {"formats", "metrics", "models", "strategies"} <= set(LISTS.names())
+    with pytest.raises(SystemExit):
+        main(["list", "nothing"])
+
+
 def test_bench_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pte"
     r = run_cli("bench", str(missing), "--out", str(tmp_path / "run"), "--no-progress")
@@ -74,7 +93,7 @@ def test_train_then_export_cli(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     ckpt = tmp_path / "t" / "model.pt"
     assert ckpt.exists()
-    r = run_cli("export", str(ckpt), "--formats", "pte", "--precision", "fp32", "--out", str(tmp_path / "b"),
+    r = run_cli("export", str(ckpt), "--formats", "pte", "--precisions", "fp32", "--out", str(tmp_path / "b"),
                 "--no-progress")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "b" / "edgekd.json").exists()
@@ -149,16 +168,60 @@ def test_self_distill_then_export_an_exit(tmp_path: Path) -> None:
     model, _ = load_model(tmp_path / "s" / "model.pt")
     assert isinstance(model, ExitModel) and len(model.exits) == 2
     first = model.exits[0]
-    r = run_cli("export", str(tmp_path / "s" / "model.pt"), "--exit", first, "--formats", "pte", "--precision", "fp32",
+    r = run_cli("export", str(tmp_path / "s" / "model.pt"), "--exit", first, "--formats", "pte", "--precisions", "fp32",
                 "--out", str(tmp_path / "b"), "--no-progress")
     assert r.returncode == 0, r.stderr
     import json
 
     manifest = json.loads((tmp_path / "b" / "edgekd.json").read_text())
     assert manifest["model_name"] == f"resnet14@{first}"
-    whole = run_cli("export", str(tmp_path / "s" / "model.pt"), "--formats", "pte", "--precision", "fp32",
+    whole = run_cli("export", str(tmp_path / "s" / "model.pt"), "--formats", "pte", "--precisions", "fp32",
                     "--out", str(tmp_path / "w"), "--no-progress")
     assert whole.returncode == 0, whole.stderr
     assert (tmp_path / "b" / "model_fp32.pte").stat().st_size < (tmp_path / "w" / "model_fp32.pte").stat().st_size
     r = run_cli("export", str(tmp_path / "s" / "model.pt"), "--exit", "layer9", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "no exit 'layer9'" in r.stderr
+
+
+def test_one_converter_option_for_every_format_and_old_spellings_say_so_once(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekd import cli
+    from edgekd.errors import ConfigError
+
+    cli._WARNED.clear()
+    p = cli.build_parser()
+    base = ["export", "m.pt", "--out", "b"]
+    a = p.parse_args([*base, "--precision", "fp32", "--tflite-converter", "onnx2tf", "--precision", "int8"])
+    assert a.precision == "int8" and cli._converters(a) == {"tflite": ("onnx2tf",)}
+    err = capsys.readouterr().err
+    assert err.count("--precision is deprecated, use --precisions") == 1
+    assert err.count("--tflite-converter is deprecated, use --converter tflite=NAME") == 1
+    a = p.parse_args([*base, "--converter", "tflite=litert-torch,onnx2tf", "--converter", "pte=executorch"])
+    assert a.precision == "fp32,int8" and not capsys.readouterr().err
+    assert cli._converters(a) == {"tflite": ("litert-torch", "onnx2tf"), "pte": ("executorch",)}
+    assert "pt2=torch" in p._subparsers._group_actions[0].choices["export"].format_help()  # every format's choices
+    with pytest.raises(ConfigError, match=r"unknown tflite converter 'tfl'; known: litert-torch, onnx2tf"):
+        cli._converters(p.parse_args([*base, "--converter", "tflite=tfl"]))
+    with pytest.raises(ConfigError, match="is not FORMAT=NAME"):
+        cli._converters(p.parse_args([*base, "--converter", "onnx2tf"]))
+    demo = p.parse_args(["demo", "--tflite-converter", "onnx2tf"])  # the demo's old flag maps the same way
+    assert cli._converters(demo) == {"tflite": ("onnx2tf",)}
+
+
+def test_export_plans_the_converters_it_is_given() -> None:
+    from edgekd.convert import _plan
+
+    jobs = _plan(("pte", "tflite"), ("fp32",), "litert-torch", False, {"tflite": ("litert-torch", "onnx2tf")})
+    assert [(r.converter, name) for r, _, name in jobs] == [
+        ("executorch", "model_fp32.pte"), ("litert-torch", "model_fp32_litert-torch.tflite"),
+        ("onnx2tf", "model_fp32_onnx2tf.tflite")]
+    assert [r.converter for r, _, _ in _plan(("tflite",), ("fp32",), "onnx2tf", False)] == ["onnx2tf"]
+
+
+def test_distill_says_when_it_runs_the_edge_pipeline(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekd import cli
+
+    monkeypatch.setattr(cli, "_edge", lambda args, cfg: 0)
+    assert main(["distill", "--student", "resnet8", "--qat", "--budget", "params=40000", "--out", "x"]) == 0
+    assert "--qat, --budget given: running the edge pipeline" in capsys.readouterr().err

@@ -84,7 +84,7 @@ def test_the_cli_prints_the_install_command(monkeypatch: pytest.MonkeyPatch, tmp
     ckpt = save_model(models.create("resnet8", in_channels=1), tmp_path / "m.pt", "resnet8", num_classes=10,
                       in_channels=1)
     _missing(monkeypatch, "executorch")
-    assert main(["export", str(ckpt), "--data", "digits", "--formats", "pte", "--precision", "fp32",
+    assert main(["export", str(ckpt), "--data", "digits", "--formats", "pte", "--precisions", "fp32",
                  "--out", str(tmp_path / "b"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "pip install 'edgekd[executorch]'" in err and "Traceback" not in err

@@ -407,3 +407,13 @@ def test_qat_and_pruning_go_through_the_edge_pipeline(teacher, digits, tmp_path:
     assert r.metrics["prune_ratio"] == 0.25 and "int8_acc" in r.metrics and r.passed
     model, meta = load_model(r.model_path)
     assert meta["channels"] == {"layer1.0": 6, "layer2.0": 12, "layer3.0": 24}  # 8/16/32 inner channels, 25 % cut
+
+
+def test_a_search_requirement_reads_the_metrics_table() -> None:
+    from edgekd.bench.gate import parse_require
+
+    cands = [_cand(0.25, "pte", 0.5), _cand(0.5, "pte", 1.0)]
+    classify(cands, [parse_budget("latency_ms=2.5")], parse_require("p50_ms<=0.8,accuracy>=0.99"),
+             strict_delegation=False)
+    assert [c.verdict for c in cands] == ["feasible", "misses requirement"]  # accuracy is judged after training
+    assert cands[1].reason.endswith("p50_ms = 1, required <= 0.8")

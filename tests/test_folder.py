@@ -311,7 +311,7 @@ def test_cli_folder_distill_export_bench(folder: Path, tmp_path: Path, monkeypat
                  "--out", str(tmp_path / "kd"), *common]) == 0  # no augmentation: the teacher cache is exact
     student, meta = load_model(tmp_path / "kd" / "model.pt")
     assert meta["data"] == spec and meta["preprocessing"]["resize"] == "shorter_side"
-    assert main(["export", str(tmp_path / "kd" / "model.pt"), "--formats", "pte,tflite", "--precision", "fp32",
+    assert main(["export", str(tmp_path / "kd" / "model.pt"), "--formats", "pte,tflite", "--precisions", "fp32",
                  "--calibration", "16", "--parity-samples", "24", "--out", str(tmp_path / "b"), "--no-progress"]) == 0
     bundle = Bundle.load(tmp_path / "b")
     assert bundle.preprocessing is not None and bundle.preprocessing.to_dict() == meta["preprocessing"]

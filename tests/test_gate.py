@@ -63,3 +63,22 @@ def test_cli_gate_exit_codes(tiny_models, tmp_path, capsys) -> None:
     assert "requirement missed: tiny.tflite" in err and "p50_ms" in err and "required <= 1e-06" in err
     assert main([*argv, "--out", str(tmp_path / "c"), "--require", "latency<=2"]) == 2  # bad spec: before any run
     assert "unknown metric 'latency'" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_one_metrics_table_feeds_the_gate_the_report_and_the_help() -> None:
+    from edgekd.bench.metrics import METRICS
+    from edgekd.bench.report import COLUMNS, format_table
+    from edgekd.cli import build_parser
+
+    r = _row("a.pte", 1.25, 0.5)
+    for m in METRICS.values():
+        assert m.better in ("lower", "higher") and m.unit in ("ms", "MB", "KB", "fraction"), m.name
+        assert parse_require(f"{m.name}>=0")[0].metric == m.name  # the gate takes every metric
+        if m.column:  # the report shows it, scaled, with the gate's own value
+            v = m.value(r)
+            assert COLUMNS[m.column][0](r) == (None if v is None else v * m.scale), m.name
+    assert METRICS["accuracy"].better == "higher" and METRICS["p50_ms"].value(r) == 1.25
+    table = format_table([r], columns=("p50 ms", "acc %"))
+    assert "1.250" in table and "50.00" in table
+    bench = build_parser()._subparsers._group_actions[0].choices["bench"].format_help()
+    assert all(name in bench.replace("\n", " ").replace("  ", " ") for name in METRICS)

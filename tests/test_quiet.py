@@ -58,7 +58,7 @@ def test_cli_export_terminal_is_clean(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, timeout=300)
     p = subprocess.run([sys.executable, "-m", "edgekd", "export", str(tmp_path / "m.pt"), "--data", "mnist5k",
-                        "--limit", "300", "--formats", "pte", "--precision", "fp32", "--calibration", "8",
+                        "--limit", "300", "--formats", "pte", "--precisions", "fp32", "--calibration", "8",
                         "--parity-samples", "16", "--out", str(tmp_path / "b")],
                        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edgekd.errors import TargetError
+from edgekd.formats import backend_row, runtime_modules
 
 FACTS_SCRIPT = r"""
 echo "kernel=$(uname -srm)"
@@ -39,20 +40,14 @@ command -v dumpsys >/dev/null 2>&1 && echo "battery_deci_c=$(dumpsys battery | s
 true
 """
 
-PROBE_SCRIPT = """
+# the runtimes every runner backend imports, from the format table
+RUNTIMES = tuple(runtime_modules())
+PROBE_SCRIPT = f"""
 import importlib.util as u, json, platform, sys
-mods = ("numpy", "ai_edge_litert", "tflite_runtime", "tensorflow", "executorch", "torch")
-print("probe=" + json.dumps({"python": platform.python_version(), "machine": platform.machine(),
+mods = {("numpy", *RUNTIMES)!r}
+""" + """print("probe=" + json.dumps({"python": platform.python_version(), "machine": platform.machine(),
       "executable": sys.executable, "modules": [m for m in mods if u.find_spec(m) is not None]}))
 """
-
-RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow", "executorch", "torch")
-# runner backend (formats.Format.backend) -> the module sets any one of which lets the Python runner run it
-PYTHON_BACKENDS: dict[str, tuple[frozenset[str], ...]] = {
-    "tflite": (frozenset({"ai_edge_litert"}), frozenset({"tflite_runtime"}), frozenset({"tensorflow"})),
-    "executorch": (frozenset({"executorch", "torch"}),),  # ExecuTorch's Python bindings link libtorch
-    "torch": (frozenset({"torch"}),),
-}
 
 
 def _number(text: str) -> float | None:
@@ -113,7 +108,8 @@ def python_can_run(probe: dict[str, Any] | None, backend: str) -> bool:
     if probe is None:
         return False
     mods = set(probe.get("modules", ()))
-    return "numpy" in mods and any(need <= mods for need in PYTHON_BACKENDS.get(backend, ()))
+    row = backend_row(backend)  # the module sets any one of which lets the Python runner run that backend
+    return "numpy" in mods and row is not None and any(set(need) <= mods for need in row.runtimes)
 
 
 def big_core_mask(facts: dict[str, Any]) -> str | None:

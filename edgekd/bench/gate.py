@@ -13,32 +13,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from edgekd.bench.metrics import METRICS
 from edgekd.bench.results import BenchResult
 from edgekd.errors import ConfigError
 
-
-def _lat(name: str) -> Callable[[BenchResult], float | None]:
-    return lambda r: getattr(r.latency_ms, name) if r.latency_ms else None
-
-
-# metric name -> (value getter, unit/meaning for messages)
-METRICS: dict[str, tuple[Callable[[BenchResult], Any], str]] = {
-    "accuracy": (lambda r: r.accuracy, "top-1 accuracy, a fraction in [0, 1]"),
-    "p50_ms": (_lat("p50"), "median latency, ms"),
-    "p90_ms": (_lat("p90"), "ms"),
-    "p99_ms": (_lat("p99"), "ms"),
-    "mean_ms": (_lat("mean"), "ms"),
-    "max_ms": (_lat("max"), "ms"),
-    "trimmed_mean_ms": (lambda r: r.spread.trimmed_mean if r.spread else None, "mean of the middle 80%, ms"),
-    "cv": (lambda r: r.spread.cv if r.spread else None, "std / mean, a fraction"),
-    "load_ms": (lambda r: r.load_ms, "cold load, ms"),
-    "warm_load_ms": (lambda r: r.warm_load_ms, "warm load, ms"),
-    "first_ms": (lambda r: r.first_inference_ms, "first inference, ms"),
-    "peak_mem_mb": (lambda r: r.peak_mem_mb, "MB"),
-    "size_kb": (lambda r: r.bytes / 1024 if r.bytes else None, "file size, KB"),
-}
+__all__ = ["GATE_EXIT", "METRICS", "Miss", "Requirement", "check", "parse_require"]
 OPS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le, ">": operator.gt,
                                                    "<": operator.lt, "==": operator.eq}
 _TERM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
@@ -106,7 +86,7 @@ def check(results: Sequence[BenchResult], requirements: Sequence[Requirement]) -
             if not r.ok:
                 misses.append(Miss(name, req, None, r.status))
                 continue
-            value = METRICS[req.metric][0](r)
+            value = METRICS[req.metric].value(r)
             if value is None:
                 misses.append(Miss(name, req, None, "not measured: pass --eval-data for accuracy"
                                    if req.metric == "accuracy" else "not measured"))

@@ -29,7 +29,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,13 +50,9 @@ from edgekd.bench.results import ABOUT, OK, RESULTS, SUMMARY, BenchResult, load_
 from edgekd.bench.stats import noise_band
 from edgekd.errors import ConfigError
 from edgekd.files import atomic_path, make_folder, write_atomic
+from edgekd.formats import FORMATS, converters
 
 TOP_OPS = 10
-_SOURCES = {"pte": "etdump", "tflite": "litert-profiler"}  # the op table source each format's runtime writes
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "model"
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -90,7 +85,7 @@ def _rows(runs: list[Path]) -> list[_Row]:
     several_models = len({x.r.model_name for x in rows}) > 1
     for x in rows:
         parts = ([x.r.model_name] if several_models else []) + [f"{x.r.format}/{x.r.precision}"]
-        if x.r.converter not in ("executorch", "torch", "unknown") and x.r.format == "tflite":
+        if x.r.converter != "unknown" and len(converters(x.r.format)) > 1:  # name the converter where there are several
             parts[-1] += f" ({x.r.converter})"
         if several_targets:
             parts.append(f"@{_target(x.r.target)}")
@@ -125,7 +120,8 @@ def ops_path(run: Path, r: BenchResult) -> Path:
         source = json.loads(legacy.read_text()).get("source")
     except (OSError, ValueError, AttributeError):
         return keyed
-    return legacy if source == _SOURCES.get(r.format) else keyed
+    rows = [f for f in FORMATS.values() if f.format == r.format and f.profile]  # the source its runtime writes
+    return legacy if rows and source == rows[0].profile[0] else keyed
 
 
 def load_ops(path: Path) -> list[dict[str, Any]] | None:
@@ -192,10 +188,6 @@ def _f(v: Any, fmt: str) -> str:
 
 
 # -- plots -----------------------------------------------------------------------------------------
-def _overlaps(a: Any, boxes: list[Any]) -> bool:
-    return any(a.overlaps(b) for b in boxes)
-
-
 def _place_labels(ax: Any, fig: Any, xy: list[tuple[float, float]], texts: list[str], order: list[int],
                   avoid: list[Any] | None = None, fontsize: float = 7, radii_px: Sequence[float] | None = None) -> bool:
     """Annotate each point with its text where it overlaps no other label, no marker and nothing in ``avoid``

@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edgekd.formats import distributions
+
 X86_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
              "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
 # name in the report -> spelling in /proc/cpuinfo "Features" (ARM Linux)
@@ -34,8 +36,8 @@ ARM_FLAGS = {"neon": "asimd", "dotprod": "asimddp", "i8mm": "i8mm", "bf16": "bf1
 MAC_ARM_KEYS = {"neon": "hw.optional.neon", "dotprod": "hw.optional.arm.FEAT_DotProd",
                 "i8mm": "hw.optional.arm.FEAT_I8MM", "bf16": "hw.optional.arm.FEAT_BF16",
                 "fp16": "hw.optional.arm.FEAT_FP16", "sme": "hw.optional.arm.FEAT_SME"}
-RUNTIMES = ("torch", "executorch", "ai-edge-litert", "tflite-runtime", "tensorflow", "litert-torch", "onnx2tf",
-            "onnxruntime", "numpy")
+# the converters' and runner backends' distributions (from the format table), and a few more
+RUNTIMES = tuple(dict.fromkeys(("torch", *distributions(), "onnxruntime", "numpy")))
 
 
 def _read(path: str | Path) -> str | None:
@@ -198,9 +200,3 @@ def machine_of(target: Any) -> dict[str, Any]:
                 facts = {}
         _FACTS[url] = facts
     return _FACTS[url]
-
-
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(machine_facts(), indent=2))

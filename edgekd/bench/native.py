@@ -24,17 +24,11 @@ import platform
 from pathlib import Path
 
 from edgekd.errors import TargetError
+from edgekd.formats import native_rows, suffix_rows
 
 NATIVE_DIR_ENV = "EDGEKD_NATIVE_DIR"
 RUNNER_NAME = "edgekd_runner"
 RUNNERS = ("auto", "python", "native")
-NATIVE_SUFFIXES = (".pte", ".tflite")  # .pt2 needs torch: the Python runner only
-PLUGINS = {".pte": "libedgekd_backend_executorch.so", ".tflite": "libedgekd_backend_litert.so"}
-
-# What the Python runner imports for a format (runtimes/python/edgekd_runner.py): any one of them will do.
-_PYTHON_RUNTIMES = {".pte": (("torch", "executorch"),), ".tflite": (("ai_edge_litert",), ("tflite_runtime",),
-                                                                    ("tensorflow",)),
-                    ".pt2": (("torch",),)}
 
 
 def host_arch() -> str:
@@ -85,13 +79,15 @@ def native_supports(model: str | Path, arch: str | None = None) -> bool:
     """Whether a native build (or bundle) of ``arch`` can run ``model`` (its suffix and the backend plugin for it)."""
     suffix = Path(model).suffix.lower()
     arch = arch or host_arch()
-    return suffix in NATIVE_SUFFIXES and any((root / arch / sub / PLUGINS[suffix]).is_file()
-                                             for root in native_roots() for sub in ("", "bundle"))
+    row = native_rows().get(suffix)  # the format table names each suffix's plugin (none: Python runner only)
+    return row is not None and any((root / arch / sub / str(row.plugin)).is_file()
+                                   for root in native_roots() for sub in ("", "bundle"))
 
 
 def python_can_run(model: str | Path) -> bool:
     """Whether this Python environment has a runtime the Python runner uses for ``model`` (nothing is imported)."""
-    options = _PYTHON_RUNTIMES.get(Path(model).suffix.lower(), ())
+    row = suffix_rows().get(Path(model).suffix.lower())
+    options = row.runtimes if row else ()
     return any(all(importlib.util.find_spec(m) is not None for m in mods) for mods in options)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.files import write_atomic
+from edgekd.formats import suffix_rows
 
 PROFILES = "profiles"
 _WRAPPERS = {"Method::execute", "Method::init", "Program::load_method", "OPERATOR_CALL"}
@@ -107,12 +108,15 @@ def etdump_op_table(dump: str | Path) -> dict[str, Any]:
 
 def dump_name(model: str | Path, key: str, threads: int) -> str:
     """The file name the native runner's ``--profile`` writes for ``model`` (an ETDump or LiteRT's JSON)."""
-    return profile_stem(model, key, threads) + (".litert.json" if Path(model).suffix == ".tflite" else ".etdump")
+    row = suffix_rows().get(Path(model).suffix.lower())  # the table names each runtime's dump
+    return profile_stem(model, key, threads) + (row.profile[1] if row and row.profile else ".etdump")
 
 
 def store_op_table(run_dir: Path, model: str | Path, key: str, threads: int, dump: Path) -> str:
     """Turn the dump into ``profiles/<profile_stem>.ops.json`` (atomically); return that path relative to ``run_dir``."""
-    table = litert_op_table(dump) if dump.name.endswith(".litert.json") else etdump_op_table(dump)
+    sources = {f.profile[1]: f.profile[0] for f in suffix_rows().values() if f.profile}
+    source = next((s for end, s in sources.items() if dump.name.endswith(end)), "etdump")
+    table = litert_op_table(dump) if source == "litert-profiler" else etdump_op_table(dump)
     out = run_dir / PROFILES / f"{profile_stem(model, key, threads)}.ops.json"
     write_atomic(out, json.dumps(table, indent=1), stage="bench/profile")
     return str(out.relative_to(run_dir))

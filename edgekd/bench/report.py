@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgekd.bench.metrics import METRICS
 from edgekd.bench.stats import noise_band, noise_groups
 from edgekd.files import write_atomic
 
@@ -26,8 +27,9 @@ def _lat(field: str) -> Callable[[BenchResult], Any]:
     return lambda r: getattr(r.latency_ms, field) if r.latency_ms else None
 
 
-# column header (unit in it) -> (value getter, formatter, right-aligned)
+# column header (unit in it) -> (value getter, formatter, right-aligned); the metrics' columns come from their table
 COLUMNS: dict[str, tuple[Callable[[BenchResult], Any], Callable[[Any], str], bool]] = {
+    **{m.column: (m.cell, _num(m.fmt), True) for m in METRICS.values() if m.column},
     "model": (lambda r: r.model_name, str, False),
     "format": (lambda r: r.format, str, False),
     "precision": (lambda r: r.precision, str, False),
@@ -35,20 +37,9 @@ COLUMNS: dict[str, tuple[Callable[[BenchResult], Any], Callable[[Any], str], boo
     "runtime": (lambda r: r.runtime, lambda v: v or "-", False),
     "threads": (lambda r: r.threads, str, True),
     "KB": (lambda r: r.bytes / 1024, _num(".1f"), True),
-    "acc %": (lambda r: None if r.accuracy is None else 100 * r.accuracy, _num(".2f"), True),
-    "load ms": (lambda r: r.load_ms, _num(".2f"), True),
-    "first ms": (lambda r: r.first_inference_ms, _num(".3f"), True),
-    "p50 ms": (_lat("p50"), _num(".3f"), True),
-    "p90 ms": (_lat("p90"), _num(".3f"), True),
-    "p99 ms": (_lat("p99"), _num(".3f"), True),
     "std ms": (_lat("std"), _num(".3f"), True),
-    "peak MB": (lambda r: r.peak_mem_mb, _num(".1f"), True),
     "runs": (lambda r: r.runs if r.ok else None, _num("d"), True),
-    "warm ms": (lambda r: r.warm_load_ms, _num(".2f"), True),
-    "trim ms": (lambda r: r.spread.trimmed_mean if r.spread else None, _num(".3f"), True),
     "min ms": (_lat("min"), _num(".3f"), True),
-    "max ms": (_lat("max"), _num(".3f"), True),
-    "cv %": (lambda r: 100 * r.spread.cv if r.spread else None, _num(".2f"), True),
     "robust cv %": (lambda r: 100 * r.spread.robust_cv if r.spread and r.spread.robust_cv is not None else None,
                     _num(".2f"), True),
     "stability": (lambda r: r.spread.verdict if r.spread else None, lambda v: v or "-", False),

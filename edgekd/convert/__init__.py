@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,13 @@ from edgekd.formats import FORMATS, PRECISIONS, Format, converters, format_of, r
 __all__ = ["FORMATS", "Bundle", "Format", "export", "format_of", "status_rows"]
 
 def _plan(formats_: Sequence[str], precision: Sequence[str], tflite_converter: str | Sequence[str],
-          has_calibration: bool) -> list[tuple[Format, str, str]]:
+          has_calibration: bool, converter: Mapping[str, str | Sequence[str]] | None = None
+          ) -> list[tuple[Format, str, str]]:
     """Check the arguments against the table; return ``(row, precision, file name)`` jobs."""
     formats_ = (formats_,) if isinstance(formats_, str) else tuple(formats_)
     precision = (precision,) if isinstance(precision, str) else tuple(precision)
-    wanted = {"tflite": (tflite_converter,) if isinstance(tflite_converter, str) else tuple(tflite_converter)}
+    wanted = {f: (c,) if isinstance(c, str) else tuple(c)
+              for f, c in {"tflite": tflite_converter, **(converter or {})}.items()}
     for f in formats_:
         row(f)  # an unknown format fails here, naming the known ones
     for p in precision:
@@ -151,6 +153,7 @@ def export(
     preprocessing: Preprocessing | None = None,
     model_name: str | None = None,
     tflite_converter: str | Sequence[str] = "litert-torch",
+    converter: Mapping[str, str | Sequence[str]] | None = None,
     parity_data: Any = None,
     thresholds: dict[str, dict[str, float]] | None = None,
     check_parity: bool = True,
@@ -170,7 +173,9 @@ def export(
         formats: any of ``"pte"``, ``"tflite"``, ``"pt2"`` (the fp32 eager baseline).
         precision: ``"fp32"`` and/or ``"int8"`` (int8 needs ``calibration``).
         calibration: a Tensor of samples, an ``(x, y)`` pair, or an iterable of ``x`` / ``(x, y)`` batches.
-        tflite_converter: ``"litert-torch"``, ``"onnx2tf"`` or both (files then get a ``_<converter>`` tag).
+        converter: the converter(s) of each format, ``{"tflite": ("litert-torch", "onnx2tf")}`` (several: the
+            files get a ``_<converter>`` tag); a format left out gets its default, the table's first
+            (``edgekd list formats``). ``tflite_converter``: the same for ``tflite`` alone (``converter`` wins).
         parity_data: held-out ``x`` or ``(x, y)``; default: the last fifth (≤ 64) of ``calibration``,
             which is then not used to calibrate.
         thresholds: overrides per precision, e.g. ``{"int8": {"top1_agreement": 0.95}}``
@@ -201,7 +206,7 @@ def export(
 
     model, ex, y_ex = _check_inputs(copy.deepcopy(model).eval(), example_inputs)
     calib, px, py = _split(calibration, parity_data, ex[0])
-    jobs = _plan(formats, precision, tflite_converter, calib is not None or qat is not None)
+    jobs = _plan(formats, precision, tflite_converter, calib is not None or qat is not None, converter)
     for r in dict.fromkeys(e for e, _, _ in jobs):  # a missing backend fails now, not after the first file
         check_extra(r.extra, f"{r.format} export through {r.converter}")
     y_qat = _qat_reference(qat, jobs, px, batch=ex[0].shape[0]) if qat is not None else None

@@ -9,7 +9,7 @@ overrides them; image folders are read a sample at a time, never whole), exports
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ STAGE = "cli/export"
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, data: str | None = None,
                       data_root: str | None = None, seed: int = 0, limit: int | None = None,
                       formats: Sequence[str] = ("pte", "tflite"), precision: Sequence[str] = ("fp32", "int8"),
-                      tflite_converter: str | Sequence[str] = "litert-torch", calibration: int = 128,
+                      tflite_converter: str | Sequence[str] = "litert-torch",
+                      converter: Mapping[str, str | Sequence[str]] | None = None, calibration: int = 128,
                       parity_samples: int = 200, name: str | None = None, exit: str | None = None,
                       android_assets: str | Path | None = None, progress: bool = True,
                       keep_going: bool = False, observer: str = "histogram") -> Bundle:
@@ -51,7 +52,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, data: str 
     bundle = export(model, (x_test[:1],), formats=formats, precision=precision, keep_going=keep_going,
                     calibration=D.calibration_sample(splits.train, n=calibration, seed=seed), out_dir=out_dir,
                     labels=list(splits.labels), preprocessing=splits.preprocessing(),
-                    model_name=name or meta["name"], tflite_converter=tflite_converter,
+                    model_name=name or meta["name"], tflite_converter=tflite_converter, converter=converter,
                     parity_data=(x_test, y_test), progress=progress, observer=observer)
     if android_assets:
         from edgekd.android import copy_to_android_assets, samples_from_tensors

@@ -19,10 +19,12 @@ from torch import nn
 from edgekd.errors import ConfigError, ExportError, OutputError
 from edgekd.extras import requires
 from edgekd.files import atomic_path, make_folder, write_atomic
+from edgekd.formats import qat_rows
 
 STAGE = "export/qat"
-FORMATS = ("pte", "tflite")  # what a PT2E graph lowers to ...
-CONVERTERS = ("executorch", "litert-torch")  # ... and through which converters (onnx2tf takes no PT2E graph)
+# what a PT2E graph lowers to, and through which converters (the table's ``qat`` column; onnx2tf takes no PT2E graph)
+FORMATS = tuple(dict.fromkeys(r.format for r in qat_rows()))
+CONVERTERS = tuple(r.converter for r in qat_rows())
 
 
 class Logits(nn.Module):

@@ -42,12 +42,6 @@ from edgekd.formats import row as format_row
 
 STAGE = "fit/measure"
 TRUSTED = ("stable", "noisy")
-# The distributions whose version the Python runner reports for each backend, in the order it tries them
-# (runtimes/python/edgekd_runner.py: TFLiteBackend, ExecuTorchBackend).
-RUNTIME_DISTS: dict[str, tuple[str, ...]] = {"executorch": ("executorch",),
-                                             "tflite": ("ai-edge-litert", "tflite-runtime", "tensorflow",
-                                                        "tensorflow-cpu"),
-                                             "torch": ("torch",)}
 _VERSIONS_SCRIPT = ("import importlib.metadata as m, json\nout = {}\nfor d in %r:\n    try:\n"
                     "        out[d] = m.version(d)\n    except Exception:\n        pass\nprint(json.dumps(out))")
 
@@ -83,7 +77,7 @@ def runtime_stamp(tgt: Target, fmt: str, runner: str = "auto") -> str:
         which, exe = choose_local_runner(runner, probe)
         if exe is not None:
             return f"native:{sha256_of(exe)[:16]}"
-        for d in RUNTIME_DISTS.get(r.backend, ()):
+        for d in r.dists:
             try:
                 versions[d] = metadata.version(d)
             except metadata.PackageNotFoundError:
@@ -92,7 +86,7 @@ def runtime_stamp(tgt: Target, fmt: str, runner: str = "auto") -> str:
         which = tgt.choose_runner(probe, runner)
         if which == "native":
             return f"native:{tgt.native_runner or tgt.host_bundle().sha256[:16]}"
-        script = _VERSIONS_SCRIPT % (RUNTIME_DISTS.get(r.backend, ()),)
+        script = _VERSIONS_SCRIPT % (r.dists,)
         out = tgt.exec(f"{shlex.quote(tgt.python)} -c {shlex.quote(script)}", tgt.cmd_timeout_s)
         try:
             versions = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {}
@@ -100,7 +94,7 @@ def runtime_stamp(tgt: Target, fmt: str, runner: str = "auto") -> str:
             versions = {}
     else:
         return "unknown"
-    found = next((f"{d}=={versions[d]}" for d in RUNTIME_DISTS.get(r.backend, ()) if d in versions), "none")
+    found = next((f"{d}=={versions[d]}" for d in r.dists if d in versions), "none")
     return f"{which}:{r.backend}:{found}"
 
 

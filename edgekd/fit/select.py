@@ -140,7 +140,7 @@ def classify(cands: Sequence[Candidate], budgets: Sequence[Budget], requirements
                 verdict = "over budget"
                 reason = f"{_COST[b.kind]} {_fmt(b.kind, v) if v is not None else '?'} > {_fmt(b.kind, b.limit)}"
             else:
-                misses = [(u, q, METRICS[q.metric][0](m.row)) for q in search_reqs for u, m in c.measured.items()]
+                misses = [(u, q, METRICS[q.metric].value(m.row)) for q in search_reqs for u, m in c.measured.items()]
                 misses = [(u, q, v) for u, q, v in misses if v is None or not q.holds(float(v))]
                 if misses:
                     u, q, v = misses[0]

@@ -16,17 +16,13 @@ family file registers its models and its family as soon as it exists.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from edgekd.models._registry import MODELS, NAMESPACES, create, list_models, register_model
 from edgekd.models.complexity import count_params, flops
 from edgekd.models.contract import Contract, Family, Feature, Knob, contract_of, family_of, register_family
 from edgekd.models.logits import logits_only
+from edgekd.registry import import_modules
 
-for _info in pkgutil.iter_modules(__path__):
-    if not _info.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_info.name}")
+import_modules(__name__, __path__)
 
 __all__ = ["MODELS", "NAMESPACES", "Contract", "Family", "Feature", "Knob", "contract_of", "count_params", "create",
            "family_of", "flops", "list_models", "logits_only", "register_family", "register_model"]

@@ -56,7 +56,15 @@ from typing import Any
 import numpy as np
 
 EXIT_OTHER, EXIT_ARGS, EXIT_MODEL, EXIT_INPUT, EXIT_RUNTIME = 1, 2, 3, 4, 5
-FORMATS = (".pte", ".tflite", ".pt2")
+
+# suffix -> (the backend class's ``runtime`` that runs it, how the file starts: "?" any byte, "#" a digit)
+# --- generated from edgekd/formats.py by edgekd.formats.sync_runner_table(): do not edit ---
+FORMATS = {
+    '.pte': ('executorch', b'????ET##'),
+    '.tflite': ('tflite', b'????TFL3'),
+    '.pt2': ('torch', b'PK\x03\x04'),
+}
+# --- end of the generated table ---
 
 
 class RunnerError(Exception):
@@ -323,16 +331,21 @@ class TorchBackend:
         return (y[0] if isinstance(y, (tuple, list)) else y).numpy()
 
 
-BACKENDS = {".pte": ExecuTorchBackend, ".tflite": TFLiteBackend, ".pt2": TorchBackend}
+# a new format's backend class joins this tuple (its ``runtime`` names it in FORMATS)
+BACKENDS = {cls.runtime: cls for cls in (ExecuTorchBackend, TFLiteBackend, TorchBackend)}
+
+
+def backend_for(path: Path) -> Any:
+    """The backend class of a model file, from its suffix."""
+    return BACKENDS[FORMATS[path.suffix][0]]
 
 
 def check_header(path: Path) -> None:
     """Reject files that are clearly not of their format before a native loader sees them."""
     head = path.open("rb").read(8)
-    ok = {".tflite": head[4:8] == b"TFL3",
-          ".pte": head[4:6] == b"ET" and head[6:8].isdigit(),
-          ".pt2": head[:4] == b"PK\x03\x04"}[path.suffix]
-    if not ok:
+    magic = FORMATS[path.suffix][1]
+    if not (len(head) >= len(magic) and all(m == ord("?") or (m == ord("#") and 48 <= h <= 57) or m == h
+                                            for h, m in zip(head, magic, strict=False))):
         raise RunnerError(EXIT_MODEL, "corrupt_model",
                           f"{path} does not start like a {path.suffix} file (header {head!r})",
                           "re-export the model or copy it again; compare its sha256 with edgekd.json")
@@ -495,7 +508,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     model = Path(args.model)
     cpus = pin_cpus(args.cpus)
     t0 = time.perf_counter_ns()
-    backend = BACKENDS[model.suffix]()
+    backend = backend_for(model)()
     import_ms = _ms(t0)
     reset_peak_rss()
     baseline = peak_rss_mb()

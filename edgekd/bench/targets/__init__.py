@@ -11,15 +11,13 @@ its class with ``@TARGETS.register("<scheme>")``; ``get_target`` imports it on f
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgekd.errors import TargetError
-from edgekd.registry import Registry
+from edgekd.registry import Registry, import_modules
 
 
 @dataclass(frozen=True)
@@ -95,8 +93,7 @@ def scheme_of(url: str) -> str:
 
 
 def _import_builtin_targets() -> None:
-    for mod in pkgutil.iter_modules(__path__):  # built-in targets register themselves on import
-        importlib.import_module(f"{__name__}.{mod.name}")
+    import_modules(__name__, __path__)  # built-in targets register themselves on import
 
 
 def list_targets() -> list[str]:

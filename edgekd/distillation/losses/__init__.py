@@ -7,9 +7,6 @@ the method is usable as soon as the file exists.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from edgekd.registry import import_modules
 
-for _info in pkgutil.iter_modules(__path__):
-    if not _info.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_info.name}")
+import_modules(__name__, __path__)

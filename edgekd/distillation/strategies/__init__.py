@@ -39,6 +39,9 @@ from edgekd.distillation.strategies.online import DMLLoss, OnlineStrategy
 from edgekd.distillation.strategies.progressive import ProgressiveStrategy
 from edgekd.distillation.strategies.residual import ResDistillLoss, ResidualStrategy
 from edgekd.distillation.strategies.self_distill import SelfDistillLoss, SelfStrategy
+from edgekd.registry import import_modules
+
+import_modules(__name__, __path__)  # a new strategy module registers itself without an import here
 
 __all__ = ["AFDLoss", "DMLLoss", "EnsembleKDLoss", "EnsembleTeacher", "FeatureL1Loss", "OfflineStrategy", "OnlineStrategy",
            "ProgressiveStrategy", "ResDistillLoss", "ResidualStrategy", "SelfDistillLoss", "SelfStrategy",

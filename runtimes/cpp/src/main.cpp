@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "formats.h"
 #include "images.h"
 #include "json.h"
 #include "npz.h"
@@ -83,6 +84,19 @@ double parse_float(const std::string& flag, const std::string& v) {
   return x;
 }
 
+// The row of formats.h (generated from edgekd/formats.py) for a suffix; nullptr when it names none.
+const FormatRow* format_row(const std::string& suffix) {
+  for (const FormatRow& r : kFormats)
+    if (suffix == r.suffix) return &r;
+  return nullptr;
+}
+
+std::string known_suffixes() {
+  std::string out;
+  for (const FormatRow& r : kFormats) out += (out.empty() ? "" : ", ") + std::string(r.suffix);
+  return out;
+}
+
 void check_header(const std::string& path) {
   // Reject files that are clearly not of their format before a native loader sees them.
   unsigned char head[8] = {0};
@@ -90,9 +104,12 @@ void check_header(const std::string& path) {
   f.read(reinterpret_cast<char*>(head), 8);
   const std::streamsize n = f.gcount();
   const std::string sfx = suffix_of(path);
-  bool ok = n == 8;
-  if (ok && sfx == ".tflite") ok = std::memcmp(head + 4, "TFL3", 4) == 0;
-  if (ok && sfx == ".pte") ok = head[4] == 'E' && head[5] == 'T' && std::isdigit(head[6]) && std::isdigit(head[7]);
+  const FormatRow* row = format_row(sfx);
+  bool ok = n == 8 && row != nullptr;  // magic: '?' any byte, '#' an ASCII digit, else that byte
+  for (size_t i = 0; ok && row && i < row->magic_len; ++i) {
+    const unsigned char m = static_cast<unsigned char>(row->magic[i]);
+    ok = m == '?' || (m == '#' && std::isdigit(head[i])) || m == head[i];
+  }
   if (!ok) {
     std::string shown = "b'";
     for (std::streamsize i = 0; i < n; ++i) {
@@ -162,11 +179,12 @@ Args parse_args(int argc, char** argv) {
                                    {"eval", a.eval}})
     if (!path.empty() && !is_file(path)) arg_error("--" + flag + " " + path + ": no such file");
   const std::string sfx = suffix_of(a.model);
-  if (sfx != ".pte" && sfx != ".tflite" && sfx != ".pt2")
-    arg_error("--model " + a.model + ": unknown format; expected one of .pte, .tflite, .pt2");
-  if (sfx == ".pt2")
-    throw RunnerError(kExitRuntime, "runtime_missing", "the native runner has no torch backend for .pt2 files",
-                      "time .pt2 files with the Python runner (runner=python)");
+  const FormatRow* row = format_row(sfx);
+  if (!row) arg_error("--model " + a.model + ": unknown format; expected one of " + known_suffixes());
+  if (!row->plugin)
+    throw RunnerError(kExitRuntime, "runtime_missing",
+                      "the native runner has no " + std::string(row->backend) + " backend for " + sfx + " files",
+                      "time " + sfx + " files with the Python runner (runner=python)");
   check_header(a.model);
   return a;
 }
@@ -474,9 +492,9 @@ std::string self_dir(const char* argv0) {
 }
 
 std::unique_ptr<Backend> open_backend(const std::string& suffix, const char* argv0) {
-  const std::string name = suffix == ".pte" ? "executorch" : "litert";
-  const std::string lib = "libedgekd_backend_" + name + ".so";
-  const std::string runtime = suffix == ".pte" ? "ExecuTorch" : "LiteRT";
+  const FormatRow* row = format_row(suffix);  // parse_args accepted only suffixes with a plugin
+  const std::string lib = row->plugin;
+  const std::string runtime = row->engine;
   std::string first_error;
   void* h = nullptr;
   for (const std::string& candidate : {self_dir(argv0) + "/" + lib, lib}) {
