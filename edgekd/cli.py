@@ -34,7 +34,7 @@ from pathlib import Path
 
 from edgekd.errors import ConfigError, EdgekdError
 from edgekd.registry import Registry
-from edgekd.settings import RunSettings, add_flags, given
+from edgekd.settings import OBSERVERS, RunSettings, add_flags, given
 
 #: ``edgekd list WHAT``: one printer per registry or table, registered below (the choices come from here)
 LISTS: Registry = Registry("list")
@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop at the first file that fails to export (default: keep going, record each failure in "
                         "edgekd.json, print a per-file status table and exit 1 if any failed)")
     e.add_argument("--keep-going", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
-    e.add_argument("--observer", default="histogram", choices=("histogram", "minmax", "histogram_torchao"),
+    e.add_argument("--observer", default="histogram", choices=OBSERVERS,
                    help="int8 calibration observer (see edgekd.quantization)")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_export)

@@ -33,13 +33,13 @@ import torch
 
 from edgekd.errors import ConfigError, ExportError
 from edgekd.extras import requires
+from edgekd.settings import OBSERVERS
 
 STAGE = "quantize"
 
 Calibration = torch.Tensor | Iterable[Any]
 
 
-OBSERVERS = ("histogram", "minmax", "histogram_torchao")
 
 
 def _fast_histogram_class() -> type:

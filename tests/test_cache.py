@@ -134,3 +134,16 @@ def test_disk_cache_is_memory_mapped_and_reloads(digits: data.DataSplits, tmp_pa
     assert again.ensure(teacher, digits.train, ["layer1"]).computed == 1  # another teacher: recomputed
     with pytest.raises(ConfigError, match="storage"):
         TeacherCache(teacher, digits.train, storage="tape")
+
+
+def test_a_disk_cache_of_another_dtype_or_a_damaged_index_is_computed_again(digits: data.DataSplits,
+                                                                            tmp_path: Path) -> None:
+    teacher = _teacher()
+    TeacherCache(teacher, digits.train, taps=["layer1"], storage="disk", path=tmp_path / "c")
+    half = TeacherCache(teacher, digits.train, taps=["layer1"], storage="disk", path=tmp_path / "c",
+                        feature_dtype=torch.float16)
+    assert half.computed == 1 and half.features(torch.tensor([0]))["layer1"].dtype == torch.float16
+    (tmp_path / "c" / "index.json").write_text("{not json")
+    again = TeacherCache(teacher, digits.train, taps=["layer1"], storage="disk", path=tmp_path / "c",
+                         feature_dtype=torch.float16)
+    assert again.computed == 1  # a damaged index is a miss, not a JSONDecodeError

@@ -327,3 +327,15 @@ def test_cli_folder_distill_export_bench(folder: Path, tmp_path: Path, monkeypat
         eager = float((student(x).argmax(1) == y).float().mean())
     assert len(rows) == 2 and all(r["eval_samples"] == 24 for r in rows)
     assert all(abs(r["accuracy"] - eager) <= 1 / 24 + 1e-9 for r in rows), ([r["accuracy"] for r in rows], eager)
+
+
+def test_an_empty_train_set_is_a_data_error() -> None:
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from edgekd.data import from_datasets
+    from edgekd.errors import DataError
+
+    empty = TensorDataset(torch.zeros(0, 1, 4, 4), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(DataError, match="the train data set is empty"):
+        from_datasets(empty)

@@ -254,7 +254,7 @@ def test_ofd_trains_from_the_teacher_cache_of_pre_relu_maps(digits: data.DataSpl
     ("mlkd", {"mlkd_T": -1}, "T=-1"),
     ("mlkd", {"mlkd_scale": "paper"}, "scale in code, reference"),
     ("reviewkd", {"reviewkd_warmup": -1}, "warmup=-1 must be >= 0"),
-    ("at", {"at_warmup": -2}, "mode must be one of"),
+    ("at", {"at_warmup": -2}, "warmup=-2"),
 ])
 def test_bad_options_are_clear(method: str, options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

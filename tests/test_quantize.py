@@ -75,3 +75,21 @@ def test_qat_prepares_trains_a_step_and_converts() -> None:
     q = convert_qat(prepared)
     assert _quantized_ops(q) >= 3
     assert q(x).shape == (4, 10)
+
+
+def test_an_unknown_observer_stops_the_export_before_any_file(tmp_path) -> None:  # noqa: ANN001
+    from edgekd.convert import export
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ConfigError, match="unknown calibration observer 'histgram'"):
+        export(net, (torch.zeros(1, 4),), formats=("pte",), precision=("fp32",), out_dir=tmp_path / "b",
+               observer="histgram")
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_resnet_and_mobilenet_reject_a_width_that_is_not_positive() -> None:
+    from edgekd import models
+
+    for name in ("resnet", "mobilenetv2"):
+        with pytest.raises(ConfigError, match="width multiplier must be > 0"):
+            models.create(name, width=0.0)

@@ -407,7 +407,11 @@ def _status_html(rows: list[_Row]) -> str:
     results = [x.r for x in rows]
     cols = [c for c in STATUS_COLUMNS if c != "model" and (
         any(COLUMNS[c][0](r) is not None for r in results) or c in ("format", "precision", "status"))]
-    groups = status_groups(results)
+    groups: list[str | None] = [None] * len(rows)
+    for key in dict.fromkeys((x.run, x.r.target) for x in rows):  # a letter compares files of one run on one device
+        idx = [i for i, x in enumerate(rows) if (x.run, x.r.target) == key]
+        for i, g in zip(idx, status_groups([results[i] for i in idx]), strict=True):
+            groups[i] = g
     cols = noise_columns(cols, groups)
     head = "<tr><th>file</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
     body = []

@@ -203,7 +203,11 @@ def export(
     """
     from edgekd._version import __version__
     from edgekd.convert.parity import eager_outputs
+    from edgekd.settings import OBSERVERS
 
+    if observer not in OBSERVERS:  # checked before any file is written, not at the first int8 file
+        raise ConfigError(f"unknown calibration observer {observer!r}; known: {', '.join(OBSERVERS)}", stage="export",
+                          hint="pass observer='histogram' (default), 'minmax' or 'histogram_torchao'")
     model, ex, y_ex = _check_inputs(copy.deepcopy(model).eval(), example_inputs)
     calib, px, py = _split(calibration, parity_data, ex[0])
     jobs = _plan(formats, precision, tflite_converter, calib is not None or qat is not None, converter)

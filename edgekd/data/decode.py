@@ -14,8 +14,11 @@ turn that into a skipped item counted at the end of the epoch (:mod:`edgekd.data
 
 from __future__ import annotations
 
+import functools
+import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,27 +77,34 @@ def _to_uint8(t: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"{t.dtype} pixels")
 
 
-def _torchvision(data: bytes) -> torch.Tensor:
-    with warnings.catch_warnings():  # 0.29 says TorchCodec will take over image decoding; it still decodes here
+@functools.cache
+def _tv_io() -> Any:
+    """``torchvision.io``, imported once per process (0.29 warns that TorchCodec will take over image
+    decoding; it still decodes here)."""
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*image decoding and encoding capabilities", category=DeprecationWarning)
-        from torchvision.io import ImageReadMode, decode_image
+        import torchvision.io
 
+    return torchvision.io
+
+
+def _torchvision(data: bytes) -> torch.Tensor:
+    io_ = _tv_io()
+    ImageReadMode, decode_image = io_.ImageReadMode, io_.decode_image  # noqa: N806
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     return _to_uint8(decode_image(buf, mode=ImageReadMode.RGB))  # palette expanded, alpha dropped, gray repeated
 
 
 def preload() -> None:
     """Import the decoders and transforms now (before ``DataLoader`` workers fork, so each need not)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*image decoding and encoding capabilities", category=DeprecationWarning)
-        import torchvision.io  # noqa: F401
-        import torchvision.transforms.v2  # noqa: F401
+    _tv_io()
+    import torchvision.transforms.v2  # noqa: F401
 
 
-def _pillow(path: Path) -> torch.Tensor:
+def _pillow(data: bytes) -> torch.Tensor:
     from PIL import Image
 
-    with Image.open(path) as im:
+    with Image.open(io.BytesIO(data)) as im:
         im.load()
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             a = np.asarray(im, dtype=np.int64)
@@ -118,7 +128,7 @@ def decode(path: str | Path, channel_order: str = "RGB") -> torch.Tensor:
         raise BadImage(p, "is empty (0 bytes)")
     fmt = sniff(data[:16])
     try:
-        pixels = _torchvision(data) if fmt in _TORCHVISION else _pillow(p)
+        pixels = _torchvision(data) if fmt in _TORCHVISION else _pillow(data)
     except Exception as e:  # each decoder raises its own types (RuntimeError, OSError, SyntaxError, ...)
         what = f"{fmt.upper()} file" if fmt else "file that is not an image"
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__

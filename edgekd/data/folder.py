@@ -314,6 +314,9 @@ def from_datasets(train: Dataset, val: Dataset | None = None, test: Dataset | No
     from edgekd.data.core import _size
 
     sets = {"train": train, "val": val, "test": test}
+    if len(train) == 0:  # type: ignore[arg-type]
+        raise DataError("the train data set is empty", stage="data",
+                        hint="pass a Dataset with at least one (image, label) item per class")
     ys = {k: _labels_of(d, k) for k, d in sets.items() if d is not None}
     n_classes = int(max(int(t.max()) for t in ys.values() if len(t))) + 1
     names = list(classes) if classes is not None else list(getattr(train, "classes", None) or range(n_classes))

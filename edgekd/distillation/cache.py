@@ -106,7 +106,7 @@ def cache_bytes(teacher: nn.Module, dataset: Dataset | torch.Tensor, taps: Seque
                 device: str = "cpu") -> int:
     """Bytes a cache of ``teacher``'s logits and ``taps`` over ``dataset`` would hold (from one sample)."""
     dataset = as_dataset(dataset)
-    x = next(_inputs(dataset, 1))[1][:1].to(device)
+    x = next(_inputs(dataset, 1, num_workers=0))[1][:1].to(device)  # one sample: no worker processes
     logits, feats = _run(teacher, x, taps)
     per_item = logits.float().numel() * 4 + sum(f.float().numel() * 4 for f in feats.values())
     return per_item * len(dataset)  # type: ignore[arg-type]
@@ -170,7 +170,8 @@ class TeacherCache:
             with atomic_path(self.path, stage=STAGE, what="the teacher cache") as tmp:
                 torch.save({"fingerprint": fp, "logits": self.logits, "features": self.feature_maps}, tmp)
         elif self.path is not None:  # the index, written last, marks the .npy files complete
-            write_atomic(self.path / "index.json", json.dumps({"fingerprint": fp, "taps": want}), stage=STAGE,
+            write_atomic(self.path / "index.json", json.dumps({"fingerprint": fp, "taps": want,
+                                                                 "feature_dtype": str(self.feature_dtype)}), stage=STAGE,
                          what="the teacher cache index")
         return self
 
@@ -179,13 +180,17 @@ class TeacherCache:
         if self.path is None or not self.path.exists():
             return False
         if self.storage == "disk":
-            index = self.path / "index.json"
-            meta = json.loads(index.read_text()) if index.is_file() else {}
-            if meta.get("fingerprint") != fp or not set(want) <= set(meta.get("taps", [])):
+            try:  # an unreadable or half-written cache is a miss: it is computed again
+                index = self.path / "index.json"
+                meta = json.loads(index.read_text()) if index.is_file() else {}
+                if (meta.get("fingerprint") != fp or not set(want) <= set(meta.get("taps", []))
+                        or meta.get("feature_dtype", str(self.feature_dtype)) != str(self.feature_dtype)):
+                    return False
+                self.logits = torch.from_numpy(np.load(self.path / "logits.npy", mmap_mode="r+"))
+                self.feature_maps = {p: torch.from_numpy(np.load(self.path / f"tap{i}.npy", mmap_mode="r+"))
+                                     for i, p in enumerate(meta["taps"])}
+            except (OSError, ValueError):  # ValueError: bad JSON or a damaged .npy header
                 return False
-            self.logits = torch.from_numpy(np.load(self.path / "logits.npy", mmap_mode="r+"))
-            self.feature_maps = {p: torch.from_numpy(np.load(self.path / f"tap{i}.npy", mmap_mode="r+"))
-                                 for i, p in enumerate(meta["taps"])}
         else:
             blob = torch.load(self.path, map_location="cpu", weights_only=True)
             if (blob.get("fingerprint") != fp or not set(want) <= set(blob.get("features", {}))

@@ -23,7 +23,7 @@ import hashlib
 import json
 import platform
 import shlex
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import metadata
@@ -102,22 +102,12 @@ Guard = Callable[[], AbstractContextManager[object]]
 
 
 def file_lock(path: str | Path) -> Guard:
-    """A guard that holds an exclusive ``flock`` on ``path`` while it is entered: several fits (or other timing
-    runs) on this host that share the lock measure one at a time instead of disturbing each other."""
+    """A guard that holds the timing lock on ``path`` (:func:`edgekd.bench.lock.timing_lock`) while it is entered:
+    several fits (or other timing runs) on this host that share the lock measure one at a time."""
+    from edgekd.bench.lock import timing_lock
 
-    @contextlib.contextmanager
-    def hold() -> Iterator[object]:
-        import fcntl
-
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield f
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-    return hold
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return lambda: timing_lock(path, stage=STAGE)
 
 
 def trust(row: BenchResult, agree: float) -> tuple[bool, str]:

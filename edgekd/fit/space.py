@@ -90,18 +90,12 @@ class Deploy:
 
 
 def registered(name: str) -> bool:
-    """Whether ``name`` is a registry model (``resnet``) or a model of a namespace that imports here
-    (``tv:mobilenet_v2`` where torchvision imports)."""
+    """Whether ``name`` is a registry model (``resnet``) or a model of a namespace (``tv:mobilenet_v2``)."""
     from edgekd.models import MODELS, list_models
     from edgekd.models._registry import NAMESPACES
 
     prefix, sep, _ = name.partition(":")
-    if not sep:
-        return name in MODELS
-    try:
-        return prefix in NAMESPACES and name in list_models(prefix)
-    except Exception:  # noqa: BLE001  (a namespace whose library does not import here has no models)
-        return False
+    return name in MODELS if not sep else prefix in NAMESPACES and name in list_models(prefix)
 
 
 def knobs_of(name: str) -> Knobs:

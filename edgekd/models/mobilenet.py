@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgekd.errors import ConfigError
 from edgekd.models._registry import register_model
 from edgekd.models.contract import Family, Knob, named, register_family
 
@@ -98,7 +99,8 @@ def mobilenetv2(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
     """Any width multiplier (the family's knob, :mod:`edgekd.fit` searches over it); the head is 320 wide
     below width 0.5 and 1280 from there on, as in the named variants below (``head_channels`` overrides)."""
     if width <= 0:
-        raise ValueError(f"MobileNetV2 width multiplier must be > 0, got {width}")
+        raise ConfigError(f"MobileNetV2 width multiplier must be > 0, got {width}", stage="models",
+                          hint="e.g. width=0.5")
     head = head_channels if head_channels is not None else (320 if width < 0.5 else 1280)
     return _mobilenetv2(width, num_classes, in_channels, head_channels=head)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgekd.errors import ConfigError
 from edgekd.models._registry import register_model
 from edgekd.models.contract import Family, Knob, named, register_family
 
@@ -105,7 +106,7 @@ def resnet(num_classes: int = 10, in_channels: int = 3, depth: int = 8, width: f
     (``plain``: no shortcuts). The named variants below are points of it (``resnet8x0_5`` is
     ``depth=8, width=0.5``); :mod:`edgekd.fit` searches over these knobs."""
     if width <= 0:
-        raise ValueError(f"ResNet width multiplier must be > 0, got {width}")
+        raise ConfigError(f"ResNet width multiplier must be > 0, got {width}", stage="models", hint="e.g. width=0.5")
     widths = tuple(max(1, round(w * width)) for w in _BASE)
     return _resnet(depth, widths, num_classes, in_channels, plain=plain)  # type: ignore[arg-type]
 

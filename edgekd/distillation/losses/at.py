@@ -68,9 +68,10 @@ class ATLoss(DistillLoss):
                  pool: str = "features", warmup: int = 0) -> None:
         super().__init__()
         if mode not in MODES or pool not in POOLS or not p > 0 or warmup < 0:
-            raise ConfigError(f"at mode={mode!r}, pool={pool!r}, p={p}: mode must be one of {', '.join(MODES)}, "
-                              f"pool one of {', '.join(POOLS)} and p > 0", stage=STAGE,
-                              hint="pass at_mode='code' (or 'paper'), at_pool='features' (or 'attention') and at_p=2")
+            raise ConfigError(f"at mode={mode!r}, pool={pool!r}, p={p}, warmup={warmup}: mode must be one of "
+                              f"{', '.join(MODES)}, pool one of {', '.join(POOLS)}, p > 0 and warmup >= 0", stage=STAGE,
+                              hint="pass at_mode='code' (or 'paper'), at_pool='features' (or 'attention'), at_p=2 "
+                                   "and at_warmup=0 (epochs)")
         self.student_taps, self.teacher_taps = tap_pairs("at", student_taps, teacher_taps, STAGES)
         self.p, self.mode, self.pool, self.warmup = float(p), mode, pool, int(warmup)
 

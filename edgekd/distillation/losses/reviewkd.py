@@ -10,7 +10,7 @@ from torch import nn
 
 from edgekd.distillation.adapters import POOLED, POOLED_NAMES, STAGES, require_setup, tap_pairs, tapped
 from edgekd.distillation.methods import DistillLoss, StepContext, linear_ramp, register_method
-from edgekd.distillation.taps import PRERELU
+from edgekd.distillation.taps import PRERELU, _split
 from edgekd.errors import ConfigError
 
 STAGE = "distill/reviewkd"
@@ -73,8 +73,9 @@ class ReviewKDLoss(DistillLoss):
         L_{RKD} = \min\!\big(\tfrac{e+1}{W}, 1\big) \sum_{i=1}^{n} \mathrm{HCL}(F_i, T_i),\qquad
         \mathrm{HCL}(F, T) = \frac{\sum_{l} w_l\, \mathrm{MSE}(P_l(F), P_l(T))}{\sum_l w_l}
 
-    over tapped stages :math:`i = 1..n` (shallow to deep; default ``layer1..3`` and the pooled
-    embedding ``pool``, :data:`~edgekd.distillation.adapters.STAGES`), student features :math:`S_i`,
+    over tapped stages :math:`i = 1..n` (shallow to deep; default the three deepest stages of each net's
+    contract, ``stage:-3..-1``, and its pooled ``embedding``: ``layer1..3`` and ``pool`` of a CIFAR ResNet;
+    :data:`~edgekd.distillation.adapters.STAGES`), student features :math:`S_i`,
     teacher features :math:`T_i` (pre-ReLU, ``@prerelu``, as the paper's code taps the teacher), ABF the
     attention-based fusion (:class:`ABF`: two sigmoid maps blend the student's stage with the fused
     deeper ones), :math:`\mathcal M_i` its 3×3 conv + BN to the teacher's width, :math:`P_l` average
@@ -90,7 +91,7 @@ class ReviewKDLoss(DistillLoss):
     linear warm-up (the CIFAR code's ramp starts at 0 in its first epoch; this one, as mdistiller's, at 1/W).
 
     Args:
-        student_taps: student stages, shallow to deep (default ``layer1, layer2, layer3, pool``).
+        student_taps: student stages, shallow to deep (default ``stage:-3, stage:-2, stage:-1, embedding``).
         teacher_taps: paired teacher stages (default: the student's, ``@prerelu`` for the maps when
             ``teacher_preact``).
         teacher_preact: tap the teacher's stages before their last ReLU (the paper's code).
@@ -109,7 +110,7 @@ class ReviewKDLoss(DistillLoss):
         default = (*STAGES, POOLED)
         self.student_taps, teacher = tap_pairs("reviewkd", student_taps, teacher_taps, default)
         if teacher_taps is None and teacher_preact:
-            teacher = tuple(t if t in POOLED_NAMES or t.endswith(PRERELU) else t + PRERELU for t in teacher)
+            teacher = tuple(t if t in POOLED_NAMES or _split(t)[1] else t + PRERELU for t in teacher)  # no 2nd suffix
         self.teacher_taps = teacher
         self.warmup = int(warmup)
         self.abfs = nn.ModuleList()
