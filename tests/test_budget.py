@@ -22,10 +22,16 @@ def test_parse(text: str, kind: str, limit: float) -> None:
 
 
 @pytest.mark.parametrize("text", ["latency=2", "params=", "params=5q", "flops=1", "params=0", "latency_ms=5us",
-                                  "latency_ms=2KB", "bytes=3ms"])
+                                  "latency_ms=2KB", "bytes=3ms", "params=1.2.3", "bytes=."])
 def test_parse_errors(text: str) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="budget"):
         parse_budget(text)
+
+
+def test_a_time_unit_on_latency_says_the_value_in_ms() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_budget("latency_ms=5us")
+    assert "latency_ms=0.005" in str(e.value.hint)
 
 
 def test_cli_options() -> None:

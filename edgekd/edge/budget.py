@@ -62,7 +62,7 @@ class Budget:
 
 def parse_budget(text: str) -> Budget:
     """``"latency_ms=2.5"``, ``"params=50k"``, ``"bytes=100KB"`` → :class:`Budget`; each kind takes its own units."""
-    m = re.fullmatch(r"\s*(\w+)\s*=\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*([a-zA-Zµ]*)\s*", text or "")
+    m = re.fullmatch(r"\s*(\w+)\s*=\s*((?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zA-Zµ]*)\s*", text or "")
     if not m or m.group(1) not in KINDS:
         raise ConfigError(f"cannot read budget {text!r}", stage=STAGE,
                           hint="write KIND=VALUE with KIND one of params, bytes, latency_ms, "
