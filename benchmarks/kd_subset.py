@@ -33,7 +33,7 @@ the two goals (the best method recovers >= 85 % of the gap; every method >= vani
 results/kd_subset.json`` with the MNIST-5k table's val picks (no tuning there); ``--all-candidates``
 runs every candidate on ``--seeds`` (how sensitive a method is on chosen seeds).
 
-Each finished run is appended to ``<work>/runs.jsonl``: ``--resume`` skips what is there, and several
+Each finished run is appended to ``<work>/runs.jsonl``: a rerun skips what is there, and several
 processes may share the work (``--shard 0/2`` and ``--shard 1/2``, one thread each), then
 ``--report`` prints the table and writes ``benchmarks/results/kd_subset.json``::
 

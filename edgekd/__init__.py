@@ -47,6 +47,8 @@ _LAZY = {
     "fit": ("edgekd.fit", None),  # the package itself: callable, edgekd.fit(...) runs the search
     "benchmark": ("edgekd.bench.harness", "benchmark"),
 }
+#: packages whose import registers recipes (edgekd.distillation.recipes) the entry point offers
+_RECIPES = {"distill": ("edgekd.edge",)}
 
 
 def __getattr__(name: str) -> Any:
@@ -54,6 +56,8 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         mod, attr = _LAZY[name]
+        for plugin in _RECIPES.get(name, ()):  # the layers above register their recipes into distill()
+            importlib.import_module(plugin)
         module = importlib.import_module(mod)
         return module if attr is None else getattr(module, attr)
     raise AttributeError(f"module 'edgekd' has no attribute {name!r}")

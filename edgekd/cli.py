@@ -161,6 +161,19 @@ for _topic, _where in (("methods", "edgekd.distillation:methods"), ("modifiers",
     LISTS.register(_topic)(functools.partial(_print_names, _where))
 
 
+@LISTS.register("recipes")
+def _list_recipes() -> int:
+    """The recipes ``distill()`` hands a call to, in the order it asks them, and what claims a call for each."""
+    import edgekd.edge  # noqa: F401  (registers the edge pipeline)
+    from edgekd.distillation.recipes import RECIPES
+
+    for cls in sorted((RECIPES.get(n) for n in RECIPES), key=lambda r: (r.order, r.name)):
+        claim = ", ".join(f"{o}=" for o in cls.options) or "its data type"
+        print(f"{cls.name:8s}{claim:28s}{cls.summary}")
+    print(f"{'(none)':8s}{'anything else':28s}one Strategy in the Trainer (`edgekd list strategies`)")
+    return 0
+
+
 @LISTS.register("formats")
 def _list_formats() -> int:
     """One line per (format, converter) of the format table: what export writes and what runs it."""
@@ -234,7 +247,7 @@ def _edge(args: argparse.Namespace, cfg) -> int:  # noqa: ANN001  (a DistillConf
                               gradual=args.gradual)
     e = run_edge(cfg, opts, ft_epochs=args.ft_epochs, formats=_csv(args.formats), peers=args.peers,
                  progress=not args.no_progress)
-    r = e.pipeline
+    r = e.result
     print(f"prune ratio {r.ratio:.3f}  params {count_params(r.float_model)}  "
           + "  ".join(f"{k}={v:.4f}" for k, v in r.metrics.items()))
     if r.budget is not None:

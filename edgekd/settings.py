@@ -120,6 +120,8 @@ class MethodTerm:
 #: T = 4 lost to the student alone from a confident teacher trained elsewhere (benchmarks/external_teacher.py);
 #: this one did not, there or with few labels (RESULTS.md).
 DEFAULT_METHOD = "ce + kd:9(ls)"
+#: The method for sentence encoders (``distill()`` on text): MiniLM v2 attention relations + embedding MSE.
+DEFAULT_TEXT_METHOD = "minilm_v2 + emb_mse"
 #: The int8 calibration observers (:mod:`edgekd.quantization`); here so the CLI can offer them without torch.
 OBSERVERS = ("histogram", "minmax", "histogram_torchao")
 

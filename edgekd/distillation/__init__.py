@@ -17,6 +17,12 @@ Strategies (:mod:`edgekd.distillation.strategies`) pick how networks train toget
     distill(None, [net1, net2], data, method="dml")      # online peers (also "afd"); result.models
     distill(None, student, data, method="self")          # early exits (edgekd.models.exits)
 
+Recipes (:mod:`edgekd.distillation.recipes`) are what is more than one strategy; ``distill()`` hands them the
+calls they claim, and they return the same :class:`DistillResult`:
+
+    distill(teacher, student, text_splits)                # sentence encoders (edgekd.distillation.text)
+    edgekd.distill(teacher, student, data, qat=True, prune=0.5)   # the edge pipeline (edgekd.edge)
+
 Offline KD caches the teacher's logits and tapped features by default when that is exact and fits
 in memory (``cache_teacher``).
 Under ``torchrun`` the same call trains data-parallel (:mod:`edgekd.distillation.parallel`; a torchrun entry: :mod:`edgekd.distillation.ddp`).
@@ -27,9 +33,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 from torch.utils.data import Dataset
@@ -47,17 +51,24 @@ from edgekd.distillation.methods import (
     parse_method,
     register_method,
 )
+from edgekd.distillation.recipes import RECIPES, claimed, given, register_recipe
+from edgekd.distillation.result import DistillResult
 from edgekd.distillation.strategies import EnsembleTeacher, Strategy, make_strategy
 from edgekd.distillation.taps import Taps
 from edgekd.distillation.trainer import TrainConfig, Trainer
+from edgekd.errors import ConfigError
 from edgekd.eval.classification import evaluate
 from edgekd.settings import DEFAULT_METHOD
+
+if TYPE_CHECKING:
+    from edgekd.data.text import TextSplits
 
 __all__ = [
     "DistillLoss",
     "DistillResult",
     "EnsembleTeacher",
     "Objective",
+    "RECIPES",
     "StepContext",
     "Strategy",
     "Taps",
@@ -70,31 +81,16 @@ __all__ = [
     "make_strategy",
     "methods",
     "parse_method",
+    "register_recipe",
     "register_method",
     "train",
 ]
 
 
-@dataclass
-class DistillResult:
-    """The trained student (weights of the last epoch), its history and final metrics.
-
-    ``metrics`` holds ``val_acc``, ``val_loss``, ``test_acc``, ``test_loss`` (last epoch),
-    ``best_val_acc`` and ``best_epoch``; ``best_path`` holds the best-val student weights.
-    """
-
-    model: nn.Module
-    history: list[dict[str, Any]]
-    metrics: dict[str, float]
-    checkpoint: Path | None = None
-    best_path: Path | None = None
-    method: str = ""
-    objective: Objective | None = field(default=None, repr=False)
-    models: list[nn.Module] = field(default_factory=list, repr=False)
-
-
 def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module | Sequence[nn.Module],
-            data: DataSplits | Dataset | str | Sequence[Dataset], method: str | Sequence[tuple[str, float]] | Mapping[str, float] = DEFAULT_METHOD, *,
+            data: DataSplits | Dataset | str | Sequence[Dataset] | TextSplits,
+            method: str | Sequence[tuple[str, float]] | Mapping[str, float] = DEFAULT_METHOD, *,
+            qat: bool = False, prune: float | None = None, budget: Any = None,
             on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
             cache_teacher: bool | TeacherCache | None = None, teacher_weights: Sequence[float] | None = None,
             config: TrainConfig | None = None, **kwargs: Any) -> DistillResult:
@@ -117,7 +113,28 @@ def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module 
     (an :class:`EnsembleTeacher` with ``teacher_weights``, at the method's temperature); ``student`` a
     list of peers for online methods (``"dml"``, ``"afd"``). ``cache_teacher``: None caches teacher
     outputs when exact and under 1 GiB, True insists, False never, or a :class:`TeacherCache` to reuse.
+
+    The one training entry point: the arguments pick the recipe (:mod:`edgekd.distillation.recipes`), and every
+    one returns a :class:`DistillResult`:
+
+    - ``data`` a :class:`~edgekd.data.text.TextSplits` (token ids): task-agnostic distillation of a sentence
+      encoder (:func:`edgekd.distillation.text.distill_text`; its keywords: ``k``, ``warmup``, ``cache_dtype``);
+    - ``qat=True``, ``prune=RATIO`` or ``budget="latency_ms=2"`` (``params=…``, ``bytes=…``, or an
+      :class:`edgekd.edge.Budget`): the edge pipeline (:class:`edgekd.edge.pipeline.EdgePipeline`, registered by
+      ``edgekd.edge``, which ``edgekd.distill`` imports): KD for ``epochs`` → channel pruning (none with ``qat``
+      alone) → KD + QAT, or KD fine-tune + PTQ, for ``ft_epochs`` (default 2); ``result.prepared`` (the QAT graph
+      to lower), ``int8_model``, ``ratio``, ``stages``. The QAT stage alone, for a student already trained, is
+      :func:`edgekd.edge.qat.distill_qat`.
     """
+    chosen = {"qat": qat, "prune": prune, "budget": budget}
+    recipe = claimed(data, chosen)
+    if recipe is not None:
+        return recipe.run(teacher, student, data, method, on_epoch_end=on_epoch_end, cache_teacher=cache_teacher,
+                          teacher_weights=teacher_weights, config=config, **chosen, **kwargs)
+    if given(chosen):
+        raise ConfigError(f"{', '.join(given(chosen))}: no recipe is registered for them; they are the edge "
+                          "pipeline's, which registers when edgekd.edge is imported", stage="distill",
+                          hint="call edgekd.distill(...) (it imports edgekd.edge), or `import edgekd.edge` first")
     config, method_kwargs = TrainConfig.split(kwargs, config)
     data = as_splits(data, seed=config.seed)
     objective = build_objective(method, **method_kwargs)
@@ -175,3 +192,6 @@ def _logits_models(model: Any, teacher: Any, data: DataSplits) -> tuple[Any, Any
 def train(student: nn.Module, data: DataSplits | Dataset | str | Sequence[Dataset], **kw: Any) -> DistillResult:
     """Plain supervised training (method ``"ce"``, no teacher); options as :func:`distill`."""
     return distill(None, student, data, kw.pop("method", "ce"), **kw)
+
+
+from edgekd.distillation import text as _text  # noqa: E402, F401  (registers the text recipe)

@@ -42,6 +42,7 @@ from edgekd.settings import check as check_setting
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
+    from edgekd.bundle import Bundle
     from edgekd.distillation import DistillResult
 
 STAGE = "distill/config"
@@ -104,11 +105,14 @@ class DistillConfig(RunSettings):
 
 @dataclass
 class RunResult:
-    """What :func:`run` trained and where it saved it (``model.pt``; ``model_peer<i>.pt`` for peers)."""
+    """What :func:`run` trained and where it saved it (``model.pt``; ``model_peer<i>.pt`` for peers; the int8
+    bundle lowered from the QAT graph when :func:`edgekd.edge.pipeline.run_edge` ran with QAT)."""
 
     result: DistillResult
     model_path: Path
     peer_paths: list[Path] = field(default_factory=list)
+    bundle: Bundle | None = None
+    data: DataSplits | None = field(default=None, repr=False)  # the splits it trained on (for a bundle after it)
 
 
 def prepare(cfg: DistillConfig, *, peers: int = 1, augment: bool = False
@@ -164,7 +168,7 @@ def require(cfg: DistillConfig, *, peers: int = 1) -> None:
 
 def run(cfg: DistillConfig, *, peers: int = 1, teacher_weights: Sequence[float] | None = None,
         cache_teacher: bool | None = None, resume: bool = False, progress: bool = True,
-        augment: bool = False) -> RunResult:
+        augment: bool = False, **recipe: Any) -> RunResult:
     """Run a whole :class:`DistillConfig` (``edgekd train`` / ``edgekd distill``): load, distil, and save the
     student as ``cfg.out/model.pt`` (a self-describing checkpoint, :mod:`edgekd.models.saved`).
 
@@ -172,22 +176,47 @@ def run(cfg: DistillConfig, *, peers: int = 1, teacher_weights: Sequence[float] 
     ``augment`` trains a built-in data set on shifted (and, where a mirror keeps the label, mirrored) images
     (:mod:`edgekd.data.augment`); image files follow ``cfg.augment``. The checkpoint records the data set and
     its preprocessing, so ``edgekd export`` rebuilds the same inputs.
+
+    ``recipe``: ``distill()``'s recipe options (``qat``, ``prune``, ``budget``, ``ft_epochs``, ``importance``,
+    ``gradual``: the edge pipeline, :func:`edgekd.edge.pipeline.run_edge`), passed on as they are; the
+    checkpoint then records the pruning ratio (its widths are in the saved model).
     """
     from edgekd.distillation import distill
+    from edgekd.distillation.recipes import given
     from edgekd.models.saved import save_model
 
     require(cfg, peers=peers)
+    edge = bool(given({k: recipe.get(k) for k in ("qat", "prune", "budget")}))
+    if edge:
+        _edge_settings(cfg, peers)
     splits, teacher, student, kw = prepare(cfg, peers=peers, augment=augment)
     out = Path(cfg.out)  # type: ignore[arg-type]  (require() checked it)
     extra: dict[str, Any] = {} if cache_teacher is None else {"cache_teacher": cache_teacher}
-    res = distill(teacher, student, splits, out_dir=out, resume=resume, progress=progress,
-                  teacher_weights=teacher_weights, **cfg.distill_kwargs(), **extra)
+    settings = cfg.distill_kwargs()
+    if edge:  # several stages, AdamW on the CPU (checked), no checkpoints of its own
+        settings = {k: v for k, v in settings.items() if k not in ("optimizer", "device")}
+    else:
+        extra.update(out_dir=out, resume=resume, teacher_weights=teacher_weights)
+    res = distill(teacher, student, splits, progress=progress, **settings, **extra, **recipe)
     meta = {"data": cfg.data, "metrics": res.metrics, "preprocessing": splits.preprocessing().to_dict(),
             "data_options": {k: v for k, v in data_options(cfg).items() if k in ("root", "limit", "channels")}}
+    if edge:
+        meta.update(prune_ratio=res.ratio, qat=bool(recipe.get("qat")))
     peer_paths = [save_model(m, out / f"model_peer{i}.pt", cfg.student, meta=meta, **kw)  # type: ignore[arg-type]
                   for i, m in enumerate(res.models)] if peers > 1 else []
     path = save_model(res.model, out / "model.pt", cfg.student, meta=meta, **kw)  # type: ignore[arg-type]
-    return RunResult(res, path, peer_paths)
+    return RunResult(res, path, peer_paths, data=splits)
+
+
+def _edge_settings(cfg: DistillConfig, peers: int) -> None:
+    """Refuse the settings the edge pipeline cannot honour, before any data is loaded."""
+    unsupported = {k: v for k, v in (("optimizer", cfg.optimizer), ("device", cfg.device)) if v not in ("adamw", "cpu")}
+    if unsupported:
+        raise ConfigError(f"--qat/--prune/--budget train with AdamW on the CPU, but the config asks for {unsupported}",
+                          stage="cli/distill", hint="remove optimizer/device from the config for the edge pipeline")
+    if peers > 1 or "," in (cfg.teacher or ""):
+        raise ConfigError("--qat/--prune/--budget distil one student from one teacher", stage="cli/distill",
+                          hint="pass a single --teacher checkpoint and no --peers")
 
 
 def load_config(path: str | Path) -> DistillConfig:

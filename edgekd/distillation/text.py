@@ -5,7 +5,7 @@
     teacher = load_hf_encoder()                       # all-MiniLM-L6-v2, offline
     data = load_text("fortunes", teacher.tokenizer, max_length=32, n_train=4000)
     student = create("minilm_l3_h192", max_length=32)
-    result = distill_text(teacher, student, data, method="minilm_v2 + emb_mse", epochs=3)
+    result = edgekd.distill(teacher, student, data, method="minilm_v2 + emb_mse", epochs=3)  # distill_text
     result.metrics  # val cosine / top-k neighbour agreement with the teacher
 
 The loop is the :class:`~edgekd.distillation.trainer.Trainer`'s (seeding, progress, checkpoints,
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,15 @@ from edgekd.data.text import TextSplits
 from edgekd.distillation.cache import TeacherCache
 from edgekd.distillation.losses.minilm import bind_objective
 from edgekd.distillation.methods import Objective, build_objective
+from edgekd.distillation.recipes import given, register_recipe
+from edgekd.distillation.result import DistillResult
 from edgekd.distillation.strategies.base import Losses
 from edgekd.distillation.strategies.offline import OfflineStrategy
 from edgekd.distillation.trainer import TrainConfig, Trainer
 from edgekd.errors import ConfigError
 from edgekd.eval.embeddings import compare_embeddings
 from edgekd.files import atomic_path
+from edgekd.settings import DEFAULT_METHOD, DEFAULT_TEXT_METHOD
 
 STAGE = "distill/text"
 
@@ -99,26 +101,17 @@ class TextStrategy(OfflineStrategy):
         return {f"val_{n}": v for n, v in self.agreement(data, "val").items() if n not in ("n", "k")}
 
 
-@dataclass
-class TextDistillResult:
-    """The trained student (last epoch), per-epoch history and final val/test agreement with the teacher."""
-
-    model: nn.Module
-    history: list[dict[str, Any]]
-    metrics: dict[str, Any]
-    method: str = ""
-    objective: Objective | None = field(default=None, repr=False)
-    checkpoint: Path | None = None
+TextDistillResult = DistillResult  # the one result type (edgekd.distillation.result); old name kept
 
 
 def distill_text(teacher: nn.Module, student: nn.Module, data: TextSplits,
-                 method: str | Sequence[tuple[str, float]] | Mapping[str, float] = "minilm_v2 + emb_mse", *,
+                 method: str | Sequence[tuple[str, float]] | Mapping[str, float] = DEFAULT_TEXT_METHOD, *,
                  epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.01,
                  warmup: float = 0.06, seed: int = 0, k: int = 10, progress: bool = True,
                  teacher_cache: TeacherCache | None = None, cache_dtype: torch.dtype = torch.float16,
                  out_dir: str | Path | None = None, resume: bool = False,
                  on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
-                 **method_kwargs: Any) -> TextDistillResult:
+                 **method_kwargs: Any) -> DistillResult:
     """Train a copy of ``student`` to follow ``teacher`` on ``data.train`` token ids with ``method``.
 
     AdamW with linear warm-up over the first ``warmup`` fraction of steps, then cosine decay to 0,
@@ -147,5 +140,39 @@ def distill_text(teacher: nn.Module, student: nn.Module, data: TextSplits,
         ckpt = Path(out_dir) / "student.pt"
         with atomic_path(ckpt, stage=STAGE, what="the student checkpoint") as tmp:
             torch.save(model.state_dict(), tmp)
-    return TextDistillResult(model=model, history=history, metrics=metrics, method=objective.spec,
-                             objective=objective, checkpoint=ckpt)
+    return DistillResult(model=model, history=history, metrics=metrics, method=objective.spec,
+                         objective=objective, checkpoint=ckpt, name="text")
+
+
+@register_recipe
+class TextRecipe:
+    """``distill()`` on :class:`~edgekd.data.text.TextSplits`: :func:`distill_text` (its own loop defaults: lr 1e-3,
+    warm-up, clipping; ``k``, ``warmup``, ``cache_dtype`` are its keywords)."""
+
+    name = "text"
+    summary = "token ids (TextSplits): a sentence encoder follows the teacher's (distill_text)"
+    order = 0
+    options = ()
+
+    @staticmethod
+    def claims(data: Any, options: Mapping[str, Any]) -> bool:
+        return isinstance(data, TextSplits)
+
+    @staticmethod
+    def run(teacher: Any, student: Any, data: Any, method: Any, *, config: TrainConfig | None = None,
+            cache_teacher: Any = None, teacher_weights: Any = None, qat: bool = False, prune: Any = None,
+            budget: Any = None, **kw: Any) -> DistillResult:
+        refused = given({"qat": qat, "prune": prune, "budget": budget, "teacher_weights": teacher_weights,
+                         "cache_teacher=True/False": None if cache_teacher is None or isinstance(cache_teacher, TeacherCache)
+                         else True})
+        if refused:
+            raise ConfigError(f"text distillation does not take {', '.join(refused)}", stage=STAGE,
+                              hint="distil the encoder first, then quantize or export it; share a teacher cache "
+                                   "by passing a TeacherCache")
+        if config is not None:
+            kw = {**{f: getattr(config, f) for f in ("epochs", "batch_size", "lr", "weight_decay", "seed", "progress",
+                                                     "out_dir", "resume")}, **kw}
+        if isinstance(cache_teacher, TeacherCache):
+            kw["teacher_cache"] = cache_teacher
+        method = DEFAULT_TEXT_METHOD if method == DEFAULT_METHOD else method
+        return distill_text(teacher, student, data, method, **kw)

@@ -11,15 +11,18 @@
 ``ptq_only``   KD (``kd_epochs + ft_epochs``), no pruning → PTQ int8
 =============  ===========================================================================
 
-Every stage returns new models; the student passed in is not changed. The CLI reaches
-:func:`joint` through :func:`parse_edge_options` and :func:`run_edge` (``edgekd distill … --qat
---prune 0.5 --budget latency_ms=2``).
+Every stage returns new models; the student passed in is not changed, and every pipeline returns the one
+result type, :class:`~edgekd.distillation.DistillResult` (``int8_model``, ``prepared``, ``ratio``, ``stages``).
+``edgekd.distill(..., qat=True, prune=0.5, budget="latency_ms=2")`` runs :func:`joint`; so does the CLI
+(``edgekd distill … --qat --prune 0.5``, through :func:`parse_edge_options` and
+:func:`edgekd.distillation.config.run`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,14 +31,14 @@ from torch import nn
 
 from edgekd.data.core import DataSplits, as_tensors, calibration_sample
 from edgekd.distillation.cache import TeacherCache
+from edgekd.distillation.recipes import given, register_recipe
+from edgekd.distillation.result import DistillResult, staged
 from edgekd.edge.budget import Budget, BudgetResult, LatencyTable, cost_fn, fit_budget, parse_budget, verify
 from edgekd.edge.prune import channels_of, prune, prune_to
 from edgekd.errors import ConfigError
 
 if TYPE_CHECKING:
-    from edgekd.bundle import Bundle
-    from edgekd.distillation import DistillResult
-    from edgekd.distillation.config import DistillConfig
+    from edgekd.distillation.config import DistillConfig, RunResult
 
 STAGE = "edge/pipeline"
 
@@ -69,18 +72,7 @@ def parse_edge_options(qat: bool = False, prune: float | None = None, budget: st
                        gradual=gradual)
 
 
-@dataclass
-class PipelineResult:
-    """One pipeline's float model (pruned and fine-tuned), int8 model and metrics (test split)."""
-
-    name: str
-    float_model: nn.Module
-    int8_model: nn.Module  # converted PT2E module (logits only), runs in PyTorch
-    prepared: torch.fx.GraphModule | None  # the QAT graph when QAT ran (lower with edgekd.convert.qat.write_int8)
-    ratio: float
-    metrics: dict[str, float] = field(default_factory=dict)
-    budget: BudgetResult | None = None
-    history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+PipelineResult = DistillResult  # the one result type (edgekd.distillation.result); old name kept
 
 
 PTQ_BATCH = 50  # PT2E PTQ graphs keep the traced batch size
@@ -185,7 +177,7 @@ def gradual_stage(teacher: nn.Module, student: nn.Module, data: DataSplits, rati
 def joint(teacher: nn.Module, student: nn.Module, data: DataSplits, opts: EdgeOptions, *, kd_epochs: int = 3,
           ft_epochs: int = 2, method: str = "ce:0.1+kd:0.9", batch_size: int = 128, seed: int = 0,
           table: LatencyTable | None = None, progress: bool = False, kd: DistillResult | None = None,
-          cache: TeacherCache | None = None, gradual: bool = False, **method_kwargs: Any) -> PipelineResult:
+          cache: TeacherCache | None = None, gradual: bool = False, **method_kwargs: Any) -> DistillResult:
     """KD → prune → KD+QAT (or KD fine-tune + PTQ when ``opts.qat`` is False); see the module docstring.
 
     ``kd``: a :func:`distill_stage` result to start from instead of distilling ``student`` again;
@@ -213,10 +205,12 @@ def joint(teacher: nn.Module, student: nn.Module, data: DataSplits, opts: EdgeOp
         ratio, budget = choose_ratio(kd.model, opts, calib, table=table, calibration=calib)
         pruned = prune(kd.model, ratio, opts.importance)  # type: ignore[arg-type]
     history = {"kd": kd.history}
+    ft: DistillResult
     if opts.qat:
-        q = distill_qat(teacher, pruned, data, method, epochs=ft_epochs, batch_size=batch_size, seed=seed,
-                        progress=progress, cache=cache, **method_kwargs)
-        int8, prepared, history["qat"] = convert_graph(q.prepared), q.prepared, q.history
+        ft = distill_qat(teacher, pruned, data, method, epochs=ft_epochs, batch_size=batch_size, seed=seed,
+                         progress=progress, cache=cache, **method_kwargs)
+        assert ft.prepared is not None  # distill_qat's graph
+        int8, prepared, history["qat"] = convert_graph(ft.prepared), ft.prepared, ft.history
         float_model = pruned
     else:
         ft = distill(teacher, pruned, data, method, epochs=ft_epochs, batch_size=batch_size, seed=seed,
@@ -226,14 +220,14 @@ def joint(teacher: nn.Module, student: nn.Module, data: DataSplits, opts: EdgeOp
     metrics = {"kd_fp32_acc": kd.metrics["test_acc"], "int8_acc": _acc(int8, data)}
     if not opts.qat:
         metrics["fp32_acc"] = ft.metrics["test_acc"]
-    return PipelineResult("joint", float_model, int8, prepared, ratio, metrics, budget, history)
+    return _result("joint", ft, float_model, int8, prepared, ratio, metrics, history, budget)
 
 
 def sequential(teacher: nn.Module, student: nn.Module, data: DataSplits, ratio: float, *, kd_epochs: int = 3,
                ft_epochs: int = 2, method: str = "ce:0.1+kd:0.9", finetune_method: str = "ce",
                importance: str = "l1", batch_size: int = 128, seed: int = 0, progress: bool = False,
                kd: DistillResult | None = None, cache: TeacherCache | None = None,
-               **method_kwargs: Any) -> PipelineResult:
+               **method_kwargs: Any) -> DistillResult:
     """KD → prune → fine-tune (``finetune_method``) → PTQ; see the module docstring (``kd``, ``cache``: as :func:`joint`)."""
     from edgekd.distillation import build_objective, distill
 
@@ -248,63 +242,93 @@ def sequential(teacher: nn.Module, student: nn.Module, data: DataSplits, ratio: 
                  **ft_kwargs)
     int8 = _ptq(ft.model, data)
     metrics = {"kd_fp32_acc": kd.metrics["test_acc"], "fp32_acc": ft.metrics["test_acc"], "int8_acc": _acc(int8, data)}
-    return PipelineResult("sequential", ft.model, int8, None, ratio, metrics, None,
-                          {"kd": kd.history, "finetune": ft.history})
+    return _result("sequential", ft, ft.model, int8, None, ratio, metrics, {"kd": kd.history, "finetune": ft.history})
 
 
 def ptq_only(teacher: nn.Module, student: nn.Module, data: DataSplits, *, kd_epochs: int = 3, ft_epochs: int = 2,
              method: str = "ce:0.1+kd:0.9", batch_size: int = 128, seed: int = 0, progress: bool = False,
-             cache: TeacherCache | None = None, **method_kwargs: Any) -> PipelineResult:
+             cache: TeacherCache | None = None, **method_kwargs: Any) -> DistillResult:
     """KD for ``kd_epochs + ft_epochs`` (same budget of epochs), no pruning, then PTQ."""
     kd = distill_stage(teacher, student, data, kd_epochs=kd_epochs + ft_epochs, method=method, batch_size=batch_size,
                        seed=seed, progress=progress, cache=cache, **method_kwargs)
     int8 = _ptq(kd.model, data)
     metrics = {"kd_fp32_acc": kd.metrics["test_acc"], "fp32_acc": kd.metrics["test_acc"], "int8_acc": _acc(int8, data)}
-    return PipelineResult("ptq_only", kd.model, int8, None, 0.0, metrics, None, {"kd": kd.history})
+    return _result("ptq_only", kd, kd.model, int8, None, 0.0, metrics, {"kd": kd.history})
 
 
-@dataclass
-class EdgeRun:
-    """What :func:`run_edge` produced: the pipeline's result, the saved float model and the int8 bundle."""
+def _result(name: str, last: DistillResult, float_model: nn.Module, int8: nn.Module,
+            prepared: torch.fx.GraphModule | None, ratio: float, metrics: dict[str, float],
+            stages: dict[str, list[dict[str, Any]]], budget: BudgetResult | None = None) -> DistillResult:
+    """A pipeline's :class:`DistillResult`: its last stage's objective, every stage's history."""
+    return DistillResult(model=float_model, history=staged(stages), metrics=metrics, method=last.method,
+                         objective=last.objective, prepared=prepared, int8_model=int8, ratio=ratio,
+                         budget=budget, stages=stages, name=name,
+                         taps=last.taps if prepared is not None else [])
 
-    pipeline: PipelineResult
-    model_path: Path
-    bundle: Bundle | None = None  # after QAT: int8 files lowered from the trained graph
+
+@register_recipe
+class EdgePipeline:
+    """``distill(..., qat=True | prune=RATIO | budget="latency_ms=2")``: :func:`joint` — KD for ``epochs`` → prune
+    (the ratio given, or the least that meets the budget) → KD + QAT for ``ft_epochs`` (default 2), or KD
+    fine-tune + PTQ without ``qat``. Its other keywords: ``importance`` (``l1``/``bn``), ``gradual``, ``table``."""
+
+    name = "edge"
+    summary = "KD -> prune -> KD + QAT, or KD fine-tune + PTQ (joint)"
+    order = 10
+    options = ("qat", "prune", "budget")
+
+    @staticmethod
+    def claims(data: Any, options: Mapping[str, Any]) -> bool:
+        return bool(given({k: options.get(k) for k in EdgePipeline.options}))
+
+    @staticmethod
+    def run(teacher: Any, student: Any, data: Any, method: Any, *, qat: bool = False, prune: float | None = None,
+            budget: str | Budget | None = None, config: Any = None, cache_teacher: Any = None,
+            on_epoch_end: Any = None, teacher_weights: Any = None, **kw: Any) -> DistillResult:
+        from edgekd.data.loading import as_splits
+        from edgekd.distillation import TeacherCache as _Cache
+        from edgekd.distillation import parse_method
+
+        refused = given({"teacher_weights": teacher_weights, "on_epoch_end": on_epoch_end,
+                         "a list of teachers or students":
+                         True if isinstance(teacher, Sequence) or isinstance(student, Sequence) else None})
+        if refused:
+            raise ConfigError(f"the edge pipeline (qat/prune/budget) does not take {', '.join(refused)}", stage=STAGE,
+                              hint="distil one student from one teacher; read result.stages for every stage's epochs")
+        if config is not None:  # a TrainConfig: the fields set away from their defaults
+            kw = {**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                     if getattr(config, f.name) != f.default}, **kw}
+        kw = {k: v for k, v in kw.items() if v is not None}  # unset loop settings: each stage's own default
+        data = as_splits(data, seed=kw.get("seed", 0))
+        for name in {n for n, _ in parse_method(method)} & set(kw):  # nested options: kd={...} is joint()'s own kd=
+            if isinstance(kw[name], Mapping):
+                kw.update({f"{name}_{k}": v for k, v in kw.pop(name).items()})
+        importance, gradual = kw.pop("importance", "l1"), kw.pop("gradual", False)
+        if isinstance(budget, Budget):
+            opts = EdgeOptions(qat=qat, prune=prune, budget=budget, importance=importance, gradual=gradual)
+        else:
+            opts = parse_edge_options(qat, prune, budget, importance=importance, gradual=gradual)
+        cache = cache_teacher if isinstance(cache_teacher, _Cache) else None
+        return joint(teacher, student, data, opts, kd_epochs=kw.pop("epochs", 3), method=method, cache=cache, **kw)
 
 
 def run_edge(cfg: DistillConfig, opts: EdgeOptions, *, ft_epochs: int = 2, formats: Sequence[str] = ("pte", "tflite"),
-             peers: int = 1, progress: bool = True) -> EdgeRun:
-    """``edgekd distill --qat/--prune/--budget``: :func:`joint` on a run config (KD for ``cfg.epochs`` → prune
-    → KD + QAT for ``ft_epochs``), the pruned float student saved as ``cfg.out/model.pt`` (it records its
-    widths), and after QAT the int8 ``formats`` lowered from the trained graph into ``cfg.out/bundle``,
-    parity-checked against that graph on 200 test samples."""
+             peers: int = 1, progress: bool = True) -> RunResult:
+    """``edgekd distill --qat/--prune/--budget``: the run config through the one entry point
+    (:func:`edgekd.distillation.config.run` with ``qat``/``prune``/``budget``: KD for ``cfg.epochs`` → prune →
+    KD + QAT for ``ft_epochs``; the pruned float student saved as ``cfg.out/model.pt``, recording its widths),
+    then, after QAT, the int8 ``formats`` lowered from the trained graph into ``cfg.out/bundle``, parity-checked
+    against that graph on 200 test samples (``result.bundle``)."""
     from edgekd.convert import export
-    from edgekd.distillation.config import prepare, require
-    from edgekd.models.saved import save_model
+    from edgekd.distillation.config import run
 
-    require(cfg)
-    unsupported = {k: v for k, v in (("optimizer", cfg.optimizer), ("device", cfg.device)) if v not in ("adamw", "cpu")}
-    if unsupported:
-        raise ConfigError(f"--qat/--prune/--budget train with AdamW on the CPU, but the config asks for {unsupported}",
-                          stage="cli/distill", hint="remove optimizer/device from the config for the edge pipeline")
-    if peers > 1 or "," in (cfg.teacher or ""):
-        raise ConfigError("--qat/--prune/--budget distil one student from one teacher", stage="cli/distill",
-                          hint="pass a single --teacher checkpoint and no --peers")
-    splits, teacher, student, kw = prepare(cfg)
-    options = cfg.method_kwargs()  # flat (kd_std=True): a method named like a keyword of joint() (kd) must not clash
-    run_kw = {k: v for k, v in cfg.distill_kwargs().items()
-              if v is not None and k not in ("optimizer", "device", "epochs", *options)}
-    run_kw.update({f"{name}_{k}": v for name, opts in options.items() for k, v in opts.items()})
-    r = joint(teacher, student, splits, opts, kd_epochs=cfg.epochs, ft_epochs=ft_epochs,  # type: ignore[arg-type]
-              progress=progress, gradual=opts.gradual, **run_kw)
-    out = Path(cfg.out)  # type: ignore[arg-type]  (require() checked it)
-    meta = {"data": cfg.data, "metrics": r.metrics, "prune_ratio": r.ratio, "qat": opts.qat,
-            "preprocessing": splits.preprocessing().to_dict()}
-    path = save_model(r.float_model, out / "model.pt", cfg.student, meta=meta, **kw)  # type: ignore[arg-type]
-    bundle = None
-    if r.prepared is not None:
+    r = run(cfg, peers=peers, progress=progress, qat=opts.qat, prune=opts.prune, budget=opts.budget,
+            importance=opts.importance, gradual=opts.gradual, ft_epochs=ft_epochs)
+    if r.result.prepared is not None:
+        splits = r.data
+        assert splits is not None  # run() records its splits
         x_test, y_test = as_tensors(splits.test, n=200)
-        bundle = export(r.float_model, (x_test[:1],), formats=formats, precision=("int8",), out_dir=out / "bundle",
-                        labels=list(splits.labels), preprocessing=splits.preprocessing(), model_name=cfg.student,
-                        parity_data=(x_test, y_test), qat=r.prepared, progress=progress)
-    return EdgeRun(r, path, bundle)
+        r.bundle = export(r.result.model, (x_test[:1],), formats=formats, precision=("int8",), out_dir=Path(cfg.out) / "bundle",  # type: ignore[arg-type]
+                          labels=list(splits.labels), preprocessing=splits.preprocessing(), model_name=cfg.student,
+                          parity_data=(x_test, y_test), qat=r.result.prepared, progress=progress)
+    return r

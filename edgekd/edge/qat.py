@@ -2,7 +2,7 @@
 
 ::
 
-    r = distill_qat(teacher, student, data, method="ce:0.1+kd:0.9+fitnet:1", epochs=3)
+    r = edgekd.distill(teacher, student, data, "ce:0.1+kd:0.9+fitnet:1", qat=True, epochs=3)  # distill_qat
     files = write_int8(r.prepared, (x1,), "out/")        # edgekd.convert.qat: real int8 .pte and .tflite
 
 How the pieces fit:
@@ -38,7 +38,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ from edgekd.convert.qat import Logits, set_mode
 from edgekd.data.core import DataSplits
 from edgekd.distillation.cache import TeacherCache
 from edgekd.distillation.methods import Objective, StepContext, build_objective
+from edgekd.distillation.result import DistillResult
 from edgekd.distillation.strategies.offline import OfflineStrategy
 from edgekd.distillation.taps import Taps
 from edgekd.distillation.trainer import TrainConfig, Trainer
@@ -118,15 +118,7 @@ def graph_accuracy(gm: torch.fx.GraphModule, dataset: Dataset, batch_size: int =
     return evaluate(Logits(gm), dataset, batch_size, keep_mode=True)
 
 
-@dataclass
-class QATResult:
-    """The trained fake-quant graph (returns ``(logits, *features)``), its history and metrics."""
-
-    prepared: torch.fx.GraphModule
-    taps: list[str]
-    history: list[dict[str, Any]] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-    objective: nn.Module | None = None
+QATResult = DistillResult  # the one result type (edgekd.distillation.result); old name kept
 
 
 class QATStrategy(OfflineStrategy):
@@ -172,7 +164,7 @@ def distill_qat(teacher: nn.Module | None, student: nn.Module, data: DataSplits,
                 per_channel: bool = True,
                 progress: bool = False, cache: bool | TeacherCache | None = None, out_dir: str | Path | None = None,
                 resume: bool = False,
-                on_epoch_end: Callable[[dict[str, Any]], None] | None = None, **method_kwargs: Any) -> QATResult:
+                on_epoch_end: Callable[[dict[str, Any]], None] | None = None, **method_kwargs: Any) -> DistillResult:
     """Distil ``teacher`` into a fake-quantized copy of ``student`` (``student`` is not changed).
 
     ``method`` composes registered losses exactly as :func:`edgekd.distillation.distill` (e.g.
@@ -200,8 +192,10 @@ def distill_qat(teacher: nn.Module | None, student: nn.Module, data: DataSplits,
                          labelled_per_batch=labelled_per_batch, val_every=val_every, num_workers=num_workers,
                          progress=progress,
                          out_dir=Path(out_dir) if out_dir is not None else None, resume=resume, drop_last=True)
-    history = Trainer(None, data, objective, config, strategy=strategy, on_epoch_end=on_epoch_end).fit()
+    trainer = Trainer(None, data, objective, config, strategy=strategy, on_epoch_end=on_epoch_end)
+    history = trainer.fit()
     test = evaluate_graph(gm, data.test)
     metrics = {"val_acc": history[-1]["val_acc"], "test_acc": test["acc"], "test_loss": test["loss"]}
-    return QATResult(prepared=gm, taps=list(objective.student_taps), history=history, metrics=metrics,
-                     objective=objective)
+    return DistillResult(model=Logits(gm), history=history, metrics=metrics, checkpoint=trainer.checkpoint_path,
+                         method=objective.spec, objective=objective,
+                         prepared=gm, taps=list(objective.student_taps), name="qat")
