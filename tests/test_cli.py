@@ -210,12 +210,18 @@ def test_one_converter_option_for_every_format_and_old_spellings_say_so_once(
 
 def test_export_plans_the_converters_it_is_given() -> None:
     from edgekd.convert import _plan
+    from edgekd.errors import ConfigError
 
     jobs = _plan(("pte", "tflite"), ("fp32",), "litert-torch", False, {"tflite": ("litert-torch", "onnx2tf")})
     assert [(r.converter, name) for r, _, name in jobs] == [
         ("executorch", "model_fp32.pte"), ("litert-torch", "model_fp32_litert-torch.tflite"),
         ("onnx2tf", "model_fp32_onnx2tf.tflite")]
     assert [r.converter for r, _, _ in _plan(("tflite",), ("fp32",), "onnx2tf", False)] == ["onnx2tf"]
+    # a misspelt format key or converter name is refused, not silently ignored (tflte would export the default)
+    with pytest.raises(ConfigError, match="unknown format 'tflte'"):
+        _plan(("tflite",), ("fp32",), "litert-torch", False, {"tflte": "onnx2tf"})
+    with pytest.raises(ConfigError, match="unknown pte converter 'xnnpack'"):
+        _plan(("tflite",), ("fp32",), "litert-torch", False, {"pte": "xnnpack"})
 
 
 def test_distill_says_when_it_runs_the_edge_pipeline(monkeypatch: pytest.MonkeyPatch,

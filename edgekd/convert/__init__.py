@@ -47,6 +47,9 @@ def _plan(formats_: Sequence[str], precision: Sequence[str], tflite_converter: s
               for f, c in {"tflite": tflite_converter, **(converter or {})}.items()}
     for f in formats_:
         row(f)  # an unknown format fails here, naming the known ones
+    for f, names in wanted.items():  # so does a misspelt converter= key or name, even for a format not asked for
+        for c in names:
+            row(f, c)
     for p in precision:
         if p not in PRECISIONS:
             raise ConfigError(f"unknown precision {p!r}; known: {', '.join(PRECISIONS)}", stage="export")
