@@ -52,7 +52,7 @@ def test_export_fails_before_any_work_naming_the_extra(monkeypatch: pytest.Monke
     _missing(monkeypatch, module)
     model, ex = _tiny()
     with pytest.raises(MissingExtraError, match=rf"pip install 'edgekd\[{extra}\]'"):
-        export(model, ex, formats=(fmt,), precision=("fp32",), tflite_converter=converter, out_dir=tmp_path,
+        export(model, ex, formats=(fmt,), precision=("fp32",), converter={fmt: converter}, out_dir=tmp_path,
                progress=False)
     assert not list(tmp_path.iterdir())  # nothing written
 
