@@ -87,7 +87,7 @@ class Regime:
 REGIMES = {
     # MNIST-5k: 3,500 train / 500 val / 1,000 test; 500 labels; 7 x 47 = 329 steps
     "mnist5k": Regime("mnist5k", None, 500, "resnet20", 6, 7, "kd_subset"),
-    # Fashion-MNIST, the harder regime chosen from the pilot (RESULTS.md): 9,900 train / 1,100 val / 10,000 test;
+    # Fashion-MNIST, the harder regime (RESULTS.md, "Few labels on Fashion-MNIST": why): 9,900 train / 1,100 val / 10,000 test;
     # 2,000 labels (200 a class); a resnet20 teacher on all 9,900 labels (15 epochs); 3 x 124 = 372 steps
     "fmnist": Regime("fashion_mnist", 11_000, 2_000, "resnet20", 15, 3, "kd_subset_fmnist"),
 }
