@@ -135,6 +135,26 @@ def test_decode_converts_every_mode_to_the_declared_channels(ext: str, mode: str
     assert torch.equal(decode(path, "BGR"), decode(path, "RGB").flip(0))
 
 
+@pytest.mark.parametrize("mode", ["I;16", "P", "LA", "RGBA", "L", "RGB"])
+def test_a_pil_image_from_a_users_dataset_converts_as_the_same_file_decodes(mode: str, tmp_path: Path) -> None:
+    """A Dataset yielding PIL images gets the decoder's rules: 16-bit values (v + 128) // 257 (PIL's
+    convert("L") would clip them all to 255), palettes expanded, alpha dropped."""
+    from edgekd.data.images import as_pixels
+
+    rgb = pattern(2, 3, 9, 7, np.random.default_rng(5))
+    path = tmp_path / "x.png"
+    if mode == "LA":
+        Image.fromarray(np.dstack([rgb[:, :, 0], rgb[:, :, 1]]), "LA").save(path)
+    else:
+        save(path, rgb, mode)
+    with Image.open(path) as im:
+        im.load()
+        for order in ("RGB", "GRAY"):
+            assert torch.equal(as_pixels(im, order), decode(path, order)), (mode, order)
+    if mode == "I;16":
+        assert decode(path, "GRAY").max() < 255  # the picture's values, not a white plane
+
+
 def test_bad_files_are_skipped_named_and_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = write_folder(tmp_path / "p", n_classes=2, per_class=24)
     (root / "class_0" / "empty.jpg").write_bytes(b"")

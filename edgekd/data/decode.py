@@ -106,15 +106,21 @@ def _pillow(data: bytes) -> torch.Tensor:
 
     with Image.open(io.BytesIO(data)) as im:
         im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            a = np.asarray(im, dtype=np.int64)
-            a = np.clip((a + 128) // 257, 0, 255).astype(np.uint8) if im.mode.startswith("I;16") else \
-                np.clip(a, 0, 255).astype(np.uint8)
-            return torch.from_numpy(a)[None]
-        if im.mode in ("L", "1"):
-            return torch.from_numpy(np.asarray(im.convert("L"), dtype=np.uint8).copy())[None]
-        rgb = im.convert("RGBA").convert("RGB") if im.mode in ("P", "PA", "LA") else im.convert("RGB")
-        return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+        return pil_pixels(im)
+
+
+def pil_pixels(im: Any) -> torch.Tensor:
+    """A loaded PIL image as uint8 (1|3, H, W) by the module docstring's rules (16-bit: ``(v + 128) // 257``,
+    not PIL's own ``convert("L")``, which clips every value above 255 to white)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.int64)
+        a = np.clip((a + 128) // 257, 0, 255).astype(np.uint8) if im.mode.startswith("I;16") else \
+            np.clip(a, 0, 255).astype(np.uint8)
+        return torch.from_numpy(a)[None]
+    if im.mode in ("L", "1"):
+        return torch.from_numpy(np.asarray(im.convert("L"), dtype=np.uint8).copy())[None]
+    rgb = im.convert("RGBA").convert("RGB") if im.mode in ("P", "PA", "LA") else im.convert("RGB")
+    return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
 def decode(path: str | Path, channel_order: str = "RGB") -> torch.Tensor:

@@ -241,17 +241,15 @@ class DatasetImages(ImageDataset):
 
 def as_pixels(image: Any, channel_order: str) -> torch.Tensor:
     """A PIL image, a uint8 (C, H, W) tensor or an (H, W[, C]) uint8 array as uint8 (C, H, W) in ``channel_order``."""
-    from edgekd.data.decode import to_channels
+    from edgekd.data.decode import pil_pixels, to_channels
 
     if isinstance(image, torch.Tensor):
         t = image
     elif isinstance(image, np.ndarray):
         a = image[:, :, None] if image.ndim == 2 else image
         t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
-    else:  # a PIL image
-        mode = "L" if getattr(image, "mode", "RGB") in ("L", "1", "I;16", "I") else "RGB"
-        a = np.asarray(image.convert(mode), dtype=np.uint8)
-        t = torch.from_numpy(a[:, :, None] if a.ndim == 2 else a.copy()).permute(2, 0, 1)
+    else:  # a PIL image: the same conversion rules as a decoded file (16-bit, palette, alpha)
+        t = pil_pixels(image)
     if t.dtype != torch.uint8 or t.ndim != 3 or t.shape[0] not in (1, 3, 4):
         raise BadImage("item", f"is a {t.dtype} tensor of shape {list(t.shape)}, not uint8 (C, H, W) pixels")
     return to_channels(t[:3].contiguous(), channel_order)
