@@ -1,7 +1,9 @@
 """The README's Python API is what users type first: every ```python block must run as written.
 
 Each block runs in a fresh interpreter (as a user's ``python`` would), in an empty folder, with
-``EDGEKD_MAX_EPOCHS=1`` so every training loop it starts stops after one epoch, and its own cache folder.
+``EDGEKD_MAX_EPOCHS=2`` so every training loop it starts stops after two epochs, and its own cache folder.
+(Two, not one: after one epoch the API block's student is at ~25 % and its int8 file's agreement with it sat
+at the 0.90 parity threshold, 0.88 in one run out of several.)
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def test_readme_has_python_blocks() -> None:
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_python_block_runs(code: str, tmp_path: Path) -> None:
-    env = {**os.environ, "EDGEKD_MAX_EPOCHS": "1", "PYTHONPATH": str(ROOT),
+    env = {**os.environ, "EDGEKD_MAX_EPOCHS": "2", "PYTHONPATH": str(ROOT),
            "EDGEKD_CACHE_DIR": str(tmp_path / "cache")}  # edgekd.fit's latency table: a fresh one, not ~/.cache
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=900)
