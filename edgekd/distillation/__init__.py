@@ -89,12 +89,15 @@ __all__ = [
 
 def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module | Sequence[nn.Module],
             data: DataSplits | Dataset | str | Sequence[Dataset] | TextSplits,
-            method: str | Sequence[tuple[str, float]] | Mapping[str, float] = DEFAULT_METHOD, *,
+            method: str | Sequence[tuple[str, float]] | Mapping[str, float] | None = None, *,
             qat: bool = False, prune: float | None = None, budget: Any = None,
             on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
             cache_teacher: bool | TeacherCache | None = None, teacher_weights: Sequence[float] | None = None,
             config: TrainConfig | None = None, **kwargs: Any) -> DistillResult:
     """Train a copy of ``student`` on ``data`` with ``method``, against a frozen ``teacher``.
+
+    ``method`` None is the recipe's own default: :data:`~edgekd.settings.DEFAULT_METHOD` for images,
+    :data:`~edgekd.settings.DEFAULT_TEXT_METHOD` for text.
 
     The loop settings are :class:`TrainConfig`'s fields, passed as keywords (``epochs=10``,
     ``batch_size=128``, ``lr``, ``optimizer="adamw"``, ``weight_decay``, ``seed=0``, ``device="cpu"``,
@@ -135,6 +138,7 @@ def distill(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module 
         raise ConfigError(f"{', '.join(given(chosen))}: no recipe is registered for them; they are the edge "
                           "pipeline's, which registers when edgekd.edge is imported", stage="distill",
                           hint="call edgekd.distill(...) (it imports edgekd.edge), or `import edgekd.edge` first")
+    method = DEFAULT_METHOD if method is None else method  # None: each recipe's own default
     config, method_kwargs = TrainConfig.split(kwargs, config)
     data = as_splits(data, seed=config.seed)
     objective = build_objective(method, **method_kwargs)

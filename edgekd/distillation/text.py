@@ -44,7 +44,7 @@ from edgekd.distillation.trainer import TrainConfig, Trainer
 from edgekd.errors import ConfigError
 from edgekd.eval.embeddings import compare_embeddings
 from edgekd.files import atomic_path
-from edgekd.settings import DEFAULT_METHOD, DEFAULT_TEXT_METHOD
+from edgekd.settings import DEFAULT_TEXT_METHOD
 
 STAGE = "distill/text"
 
@@ -174,5 +174,5 @@ class TextRecipe:
                                                      "out_dir", "resume")}, **kw}
         if isinstance(cache_teacher, TeacherCache):
             kw["teacher_cache"] = cache_teacher
-        method = DEFAULT_TEXT_METHOD if method == DEFAULT_METHOD else method
+        method = DEFAULT_TEXT_METHOD if method is None else method
         return distill_text(teacher, student, data, method, **kw)

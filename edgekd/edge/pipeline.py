@@ -36,6 +36,7 @@ from edgekd.distillation.result import DistillResult, staged
 from edgekd.edge.budget import Budget, BudgetResult, LatencyTable, cost_fn, fit_budget, parse_budget, verify
 from edgekd.edge.prune import channels_of, prune, prune_to
 from edgekd.errors import ConfigError
+from edgekd.settings import DEFAULT_METHOD
 
 if TYPE_CHECKING:
     from edgekd.distillation.config import DistillConfig, RunResult
@@ -300,6 +301,7 @@ class EdgePipeline:
                      if getattr(config, f.name) != f.default}, **kw}
         kw = {k: v for k, v in kw.items() if v is not None}  # unset loop settings: each stage's own default
         data = as_splits(data, seed=kw.get("seed", 0))
+        method = DEFAULT_METHOD if method is None else method
         for name in {n for n, _ in parse_method(method)} & set(kw):  # nested options: kd={...} is joint()'s own kd=
             if isinstance(kw[name], Mapping):
                 kw.update({f"{name}_{k}": v for k, v in kw.pop(name).items()})
